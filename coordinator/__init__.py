@@ -1,0 +1,1 @@
+"""The generator coordinator: site registry, round scheduler, aggregation, G optimisation, checkpoints."""

@@ -1,0 +1,3 @@
+from secgan.cli import main
+
+raise SystemExit(main())
