@@ -1,0 +1,46 @@
+"""A site's privacy policy. It lives in the site's own config; the coordinator may read a summary
+(``summary()``) but can never change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from secgan.config import choices, rng
+
+MODES = ("off", "dpsgd", "sanitize")
+SOURCES = ("procedural", "bank", "site")
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    mode: str = field(default="dpsgd", metadata=choices(*MODES))
+    allow_off: bool = False  # mode "off" is refused unless this is true
+    target_epsilon: float = field(default=10.0, metadata=rng(min=0.0, min_exclusive=True))
+    delta: float = field(default=1e-5, metadata=rng(min=0.0, max=0.1, min_exclusive=True))
+    clip_norm: float = field(default=1.0, metadata=rng(min=0.0, min_exclusive=True))
+    # None: calibrate sigma from target_epsilon, delta, q and planned_steps.
+    noise_multiplier: float | None = field(default=None, metadata=rng(min=0.0))
+    planned_steps: int = field(default=200, metadata=rng(min=1))
+    expected_batch_size: int = field(default=8, metadata=rng(min=1))
+    accept_sources: tuple[str, ...] = ("procedural", "bank")
+    # sanitize mode: number of disjoint patient shards (one discriminator each), q = 1/shards
+    shards: int = field(default=4, metadata=rng(min=1))
+    # secure-sum: the smallest participant set this site will mask for (0: strict majority, >= 3)
+    secure_sum_threshold: int = field(default=0, metadata=rng(min=0))
+
+    def __post_init__(self) -> None:
+        for s in self.accept_sources:
+            if s not in SOURCES:
+                raise ValueError(f"accept_sources: unknown source {s!r} (allowed: {', '.join(SOURCES)})")
+        if self.mode == "off" and not self.allow_off:
+            raise ValueError("mode = 'off' needs allow_off = true in the site's own policy")
+
+    def summary(self) -> dict:
+        """What the site tells the coordinator at the handshake (no secrets, no data statistics)."""
+        return {
+            "mode": self.mode,
+            "target_epsilon": self.target_epsilon if self.mode != "off" else None,
+            "delta": self.delta if self.mode != "off" else None,
+            "accept_sources": list(self.accept_sources),
+        }
