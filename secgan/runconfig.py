@@ -1,0 +1,123 @@
+"""Configuration of one training run: model shape, optimisation, data and privacy.
+
+Built once at the CLI edge (``load_run_config``) and passed down explicitly. Everything is a small
+frozen dataclass whose ranges live on the fields (``secgan.config.rng`` / ``choices``), so a bad
+TOML value is a :class:`ConfigError` naming its dotted key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from secgan.config import choices, load_dataclass, read_toml, rng
+from secgan.errors import ConfigError
+from secgan.privacy.policy import PrivacyPolicy
+from secgan.spec import ImageSpec
+
+LOSSES = ("bce", "hinge")
+NOISE_MODES = ("bottleneck", "input", "both")
+CONDITION_SOURCES = ("procedural", "bank", "site")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the generator (a small U-Net) and of each site's PatchGAN discriminator."""
+
+    g_width: int = field(default=32, metadata=rng(min=4, max=256))
+    # number of stride-2 stages of the U-Net encoder; the bottleneck is size / 2**g_depth pixels
+    g_depth: int = field(default=4, metadata=rng(min=1, max=6))
+    d_width: int = field(default=32, metadata=rng(min=4, max=256))
+    # number of stride-2 stages of the discriminator; patches are size / 2**d_layers pixels apart
+    d_layers: int = field(default=3, metadata=rng(min=1, max=5))
+    noise_dim: int = field(default=16, metadata=rng(min=1, max=512))
+    # where z enters G: tiled as extra input channels, projected at the bottleneck, or both
+    noise_mode: str = field(default="both", metadata=choices(*NOISE_MODES))
+    # upper bound on GroupNorm groups (the largest divisor of the channel count <= this is used)
+    norm_groups: int = field(default=8, metadata=rng(min=1, max=64))
+
+    def check_fits(self, image: ImageSpec) -> None:
+        """Refuse a model whose strided stages would shrink the image below one pixel."""
+        if image.size >> self.g_depth < 1 or image.size % (1 << self.g_depth):
+            raise ConfigError(f"model.g_depth = {self.g_depth} is too deep for image size {image.size}")
+        if image.size >> self.d_layers < 1 or image.size % (1 << self.d_layers):
+            raise ConfigError(f"model.d_layers = {self.d_layers} is too deep for image size {image.size}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = field(default=200, metadata=rng(min=1))
+    # fakes per site per step; also the number of patients a plain site samples per step
+    batch_size: int = field(default=8, metadata=rng(min=1, max=4096))
+    lr_g: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
+    lr_d: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
+    beta1: float = field(default=0.5, metadata=rng(min=0.0, max=0.999))
+    beta2: float = field(default=0.999, metadata=rng(min=0.0, max=0.9999))
+    loss: str = field(default="bce", metadata=choices(*LOSSES))
+    # the paper's L1 term against the real image; only legal with the site source and DP off
+    l1_weight: float = field(default=0.0, metadata=rng(min=0.0))
+    seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
+    checkpoint_every: int = field(default=50, metadata=rng(min=1))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # one directory per site (BraTS layout with split.json); relative paths resolve against the config file
+    site_dirs: tuple[str, ...] = ()
+    split: str = field(default="train", metadata=choices("train", "all"))
+    condition_source: str = field(default="procedural", metadata=choices(*CONDITION_SOURCES))
+    bank_dir: str | None = None
+    skip_bad: bool = False
+
+    def __post_init__(self) -> None:
+        if self.condition_source == "bank" and not self.bank_dir:
+            raise ValueError("condition_source = 'bank' needs bank_dir")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    image: ImageSpec = field(default_factory=ImageSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    # one policy applied by every (simulated) site of an in-process run
+    privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    run_id: str = "run"
+    device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
+    # write PNG previews of a few samples next to each checkpoint
+    previews: bool = True
+
+    def __post_init__(self) -> None:
+        if self.train.l1_weight > 0 and not (self.privacy.mode == "off" and self.data.condition_source == "site"):
+            raise ValueError(
+                "train.l1_weight > 0 compares fakes with real images, so it needs privacy.mode = 'off' "
+                "and data.condition_source = 'site'"
+            )
+        if not self.run_id or len(self.run_id) > 64 or not all(c.isalnum() or c in "-_." for c in self.run_id):
+            raise ValueError("run_id must be 1-64 characters of letters, digits, '-', '_' or '.'")
+        try:
+            self.model.check_fits(self.image)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    """Make relative data paths absolute against ``base`` (the config file's folder)."""
+    import dataclasses
+
+    def fix(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    data = dataclasses.replace(
+        cfg.data,
+        site_dirs=tuple(fix(p) for p in cfg.data.site_dirs),
+        bank_dir=fix(cfg.data.bank_dir) if cfg.data.bank_dir else None,
+    )
+    return dataclasses.replace(cfg, data=data)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    cfg = load_dataclass(RunConfig, read_toml(path))
+    return resolve_paths(cfg, path.parent.resolve())

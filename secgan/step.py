@@ -1,0 +1,313 @@
+"""One AsynDGAN step, split into its site half and its coordinator half. Pure: no I/O, no globals.
+
+Site side (runs next to the data):
+- ``discriminator_loss`` / ``discriminator_step`` update D_j on real pairs against received fakes;
+- ``generator_gradient`` computes g_j = dL_G/d(fake) through D_j. It takes no real data, by its
+  signature, so everything it returns is post-processing of D_j and the received fakes.
+
+Coordinator side: ``GeneratorCore`` draws conditions, computes fake = G(c, z), keeps the graph,
+back-propagates each returned g_j and steps G's optimiser once per step.
+
+Loss scaling (why summing at the coordinator is right): a site returns the gradient of the
+*sum over rows* of the per-row generator loss (each row's loss is the mean over its patches). Row i
+of g_j is then exactly d loss_i / d fake_i, independent of the batch size, which is what per-row
+clipping in ``sanitize`` mode needs. The coordinator divides by the batch's row count before
+``fake.backward``, so each site contributes the *mean* loss over its batch and G minimises
+sum_j mean_rows(L_G through D_j): the AsynDGAN objective with equal site weights. Summing replies
+(several routed batches, or one secure-sum total of the same batch) is thus just gradient summation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from secgan.errors import ConfigError, ProtocolError
+from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.runconfig import LOSSES, ModelConfig, TrainConfig
+from secgan.spec import ImageSpec
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+
+
+def _patch_mean(logits: torch.Tensor) -> torch.Tensor:
+    return logits.flatten(1).mean(dim=1)
+
+
+def discriminator_loss(
+    D: nn.Module,
+    real_cond: torch.Tensor,
+    real_img: torch.Tensor,
+    fake_cond: torch.Tensor,
+    fake_img: torch.Tensor,
+    *,
+    loss: str,
+) -> torch.Tensor:
+    """Per-row D losses, shape ``[n_real + n_fake]``: real rows first, then fake rows.
+
+    One forward pass over cat(real, fake), so with Opacus row k of the batch is sample k: each real
+    patient is exactly one row (one slice per sampled patient) and is clipped as one unit.
+    Each row's loss is the mean over its patches. ``fake_img`` is detached: D's step never
+    reaches G.
+    """
+    _check_loss(loss)
+    n_real = real_img.shape[0]
+    cond = torch.cat([real_cond, fake_cond.detach()], dim=0)
+    img = torch.cat([real_img, fake_img.detach()], dim=0)
+    logits = D(cond, img)
+    target_real = torch.ones(n_real, dtype=torch.bool, device=logits.device)
+    target = torch.cat([target_real, torch.zeros(img.shape[0] - n_real, dtype=torch.bool, device=logits.device)])
+    sign = torch.where(target, -1.0, 1.0).to(logits.dtype).view(-1, *([1] * (logits.dim() - 1)))
+    if loss == "bce":
+        # real: -log sigmoid(l) = softplus(-l); fake: -log(1 - sigmoid(l)) = softplus(l)
+        per_patch = F.softplus(sign * logits)
+    else:
+        # hinge: real relu(1 - l), fake relu(1 + l)
+        per_patch = F.relu(1.0 + sign * logits)
+    return _patch_mean(per_patch)
+
+
+def discriminator_step(
+    D: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real_cond: torch.Tensor,
+    real_img: torch.Tensor,
+    fake_cond: torch.Tensor,
+    fake_img: torch.Tensor,
+    *,
+    loss: str,
+    reduction: str = "mean",
+) -> None:
+    """zero_grad, backward of the reduced per-row loss, optimiser step.
+
+    ``reduction`` ("mean" over all rows, or "sum") must match the ``loss_reduction`` an Opacus
+    wrapper of D was made with, so its per-sample gradients come out unscaled. Returns nothing on
+    purpose: the loss on real rows is a real-data statistic and must not leave the site.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    optimizer.zero_grad(set_to_none=True)
+    per_row = discriminator_loss(D, real_cond, real_img, fake_cond, fake_img, loss=loss)
+    total = per_row.mean() if reduction == "mean" else per_row.sum()
+    total.backward()
+    optimizer.step()
+
+
+@contextlib.contextmanager
+def _hooks_off(D: nn.Module) -> Iterator[None]:
+    """Switch off Opacus's per-sample hooks while G's gradient flows through D.
+
+    Otherwise a GradSampleModule would record grad_sample for this backward pass and mix it into
+    D's next private step.
+    """
+    if hasattr(D, "hooks_enabled") and hasattr(D, "disable_hooks"):
+        was = D.hooks_enabled
+        D.disable_hooks()
+        try:
+            yield
+        finally:
+            if was:
+                D.enable_hooks()
+    else:
+        yield
+
+
+def generator_loss_rows(D: nn.Module, fake_cond: torch.Tensor, fake_img: torch.Tensor, *, loss: str) -> torch.Tensor:
+    """Per-row generator loss ``[B]`` (mean over patches): non-saturating BCE or hinge."""
+    _check_loss(loss)
+    logits = D(fake_cond, fake_img)
+    per_patch = F.softplus(-logits) if loss == "bce" else -logits
+    return _patch_mean(per_patch)
+
+
+def generator_gradient(D: nn.Module, fake_cond: torch.Tensor, fake_img: torch.Tensor, *, loss: str) -> torch.Tensor:
+    """g = d(sum over rows of the generator loss)/d(fake), same shape as ``fake_img``.
+
+    Differentiates with respect to a detached copy of the fakes only (``torch.autograd.grad``), so
+    D's parameters' ``.grad`` and any Opacus per-sample state are left exactly as they were. Takes
+    no real data.
+    """
+    x = fake_img.detach().clone().requires_grad_(True)
+    c = fake_cond.detach()
+    with torch.enable_grad(), _hooks_off(D):
+        total = generator_loss_rows(D, c, x, loss=loss).sum()
+        (grad,) = torch.autograd.grad(total, [x])
+    return grad.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# coordinator side
+
+
+class ConditionSource(Protocol):
+    def draw(self, n: int, *, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class GeneratorCore:
+    """G, its optimiser and the fakes in flight for the current step.
+
+    Several batches can be in flight in one step, one per site (each with its own fresh
+    conditions and noise), told apart by ``site``. ``apply`` back-propagates a reply's gradient into
+    G's ``.grad`` (accumulating); ``finish_step`` steps the optimiser once and forgets the step.
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        conditions: ConditionSource,
+        *,
+        batch_size: int,
+        noise_dim: int,
+        generator: torch.Generator,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.G = G
+        self.optimizer = optimizer
+        self.conditions = conditions
+        self.batch_size = batch_size
+        self.noise_dim = noise_dim
+        self.generator = generator
+        self.device = torch.device(device)
+        self._pending: dict[tuple[str, int, int, str], torch.Tensor] = {}
+        self._applied = 0
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def make_batch(self, *, run_id: str, round: int, step: int, site: str = "") -> FakeBatch:
+        """Fresh conditions and noise, fake = G(c, z) with its graph kept until the reply arrives."""
+        key = (run_id, round, step, site)
+        if key in self._pending:
+            raise ProtocolError("duplicate_batch", f"a batch for round {round} step {step} is already in flight")
+        self.G.train()
+        cond = self.conditions.draw(self.batch_size, generator=self.generator).to(torch.float32)
+        z = torch.randn(self.batch_size, self.noise_dim, generator=self.generator, dtype=torch.float32)
+        fake = self.G(cond.to(self.device), z.to(self.device))
+        self._pending[key] = fake
+        return FakeBatch(run_id=run_id, round=round, step=step, cond=cond.cpu(), fake=fake.detach().cpu())
+
+    def pending(self) -> list[str]:
+        return [k[3] for k in self._pending]
+
+    def drop(self, *, run_id: str, round: int, step: int, site: str = "") -> bool:
+        """Forget a batch whose site refused or timed out (frees its graph)."""
+        return self._pending.pop((run_id, round, step, site), None) is not None
+
+    def apply(self, reply: GradientReply, *, site: str = "") -> None:
+        key = (reply.run_id, reply.round, reply.step, site)
+        fake = self._pending.get(key)
+        if fake is None:
+            raise ProtocolError("unexpected_reply", f"no batch in flight for round {reply.round} step {reply.step}")
+        grad = reply.grad
+        if not isinstance(grad, torch.Tensor):
+            raise ProtocolError("bad_type", "gradient is not a tensor")
+        if grad.dtype != torch.float32:
+            raise ProtocolError("bad_dtype", f"gradient dtype {grad.dtype} is not float32")
+        if tuple(grad.shape) != tuple(fake.shape):
+            raise ProtocolError("bad_shape", f"gradient shape {tuple(grad.shape)} != fake shape {tuple(fake.shape)}")
+        if not bool(torch.isfinite(grad).all()):
+            raise ProtocolError("not_finite", "gradient has NaN or infinite entries")
+        del self._pending[key]
+        fake.backward(grad.to(fake.device) / fake.shape[0])
+        self._applied += 1
+
+    def finish_step(self) -> dict[str, Any]:
+        """Step G once if any reply was applied; drop whatever is still in flight."""
+        dropped = len(self._pending)
+        self._pending.clear()
+        applied = self._applied
+        grad_norm = 0.0
+        if applied:
+            sq = [p.grad.pow(2).sum() for p in self.G.parameters() if p.grad is not None]
+            grad_norm = float(torch.sqrt(torch.stack(sq).sum())) if sq else 0.0
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._applied = 0
+        return {"applied": applied, "dropped": dropped, "grad_norm": grad_norm, "stepped": bool(applied)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the plain (mode "off") site learner
+
+
+def check_fake_batch(msg: FakeBatch, image: ImageSpec, *, max_batch: int = 4096) -> None:
+    """Shape/dtype/finiteness checks a site runs on a received batch (ProtocolError on failure)."""
+    for name in ("cond", "fake"):
+        t = getattr(msg, name)
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+            raise ProtocolError("bad_dtype", f"{name} must be a float32 tensor")
+        if t.dim() != 4 or t.shape[1] != 4 or t.shape[2] != image.size or t.shape[3] != image.size:
+            raise ProtocolError("bad_shape", f"{name} shape {tuple(t.shape)} is not [B, 4, {image.size}, {image.size}]")
+        if not 1 <= t.shape[0] <= max_batch:
+            raise ProtocolError("bad_shape", f"{name} batch size {t.shape[0]} out of range")
+        if not bool(torch.isfinite(t).all()):
+            raise ProtocolError("not_finite", f"{name} has NaN or infinite entries")
+    if msg.cond.shape != msg.fake.shape:
+        raise ProtocolError("bad_shape", "cond and fake shapes differ")
+
+
+class PlainSiteLearner:
+    """A site without differential privacy (policy mode "off"): no ledger, epsilon None.
+
+    Samples ``train.batch_size`` distinct patients per step (all of them if it has fewer), one
+    tumour-bearing slice each, updates D, returns the gradient for the received fakes.
+    """
+
+    def __init__(
+        self,
+        *,
+        dataset: Any,
+        model: ModelConfig,
+        image: ImageSpec,
+        train: TrainConfig,
+        generator_seed: int,
+        device: str = "cpu",
+    ) -> None:
+        from secgan.models import build_discriminator
+
+        if dataset.n_patients < 1:
+            raise ConfigError("the site has no patients to train on")
+        self.dataset = dataset
+        self.image = image
+        self.train = train
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng(generator_seed)
+        self.discriminator = build_discriminator(model, image).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=train.lr_d, betas=(train.beta1, train.beta2)
+        )
+        self.steps_served = 0
+
+    def refuses_source(self, name: str) -> str | None:
+        return None
+
+    def epsilon(self) -> float | None:
+        return None
+
+    def save(self) -> None:
+        """Nothing durable to write: mode "off" keeps no ledger."""
+
+    def serve(self, msg: FakeBatch) -> GradientReply | Refusal:
+        check_fake_batch(msg, self.image)
+        n = min(self.train.batch_size, self.dataset.n_patients)
+        idx = self.rng.choice(self.dataset.n_patients, size=n, replace=False)
+        real_img, real_cond = self.dataset.sample_slices([int(i) for i in idx], generator=self.rng)
+        real_img = torch.as_tensor(np.ascontiguousarray(real_img), dtype=torch.float32, device=self.device)
+        real_cond = torch.as_tensor(np.ascontiguousarray(real_cond), dtype=torch.float32, device=self.device)
+        cond = msg.cond.to(self.device)
+        fake = msg.fake.to(self.device)
+        self.discriminator.train()
+        discriminator_step(self.discriminator, self.optimizer, real_cond, real_img, cond, fake, loss=self.train.loss)
+        grad = generator_gradient(self.discriminator, cond, fake, loss=self.train.loss).cpu()
+        self.steps_served += 1
+        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=grad, epsilon=None, attempt=msg.attempt)
+
