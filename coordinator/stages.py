@@ -1,0 +1,49 @@
+"""Which inbound message a site may send in which protocol stage (the coordinator's side).
+
+Pure: given the site's state and what is in flight for it, accept or raise
+``ProtocolError("unexpected_message")``. Stale replies (an older round) are told apart so they can
+be counted as ``stale`` rather than as protocol violations.
+"""
+
+from __future__ import annotations
+
+from secgan.errors import ProtocolError
+from secgan.messages import ErrorReply, GradientReply, Heartbeat, Hello, Message, Refusal
+
+from coordinator.registry import REMOVED, WELCOMED
+
+# What a site may send at all; everything else (Welcome, FakeBatch, Stop) is coordinator -> site.
+SITE_MESSAGES = (Hello, GradientReply, Refusal, Heartbeat, ErrorReply)
+
+
+def check_stage(
+    *,
+    state: str,
+    msg: Message,
+    run_id: str,
+    current_round: int | None,
+    in_flight: tuple[int, int] | None,
+) -> None:
+    """Raise unless ``msg`` fits the site's stage.
+
+    ``in_flight`` is the (round, step) of the batch sent to this site and not yet answered, if any.
+    Hello is always allowed (it is how a site (re)joins); ErrorReply is always allowed (it reports a
+    problem with something we sent). A dead site that talks again without Hello is told to say
+    Hello (``not_welcomed``), as is any site that never did.
+    """
+    if not isinstance(msg, SITE_MESSAGES):
+        raise ProtocolError("unexpected_message", f"{type(msg).__name__} is never sent by a site")
+    if isinstance(msg, (Hello, ErrorReply)):
+        return
+    if state not in (WELCOMED, REMOVED):
+        raise ProtocolError("not_welcomed", "say Hello first")
+    if isinstance(msg, Heartbeat):
+        return
+    if msg.run_id != run_id:
+        raise ProtocolError("wrong_run", "reply for another run")
+    if in_flight is not None and (msg.round, msg.step) == in_flight:
+        return
+    if current_round is not None and msg.round < current_round:
+        raise ProtocolError("stale", f"reply for round {msg.round} < current {current_round}")
+    raise ProtocolError("unexpected_message", f"no batch of round {msg.round} step {msg.step} was sent to this site")
+
