@@ -1,0 +1,361 @@
+"""A site's training data as 2-D slices indexed by patient, the unit of privacy.
+
+``load_site`` turns a BraTS-layout site folder into a :class:`PatientSlices`:
+
+- ``split.json`` (``{"train": [...], "test": [...]}``, patient ids) chooses the patients;
+- each volume is normalised on its own: the 0.5 and 99.5 percentiles inside the brain mask map to
+  -1 and 1 (clipped), the background is exactly -1. The brain mask is "any loaded modality above
+  zero" (BraTS volumes are skull-stripped/masked with a zero background);
+- axial slices (last axis) with at least ``min_tumour_pixels`` tumour pixels are kept;
+- slices are brought to ``image_size`` x ``image_size`` in-plane by centre padding to a square (with
+  background) and then resampling: area averaging when shrinking, bilinear when enlarging, nearest
+  neighbour for labels and the brain mask; the background is reset to exactly -1 afterwards.
+
+Every array is kept per patient, so a sampler can draw patients first and one slice per patient
+(one patient = one row for DP-SGD). Case ids are kept for the operator but must never be logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from secgan.data.brats import Case, CaseError, ReaderLimits, read_case
+from secgan.errors import DataError
+from secgan.logs import get_logger
+from secgan.spec import COND_CHANNELS, IMAGE_CHANNELS, encode_condition
+
+log = get_logger(__name__)
+
+SPLITS = ("train", "test", "all")
+MAX_SPLIT_BYTES = 16 << 20
+LOW_PERCENTILE = 0.5
+HIGH_PERCENTILE = 99.5
+
+
+class PatientSlices:
+    """Per-patient stacks of slices: images ``[S,4,H,W]``, conds ``[S,4,H,W]``, segs ``[S,H,W]``.
+
+    Arrays are read-only; sampling returns fresh copies.
+    """
+
+    def __init__(
+        self,
+        *,
+        case_ids: Sequence[str],
+        images: Sequence[np.ndarray],
+        conds: Sequence[np.ndarray],
+        segs: Sequence[np.ndarray],
+        image_size: int,
+        modalities: tuple[str, ...] = IMAGE_CHANNELS,
+        missing: tuple[str, ...] = (),
+    ) -> None:
+        if not (len(case_ids) == len(images) == len(conds) == len(segs)):
+            raise ValueError("case_ids, images, conds and segs must have one entry per patient")
+        if len(set(case_ids)) != len(case_ids):
+            raise ValueError("case ids must be unique")
+        h = w = image_size
+        for im, co, sg in zip(images, conds, segs):
+            s = im.shape[0]
+            if s < 1 or im.shape != (s, len(IMAGE_CHANNELS), h, w) or co.shape != (s, len(COND_CHANNELS), h, w) or sg.shape != (s, h, w):
+                raise ValueError(f"inconsistent patient arrays {im.shape}, {co.shape}, {sg.shape} for size {image_size}")
+        self._case_ids = tuple(case_ids)
+        self._images = tuple(_frozen(a, np.float32) for a in images)
+        self._conds = tuple(_frozen(a, np.float32) for a in conds)
+        self._segs = tuple(_frozen(a, np.int16) for a in segs)
+        self.image_size = int(image_size)
+        self.modalities = tuple(modalities)
+        self.missing = tuple(missing)
+
+    # --- per patient -------------------------------------------------------------------------
+    @property
+    def n_patients(self) -> int:
+        return len(self._case_ids)
+
+    def __len__(self) -> int:
+        return self.n_patients
+
+    @property
+    def case_ids(self) -> tuple[str, ...]:
+        """Patient identifiers, in index order. Never log them."""
+        return self._case_ids
+
+    def n_slices(self, i: int) -> int:
+        return self._images[self._index(i)].shape[0]
+
+    def images(self, i: int) -> np.ndarray:
+        return self._images[self._index(i)]
+
+    def conds(self, i: int) -> np.ndarray:
+        return self._conds[self._index(i)]
+
+    def segs(self, i: int) -> np.ndarray:
+        return self._segs[self._index(i)]
+
+    # --- sampling ----------------------------------------------------------------------------
+    def sample_slices(
+        self, patient_indices: Sequence[int], *, generator: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One uniformly random slice per listed patient: (images ``[n,4,H,W]``, conds ``[n,4,H,W]``)."""
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError("generator must be a numpy.random.Generator")
+        idx = [self._index(i) for i in patient_indices]
+        n, s = len(idx), self.image_size
+        imgs = np.empty((n, len(IMAGE_CHANNELS), s, s), dtype=np.float32)
+        conds = np.empty((n, len(COND_CHANNELS), s, s), dtype=np.float32)
+        for row, p in enumerate(idx):
+            k = int(generator.integers(self._images[p].shape[0]))
+            imgs[row] = self._images[p][k]
+            conds[row] = self._conds[p][k]
+        return imgs, conds
+
+    def all_slices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every slice: (images, conds, segs, patient_index ``[N]`` int64)."""
+        pidx = np.concatenate([np.full(a.shape[0], i, dtype=np.int64) for i, a in enumerate(self._images)]) if self._images else np.zeros(0, np.int64)
+        s = self.image_size
+        if not self._images:
+            return (np.zeros((0, 4, s, s), np.float32), np.zeros((0, 4, s, s), np.float32), np.zeros((0, s, s), np.int16), pidx)
+        return (np.concatenate(self._images), np.concatenate(self._conds), np.concatenate(self._segs), pidx)
+
+    def subset(self, patient_indices: Sequence[int]) -> "PatientSlices":
+        """The listed patients (distinct indices), in the listed order."""
+        idx = [self._index(i) for i in patient_indices]
+        if len(set(idx)) != len(idx):
+            raise ValueError("subset indices must be distinct (one patient is one privacy unit)")
+        return PatientSlices(
+            case_ids=[self._case_ids[i] for i in idx],
+            images=[self._images[i] for i in idx],
+            conds=[self._conds[i] for i in idx],
+            segs=[self._segs[i] for i in idx],
+            image_size=self.image_size,
+            modalities=self.modalities,
+            missing=self.missing,
+        )
+
+    def fingerprint(self, *, salt: bytes = b"") -> str:
+        """Hex sha256 over the patient count and every array (not the case ids), salted."""
+        h = hashlib.sha256()
+        h.update(b"secgan.PatientSlices.v1\0")
+        h.update(len(salt).to_bytes(8, "big") + bytes(salt))
+        h.update(self.n_patients.to_bytes(8, "big"))
+        h.update(json.dumps([self.image_size, list(self.modalities), list(self.missing)]).encode())
+        for im, co, sg in zip(self._images, self._conds, self._segs):
+            for a in (im, co, sg):
+                h.update(json.dumps([a.dtype.str, list(a.shape)]).encode())
+                h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def _index(self, i: int) -> int:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"patient index must be an int, got {type(i).__name__}")
+        if not 0 <= int(i) < self.n_patients:
+            raise IndexError(f"patient index {int(i)} out of range 0..{self.n_patients - 1}")
+        return int(i)
+
+    def __repr__(self) -> str:  # no case ids
+        return f"PatientSlices(n_patients={self.n_patients}, image_size={self.image_size}, missing={self.missing})"
+
+
+def _frozen(a: np.ndarray, dtype) -> np.ndarray:
+    out = np.ascontiguousarray(a, dtype=dtype)
+    if out is a:
+        out = out.copy()
+    out.setflags(write=False)
+    return out
+
+
+# --- split file ---------------------------------------------------------------------------------
+def read_split(site_dir: Path) -> dict[str, list[str]]:
+    """Read and validate ``site_dir/split.json``."""
+    path = Path(site_dir) / "split.json"
+    try:
+        raw = path.read_bytes() if path.stat().st_size <= MAX_SPLIT_BYTES else None
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file is missing") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read split file ({exc.strerror})") from None
+    if raw is None:
+        raise DataError(f"{path}: split file larger than {MAX_SPLIT_BYTES} bytes")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(obj, dict) or set(obj) != {"train", "test"}:
+        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise DataError(f"{path}: must be an object with exactly the keys 'train' and 'test', got {keys}")
+    for part in ("train", "test"):
+        ids = obj[part]
+        if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids):
+            raise DataError(f"{path}: '{part}' must be a list of strings")
+        for c in ids:
+            if not c or c in (".", "..") or "/" in c or "\\" in c or "\0" in c or c.startswith("."):
+                raise DataError(f"{path}: '{part}' has an entry that is not a plain folder name")
+        if len(set(ids)) != len(ids):
+            raise DataError(f"{path}: '{part}' lists a case more than once")
+    overlap = set(obj["train"]) & set(obj["test"])
+    if overlap:
+        raise DataError(f"{path}: {len(overlap)} case(s) are in both 'train' and 'test' (patient-level split required)")
+    for c in obj["train"] + obj["test"]:
+        if not (path.parent / c).is_dir():
+            raise DataError(f"{path}: a listed case folder does not exist (entry {(obj['train'] + obj['test']).index(c)})")
+    return {"train": list(obj["train"]), "test": list(obj["test"])}
+
+
+# --- per-case processing ------------------------------------------------------------------------
+def normalise_volume(vol: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Robust per-volume scaling: percentiles 0.5/99.5 inside ``mask`` -> [-1, 1]; outside exactly -1."""
+    out = np.full(vol.shape, -1.0, dtype=np.float32)
+    inside = vol[mask]
+    if inside.size == 0:
+        return out
+    lo, hi = np.percentile(inside, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    scale = float(hi - lo)
+    if not scale > 0:
+        out[mask] = 0.0  # constant inside the brain: a flat mid-grey, still distinct from background
+        return out
+    out[mask] = np.clip((inside - lo) * (2.0 / scale) - 1.0, -1.0, 1.0)
+    return out
+
+
+def _to_square(a: np.ndarray, fill: float) -> np.ndarray:
+    """Centre-pad the last two axes of ``a`` to a square."""
+    x, y = a.shape[-2:]
+    if x == y:
+        return a
+    side = max(x, y)
+    px, py = side - x, side - y
+    pad = [(0, 0)] * (a.ndim - 2) + [(px // 2, px - px // 2), (py // 2, py - py // 2)]
+    return np.pad(a, pad, mode="constant", constant_values=fill)
+
+
+def _resize_stack(a: np.ndarray, size: int, *, mode: str) -> np.ndarray:
+    """Resize ``[N, C, h, w]`` to ``[N, C, size, size]`` with torch (area / bilinear / nearest)."""
+    import torch
+    import torch.nn.functional as F
+
+    if a.shape[-1] == size and a.shape[-2] == size:
+        return a
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if mode == "nearest":
+        r = F.interpolate(t, size=(size, size), mode="nearest-exact")
+    elif a.shape[-1] > size:
+        r = F.interpolate(t, size=(size, size), mode="area")
+    else:
+        r = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return r.numpy()
+
+
+def case_to_slices(
+    case: Case,
+    *,
+    image_size: int,
+    modalities: tuple[str, ...],
+    min_tumour_pixels: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A case -> (images ``[S,4,H,W]``, conds ``[S,4,H,W]``, segs ``[S,H,W]``) of its kept slices.
+
+    Raises :class:`CaseError` if the case has no brain voxels; returns S = 0 if no slice qualifies.
+    """
+    loaded = [case.volumes[m] for m in modalities]
+    mask = np.zeros(case.shape, dtype=bool)
+    for v in loaded:
+        mask |= v > 0
+    if not mask.any():
+        raise CaseError(Path(case.case_id), "no brain voxels (every loaded modality is zero or negative)")
+    vols = np.full((len(IMAGE_CHANNELS),) + case.shape, -1.0, dtype=np.float32)
+    for m in modalities:
+        vols[IMAGE_CHANNELS.index(m)] = normalise_volume(case.volumes[m], mask)
+    # Axial slices along the last axis -> [Z, C, X, Y].
+    imgs = np.moveaxis(vols, 3, 0)
+    segs = np.moveaxis(case.seg, 2, 0)[:, None]
+    masks = np.moveaxis(mask, 2, 0)[:, None].astype(np.float32)
+    imgs, segs, masks = _to_square(imgs, -1.0), _to_square(segs, 0), _to_square(masks, 0.0)
+    segs_r = np.rint(_resize_stack(segs.astype(np.float32), image_size, mode="nearest"))[:, 0].astype(np.int16)
+    masks_r = _resize_stack(masks, image_size, mode="nearest")[:, 0] > 0.5
+    tumour = (segs_r > 0).sum(axis=(1, 2))
+    if min_tumour_pixels > 0:
+        keep = np.flatnonzero(tumour >= min_tumour_pixels)
+    else:
+        keep = np.flatnonzero(masks_r.any(axis=(1, 2)))
+    if keep.size == 0:
+        s = image_size
+        return np.zeros((0, 4, s, s), np.float32), np.zeros((0, 4, s, s), np.float32), np.zeros((0, s, s), np.int16)
+    imgs_r = _resize_stack(imgs[keep], image_size, mode="smooth").astype(np.float32)
+    segs_k, masks_k = segs_r[keep], masks_r[keep] | (segs_r[keep] > 0)
+    imgs_r = np.clip(imgs_r, -1.0, 1.0)
+    imgs_r[np.broadcast_to(~masks_k[:, None], imgs_r.shape)] = -1.0
+    conds = np.stack([encode_condition(s, b) for s, b in zip(segs_k, masks_k)])
+    return imgs_r, conds, segs_k
+
+
+def load_site(
+    site_dir: Path,
+    *,
+    split: str = "train",
+    image_size: int = 64,
+    modalities: tuple[str, ...] = IMAGE_CHANNELS,
+    skip_bad: bool = False,
+    min_tumour_pixels: int = 10,
+    limits: ReaderLimits = ReaderLimits(),
+) -> PatientSlices:
+    """Load one site's patients for ``split`` ("train" | "test" | "all") as :class:`PatientSlices`.
+
+    A malformed case raises :class:`DataError` naming the file, or with ``skip_bad`` is skipped with a
+    warning that names the problem and the case's position in the split (never its id). Patients
+    without a qualifying slice are skipped with a warning; if nobody is left, DataError.
+    ``min_tumour_pixels=0`` keeps every slice that contains brain.
+    """
+    site_dir = Path(site_dir)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 16 <= image_size <= 1024:
+        raise ValueError(f"image_size must be in 16..1024, got {image_size}")
+    if min_tumour_pixels < 0:
+        raise ValueError("min_tumour_pixels must be >= 0")
+    modalities = tuple(modalities)
+    if not modalities or len(set(modalities)) != len(modalities) or any(m not in IMAGE_CHANNELS for m in modalities):
+        raise ValueError(f"modalities must be distinct names from {IMAGE_CHANNELS}, got {modalities}")
+    if not site_dir.is_dir():
+        raise DataError(f"{site_dir}: site folder is missing")
+    parts = read_split(site_dir)
+    ids = parts["train"] + parts["test"] if split == "all" else parts[split]
+    case_ids, images, conds, segs = [], [], [], []
+    skipped_bad = skipped_empty = 0
+    for k, cid in enumerate(ids):
+        try:
+            case = read_case(site_dir / cid, modalities=modalities, limits=limits)
+            im, co, sg = case_to_slices(case, image_size=image_size, modalities=modalities, min_tumour_pixels=min_tumour_pixels)
+        except CaseError as exc:
+            if not skip_bad:
+                raise
+            skipped_bad += 1
+            log.warning("case_skipped", split=split, index=k, problem=exc.problem)
+            continue
+        if im.shape[0] == 0:
+            skipped_empty += 1
+            log.warning("case_without_slices", split=split, index=k, min_tumour_pixels=min_tumour_pixels)
+            continue
+        case_ids.append(cid)
+        images.append(im)
+        conds.append(co)
+        segs.append(sg)
+    if not case_ids:
+        raise DataError(
+            f"{site_dir}: no usable patient in split '{split}' "
+            f"({len(ids)} listed, {skipped_bad} malformed, {skipped_empty} without a qualifying slice)"
+        )
+    log.info("site_loaded", split=split, patient_count=len(case_ids), skipped_count=skipped_bad + skipped_empty)
+    return PatientSlices(
+        case_ids=case_ids,
+        images=images,
+        conds=conds,
+        segs=segs,
+        image_size=image_size,
+        modalities=modalities,
+        missing=tuple(m for m in IMAGE_CHANNELS if m not in modalities),
+    )
