@@ -1,0 +1,1 @@
+"""Utility evaluation: downstream segmentation on real held-out patients, image quality, sweeps."""

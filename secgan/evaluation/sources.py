@@ -1,0 +1,189 @@
+"""Training sources of the downstream segmenter and the shared held-out test set.
+
+A source is named on the command line:
+
+- ``real-all``: the train split of every site, pooled;
+- ``real-subset-N``: the train split of site N alone (``site-N`` folder, 1-based);
+- ``synthetic``: pairs sampled from a generator checkpoint (label maps from the procedural source
+  or a bank, images from G);
+- ``real-subset-N+synthetic`` (or ``real-all+synthetic``): the real slices plus synthetic pairs.
+
+Training uses the tumour-bearing slices (the ones the GAN is trained and conditioned on), for every
+source alike; testing scores each held-out patient of every site on all of its brain slices.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from secgan.errors import ConfigError, DataError
+from secgan.evaluation.segmenter import HeldOutPatient
+from secgan.spec import IMAGE_CHANNELS, decode_condition
+
+_SITE_DIR = re.compile(r"^site-([1-9][0-9]*)$")
+_SOURCE = re.compile(r"^(?:(real-all)|real-subset-([1-9][0-9]*))?(\+?synthetic)?$")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What a segmenter is trained on. ``site`` is None for all sites pooled (when ``real``)."""
+
+    real: bool
+    site: int | None
+    synthetic: bool
+
+    @property
+    def name(self) -> str:
+        parts = []
+        if self.real:
+            parts.append("real-all" if self.site is None else f"real-subset-{self.site}")
+        if self.synthetic:
+            parts.append("synthetic")
+        return "+".join(parts)
+
+
+def parse_source(text: str) -> SourceSpec:
+    """``real-all`` | ``real-subset-N`` | ``synthetic`` | ``real-...+synthetic`` -> :class:`SourceSpec`."""
+    m = _SOURCE.match(text.strip()) if isinstance(text, str) else None
+    if not m or not text.strip():
+        raise ConfigError(
+            f"train source {text!r} not understood (expected real-all, real-subset-N, synthetic "
+            "or real-subset-N+synthetic)"
+        )
+    real_all, site, syn = m.groups()
+    real = bool(real_all or site)
+    if syn and real and not syn.startswith("+"):
+        raise ConfigError(f"train source {text!r}: join the parts with '+' (e.g. real-subset-2+synthetic)")
+    if syn and not real and syn.startswith("+"):
+        raise ConfigError(f"train source {text!r}: nothing before '+'")
+    return SourceSpec(real=real, site=int(site) if site else None, synthetic=bool(syn))
+
+
+def site_dirs(data_root: Path) -> dict[int, Path]:
+    """``{K: data_root/site-K}`` for every site folder with a split file, sorted by K."""
+    data_root = Path(data_root)
+    if not data_root.is_dir():
+        raise DataError(f"{data_root}: data folder is missing")
+    found = {}
+    for p in data_root.iterdir():
+        m = _SITE_DIR.match(p.name)
+        if m and p.is_dir() and (p / "split.json").is_file():
+            found[int(m.group(1))] = p
+    if not found:
+        raise DataError(f"{data_root}: no site-K folder with a split.json")
+    return dict(sorted(found.items()))
+
+
+def _site_dir(data_root: Path, site: int) -> Path:
+    dirs = site_dirs(data_root)
+    if site not in dirs:
+        raise DataError(f"{data_root}: no folder site-{site} (sites present: {', '.join(map(str, dirs))})")
+    return dirs[site]
+
+
+def load_real_train(
+    data_root: Path,
+    *,
+    site: int | None,
+    image_size: int,
+    modalities: tuple[str, ...] = IMAGE_CHANNELS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tumour-bearing train slices of one site (``site``) or all sites (None): (images, segs)."""
+    from secgan.data.dataset import load_site
+
+    dirs = site_dirs(data_root) if site is None else {site: _site_dir(data_root, site)}
+    images, segs = [], []
+    for d in dirs.values():
+        data = load_site(d, split="train", image_size=image_size, modalities=modalities)
+        im, _, sg, _ = data.all_slices()
+        images.append(im)
+        segs.append(sg)
+    return np.concatenate(images), np.concatenate(segs)
+
+
+def load_test_patients(
+    data_root: Path,
+    *,
+    image_size: int,
+    modalities: tuple[str, ...] = IMAGE_CHANNELS,
+) -> list[HeldOutPatient]:
+    """Every site's held-out test patients, each with all of its brain slices."""
+    from secgan.data.dataset import load_site
+
+    out = []
+    for d in site_dirs(data_root).values():
+        data = load_site(d, split="test", image_size=image_size, modalities=modalities, min_tumour_pixels=0)
+        out.extend(HeldOutPatient(images=data.images(i), segs=data.segs(i)) for i in range(data.n_patients))
+    return out
+
+
+def conds_to_segs(conds: np.ndarray) -> np.ndarray:
+    """Condition maps ``[N,4,H,W]`` -> BraTS label maps ``[N,H,W]`` int16."""
+    return np.stack([decode_condition(c)[0] for c in np.asarray(conds)]) if len(conds) else np.zeros((0,) + conds.shape[2:], np.int16)
+
+
+def synthetic_pairs(
+    checkpoint: Path, *, n: int, seed: int, source: str = "procedural", image_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` synthetic (images, segs) from a generator checkpoint; label maps from ``source``."""
+    from secgan.synthetic import sample_generator
+
+    if n < 1:
+        raise ConfigError(f"number of synthetic pairs must be >= 1, got {n}")
+    images, conds = sample_generator(Path(checkpoint), n=n, seed=seed, source=source)
+    images, conds = np.asarray(images, dtype=np.float32), np.asarray(conds, dtype=np.float32)
+    if image_size is not None and images.shape[-1] != image_size:
+        raise ConfigError(
+            f"checkpoint generates {images.shape[-1]}x{images.shape[-1]} images but --image-size is {image_size}"
+        )
+    return images, conds_to_segs(conds)
+
+
+def build_training_set(
+    spec: SourceSpec,
+    *,
+    data_root: Path | None,
+    image_size: int,
+    checkpoint: Path | None = None,
+    n_synthetic: int | None = None,
+    seed: int = 0,
+    condition_source: str = "procedural",
+    modalities: tuple[str, ...] = IMAGE_CHANNELS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (images, segs) a segmenter for ``spec`` trains on.
+
+    ``n_synthetic`` defaults to the number of pooled real train slices (so ``synthetic`` is as large
+    as ``real-all``); synthetic pairs are drawn with ``seed``.
+    """
+    images: list[np.ndarray] = []
+    segs: list[np.ndarray] = []
+    if spec.real:
+        if data_root is None:
+            raise ConfigError(f"source {spec.name} needs --data")
+        im, sg = load_real_train(data_root, site=spec.site, image_size=image_size, modalities=modalities)
+        images.append(im)
+        segs.append(sg)
+    if spec.synthetic:
+        if checkpoint is None:
+            raise ConfigError(f"source {spec.name} needs --checkpoint")
+        if n_synthetic is None:
+            if data_root is None:
+                raise ConfigError("give the number of synthetic pairs or --data to match the real set's size")
+            n_synthetic = len(load_real_train(data_root, site=None, image_size=image_size)[0])
+        im, sg = synthetic_pairs(checkpoint, n=n_synthetic, seed=seed, source=condition_source, image_size=image_size)
+        images.append(im)
+        segs.append(sg)
+    return np.concatenate(images), np.concatenate(segs)
+
+
+def drop_modality(images: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
+    """A copy of ``images`` with the channels of ``modalities`` set to -1 (absent)."""
+    out = np.array(images, dtype=np.float32, copy=True)
+    for m in modalities:
+        out[:, IMAGE_CHANNELS.index(m)] = -1.0
+    return out
