@@ -1,0 +1,66 @@
+"""Secure aggregation (secure-sum mode): the coordinator learns only the sum of the sites'
+gradients for a shared fake batch.
+
+Use the recipes below. The modules ``kdf``, ``prg`` and ``masking`` hold raw primitives (key
+derivation, keystream, pairwise masks) that are only safe inside the protocol's state machines
+(fresh, context-bound keys per attempt); they are deliberately not exported here.
+
+Site:        key = load_agreement_key(path); client = SecureSumClient(site_id=..., agreement_key=key,
+             roster=manifest x25519_public map, run_id=..., policy_threshold=policy.secure_sum_threshold)
+             reply = client.contribute(announce, gradient)          # or a SecAggRefusal is raised
+Coordinator: agg = SecureSumAggregator(run_id=..., roster=...); ann = agg.begin(round=, step=,
+             participants=, shape=); agg.accept(site_id, masked); ... agg.retry() on deadline;
+             total = agg.result()
+Provisioning: public_hex = write_agreement_key(path, generate_agreement_key()) and publish it in the
+             signed manifest as the site's "x25519_public".
+"""
+
+from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec, modulus_bits_for
+from secgan.secagg.kdf import (
+    generate_agreement_key,
+    load_agreement_key,
+    parse_public_hex,
+    public_hex,
+    write_agreement_key,
+)
+from secgan.secagg.messages import SECAGG_MESSAGE_TYPES, SecAggAnnounce, SecAggMasked
+from secgan.secagg.noise import ASSUMPTION, distributed_noise_statement, draw_noise_share, noise_share_std
+from secgan.secagg.protocol import (
+    REFUSAL_CODES,
+    RoundContext,
+    RoundStats,
+    SecAggRefusal,
+    SecAggRoundFailed,
+    SecureSumAggregator,
+    SecureSumClient,
+    resolve_threshold,
+    summarize_rounds,
+)
+
+__all__ = [
+    "ASSUMPTION",
+    "DEFAULT_CLIP",
+    "DEFAULT_FRAC_BITS",
+    "FixedPointCodec",
+    "REFUSAL_CODES",
+    "RoundContext",
+    "RoundStats",
+    "SECAGG_MESSAGE_TYPES",
+    "SecAggAnnounce",
+    "SecAggMasked",
+    "SecAggRefusal",
+    "SecAggRoundFailed",
+    "SecureSumAggregator",
+    "SecureSumClient",
+    "distributed_noise_statement",
+    "draw_noise_share",
+    "generate_agreement_key",
+    "load_agreement_key",
+    "modulus_bits_for",
+    "noise_share_std",
+    "parse_public_hex",
+    "public_hex",
+    "resolve_threshold",
+    "summarize_rounds",
+    "write_agreement_key",
+]
