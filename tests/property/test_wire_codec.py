@@ -1,0 +1,162 @@
+"""Hypothesis: every message type round-trips; arbitrary frames only ever raise ProtocolError."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from secgan import wire
+from secgan.errors import ProtocolError
+from secgan.messages import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LIMITS = wire.WireLimits()
+
+ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-", min_size=1, max_size=64)
+texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Cf", "Co", "Cn", "Zs"))
+    | st.just(" "),
+    max_size=200,
+)
+ints = st.integers(min_value=0, max_value=2**53 - 1)
+json_leaf = st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.floats(allow_nan=False, allow_infinity=False) | texts
+json_obj = st.dictionaries(
+    st.text(alphabet="abcdefghij_", min_size=1, max_size=10),
+    st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text("abc", min_size=1, max_size=3), c, max_size=3), max_leaves=8),
+    max_size=6,
+)
+
+
+@st.composite
+def tensor4(draw, dtypes=(torch.float32,)):
+    b = draw(st.integers(1, 4))
+    h = draw(st.integers(1, 9))
+    w = draw(st.integers(1, 9))
+    dtype = draw(st.sampled_from(dtypes))
+    seed = draw(st.integers(0, 2**31))
+    g = torch.Generator().manual_seed(seed)
+    if dtype.is_floating_point:
+        t = torch.randn(b, 4, h, w, generator=g).to(dtype) * draw(st.sampled_from([1.0, 1e-30, 1e30]))
+        t = t.nan_to_num(nan=0.0, posinf=1.0, neginf=-1.0)
+    else:
+        t = torch.randint(-(2**62), 2**62, (b, 4, h, w), generator=g, dtype=torch.int64)
+    return t
+
+
+@st.composite
+def messages(draw):
+    run = draw(ids)
+    rnd, step = draw(ints), draw(ints)
+    kind = draw(st.sampled_from(["hello", "welcome", "fake", "grad", "refusal", "heartbeat", "stop", "error"]))
+    if kind == "hello":
+        msg = Hello(versions=tuple(draw(st.lists(st.integers(1, 1000), min_size=1, max_size=16))),
+                    policy=draw(json_obj), resume_step=draw(ints))
+    elif kind == "welcome":
+        msg = Welcome(version=draw(st.integers(1, 1000)), run_id=run, image_size=draw(st.integers(1, 4096)),
+                      model=draw(json_obj), condition_source=draw(ids.filter(lambda s: len(s) <= 32)),
+                      aggregation=draw(st.sampled_from(["routed", "secure-sum"])))
+    elif kind == "fake":
+        cond = draw(tensor4())
+        fake = torch.randn(cond.shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
+        msg = FakeBatch(run_id=run, round=rnd, step=step, cond=cond, fake=fake, attempt=draw(st.integers(0, 2**16)))
+    elif kind == "grad":
+        msg = GradientReply(run_id=run, round=rnd, step=step, grad=draw(tensor4((torch.float32, torch.int64))),
+                            epsilon=draw(st.none() | st.floats(0, 1e12)), attempt=draw(st.integers(0, 2**16)))
+    elif kind == "refusal":
+        msg = Refusal(run_id=run, round=rnd, step=step, code=draw(ids), reason=draw(texts), final=draw(st.booleans()))
+    elif kind == "heartbeat":
+        msg = Heartbeat()
+    elif kind == "stop":
+        msg = Stop(run_id=run, reason=draw(texts))
+    else:
+        msg = ErrorReply(code=draw(ids), detail=draw(texts))
+    env = dict(run_id=run, round=rnd, step=step, site=draw(st.just("") | ids), seq=draw(ints))
+    return msg, env
+
+
+def same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    return a == b and type(a) is type(b) or (isinstance(a, float) and isinstance(b, float) and a == b)
+
+
+@SETTINGS
+@given(messages())
+def test_round_trip(case):
+    msg, env = case
+    frames = wire.encode(msg, **env, limits=LIMITS)
+    assert all(isinstance(f, bytes) for f in frames)
+    envelope, out = wire.decode(frames, limits=LIMITS)
+    assert (envelope.run_id, envelope.round, envelope.step, envelope.site, envelope.seq) == (
+        env["run_id"], env["round"], env["step"], env["site"], env["seq"])
+    assert envelope.type == type(msg).TYPE and type(out) is type(msg)
+    for f in dataclasses.fields(msg):
+        a, b = getattr(msg, f.name), getattr(out, f.name)
+        if f.name == "epsilon" and a is not None:
+            assert b == float(a)
+        else:
+            assert same(a, b), f.name
+
+
+frame = st.binary(max_size=300) | st.builds(bytearray, st.binary(max_size=64)) | st.sampled_from([b"{}", b"[]", b"null", b'{"v":1}'])
+
+
+@SETTINGS
+@given(st.lists(frame, max_size=10))
+def test_arbitrary_frames_raise_only_protocol_error(frames):
+    try:
+        wire.decode(frames, limits=LIMITS)
+    except ProtocolError as exc:
+        assert exc.code in wire.PROTOCOL_ERRORS
+
+
+json_any = st.recursive(json_leaf | st.sampled_from([2**60, -1, 1e308]),
+                        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20)
+
+
+@st.composite
+def mutated_headers(draw):
+    """A valid message whose header has one key replaced by arbitrary JSON, plus random tensor frames."""
+    msg, env = draw(messages())
+    frames = wire.encode(msg, **env)
+    header = json.loads(frames[0])
+    where = draw(st.sampled_from(["top", "body", "tensor"]))
+    value = draw(json_any)
+    if where == "top":
+        header[draw(st.sampled_from(sorted(header) + ["zz"]))] = value
+    elif where == "body":
+        header["body"][draw(st.sampled_from(sorted(header["body"]) + ["zz"]))] = value
+    elif header["tensors"]:
+        entry = header["tensors"][draw(st.integers(0, len(header["tensors"]) - 1))]
+        entry[draw(st.sampled_from(["name", "dtype", "shape", "nbytes", "zz"]))] = value
+    tail = frames[1:]
+    if draw(st.booleans()) and tail:
+        tail = [draw(st.binary(max_size=64)) for _ in tail]
+    return [json.dumps(header).encode(), *tail]
+
+
+@SETTINGS
+@given(mutated_headers())
+def test_mutated_headers_raise_only_protocol_error(frames):
+    try:
+        wire.decode(frames, limits=LIMITS)
+    except ProtocolError as exc:
+        assert exc.code in wire.PROTOCOL_ERRORS
+
+
+@SETTINGS
+@given(messages(), st.data())
+def test_any_single_byte_flip_in_header_is_handled(case, data):
+    msg, env = case
+    frames = wire.encode(msg, **env)
+    head = bytearray(frames[0])
+    i = data.draw(st.integers(0, len(head) - 1))
+    head[i] = data.draw(st.integers(0, 255))
+    try:
+        wire.decode([bytes(head), *frames[1:]], limits=LIMITS)
+    except ProtocolError as exc:
+        assert exc.code in wire.PROTOCOL_ERRORS

@@ -1,0 +1,374 @@
+"""Hand-made bad frames, validation order, replay guard, and the tables kept in step with messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from secgan import wire
+from secgan.errors import ProtocolError
+from secgan.messages import (
+    MESSAGE_TYPES,
+    ErrorReply,
+    FakeBatch,
+    GradientReply,
+    Heartbeat,
+    Hello,
+    Refusal,
+    Stop,
+    Welcome,
+)
+
+ENV = dict(run_id="run-1", round=2, step=5, site="site-1", seq=9)
+
+
+def batch(b: int = 2, size: int = 8) -> FakeBatch:
+    g = torch.Generator().manual_seed(0)
+    return FakeBatch(
+        run_id="run-1", round=2, step=5,
+        cond=torch.rand(b, 4, size, size, generator=g), fake=torch.rand(b, 4, size, size, generator=g) * 2 - 1,
+    )
+
+
+def frames_of(msg=None, **env) -> list[bytes]:
+    return wire.encode(msg or batch(), **{**ENV, **env})
+
+
+def with_header(frames: list[bytes], mutate) -> list[bytes]:
+    header = json.loads(frames[0])
+    mutate(header)
+    return [json.dumps(header).encode(), *frames[1:]]
+
+
+def code_of(frames, **kw) -> str:
+    with pytest.raises(ProtocolError) as exc:
+        wire.decode(frames, **kw)
+    assert exc.value.code in wire.PROTOCOL_ERRORS
+    return exc.value.code
+
+
+def test_round_trip_fake_batch_is_exact_and_owned():
+    msg = batch()
+    frames = frames_of(msg)
+    env, out = wire.decode(frames)
+    assert env == wire.Envelope(version=1, type="fake_batch", run_id="run-1", round=2, step=5, site="site-1", seq=9)
+    assert torch.equal(out.cond, msg.cond) and torch.equal(out.fake, msg.fake)
+    assert out.cond.dtype == torch.float32 and out.cond.is_contiguous()
+    # writable, and not aliasing the frame buffer: changing it leaves a second decode unchanged
+    out.fake.add_(1.0)
+    _, again = wire.decode(frames)
+    assert torch.equal(again.fake, msg.fake)
+    buf = bytearray(frames[1])
+    _, third = wire.decode([frames[0], buf, frames[2]])
+    buf[:] = b"\x00" * len(buf)
+    assert torch.equal(third.cond, msg.cond)
+
+
+def test_accepts_memoryview_and_bytearray_frames():
+    frames = frames_of()
+    env, out = wire.decode([memoryview(frames[0]), bytearray(frames[1]), memoryview(frames[2])])
+    assert env.seq == 9 and out.cond.shape == (2, 4, 8, 8)
+
+
+def test_header_layout_is_documented_shape():
+    header = json.loads(frames_of()[0])
+    assert set(header) == {"v", "type", "run", "round", "step", "site", "seq", "body", "tensors"}
+    assert header["body"] == {"attempt": 0}
+    assert header["tensors"][0] == {"name": "cond", "dtype": "float32", "shape": [2, 4, 8, 8], "nbytes": 2 * 4 * 64 * 4}
+
+
+def test_every_message_type_round_trips():
+    msgs = [
+        Hello(versions=(1,), policy={"mode": "dpsgd", "target_epsilon": 3.0, "accept_sources": ["procedural"]}),
+        Welcome(version=1, run_id="run-1", image_size=64, model={"g_width": 32}, condition_source="procedural"),
+        batch(),
+        GradientReply(run_id="run-1", round=2, step=5, grad=torch.randn(2, 4, 8, 8), epsilon=1.5, attempt=1),
+        GradientReply(run_id="run-1", round=2, step=5, grad=torch.arange(2 * 4 * 4 * 4).reshape(2, 4, 4, 4)),
+        Refusal(run_id="run-1", round=2, step=5, code="budget_exhausted", reason="epsilon 3.1 > 3.0", final=True),
+        Heartbeat(),
+        Stop(run_id="run-1", reason="done"),
+        ErrorReply(code="replay", detail="seq"),
+    ]
+    for msg in msgs:
+        _, out = wire.decode(frames_of(msg))
+        assert type(out) is type(msg)
+        for f in dataclasses.fields(msg):
+            a, b = getattr(msg, f.name), getattr(out, f.name)
+            if isinstance(a, torch.Tensor):
+                assert a.dtype == b.dtype and torch.equal(a, b)
+            else:
+                assert a == b
+
+
+def test_tables_cover_every_message_field():
+    assert set(wire.BODY_SPECS) == set(MESSAGE_TYPES)
+    for mtype, cls in MESSAGE_TYPES.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        tensors = {n for n, _ in wire.TENSOR_SPECS.get(mtype, ())}
+        assert names == set(wire.BODY_SPECS[mtype]) | tensors | (names & set(wire.MIRRORED)), mtype
+
+
+# --- hand-made bad frames, one per check ---------------------------------------------------------
+
+
+def test_bad_frame_objects():
+    assert code_of([frames_of()[0], "a string", b""]) == "bad_frame"
+    assert code_of([123]) == "bad_frame"
+
+
+def test_frame_count():
+    assert code_of([]) == "frame_count"
+    assert code_of([b"{}"] * 9) == "frame_count"
+    frames = frames_of()
+    assert code_of(frames[:2]) == "frame_count"  # fake_batch needs 3
+    assert code_of(frames + [b""]) == "frame_count"
+
+
+def test_sizes():
+    frames = frames_of()
+    small = wire.WireLimits(max_header_bytes=256, max_tensor_bytes=1024, max_total_bytes=4096)
+    assert code_of(frames, limits=small) == "tensor_too_large"
+    assert code_of([b" " * 300 + frames[0], *frames[1:]], limits=wire.WireLimits(max_header_bytes=256)) == "header_too_large"
+    assert code_of(frames, limits=wire.WireLimits(max_total_bytes=4000, max_header_bytes=1000)) == "message_too_large"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\xff\xfe garbage",
+        b'{"v": 1, "type": "heartbeat"',  # truncated
+        b"[1, 2, 3]",  # not an object
+        b'{"v": 1, "v": 1}',  # duplicate key
+        b'{"v": NaN}',
+        b'{"v": Infinity}',
+        b'{"v": 1e999}',
+        b"[" * 50000 + b"]" * 50000,
+        b"",
+    ],
+)
+def test_bad_json(header):
+    assert code_of([header], limits=wire.WireLimits(max_header_bytes=200_000, max_total_bytes=200_000)) == "bad_json"
+
+
+def test_version_and_type():
+    frames = frames_of()
+    assert code_of(with_header(frames, lambda h: h.update(v=2))) == "unsupported_version"
+    assert code_of(with_header(frames, lambda h: h.update(v=True))) == "unsupported_version"
+    assert code_of(with_header(frames, lambda h: h.pop("v"))) == "unsupported_version"
+    assert code_of(with_header(frames, lambda h: h.update(type="pickle"))) == "unknown_type"
+    assert code_of(with_header(frames, lambda h: h.update(type=["fake_batch"]))) == "unknown_type"
+
+
+def test_envelope_and_body_fields():
+    frames = frames_of()
+    assert code_of(with_header(frames, lambda h: h.pop("seq"))) == "bad_header"
+    assert code_of(with_header(frames, lambda h: h.update(extra=1))) == "bad_header"
+    assert code_of(with_header(frames, lambda h: h.update(round=True))) == "bad_type"  # bool is not int
+    assert code_of(with_header(frames, lambda h: h.update(round=1.0))) == "bad_type"
+    assert code_of(with_header(frames, lambda h: h.update(run=5))) == "bad_type"
+    assert code_of(with_header(frames, lambda h: h.update(body=[]))) == "bad_type"
+    assert code_of(with_header(frames, lambda h: h["body"].update(extra=1))) == "bad_fields"
+    assert code_of(with_header(frames, lambda h: h["body"].pop("attempt"))) == "bad_fields"
+    assert code_of(with_header(frames, lambda h: h["body"].update(run_id="run-1"))) == "bad_fields"
+    assert code_of(with_header(frames, lambda h: h["body"].update(attempt=False))) == "bad_type"
+
+
+def test_ranges():
+    frames = frames_of()
+    assert code_of(with_header(frames, lambda h: h.update(round=-1))) == "out_of_range"
+    assert code_of(with_header(frames, lambda h: h.update(seq=2**53))) == "out_of_range"
+    assert code_of(with_header(frames, lambda h: h.update(run="x" * 65))) == "out_of_range"
+    assert code_of(with_header(frames, lambda h: h.update(run="bad run"))) == "out_of_range"
+    assert code_of(with_header(frames, lambda h: h.update(run=""))) == "out_of_range"  # fake_batch needs a run
+    assert code_of(with_header(frames, lambda h: h["body"].update(attempt=2**20))) == "out_of_range"
+    g = frames_of(GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros(1, 4, 2, 2), epsilon=1.0))
+    assert code_of(with_header(g, lambda h: h["body"].update(epsilon=-0.5))) == "out_of_range"
+    assert code_of(with_header(g, lambda h: h["body"].update(epsilon="1"))) == "bad_type"
+    r = frames_of(Refusal(run_id="run-1", round=2, step=5, code="x", reason="fine"))
+    assert code_of(with_header(r, lambda h: h["body"].update(reason="line\nbreak"))) == "out_of_range"
+    assert code_of(with_header(r, lambda h: h["body"].update(final=1))) == "bad_type"
+    hello = frames_of(Hello(versions=(1,), policy={}))
+    deep = {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}
+    assert code_of(with_header(hello, lambda h: h["body"].update(policy=deep))) == "out_of_range"
+    assert code_of(with_header(hello, lambda h: h["body"].update(versions=[]))) == "out_of_range"
+    assert code_of(with_header(hello, lambda h: h["body"].update(versions=[1, "2"]))) == "bad_type"
+
+
+def test_tensor_table():
+    frames = frames_of()
+    assert code_of(with_header(frames, lambda h: h["tensors"].pop())) == "bad_tensor_table"
+    assert code_of(with_header(frames, lambda h: h["tensors"].reverse())) == "bad_tensor_table"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(extra=1))) == "bad_tensor_table"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(shape=[2, 4, 8.0, 8]))) == "bad_tensor_table"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(nbytes=True))) == "bad_tensor_table"
+
+
+def test_dtype_shape_size():
+    frames = frames_of()
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(dtype="object"))) == "bad_dtype"
+    # int64 is in the codec allow-list but not allowed for FakeBatch.cond
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(dtype="int64", shape=[2, 4, 8, 4]))) == "bad_dtype"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(shape=[2, 4, 8, 8, 1]))) == "bad_shape"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(shape=[0, 4, 8, 8]))) == "bad_shape"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(shape=[1, 4, 8, 8]))) == "size_mismatch"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(nbytes=100))) == "size_mismatch"
+    assert code_of([frames[0], frames[1][:-4], frames[2]]) == "size_mismatch"  # truncated buffer
+    # shape lie that keeps nbytes consistent but breaks the [B,4,H,W] agreement
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(shape=[2, 4, 4, 16]))) == "bad_shape"
+    assert code_of(with_header(frames, lambda h: h["tensors"][0].update(shape=[4, 2, 8, 8]))) == "bad_shape"
+
+
+def test_non_finite_tensors():
+    grad = torch.zeros(1, 4, 2, 2)
+    frames = frames_of(GradientReply(run_id="run-1", round=2, step=5, grad=grad))
+    bad = grad.clone()
+    bad[0, 1, 1, 0] = float("nan")
+    raw = bad.numpy().tobytes()
+    assert code_of([frames[0], raw]) == "non_finite"
+    with pytest.raises(ProtocolError) as exc:
+        frames_of(GradientReply(run_id="run-1", round=2, step=5, grad=bad))
+    assert exc.value.code == "non_finite"
+    inf = frames_of()
+    fake = torch.frombuffer(bytearray(inf[2]), dtype=torch.float32).clone()
+    fake[3] = float("inf")
+    assert code_of([inf[0], inf[1], fake.numpy().tobytes()]) == "non_finite"
+
+
+# --- validation order: two problems report the earlier check -----------------------------------
+
+
+def test_validation_order():
+    frames = frames_of()
+
+    def both(h):
+        h.update(v=99, type="nope")
+
+    assert code_of(with_header(frames, both)) == "unsupported_version"
+    # unknown type AND too many frames for the header: count check (before JSON) wins
+    assert code_of(with_header(frames, lambda h: h.update(type="nope")) + [b""] * 6) == "frame_count"
+    # oversized tensor AND garbage header: size check wins
+    assert code_of([b"\xff", frames[1], frames[2]], limits=wire.WireLimits(max_tensor_bytes=16)) == "tensor_too_large"
+    # missing envelope key AND bad body type: envelope keys first
+    assert code_of(with_header(frames, lambda h: (h.pop("site"), h["body"].update(attempt="x")))) == "bad_header"
+    # body type wrong AND envelope out of range: all types before all ranges
+    assert code_of(with_header(frames, lambda h: (h.update(round=-1), h["body"].update(attempt="x")))) == "bad_type"
+    # out of range AND wrong dtype: header ranges before tensors
+    assert code_of(with_header(frames, lambda h: (h.update(seq=-1), h["tensors"][0].update(dtype="x")))) == "out_of_range"
+    # wrong dtype on the second tensor AND shape lie on the first: dtype stage covers all tensors first
+    assert code_of(with_header(frames, lambda h: (h["tensors"][0].update(nbytes=1), h["tensors"][1].update(dtype="uint8")))) == "bad_dtype"
+    # size mismatch AND NaN: sizes first
+    nan = torch.full((2, 4, 8, 8), float("nan")).numpy().tobytes()
+    assert code_of([frames[0], nan[:-4], frames[2]]) == "size_mismatch"
+
+
+# --- encode side ------------------------------------------------------------------------------
+
+
+def test_encode_refuses_envelope_mismatch_and_bad_values():
+    with pytest.raises(ProtocolError) as exc:
+        wire.encode(batch(), **{**ENV, "round": 3})
+    assert exc.value.code == "envelope_mismatch"
+    with pytest.raises(ProtocolError) as exc:
+        wire.encode(Heartbeat(), **{**ENV, "seq": -1})
+    assert exc.value.code == "out_of_range"
+    with pytest.raises(ProtocolError) as exc:
+        wire.encode(GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros(1, 4, 2, 2, dtype=torch.float64)), **ENV)
+    assert exc.value.code == "bad_dtype"
+    with pytest.raises(ProtocolError) as exc:
+        wire.encode(batch(), **ENV, limits=wire.WireLimits(max_tensor_bytes=64))
+    assert exc.value.code == "tensor_too_large"
+    with pytest.raises(ProtocolError) as exc:
+        wire.encode(Hello(versions=(1,), policy={"x": object()}), **ENV)
+    assert exc.value.code == "out_of_range"
+
+
+def test_encode_non_contiguous_tensor():
+    fake = torch.rand(2, 8, 8, 4).permute(0, 3, 1, 2)
+    msg = FakeBatch(run_id="run-1", round=2, step=5, cond=fake.clone(), fake=fake)
+    _, out = wire.decode(frames_of(msg))
+    assert torch.equal(out.fake, fake)
+
+
+def test_check_reply_matches():
+    b = batch()
+    ok = GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros_like(b.fake))
+    wire.check_reply_matches(b, ok)
+    for bad in (
+        dataclasses.replace(ok, step=6),
+        dataclasses.replace(ok, attempt=1),
+        dataclasses.replace(ok, grad=torch.zeros(1, 4, 8, 8)),
+    ):
+        with pytest.raises(ProtocolError) as exc:
+            wire.check_reply_matches(b, bad)
+        assert exc.value.code == "reply_mismatch"
+
+
+def test_limits_and_maxmsgsize():
+    lim = wire.WireLimits()
+    assert 64 * 4 * 64 * 64 * 4 <= lim.max_tensor_bytes
+    assert 2 * 64 * 4 * 64 * 64 * 4 + lim.max_header_bytes <= lim.max_total_bytes
+    assert wire.max_message_bytes(lim) == lim.max_tensor_bytes
+    with pytest.raises(ValueError):
+        wire.WireLimits(max_frames=0)
+    with pytest.raises(ValueError):
+        wire.WireLimits(max_total_bytes=10, max_header_bytes=100)
+    # a batch of 64 at 64x64 decodes under the default limits
+    big = FakeBatch(run_id="r", round=0, step=0, cond=torch.zeros(64, 4, 64, 64), fake=torch.zeros(64, 4, 64, 64))
+    wire.decode(wire.encode(big, run_id="r", round=0, step=0, site="", seq=0, limits=lim), limits=lim)
+
+
+def test_error_codes_are_short_stable_strings():
+    for code, meaning in wire.PROTOCOL_ERRORS.items():
+        assert code.isidentifier() and code.islower() and len(code) <= 24
+        assert meaning and "\n" not in meaning
+
+
+# --- replay guard -----------------------------------------------------------------------------
+
+
+def env(run="run-1", rnd=0, seq=0, type="fake_batch", site="site-1") -> wire.Envelope:
+    return wire.Envelope(version=1, type=type, run_id=run, round=rnd, step=0, site=site, seq=seq)
+
+
+def guard_code(guard, e, **kw) -> str:
+    with pytest.raises(ProtocolError) as exc:
+        guard.check(e, **kw)
+    return exc.value.code
+
+
+def test_replay_guard_rules_and_counts():
+    g = wire.ReplayGuard(run_id="run-1")
+    g.check(env(seq=1))
+    g.check(env(seq=2, rnd=1))
+    assert guard_code(g, env(seq=2, rnd=1)) == "replay"
+    assert guard_code(g, env(seq=1, rnd=1)) == "replay"
+    assert guard_code(g, env(seq=3, rnd=0)) == "stale"
+    assert guard_code(g, env(seq=4, rnd=1, run="run-2")) == "wrong_run"
+    g.check(env(seq=10, rnd=1))  # drops leave the state alone
+    assert guard_code(g, env(seq=10, rnd=1)) == "replay"
+    assert g.counts == {"replay": 3, "stale": 1, "wrong_run": 1}
+
+
+def test_replay_guard_is_per_peer_and_binds_run():
+    g = wire.ReplayGuard()
+    g.check(env(seq=5, type="hello", run=""), peer=b"A")
+    g.check(env(seq=6, run="run-7"), peer=b"A")  # first run id binds
+    assert guard_code(g, env(seq=7, run="run-8"), peer=b"A") == "wrong_run"
+    g.check(env(seq=1, run="run-8"), peer=b"B")  # another peer, own state
+    # the peer key wins over the claimed site name
+    assert guard_code(g, env(seq=1, run="run-8", site="site-9"), peer=b"B") == "replay"
+    g.forget(b"B")
+    g.check(env(seq=1, run="run-8"), peer=b"B")
+    # an empty run id is tolerated only on hello
+    g2 = wire.ReplayGuard(run_id="run-1")
+    g2.check(env(seq=1, type="hello", run=""))
+    assert guard_code(g2, env(seq=2, type="heartbeat", run="")) == "wrong_run"
+
+
+def test_initial_seq_is_valid_and_grows():
+    a = wire.initial_seq()
+    b = wire.initial_seq()
+    assert 0 < a <= b < 2**53
