@@ -34,6 +34,7 @@ class QuorumPolicy:
     round_deadline_s: float
     max_attempts: int = 5  # rounds tried for one step before the run stops
     readmission_wait_s: float = 30.0  # how long to wait for enough live sites before stopping
+    startup_grace_s: float = 0.0  # before the first round, wait this long for ALL able sites
 
 
 @dataclass
@@ -80,6 +81,8 @@ class Scheduler:
         self.waiting_since: float | None = None
         self.quorum_events: list[dict[str, Any]] = []
         self.stale = 0
+        self._started = False
+        self._first_seen: float | None = None
 
     # -- deciding whether to start -------------------------------------------------------------
 
@@ -90,7 +93,14 @@ class Scheduler:
         able = self.registry.able()
         if len(able) < self.policy.min_sites:
             return STOP, "quorum_impossible"
-        if len(self.registry.live()) >= self.policy.min_sites:
+        live = self.registry.live()
+        if not self._started:  # first round of this process: give every site a moment to join
+            if self._first_seen is None:
+                self._first_seen = now
+            if len(live) < len(able) and now - self._first_seen < self.policy.startup_grace_s:
+                return WAIT, None
+        if len(live) >= self.policy.min_sites:
+            self._started = True
             if self.waiting_since is not None:
                 self._event("readmitted", live=len(self.registry.live()))
             self.waiting_since = None
@@ -98,7 +108,8 @@ class Scheduler:
         if self.waiting_since is None:
             self.waiting_since = now
             self._event("waiting", live=len(self.registry.live()))
-        if now - self.waiting_since > self.policy.readmission_wait_s:
+        # before the first round of this process the coordinator waits for its sites indefinitely
+        if self._started and now - self.waiting_since > self.policy.readmission_wait_s:
             return STOP, "quorum_lost"
         return WAIT, None
 

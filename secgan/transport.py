@@ -52,15 +52,10 @@ class SocketTuning:
 
 
 def max_message_bytes(limits: Any) -> int:
-    """The largest whole message (all frames) the wire limits allow; -1 means unlimited in libzmq.
+    """ZMQ_MAXMSGSIZE for ``limits``: libzmq checks it per frame and drops a peer that exceeds it."""
+    from secgan.wire import max_message_bytes as per_frame
 
-    ZMQ_MAXMSGSIZE applies per frame, so the per-message bound is also a valid per-frame bound.
-    """
-    for name in ("max_message_bytes", "max_total_bytes", "max_bytes"):
-        value = getattr(limits, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ConfigError("wire limits: no positive max_message_bytes to derive ZMQ_MAXMSGSIZE from")
+    return per_frame(limits)
 
 
 def _common(sock: zmq.Socket, limits: Any, tuning: SocketTuning) -> None:

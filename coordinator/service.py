@@ -1,0 +1,435 @@
+"""The coordinator process: one event loop over the ROUTER socket.
+
+Lifecycle:
+1. ZAP authenticator (allow-list = the manifest's site keys) -> bind the CURVE ROUTER -> self-check
+   that a throwaway client with an unknown key is refused (fail loudly otherwise).
+2. Build G, its optimiser and the condition source, or restore them from ``state_dir`` with
+   ``resume`` (the step counter, round counter, run id and RNG state continue).
+3. Loop: receive and validate inbound messages (every failure is a counted, logged ProtocolError
+   answered with an ErrorReply; nothing stops the loop), reap silent sites, run rounds through
+   the :class:`~coordinator.scheduler.Scheduler`, checkpoint every ``checkpoint_every`` steps,
+   rewrite ``run.json`` periodically.
+4. End: ``completed`` / ``quorum_lost`` / ``quorum_impossible`` -> Stop to every site, final
+   checkpoint and run.json. SIGTERM/SIGINT -> checkpoint and run.json (status ``interrupted``) but
+   NO Stop, so the sites keep waiting and rejoin a ``--resume``.
+
+Inbound checks, in order: the sender's identity is the ZAP User-Id on the frame (never the header's
+``site``; a mismatch is ``identity_mismatch``) -> wire.decode -> ReplayGuard (per identity; a
+Hello starts a new session, so a restarted site is not "stale") -> protocol stage for that peer ->
+the scheduler's checks against the batch that site was sent.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import zmq
+
+from secgan import wire
+from secgan.config import to_dict
+from secgan.errors import ProtocolError, SecganError
+from secgan.logs import get_logger
+from secgan.messages import (
+    PROTOCOL_VERSION,
+    ErrorReply,
+    GradientReply,
+    Heartbeat,
+    Hello,
+    Message,
+    Refusal,
+    Stop,
+    Welcome,
+)
+from secgan.privacy.policy import MODES, SOURCES
+from secgan.runconfig import ModelConfig, TrainConfig
+from secgan.spec import ImageSpec
+from secgan.transport import (
+    AllowListPolicy,
+    SocketTuning,
+    ZapAuthenticator,
+    make_router,
+    peer_user_id,
+    self_check_rejects_unknown,
+)
+
+from coordinator.registry import DEAD, REMOVED, Registry
+from coordinator.runlog import RunLog
+from coordinator.scheduler import START, STOP, QuorumPolicy, Scheduler
+from coordinator.stages import check_stage
+
+log = get_logger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+RUN_JSON = "run.json"
+# Which protocol errors are answered (to the identified sender) and which only counted.
+SILENT_CODES = frozenset({"stale"})
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the coordinator process needs, resolved at the CLI edge (no file reading below)."""
+
+    bind: str
+    server_public: bytes
+    server_secret: bytes
+    site_keys: dict[str, bytes]  # site id -> z85 CURVE public key, from the VERIFIED manifest
+    state_dir: Path
+    run_id: str
+    image: ImageSpec
+    model: ModelConfig
+    train: TrainConfig
+    quorum: QuorumPolicy
+    condition_source: str = "procedural"
+    bank_dir: Path | None = None
+    aggregation: str = "routed"
+    heartbeat_timeout_s: float = 10.0
+    limits: wire.WireLimits = field(default_factory=wire.WireLimits)
+    tuning: SocketTuning = field(default_factory=SocketTuning)
+    progress: bool | None = None  # None: a bar when stderr is a TTY
+    run_json_every_s: float = 5.0
+    self_check: bool = True
+
+
+def _nbytes(frames: list[Any]) -> int:
+    return sum(len(f) for f in frames)
+
+
+class Coordinator:
+    def __init__(self, cfg: ServiceConfig, *, resume: bool = False) -> None:
+        if cfg.aggregation != "routed":
+            raise SecganError(f"aggregation {cfg.aggregation!r} is not served by this coordinator (routed only)")
+        self.cfg = cfg
+        self.resume = resume
+        self.state_dir = Path(cfg.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(sorted(cfg.site_keys))
+        self.guard = wire.ReplayGuard(run_id=cfg.run_id)
+        self.seq = wire.initial_seq()
+        self._stop_signal: str | None = None
+        self.ctx: zmq.Context | None = None
+        self.router: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
+        self.zap: ZapAuthenticator | None = None
+        self.policy = AllowListPolicy(cfg.site_keys)
+        self._build_core()
+        previous = None
+        run_json = self.state_dir / RUN_JSON
+        if resume and run_json.is_file():
+            import json
+
+            try:
+                previous = json.loads(run_json.read_text())
+            except ValueError:
+                previous = None
+        self.runlog = RunLog(run_json, run_id=cfg.run_id, previous=previous)
+
+    # -- model -------------------------------------------------------------------------------------
+
+    def _build_core(self) -> None:
+        from secgan.conditions import build_condition_source
+        from secgan.models import build_generator
+        from secgan.step import GeneratorCore
+
+        cfg = self.cfg
+        self.G = build_generator(cfg.model, cfg.image, seed=cfg.train.seed)
+        self.optimizer = torch.optim.Adam(self.G.parameters(), lr=cfg.train.lr_g,
+                                          betas=(cfg.train.beta1, cfg.train.beta2))
+        self.rng = torch.Generator().manual_seed(cfg.train.seed)
+        conditions = build_condition_source(cfg.condition_source, size=cfg.image.size, bank_dir=cfg.bank_dir)
+        step, round_number = 0, 0
+        ckpt = self.state_dir / CHECKPOINT_NAME
+        if self.resume:
+            from secgan.checkpoint import load_checkpoint, restore_optimizer
+
+            if not ckpt.is_file():
+                raise SecganError(f"--resume: no checkpoint in {self.state_dir}")
+            ck = load_checkpoint(ckpt)
+            if ck.meta.get("run_id") != cfg.run_id:
+                raise SecganError("--resume: the checkpoint belongs to another run id")
+            self.G.load_state_dict(ck.generator_state)
+            restore_optimizer(self.optimizer, ck.optimizer_state, where=ckpt)
+            state = ck.rng_state.get("core")
+            if isinstance(state, torch.Tensor):
+                self.rng.set_state(state.to(torch.uint8))
+            step = ck.step
+            round_number = int(ck.meta.get("round", 0))
+            log.info("resumed", step=step, round=round_number)
+        self.core = GeneratorCore(self.G, self.optimizer, conditions, batch_size=cfg.train.batch_size,
+                                  noise_dim=cfg.model.noise_dim, generator=self.rng)
+        self.scheduler = Scheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
+                                   total_steps=cfg.train.steps, step=step, round_number=round_number)
+
+    def checkpoint(self) -> Path:
+        from secgan.checkpoint import save_checkpoint
+        from secgan.runconfig import DataConfig, RunConfig
+
+        cfg = self.cfg
+        run_cfg = RunConfig(image=cfg.image, model=cfg.model, train=cfg.train,
+                            data=DataConfig(condition_source=cfg.condition_source,
+                                            bank_dir=str(cfg.bank_dir) if cfg.bank_dir else None),
+                            run_id=cfg.run_id)
+        return save_checkpoint(
+            self.state_dir / CHECKPOINT_NAME,
+            generator=self.G,
+            optimizer=self.optimizer,
+            step=self.scheduler.step,
+            rng_state={"core": self.rng.get_state()},
+            meta={"run_id": cfg.run_id, "round": self.scheduler.round_number, "source": "coordinator"},
+            config=to_dict(run_cfg),
+        )
+
+    # -- sockets -----------------------------------------------------------------------------------
+
+    def open(self) -> str:
+        """Start ZAP, bind, self-check. Returns the bound endpoint."""
+        cfg = self.cfg
+        self.ctx = zmq.Context()
+        self.zap = ZapAuthenticator(self.ctx, self.policy).start()
+        self.router = make_router(self.ctx, bind=cfg.bind, server_secret=cfg.server_secret,
+                                  server_public=cfg.server_public, limits=cfg.limits, tuning=cfg.tuning)
+        endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.monitor = self.router.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        if cfg.self_check:
+            self_check_rejects_unknown(self.ctx, endpoint=endpoint, server_public=cfg.server_public,
+                                       policy=self.policy, limits=cfg.limits)
+        log.info("coordinator_listening", endpoint=endpoint, run_id=cfg.run_id, sites=len(cfg.site_keys),
+                 step=self.scheduler.step, min_sites=cfg.quorum.min_sites)
+        return endpoint
+
+    def close(self) -> None:
+        if self.router is not None:
+            self.router.disable_monitor()
+            self.router.close(linger=self.cfg.tuning.linger_ms)
+        if self.monitor is not None:
+            self.monitor.close(0)
+        if self.zap is not None:
+            self.zap.stop()
+        if self.ctx is not None:
+            self.ctx.term()
+
+    def _send(self, site: str, msg: Message, *, routing_id: bytes | None = None) -> int | None:
+        """Encode and route one message; None when the site cannot be reached right now."""
+        rec = self.registry.sites.get(site)
+        rid = routing_id if routing_id is not None else (rec.routing_id if rec else None)
+        if rid is None:
+            return None
+        self.seq += 1
+        rnd = getattr(msg, "round", self.scheduler.round_number)
+        step = getattr(msg, "step", self.scheduler.step)
+        frames = wire.encode(msg, run_id=getattr(msg, "run_id", self.cfg.run_id), round=rnd, step=step,
+                             site=site, seq=self.seq, limits=self.cfg.limits)
+        try:
+            self.router.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            reason = "unroutable" if exc.errno == zmq.EHOSTUNREACH else "send_queue_full"
+            log.warning("send_failed", site=site, type=msg.TYPE, reason=reason)
+            if rec is not None and rec.state not in (REMOVED,) and reason == "unroutable":
+                rec.state = DEAD
+                rec.deaths += 1
+                rec.stop_reason = reason
+                self.scheduler.on_site_lost(site)
+            return None
+        n = _nbytes(frames)
+        if rec is not None:
+            rec.bytes_out += n
+        return n
+
+    # -- inbound -----------------------------------------------------------------------------------
+
+    def _handle_inbound(self, frames: list[zmq.Frame], now: float) -> None:
+        routing_id = frames[0].bytes
+        payload = frames[1:]
+        site = peer_user_id(frames[-1])
+        nbytes = _nbytes(payload)
+        if site is None or site not in self.registry:
+            # cannot happen behind ZAP; counted so a misconfiguration shows up in run.json
+            self.registry.unattributed_drops["unauthenticated"] += 1
+            self.runlog.protocol_errors["unauthenticated"] += 1
+            log.warning("inbound_rejected", code="unauthenticated")
+            return
+        self.registry.seen(site, now=now, nbytes=nbytes)
+        rec = self.registry[site]
+        try:
+            env, msg = wire.decode(payload, limits=self.cfg.limits)
+            if env.site != site:
+                raise ProtocolError("identity_mismatch", "header names another site than the authenticated key")
+            if isinstance(msg, Hello):
+                self.guard.forget(site)  # a Hello starts a new session (e.g. a restarted site)
+            self.guard.check(env, peer=site)
+            check_stage(state=rec.state, msg=msg, run_id=self.cfg.run_id,
+                        current_round=self.scheduler.round_number or None,
+                        in_flight=self.scheduler.in_flight_for(site))
+            self._dispatch(site, routing_id, msg, nbytes, now)
+        except ProtocolError as exc:
+            rec.drops[exc.code] += 1
+            self.runlog.protocol_errors[exc.code] += 1
+            if exc.code == "stale":
+                self.scheduler.stale += 1
+            log.warning("inbound_rejected", site=site, code=exc.code, bytes=nbytes)
+            if exc.code not in SILENT_CODES:
+                self._send(site, ErrorReply(code=exc.code, detail=wire.PROTOCOL_ERRORS.get(exc.code, "")[:200]),
+                           routing_id=routing_id)
+
+    def _dispatch(self, site: str, routing_id: bytes, msg: Message, nbytes: int, now: float) -> None:
+        if isinstance(msg, Hello):
+            self._on_hello(site, routing_id, msg, now)
+        elif isinstance(msg, GradientReply):
+            self.scheduler.on_gradient(site, msg, nbytes)
+        elif isinstance(msg, Refusal):
+            log.info("site_refused", site=site, code=msg.code, final=msg.final)
+            self.scheduler.on_refusal(site, msg)
+        elif isinstance(msg, ErrorReply):
+            log.warning("peer_error", site=site, code=msg.code)
+        elif isinstance(msg, Heartbeat):
+            pass
+
+    def _on_hello(self, site: str, routing_id: bytes, msg: Hello, now: float) -> None:
+        if PROTOCOL_VERSION not in msg.versions:
+            log.warning("hello_refused", site=site, reason="unsupported_version")
+            self._send(site, ErrorReply(code="unsupported_version",
+                                        detail=f"coordinator speaks protocol {PROTOCOL_VERSION}"),
+                       routing_id=routing_id)
+            return
+        policy = msg.policy
+        sources = policy.get("accept_sources")
+        if (policy.get("mode") not in MODES or not isinstance(sources, list)
+                or not all(isinstance(s, str) and s in SOURCES for s in sources)):
+            raise ProtocolError("bad_policy", "policy summary needs mode and accept_sources")
+        self.scheduler.on_site_lost(site)  # whatever it had in flight belonged to its old session
+        if self.cfg.condition_source not in sources:
+            reason = f"the site's policy does not accept condition source {self.cfg.condition_source!r}"
+            self.registry.exclude(site, routing_id=routing_id, reason="source_refused")
+            log.warning("site_excluded", site=site, reason="source_refused")
+            self._send(site, ErrorReply(code="source_refused", detail=reason), routing_id=routing_id)
+            return
+        self.registry.welcome(site, routing_id=routing_id, now=now, policy=policy)
+        rec = self.registry[site]
+        log.info("site_welcomed", site=site, mode=policy.get("mode"), hellos=rec.hellos,
+                 resume_step=msg.resume_step, state=rec.state)
+        self._send(site, Welcome(version=PROTOCOL_VERSION, run_id=self.cfg.run_id, image_size=self.cfg.image.size,
+                                 model=to_dict(self.cfg.model), condition_source=self.cfg.condition_source,
+                                 aggregation=self.cfg.aggregation))
+        if rec.state == REMOVED:
+            self._send(site, Stop(run_id=self.cfg.run_id, reason=rec.stop_reason or "removed"))
+
+    def _handle_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            name = {
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
+            }.get(event)
+            if name is not None:
+                self.runlog.handshake_failures[name] += 1
+                log.warning("handshake_rejected", reason=name)
+            elif event == zmq.EVENT_DISCONNECTED:
+                log.info("peer_disconnected")
+
+    # -- main loop ---------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            self._stop_signal = signal.Signals(signum).name
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def _progress(self):
+        from tqdm import tqdm
+
+        show = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
+        return tqdm(total=self.cfg.train.steps, initial=self.scheduler.step, file=sys.stderr,
+                    disable=not show, unit="step", dynamic_ncols=True)
+
+    def _write_run_json(self, status: str, stop_reason: str | None) -> dict[str, Any]:
+        return self.runlog.write(registry=self.registry, scheduler=self.scheduler, status=status,
+                                 stop_reason=stop_reason,
+                                 extra={"stale_replies": self.scheduler.stale,
+                                        "auth": {"allowed": self.policy.allowed, "denied": self.policy.denied},
+                                        "min_sites": self.cfg.quorum.min_sites,
+                                        "aggregation": self.cfg.aggregation,
+                                        "condition_source": self.cfg.condition_source})
+
+    def serve(self, *, install_signals: bool = True) -> dict[str, Any]:
+        """Run until the run ends; returns the final run.json content."""
+        if install_signals:
+            self._install_signals()
+        self.open()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        bar = self._progress()
+        status, stop_reason = "running", None
+        last_json = 0.0
+        step_started = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if self._stop_signal:
+                    status, stop_reason = "interrupted", self._stop_signal
+                    break
+                rnd = self.scheduler.current
+                wait_ms = 100 if rnd is None else max(0, min(100, int((rnd.deadline - now) * 1000) + 1))
+                events = dict(poller.poll(wait_ms))
+                if self.router in events:
+                    for _ in range(1000):  # drain, but keep the loop responsive
+                        try:
+                            frames = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._handle_inbound(frames, time.monotonic())
+                if self.monitor in events:
+                    self._handle_monitor()
+                now = time.monotonic()
+                for site in self.registry.reap(now=now, timeout_s=self.cfg.heartbeat_timeout_s):
+                    log.warning("site_dead", site=site, reason="heartbeat_timeout")
+                    self.scheduler.on_site_lost(site)
+                if self.scheduler.current is not None:
+                    if self.scheduler.round_done(now):
+                        result = self.scheduler.close_round()
+                        if result.stepped:
+                            bar.update(1)
+                            log.info("step_done", step=result.step, answered=result.answered,
+                                     seconds=round(now - step_started, 4),
+                                     grad_norm=round(result.stats.get("grad_norm", 0.0), 6))
+                            step_started = now
+                            if self.scheduler.step % self.cfg.train.checkpoint_every == 0:
+                                self.checkpoint()
+                        if result.stop_reason:
+                            status, stop_reason = "stopped", result.stop_reason
+                            break
+                else:
+                    decision, reason = self.scheduler.readiness(now)
+                    if decision == START:
+                        step_started = now if self.scheduler.attempt == 0 else step_started
+                        self.scheduler.start_round(now, lambda s, m: self._send(s, m))
+                    elif decision == STOP:
+                        status, stop_reason = ("completed" if reason == "completed" else "stopped"), reason
+                        break
+                if now - last_json > self.cfg.run_json_every_s:
+                    self._write_run_json("running", None)
+                    last_json = now
+            if status != "interrupted":
+                for site, rec in self.registry.sites.items():
+                    if rec.routing_id is not None and rec.state != DEAD:
+                        self._send(site, Stop(run_id=self.cfg.run_id, reason=stop_reason or status))
+            self.checkpoint()
+            final = self._write_run_json(status, stop_reason)
+            log.info("run_finished", status=status, reason=stop_reason, steps=self.scheduler.step,
+                     rounds=self.scheduler.round_number)
+            return final
+        finally:
+            bar.close()
+            self.close()
+

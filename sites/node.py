@@ -1,0 +1,294 @@
+"""The site process: one DEALER to the coordinator, one learner, one loop.
+
+Session rule (documented in the README's operator notes):
+- the site sends Hello when it starts and then every ``hello_retry_s`` until a Welcome arrives;
+- once welcomed it sends a Heartbeat every ``heartbeat_s`` (with the run id and the last round it
+  saw, so the coordinator's replay guard accepts it);
+- an ErrorReply ``not_welcomed`` / ``unknown_peer`` / ``wrong_run`` means the coordinator does not
+  know this session (it restarted, or declared the site dead): the site forgets the coordinator's
+  replay state and says Hello again at once. This is how it rejoins after either side restarts;
+- the DEALER itself reconnects with exponential backoff (RECONNECT_IVL .. RECONNECT_IVL_MAX);
+  while disconnected, sends fail immediately (IMMEDIATE) and are dropped rather than queued.
+
+Every release goes through the learner (which accounts and writes its ledger before returning);
+after each served step the learner state is saved so a kill -9 + restart resumes. Malformed
+inbound frames are logged by code, answered with an ErrorReply and never end the loop. Stop,
+SIGTERM and SIGINT end it cleanly (exit code 0).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import zmq
+
+from secgan import wire
+from secgan.errors import ProtocolError, SecganError
+from secgan.fsio import atomic_write_json
+from secgan.logs import get_logger
+from secgan.messages import (
+    PROTOCOL_VERSION,
+    ErrorReply,
+    FakeBatch,
+    GradientReply,
+    Heartbeat,
+    Hello,
+    Message,
+    Refusal,
+    Stop,
+    Welcome,
+)
+from secgan.spec import ImageSpec
+from secgan.transport import SocketTuning, make_dealer
+
+log = get_logger(__name__)
+
+COORDINATOR = "coordinator"  # the replay-guard key of the one peer a site has
+REHELLO_CODES = frozenset({"not_welcomed", "unknown_peer", "wrong_run"})
+FATAL_CODES = frozenset({"unsupported_version", "source_refused"})
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What the site loop needs, resolved at the CLI edge."""
+
+    site_id: str
+    endpoint: str
+    client_public: bytes
+    client_secret: bytes
+    server_public: bytes  # pinned: the coordinator key from the verified manifest
+    state_dir: Path
+    image: ImageSpec
+    policy_summary: dict[str, Any]
+    accept_sources: tuple[str, ...]
+    limits: wire.WireLimits = field(default_factory=wire.WireLimits)
+    tuning: SocketTuning = field(default_factory=SocketTuning)
+    heartbeat_s: float = 1.0
+    hello_retry_s: float = 2.0
+    status_every_s: float = 5.0
+
+
+class SiteNode:
+    def __init__(self, cfg: NodeConfig, learner: Any, *, persist: Callable[[], None] | None = None) -> None:
+        """``learner``: serve(FakeBatch) -> GradientReply | Refusal, epsilon(), save().
+        ``persist``: extra durable save after each served step (e.g. D + optimiser of a learner
+        whose save() keeps nothing)."""
+        self.cfg = cfg
+        self.learner = learner
+        self.persist = persist
+        self.guard = wire.ReplayGuard()
+        self.seq = wire.initial_seq()
+        self.run_id = ""
+        self.welcomed = False
+        self.last_round = 0
+        self.last_step = 0
+        self.served: set[tuple[int, int]] = set()
+        self.counts: Counter = Counter()
+        self.exit_reason: str | None = None
+        self.exit_code = 0
+        self._signal: str | None = None
+        self._last_sent = 0.0
+        self._last_hello = -1e9
+        self.ctx: zmq.Context | None = None
+        self.sock: zmq.Socket | None = None
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def _send(self, msg: Message) -> bool:
+        self.seq += 1
+        run = getattr(msg, "run_id", self.run_id)
+        frames = wire.encode(msg, run_id=run, round=getattr(msg, "round", self.last_round),
+                             step=getattr(msg, "step", self.last_step), site=self.cfg.site_id, seq=self.seq,
+                             limits=self.cfg.limits)
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.counts["send_dropped"] += 1
+            log.debug("send_dropped", type=msg.TYPE, reason="not_connected")
+            return False
+        self._last_sent = time.monotonic()
+        self.counts[f"sent_{msg.TYPE}"] += 1
+        return True
+
+    def _hello(self) -> None:
+        # a new session: the coordinator's numbering may restart (new incarnation)
+        self.guard.forget(COORDINATOR)
+        self.welcomed = False
+        self.last_round = 0
+        self.last_step = 0
+        self._last_hello = time.monotonic()
+        if self._send(Hello(versions=SUPPORTED_VERSIONS, policy=self.cfg.policy_summary,
+                            resume_step=getattr(self.learner, "steps_served", 0))):
+            log.info("hello_sent", site=self.cfg.site_id)
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def handle(self, frames: list[Any]) -> None:
+        """Validate and act on one inbound message; ProtocolError never escapes."""
+        try:
+            env, msg = wire.decode(frames, limits=self.cfg.limits)
+            if isinstance(msg, ErrorReply) and msg.code in REHELLO_CODES:
+                self.guard.forget(COORDINATOR)  # the coordinator lost our session; so do we
+            self.guard.check(env, peer=COORDINATOR)
+            self._dispatch(msg)
+        except ProtocolError as exc:
+            self.counts[f"rejected_{exc.code}"] += 1
+            log.warning("inbound_rejected", code=exc.code)
+            if exc.code not in ("stale",):
+                self._send(ErrorReply(code=exc.code, detail=wire.PROTOCOL_ERRORS.get(exc.code, "")[:200]))
+
+    def _dispatch(self, msg: Message) -> None:
+        if isinstance(msg, Welcome):
+            self._on_welcome(msg)
+        elif isinstance(msg, FakeBatch):
+            self._on_batch(msg)
+        elif isinstance(msg, Stop):
+            if self.run_id and msg.run_id != self.run_id:
+                raise ProtocolError("wrong_run", "stop for another run")
+            log.info("stop_received", reason=msg.reason[:64])
+            self.exit_reason = f"stop:{msg.reason[:64]}"
+        elif isinstance(msg, ErrorReply):
+            self._on_error(msg)
+        elif isinstance(msg, Heartbeat):
+            pass
+        else:
+            raise ProtocolError("unexpected_message", f"{msg.TYPE} is never sent by a coordinator")
+
+    def _on_welcome(self, msg: Welcome) -> None:
+        if self.welcomed:
+            raise ProtocolError("unexpected_message", "already welcomed in this session")
+        if msg.version not in SUPPORTED_VERSIONS:
+            self._fatal("unsupported_version", 2)
+            return
+        if msg.image_size != self.cfg.image.size:
+            log.error("welcome_refused", reason="image_size", theirs=msg.image_size, ours=self.cfg.image.size)
+            self._fatal("image_size_mismatch", 2)
+            return
+        refusal = self.learner.refuses_source(msg.condition_source) if hasattr(self.learner, "refuses_source") else None
+        if refusal or msg.condition_source not in self.cfg.accept_sources:
+            log.error("welcome_refused", reason="condition_source", source=msg.condition_source)
+            self._fatal("source_refused", 3)
+            return
+        if self.run_id and self.run_id != msg.run_id:
+            log.warning("run_changed")
+        self.run_id = msg.run_id
+        self.welcomed = True
+        log.info("welcomed", site=self.cfg.site_id, run_id=msg.run_id, source=msg.condition_source,
+                 aggregation=msg.aggregation)
+
+    def _on_batch(self, msg: FakeBatch) -> None:
+        if not self.welcomed:
+            raise ProtocolError("not_welcomed", "batch before Welcome")
+        if msg.run_id != self.run_id:
+            raise ProtocolError("wrong_run", "batch for another run")
+        key = (msg.round, msg.step)
+        if key in self.served:
+            raise ProtocolError("replay", "this round was already served")
+        self.last_round, self.last_step = msg.round, msg.step
+        t0 = time.perf_counter()
+        try:
+            reply = self.learner.serve(msg)
+        except ProtocolError:
+            raise
+        except SecganError as exc:  # e.g. a privacy invariant: refuse this step, keep serving
+            log.error("serve_failed", error=type(exc).__name__)
+            reply = Refusal(run_id=msg.run_id, round=msg.round, step=msg.step, code="site_error",
+                            reason=type(exc).__name__)
+        self.served.add(key)
+        if len(self.served) > 1024:
+            self.served = {k for k in self.served if k[0] >= msg.round - 512}
+        if isinstance(reply, GradientReply):
+            self.learner.save()
+            if self.persist is not None:
+                self.persist()
+            self.counts["served"] += 1
+        else:
+            self.counts[f"refused_{reply.code}"] += 1
+            log.warning("step_refused", code=reply.code, final=reply.final)
+        self._send(reply)
+        log.info("batch_served", round=msg.round, step=msg.step, reply=reply.TYPE,
+                 seconds=round(time.perf_counter() - t0, 4), epsilon=getattr(reply, "epsilon", None))
+
+    def _on_error(self, msg: ErrorReply) -> None:
+        log.warning("coordinator_error", code=msg.code)
+        if msg.code in REHELLO_CODES:
+            self._hello()
+        elif msg.code in FATAL_CODES:
+            self._fatal(msg.code, 3 if msg.code == "source_refused" else 2)
+
+    def _fatal(self, reason: str, code: int) -> None:
+        self.exit_reason = reason
+        self.exit_code = code
+
+    # -- loop --------------------------------------------------------------------------------------
+
+    def write_status(self) -> None:
+        eps = self.learner.epsilon() if hasattr(self.learner, "epsilon") else None
+        atomic_write_json(Path(self.cfg.state_dir) / "site.json", {
+            "site_id": self.cfg.site_id, "run_id": self.run_id, "welcomed": self.welcomed,
+            "epsilon": eps, "counts": dict(self.counts), "exit_reason": self.exit_reason,
+        })
+
+    def open(self) -> None:
+        cfg = self.cfg
+        self.ctx = zmq.Context()
+        self.sock = make_dealer(self.ctx, endpoint=cfg.endpoint, client_public=cfg.client_public,
+                                client_secret=cfg.client_secret, server_public=cfg.server_public,
+                                limits=cfg.limits, tuning=cfg.tuning)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=self.cfg.tuning.linger_ms)
+        if self.ctx is not None:
+            self.ctx.term()
+
+    def serve(self, *, install_signals: bool = True) -> int:
+        if install_signals:
+            def handler(signum: int, _frame: Any) -> None:
+                self._signal = signal.Signals(signum).name
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, handler)
+        Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
+        self.open()
+        log.info("site_started", site=self.cfg.site_id, endpoint=self.cfg.endpoint)
+        last_status = 0.0
+        try:
+            while self.exit_reason is None:
+                if self._signal:
+                    self.exit_reason = f"signal:{self._signal}"
+                    break
+                now = time.monotonic()
+                if not self.welcomed and now - self._last_hello > self.cfg.hello_retry_s:
+                    self._hello()
+                elif self.welcomed and now - self._last_sent > self.cfg.heartbeat_s:
+                    self._send(Heartbeat())
+                if self.sock.poll(100):
+                    for _ in range(64):
+                        try:
+                            frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self.handle(frames)
+                        if self.exit_reason is not None:
+                            break
+                if now - last_status > self.cfg.status_every_s:
+                    self.write_status()
+                    last_status = now
+            log.info("site_exiting", reason=self.exit_reason, served=self.counts.get("served", 0))
+            try:
+                self.learner.save()
+                if self.persist is not None:
+                    self.persist()
+            except SecganError as exc:
+                log.error("final_save_failed", error=type(exc).__name__)
+            self.write_status()
+            return self.exit_code
+        finally:
+            self.close()
