@@ -91,6 +91,9 @@ def open_checked(path: Path, limits: ReaderLimits = ReaderLimits()):
 
     if not path.is_file():
         raise CaseError(path, "file is missing")
+    # Check the header exactly as stored: nibabel's loader silently "fixes" some fields (a zero voxel
+    # size becomes 1), and nothing should be decompressed beyond the header before these checks.
+    check_header(path, _raw_header(path), limits)
     try:
         img = nib.load(str(path))
     except _io_errors() as exc:
@@ -102,6 +105,30 @@ def open_checked(path: Path, limits: ReaderLimits = ReaderLimits()):
     if aff is None or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
         raise CaseError(path, "affine is missing, non-finite or singular")
     return img
+
+
+def _raw_header(path: Path):
+    """The NIfTI-1 or NIfTI-2 header as stored, unchecked and unfixed (reads only the header bytes)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path), "rb") as fh:
+            block = fh.read(540)
+    except _io_errors() as exc:
+        raise CaseError(path, f"not a readable NIfTI file ({type(exc).__name__}: {_short(exc, path)})") from None
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(block) < size:
+            continue
+        try:
+            hdr = klass(block[:size], check=False)
+            magic = bytes(hdr["magic"])[:3]
+            if int(hdr["sizeof_hdr"]) == size and magic in (b"n+1", b"ni1", b"n+2", b"ni2"):
+                return hdr
+        except _io_errors():
+            continue
+    raise CaseError(path, "not a readable NIfTI file (no valid NIfTI-1/2 header)")
 
 
 def check_header(path: Path, header, limits: ReaderLimits) -> None:

@@ -183,7 +183,9 @@ def _blur(vol: np.ndarray, sigmas: tuple[float, float, float]) -> np.ndarray:
         n = out.shape[axis]
         acc = np.zeros_like(out)
         for k, w in enumerate(taps):
-            acc += w * np.take(padded, np.arange(k, k + n), axis=axis)
+            window = [slice(None)] * 3
+            window[axis] = slice(k, k + n)
+            acc += w * padded[tuple(window)]
         out = acc
     return out
 
@@ -194,10 +196,11 @@ def _bias_field(g: np.random.Generator, shape, strength: float) -> np.ndarray:
     return np.exp(strength * field).astype(np.float32)
 
 
-def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: int):
-    """One phantom case: (volumes name -> array in the site's dtype, seg uint8, affine).
+def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: int, with_tissue: bool = False):
+    """One phantom case: (volumes name -> array in the site's dtype, seg uint8, affine[, tissue]).
 
-    Deterministic in (seed, site, patient, size, slices).
+    Deterministic in (seed, site, patient, size, slices). ``with_tissue`` also returns the internal
+    tissue class map (uint8, classes BG..NCR of this module) so tests can check contrasts.
     """
     scanner = site_scanner(seed, site)
     g = np.random.default_rng([seed, site, patient, _PATIENT_TAG])
@@ -224,7 +227,10 @@ def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: in
     seg[labels == ED] = 2
     seg[labels == ET] = 4
     seg[labels == NCR] = 1
-    return volumes, seg, affine_for(shape, scanner.origin_shift)
+    affine = affine_for(shape, scanner.origin_shift)
+    if with_tissue:
+        return volumes, seg, affine, labels
+    return volumes, seg, affine
 
 
 def patient_split(seed: int, site: int, ids: list[str], test_fraction: float) -> dict[str, list[str]]:
