@@ -1,0 +1,188 @@
+"""The verdict: a versioned rubric file maps audit results to Green / Amber / Red / Critical.
+
+Every check yields a finding with its level and a plain-language reason; the overall verdict is
+the worst finding. The rubric is data (``rubric-v1.toml``), so changing a threshold means writing a
+new version, and each report records which version (and its SHA-256) graded it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from secgan.config import choices, load_dataclass, read_toml, rng
+from secgan.errors import ConfigError
+
+LEVELS = ("Green", "Amber", "Red", "Critical")
+DEFAULT_RUBRIC = Path(__file__).with_name("rubric-v1.toml")
+
+
+@dataclass(frozen=True)
+class MembershipRubric:
+    auc_amber: float = field(default=0.60, metadata=rng(min=0.5, max=1.0))
+    auc_red: float = field(default=0.75, metadata=rng(min=0.5, max=1.0))
+    p_amber: float = field(default=0.05, metadata=rng(min=0.0, max=1.0))
+    p_red: float = field(default=0.01, metadata=rng(min=0.0, max=1.0))
+    tpr_at_1pct_lo_amber: float = field(default=0.05, metadata=rng(min=0.0, max=1.0))
+    tpr_at_1pct_lo_red: float = field(default=0.20, metadata=rng(min=0.0, max=1.0))
+    control_auc_deviation: float = field(default=0.25, metadata=rng(min=0.0, max=0.5))
+
+
+@dataclass(frozen=True)
+class MemorisationRubric:
+    ct_amber: float = -2.0
+    ct_red: float = -5.0
+    copies_fraction_amber: float = field(default=0.03, metadata=rng(min=0.0, max=1.0))
+    copies_fraction_red: float = field(default=0.10, metadata=rng(min=0.0, max=1.0))
+    copies_p: float = field(default=0.01, metadata=rng(min=0.0, max=1.0))
+    dcr_excess_amber: float = field(default=0.10, metadata=rng(min=0.0, max=1.0))
+    dcr_excess_red: float = field(default=0.30, metadata=rng(min=0.0, max=1.0))
+    dcr_p: float = field(default=0.01, metadata=rng(min=0.0, max=1.0))
+
+
+_LEVEL_CHOICES = choices("green", "amber", "red", "critical")
+
+
+@dataclass(frozen=True)
+class EpsilonRubric:
+    lb_fraction_amber: float = field(default=0.5, metadata=rng(min=0.0, max=1.0))
+    dp_off: str = field(default="red", metadata=_LEVEL_CHOICES)
+    missing_ledger: str = field(default="amber", metadata=_LEVEL_CHOICES)
+
+
+@dataclass(frozen=True)
+class Rubric:
+    version: str
+    membership: MembershipRubric = MembershipRubric()
+    memorisation: MemorisationRubric = MemorisationRubric()
+    epsilon: EpsilonRubric = EpsilonRubric()
+
+    def __post_init__(self) -> None:
+        m, r = self.membership, self.memorisation
+        if m.auc_red < m.auc_amber or m.tpr_at_1pct_lo_red < m.tpr_at_1pct_lo_amber:
+            raise ValueError("membership: red thresholds must be at least the amber ones")
+        if r.ct_red > r.ct_amber or r.copies_fraction_red < r.copies_fraction_amber or r.dcr_excess_red < r.dcr_excess_amber:
+            raise ValueError("memorisation: red thresholds must be at least as severe as the amber ones")
+
+
+def load_rubric(path: Path | None = None) -> tuple[Rubric, dict]:
+    """(rubric, provenance {path name, version, sha256}); ConfigError names a bad key."""
+    path = Path(path) if path is not None else DEFAULT_RUBRIC
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        raise ConfigError(f"{path}: rubric file not found or unreadable") from None
+    rubric = load_dataclass(Rubric, read_toml(path))
+    return rubric, {"file": path.name, "version": rubric.version, "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def worst(levels) -> str:
+    levels = list(levels)
+    return max(levels, key=LEVELS.index) if levels else "Green"
+
+
+def _f(level: str, area: str, subject: str, reason: str, **values) -> dict:
+    return {"level": level, "area": area, "subject": subject, "reason": reason, "values": values}
+
+
+def _grade_attack(a: dict, m: MembershipRubric) -> list[dict]:
+    out = []
+    subj = a["label"]
+    auc, p = a["auc"], a["auc_p_value"]
+    if auc >= m.auc_red and p < m.p_red:
+        lvl = "Red"
+    elif auc >= m.auc_amber and p < m.p_amber:
+        lvl = "Amber"
+    else:
+        lvl = "Green"
+    reason = {
+        "Red": f"the attack tells members from non-members well (AUC {auc:.2f}, p={p:.2g})",
+        "Amber": f"the attack tells members from non-members somewhat better than chance (AUC {auc:.2f}, p={p:.2g})",
+        "Green": f"the attack is not significantly better than guessing (AUC {auc:.2f}, p={p:.2g})",
+    }[lvl]
+    out.append(_f(lvl, "membership", subj, reason, auc=auc, p_value=p))
+    t1 = a["tpr_at_fpr"].get("0.01")
+    if t1 is not None:
+        lo = t1["tpr_ci"][0]
+        lvl = "Red" if lo >= m.tpr_at_1pct_lo_red else "Amber" if lo >= m.tpr_at_1pct_lo_amber else "Green"
+        out.append(_f(lvl, "membership", subj,
+                      f"at a 1% false-positive rate it finds members at rate {t1['tpr']:.2f} (95% CI lower bound {lo:.2f})",
+                      tpr=t1["tpr"], tpr_lo=lo))
+    c = a["control"]
+    if c.get("auc") is not None and abs(c["auc"] - 0.5) >= m.control_auc_deviation and c["p_value"] is not None and 2 * min(c["p_value"], 1 - c["p_value"]) < m.p_amber:
+        out.append(_f("Amber", "membership", subj,
+                      f"member-vs-member control is far from chance (AUC {c['auc']:.2f}); this attack's evaluation is unreliable",
+                      control_auc=c["auc"]))
+    return out
+
+
+def _grade_memorisation(space: str, r: dict, m: MemorisationRubric) -> list[dict]:
+    out = []
+    subj = f"memorisation/{space}"
+    ct = r["data_copying"].get("c_t")
+    if ct is None:
+        out.append(_f("Green", "memorisation", subj, f"data-copying test not computable: {r['data_copying'].get('reason')}"))
+    else:
+        lvl = "Red" if ct <= m.ct_red else "Amber" if ct <= m.ct_amber else "Green"
+        msg = {"Red": "synthetic images sit much closer to training images than new patients do (data-copying)",
+               "Amber": "synthetic images sit somewhat closer to training images than new patients do",
+               "Green": "no sign of data-copying"}[lvl]
+        out.append(_f(lvl, "memorisation", subj, f"{msg} (C_T = {ct:.2f})", c_t=ct))
+    d = r["near_duplicates"]
+    frac, p = d["fraction"], d["p_value"]
+    lvl = "Green"
+    if p < m.copies_p:
+        lvl = "Red" if frac >= m.copies_fraction_red else "Amber" if frac >= m.copies_fraction_amber else "Green"
+    out.append(_f(lvl, "memorisation", subj,
+                  f"{d['count']} of {r['n_synthetic']} synthetic images are near-duplicates of training images "
+                  f"({100 * frac:.1f}%, about {100 * d['expected_fraction']:.0f}% expected by chance)",
+                  fraction=frac, p_value=p))
+    dc = r["dcr"]
+    excess = dc["fraction_closer_to_train"] - dc["expected_fraction"]
+    lvl = "Green"
+    if dc["p_value"] < m.dcr_p:
+        lvl = "Red" if excess >= m.dcr_excess_red else "Amber" if excess >= m.dcr_excess_amber else "Green"
+    out.append(_f(lvl, "memorisation", subj,
+                  f"{100 * dc['fraction_closer_to_train']:.0f}% of synthetic images are closer to training than to held-out "
+                  f"images ({100 * dc['expected_fraction']:.0f}% expected)", excess=excess, p_value=dc["p_value"]))
+    return out
+
+
+def _grade_epsilon(e: dict, r: EpsilonRubric) -> list[dict]:
+    out = []
+    lb, claim = e["empirical_lb"], e.get("claimed")
+    if e.get("mode") == "off":
+        out.append(_f(r.dp_off.capitalize(), "epsilon", "privacy",
+                      "differential privacy is OFF for this site: there is no formal privacy guarantee"))
+    elif claim is None:
+        out.append(_f(r.missing_ledger.capitalize(), "epsilon", "privacy",
+                      "no privacy ledger was found, so the claimed epsilon cannot be checked"))
+    if claim is not None:
+        if lb > claim:
+            out.append(_f("Critical", "epsilon", "privacy",
+                          f"measured leakage contradicts the privacy claim: epsilon is at least {lb:.2f} "
+                          f"(95% confidence) but the ledger claims {claim:.2f}", empirical_lb=lb, claimed=claim))
+        elif lb > r.lb_fraction_amber * claim:
+            out.append(_f("Amber", "epsilon", "privacy",
+                          f"measured leakage (epsilon >= {lb:.2f}) is close to the claimed {claim:.2f}",
+                          empirical_lb=lb, claimed=claim))
+        else:
+            out.append(_f("Green", "epsilon", "privacy",
+                          f"measured leakage (epsilon >= {lb:.2f}) is consistent with the claimed {claim:.2f}; "
+                          f"at these sample sizes no audit could show more than {e['max_resolvable']:.2f}",
+                          empirical_lb=lb, claimed=claim))
+    return out
+
+
+def grade(results: dict, rubric: Rubric) -> tuple[str, list[dict]]:
+    """(overall verdict, findings sorted worst first)."""
+    findings: list[dict] = []
+    for a in results["attacks"]:
+        if a["status"] == "run":
+            findings += _grade_attack(a, rubric.membership)
+    for space, r in results["memorisation"].items():
+        findings += _grade_memorisation(space, r, rubric.memorisation)
+    findings += _grade_epsilon(results["epsilon"], rubric.epsilon)
+    findings.sort(key=lambda f: -LEVELS.index(f["level"]))
+    return worst(f["level"] for f in findings), findings
