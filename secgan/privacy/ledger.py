@@ -1,0 +1,263 @@
+"""The site's durable privacy ledger: ``state_dir/ledger.json``.
+
+Holds the accountant's whole state (the (sigma, q, steps) history) next to everything the epsilon
+depends on, so a restart can neither lose spent budget nor reuse it under other parameters:
+
+- ``reserve_step`` computes epsilon after one more release, refuses (``BudgetExhausted``) past the
+  target, and writes the new state atomically (temp file, fsync, rename, fsync dir) **before** the
+  caller may release anything. A crash after the write and before the send can only over-count.
+- ``open`` refuses a ledger written for another dataset (fingerprint) or other privacy parameters
+  (mode, delta, target, C, accountant, policy hash), naming the field; a corrupt ledger is an error,
+  never a silent reset.
+
+The math stays in ``secgan.privacy.accounting``; this module only keeps state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from secgan.errors import BudgetExhausted, PrivacyError
+from secgan.fsio import atomic_write_json
+from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANT_VERSION, epsilon_from_history
+
+LEDGER_FILE = "ledger.json"
+FORMAT = 1
+MODES = ("off", "dpsgd", "sanitize")
+
+
+@dataclass(frozen=True)
+class LedgerParams:
+    """What a ledger is bound to. A restart whose parameters differ in any field is refused."""
+
+    mode: str
+    delta: float
+    target_epsilon: float
+    clip_norm: float
+    dataset_fingerprint: str
+    policy_hash: str
+    accountant: str = ACCOUNTANT
+    accountant_version: str = ACCOUNTANT_VERSION
+
+
+# Fields compared on open, in this order (the first mismatch is named).
+BOUND_FIELDS = ("dataset_fingerprint", "mode", "delta", "target_epsilon", "clip_norm", "accountant", "policy_hash")
+
+
+def _scheme_of(version: str) -> str:
+    return version.rsplit("+", 1)[-1]
+
+
+def _corrupt(path: Path, what: str) -> PrivacyError:
+    return PrivacyError(
+        f"{path}: privacy ledger is corrupt ({what}); refusing to start. A ledger is never reset "
+        "silently: restore it from a backup or start a new run with a new state directory"
+    )
+
+
+def _validate(path: Path, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _corrupt(path, "not a JSON object")
+    if data.get("format") != FORMAT:
+        raise _corrupt(path, f"format {data.get('format')!r} is not {FORMAT}")
+    expect = {
+        "mode": str,
+        "delta": float,
+        "target_epsilon": float,
+        "clip_norm": float,
+        "dataset_fingerprint": str,
+        "policy_hash": str,
+        "accountant": str,
+        "accountant_version": str,
+        "releases": int,
+        "steps": int,
+        "history": list,
+    }
+    for key, tp in expect.items():
+        v = data.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float) if tp is float else tp):
+            raise _corrupt(path, f"field {key!r} missing or not a {tp.__name__}")
+    if data["mode"] not in MODES:
+        raise _corrupt(path, f"field 'mode' is {data['mode']!r}")
+    if data["releases"] < 0 or data["steps"] < 0:
+        raise _corrupt(path, "negative counters")
+    steps = 0
+    for i, e in enumerate(data["history"]):
+        if not (
+            isinstance(e, list)
+            and len(e) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in e)
+            and isinstance(e[2], int)
+            and e[0] >= 0
+            and 0 <= e[1] <= 1
+            and e[2] >= 1
+        ):
+            raise _corrupt(path, f"history[{i}] is not [sigma, q, steps]")
+        steps += e[2]
+    if steps != data["steps"]:
+        raise _corrupt(path, f"history holds {steps} steps but 'steps' says {data['steps']}")
+    eps = data.get("epsilon")
+    if eps is not None and not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps >= 0):
+        raise _corrupt(path, "field 'epsilon' is not a number >= 0 or null")
+    return data
+
+
+class PrivacyLedger:
+    """State of one site's accountant, bound to its data and policy. Not thread-safe: one owner."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self._data = data
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def read(cls, state_dir: str | Path) -> "PrivacyLedger":
+        """Load and validate an existing ledger without binding it (for ``secgan ledger show``)."""
+        path = Path(state_dir) / LEDGER_FILE
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise PrivacyError(f"{path}: no privacy ledger here") from None
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _corrupt(path, f"not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+        return cls(path, _validate(path, data))
+
+    @classmethod
+    def open(cls, state_dir: str | Path, *, params: LedgerParams) -> "PrivacyLedger":
+        """The ledger for ``params``: created (durably) if absent, else loaded and checked."""
+        if params.mode not in MODES:
+            raise PrivacyError(f"ledger mode must be one of {', '.join(MODES)}, got {params.mode!r}")
+        path = Path(state_dir) / LEDGER_FILE
+        if not path.exists():
+            data: dict[str, Any] = {
+                "format": FORMAT,
+                **asdict(params),
+                "history": [],
+                "steps": 0,
+                "releases": 0,
+                "epsilon": None if params.mode == "off" else 0.0,
+            }
+            ledger = cls(path, data)
+            ledger._write()
+            return ledger
+        ledger = cls.read(state_dir)
+        ledger._check_bound(params)
+        return ledger
+
+    def _check_bound(self, params: LedgerParams) -> None:
+        want = asdict(params)
+        for key in BOUND_FIELDS:
+            if self._data[key] != want[key]:
+                shown = (lambda v: v) if key not in ("dataset_fingerprint", "policy_hash") else (lambda v: str(v)[:12] + "...")
+                raise PrivacyError(
+                    f"{self.path}: ledger field {key!r} is {shown(self._data[key])!r} but the site now has "
+                    f"{shown(want[key])!r}; refusing to continue a privacy budget under different data or "
+                    "parameters (use a new state directory for a new run)"
+                )
+        if _scheme_of(self._data["accountant_version"]) != _scheme_of(params.accountant_version):
+            raise PrivacyError(
+                f"{self.path}: ledger was written by accounting scheme {self._data['accountant_version']!r}, "
+                f"this code uses {params.accountant_version!r}; refusing to mix schemes"
+            )
+        # A newer Opacus may compute the same history differently: never let epsilon go down.
+        if self.mode != "off":
+            recomputed = epsilon_from_history(self.history, delta=self.delta)
+            stored = self._data["epsilon"] or 0.0
+            self._data["epsilon"] = max(stored, recomputed)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def mode(self) -> str:
+        return self._data["mode"]
+
+    @property
+    def delta(self) -> float:
+        return float(self._data["delta"])
+
+    @property
+    def target_epsilon(self) -> float:
+        return float(self._data["target_epsilon"])
+
+    @property
+    def history(self) -> list[tuple[float, float, int]]:
+        return [(float(s), float(q), int(k)) for s, q, k in self._data["history"]]
+
+    @property
+    def releases(self) -> int:
+        return int(self._data["releases"])
+
+    @property
+    def steps(self) -> int:
+        return int(self._data["steps"])
+
+    @property
+    def epsilon(self) -> float | None:
+        """Epsilon after the last recorded release (None in mode "off": nothing is accounted)."""
+        eps = self._data["epsilon"]
+        return None if eps is None else float(eps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._data))
+
+    # ------------------------------------------------------------------ spending
+
+    def _history_after(self, sigma: float, q: float) -> list[list[float]]:
+        hist = [list(e) for e in self._data["history"]]
+        if hist and hist[-1][0] == sigma and hist[-1][1] == q:
+            hist[-1][2] += 1
+        else:
+            hist.append([sigma, q, 1])
+        return hist
+
+    def epsilon_after(self, *, noise_multiplier: float, sample_rate: float) -> float:
+        """Epsilon if one more step with these parameters were released (nothing written)."""
+        return epsilon_from_history(self._history_after(float(noise_multiplier), float(sample_rate)), delta=self.delta)
+
+    def check_budget(self, *, noise_multiplier: float | None, sample_rate: float | None) -> float | None:
+        """Raise BudgetExhausted if one more step would pass the target; else the epsilon after it."""
+        if self.mode == "off":
+            return None
+        eps = self.epsilon_after(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+        if not eps <= self.target_epsilon:
+            raise BudgetExhausted(eps, self.target_epsilon)
+        return eps
+
+    def reserve_step(self, *, noise_multiplier: float | None, sample_rate: float | None) -> float | None:
+        """Account one release and make it durable; only after this returns may it be sent.
+
+        Returns epsilon after the release (None in mode "off", where only releases are counted).
+        """
+        if self.mode == "off":
+            new = dict(self._data, releases=self.releases + 1)
+        else:
+            if noise_multiplier is None or sample_rate is None:
+                raise PrivacyError("a DP release needs its noise multiplier and sampling rate")
+            eps = self.check_budget(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+            new = dict(
+                self._data,
+                history=self._history_after(float(noise_multiplier), float(sample_rate)),
+                steps=self.steps + 1,
+                releases=self.releases + 1,
+                epsilon=eps,
+            )
+        if new.get("epsilon") is not None and not math.isfinite(new["epsilon"]):
+            raise BudgetExhausted(math.inf, self.target_epsilon)
+        old = self._data
+        self._data = new
+        try:
+            self._write()
+        except BaseException:
+            self._data = old
+            raise
+        return self.epsilon
+
+    def _write(self) -> None:
+        atomic_write_json(self.path, self._data)
