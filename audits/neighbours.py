@@ -85,8 +85,8 @@ def nearest(
         bi = best_i.cpu()
         step = max(1, (1 << 24) // max(1, k * q64.shape[1]))  # ~128 MiB of float64 at a time
         for s0 in range(0, bi.shape[0], step):
-            qx = q64[i0 + s0 : i0 + s0 + step]
             ix = bi[s0 : s0 + step]
+            qx = q64[i0 + s0 : i0 + s0 + len(ix)]
             exact = ((qx[:, None, :] - r64[ix]) ** 2).sum(-1).sqrt()
             exact, order = torch.sort(exact, dim=1, stable=True)
             out_d[i0 + s0 : i0 + s0 + len(ix)] = exact
