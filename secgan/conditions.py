@@ -207,11 +207,11 @@ def _pad_square(a: np.ndarray, side: int) -> np.ndarray:
 
 
 def _resize_conds(conds: torch.Tensor, size: int) -> torch.Tensor:
-    """Nearest-neighbour resize that keeps the channel invariants (re-derived from labels)."""
+    """Nearest-neighbour resize: every channel is sampled at the same points, so disjointness and
+    tumour-inside-brain survive."""
     if conds.shape[-1] == size and conds.shape[-2] == size:
         return conds.contiguous()
     r = torch.nn.functional.interpolate(conds, size=(size, size), mode="nearest-exact")
-    # Nearest-neighbour sampling of each channel at the same points keeps disjointness and nesting.
     return r.contiguous()
 
 
