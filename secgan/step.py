@@ -20,6 +20,7 @@ sum_j mean_rows(L_G through D_j): the AsynDGAN objective with equal site weights
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secgan.errors import ConfigError, ProtocolError
+from secgan.errors import ConfigError, DataError, ProtocolError
 from secgan.messages import FakeBatch, GradientReply, Refusal
 from secgan.runconfig import LOSSES, ModelConfig, TrainConfig
 from secgan.spec import ImageSpec
@@ -271,6 +272,7 @@ class PlainSiteLearner:
         train: TrainConfig,
         generator_seed: int,
         device: str = "cpu",
+        state_dir: Path | None = None,
     ) -> None:
         from secgan.models import build_discriminator
 
@@ -286,6 +288,22 @@ class PlainSiteLearner:
             self.discriminator.parameters(), lr=train.lr_d, betas=(train.beta1, train.beta2)
         )
         self.steps_served = 0
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if self.state_dir is not None and (self.state_dir / self.STATE_FILE).is_file():
+            self._load()
+
+    STATE_FILE = "discriminator.safetensors"
+
+    def _load(self) -> None:
+        from secgan.checkpoint import load_module_state
+
+        path = self.state_dir / self.STATE_FILE
+        meta = load_module_state(path, self.discriminator, self.optimizer)
+        try:
+            self.rng.bit_generator.state = meta["rng"]
+            self.steps_served = int(meta["steps_served"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: site state is malformed ({exc})") from None
 
     def refuses_source(self, name: str) -> str | None:
         return None
@@ -294,7 +312,17 @@ class PlainSiteLearner:
         return None
 
     def save(self) -> None:
-        """Nothing durable to write: mode "off" keeps no ledger."""
+        """Persist D, its optimiser and the sampling RNG (if a state_dir was given); no ledger in mode "off"."""
+        if self.state_dir is None:
+            return
+        from secgan.checkpoint import save_module_state
+
+        save_module_state(
+            self.state_dir / self.STATE_FILE,
+            self.discriminator,
+            self.optimizer,
+            {"rng": self.rng.bit_generator.state, "steps_served": self.steps_served, "mode": "off"},
+        )
 
     def serve(self, msg: FakeBatch) -> GradientReply | Refusal:
         check_fake_batch(msg, self.image)
