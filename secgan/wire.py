@@ -96,6 +96,11 @@ PROTOCOL_ERRORS: dict[str, str] = {
     "replay": "sequence number not greater than the last accepted from this peer",
     "reply_mismatch": "a reply does not answer the batch it claims to (run, round, step, attempt, shape)",
     "unexpected_message": "a valid message that the receiver does not expect in its current state",
+    # raised by the services (coordinator/, sites/) on top of the codec
+    "identity_mismatch": "the header's site differs from the peer's authenticated CURVE identity",
+    "unknown_peer": "the authenticated peer is not a member of this federation",
+    "not_welcomed": "the peer sent a run message before a completed Hello/Welcome handshake",
+    "bad_policy": "a Hello's policy summary is malformed or not acceptable",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -439,8 +444,17 @@ def _check_tensor_semantics(mtype: str, tensors: dict[str, torch.Tensor]) -> Non
         if tensors["grad"].dim() != 4 or tensors["grad"].shape[1] != 4:
             raise _fail("bad_shape", "gradient: grad must be [B, 4, H, W]")
     for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not _all_finite(t):
             raise _fail("non_finite", name)
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # min and max propagate NaN and expose +-inf, so both finite <=> every element finite;
+    # an order of magnitude faster than isfinite().all() on CPU builds
+    if t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach().reshape(-1))
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -372,3 +372,26 @@ def test_initial_seq_is_valid_and_grows():
     a = wire.initial_seq()
     b = wire.initial_seq()
     assert 0 < a <= b < 2**53
+
+
+def test_frozen_wire_examples():
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "wire_examples.json").read_text())
+    for case in data["cases"]:
+        frames = [case["frames"][0].encode("utf-8"), *(bytes.fromhex(h) for h in case["frames"][1:])]
+        env, msg = wire.decode(frames)
+        assert (env.run_id, env.round, env.step, env.site, env.seq) == tuple(case["envelope"][k] for k in
+                                                                           ("run_id", "round", "step", "site", "seq"))
+        m = case["message"]
+        dtype = getattr(torch, m["dtype"])
+        if m["type"] == "fake_batch":
+            expect = FakeBatch(run_id=env.run_id, round=env.round, step=env.step, attempt=m["attempt"],
+                               cond=torch.tensor(m["cond"], dtype=dtype), fake=torch.tensor(m["fake"], dtype=dtype))
+            assert torch.equal(msg.cond, expect.cond) and torch.equal(msg.fake, expect.fake)
+        else:
+            expect = GradientReply(run_id=env.run_id, round=env.round, step=env.step, epsilon=m["epsilon"],
+                                   attempt=m["attempt"], grad=torch.tensor(m["grad"], dtype=dtype))
+            assert torch.equal(msg.grad, expect.grad) and msg.epsilon == expect.epsilon
+        # and encoding the expected message reproduces the frozen bytes exactly
+        assert wire.encode(expect, **case["envelope"]) == frames

@@ -1,0 +1,268 @@
+"""Configuration files of the two long-running services: ``coordinator.toml`` and ``site.toml``.
+
+Both load into frozen dataclasses through :func:`secgan.config.load_dataclass`, so an unknown key,
+a wrong type or an out-of-range value is a ConfigError naming the dotted key. Relative paths are
+resolved against the folder of the config file and stored as absolute strings. Checks that cross
+fields (loopback unless ``allow_remote``, quorum vs. manifest, ...) also name their keys.
+
+:func:`verify_federation` is what each service calls at start, before opening a socket: it verifies
+the signed manifest against the coordinator's Ed25519 key and checks that the local key files are
+the ones the manifest lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from secgan.config import choices, load_dataclass, read_toml, rng
+from secgan.errors import ConfigError
+from secgan.privacy.policy import PrivacyPolicy
+from secgan.runconfig import CONDITION_SOURCES, ModelConfig, TrainConfig
+from secgan.spec import ImageSpec
+from secgan.transport import SocketTuning
+from secgan.wire import WireLimits
+
+if TYPE_CHECKING:
+    from secgan.keys import Manifest
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+AGGREGATIONS = ("routed", "secure-sum")
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SITE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9a-fA-F:]{2,39}")
+_ENDPOINT_RE = re.compile(r"tcp://([A-Za-z0-9.\-]{1,253}|\[[0-9a-fA-F:]{2,39}\]):([0-9]{1,5})")
+
+_POSITIVE = rng(min=0.0, min_exclusive=True)
+
+
+def _endpoint_host(endpoint: str) -> str | None:
+    m = _ENDPOINT_RE.fullmatch(endpoint)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        return None
+    return m.group(1).strip("[]")
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """The coordinator service. ``train.steps`` and ``train.checkpoint_every`` drive the run;
+    ``train.lr_d`` is not used here (each site trains its own D)."""
+
+    # ROUTER bind address; anything but loopback needs allow_remote = true
+    host: str = "127.0.0.1"
+    port: int = field(default=5555, metadata=rng(min=1, max=65535))
+    allow_remote: bool = False
+    # the endpoint sites connect to (written into the manifest); default tcp://host:port
+    advertise: str | None = None
+    keys_dir: str = "keys"  # holds <key_name>.key and <key_name>.key_secret (CURVE)
+    key_name: str = "coordinator"
+    signing_key: str = "signing.pem"  # Ed25519, signs the manifest
+    manifest: str = "manifest.json"
+    state_dir: str = "state"  # checkpoints, run.json
+    run_id: str = "run"
+    # quorum: a round completes with answers from at least this many sites
+    min_sites: int = field(default=1, metadata=rng(min=1, max=1024))
+    round_deadline_s: float = field(default=120.0, metadata=_POSITIVE)
+    max_round_attempts: int = field(default=3, metadata=rng(min=1, max=100))
+    heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
+    heartbeat_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
+    run_json_every_s: float = field(default=5.0, metadata=_POSITIVE)
+    condition_source: str = field(default="procedural", metadata=choices(*CONDITION_SOURCES))
+    bank_dir: str | None = None
+    aggregation: str = field(default="routed", metadata=choices(*AGGREGATIONS))
+    device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
+    image: ImageSpec = field(default_factory=ImageSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wire: WireLimits = field(default_factory=WireLimits)
+    tuning: SocketTuning = field(default_factory=SocketTuning)
+
+    def __post_init__(self) -> None:
+        if _HOST_RE.fullmatch(self.host) is None:
+            raise ValueError(f"host: not a host name or address: {self.host!r}")
+        if self.host not in LOOPBACK_HOSTS and not self.allow_remote:
+            raise ValueError(f"host = {self.host!r} is not loopback; set allow_remote = true to listen on a network")
+        if self.advertise is not None:
+            adv = _endpoint_host(self.advertise)
+            if adv is None:
+                raise ValueError("advertise: must look like tcp://HOST:PORT")
+            if adv not in LOOPBACK_HOSTS and not self.allow_remote:
+                raise ValueError("advertise is not loopback; set allow_remote = true")
+        elif self.host in ("0.0.0.0", "::"):
+            raise ValueError(f"host = {self.host!r} binds every interface; set advertise = \"tcp://NAME:PORT\"")
+        if _RUN_ID_RE.fullmatch(self.run_id) is None:
+            raise ValueError("run_id: must be 1-64 characters of letters, digits, '-', '_' or '.'")
+        if not _SITE_ID_RE.fullmatch(self.key_name):
+            raise ValueError("key_name: must be 1-64 of [a-z0-9_-]")
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s must be greater than heartbeat_interval_s")
+        if self.condition_source == "bank" and not self.bank_dir:
+            raise ValueError("condition_source = 'bank' needs bank_dir")
+        if self.aggregation == "secure-sum" and self.min_sites < 3:
+            raise ValueError("aggregation = 'secure-sum' needs min_sites >= 3 (with two sites each learns the other's gradient)")
+        if self.train.l1_weight > 0 and self.condition_source != "site":
+            raise ValueError("train.l1_weight > 0 needs condition_source = 'site'")
+        try:
+            self.model.check_fits(self.image)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def bind(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """What sites connect to."""
+        if self.advertise is not None:
+            return self.advertise
+        return self.bind.replace("tcp://localhost:", "tcp://127.0.0.1:")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """A site node. ``model``/``train`` shape and train this site's discriminator (``train.lr_d``,
+    ``train.loss``, betas; ``train.batch_size`` is the plain-mode batch); ``policy`` is the site's
+    own privacy policy, which the coordinator can read a summary of but never change."""
+
+    site_id: str
+    data_dir: str  # BraTS-layout folder with split.json
+    split: str = field(default="train", metadata=choices("train", "all"))
+    skip_bad: bool = False
+    state_dir: str = "state"  # ledger, release log, D checkpoints
+    keys_dir: str = "keys"  # holds <site_id>.key and <site_id>.key_secret (CURVE)
+    key_name: str | None = None  # default: site_id
+    signing_key: str = "signing.pem"  # Ed25519, signs this site's audit reports
+    coordinator_endpoint: str = "tcp://127.0.0.1:5555"
+    coordinator_public_key: str = "coordinator.key"  # pinned CURVE key of the coordinator
+    coordinator_signing_key: str = "coordinator-signing.pub"  # verifies the manifest
+    manifest: str = "manifest.json"
+    allow_remote: bool = False
+    seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
+    device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
+    heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
+    hello_retry_s: float = field(default=2.0, metadata=_POSITIVE)
+    status_every_s: float = field(default=5.0, metadata=_POSITIVE)
+    image: ImageSpec = field(default_factory=ImageSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    wire: WireLimits = field(default_factory=WireLimits)
+    tuning: SocketTuning = field(default_factory=SocketTuning)
+
+    def __post_init__(self) -> None:
+        if _SITE_ID_RE.fullmatch(self.site_id) is None:
+            raise ValueError("site_id: must be 1-64 of [a-z0-9_-], starting with a letter or digit")
+        if self.key_name is not None and _SITE_ID_RE.fullmatch(self.key_name) is None:
+            raise ValueError("key_name: must be 1-64 of [a-z0-9_-]")
+        host = _endpoint_host(self.coordinator_endpoint)
+        if host is None:
+            raise ValueError("coordinator_endpoint: must look like tcp://HOST:PORT")
+        if host not in LOOPBACK_HOSTS and not self.allow_remote:
+            raise ValueError(
+                f"coordinator_endpoint host {host!r} is not loopback; set allow_remote = true to connect over a network"
+            )
+        if self.train.l1_weight > 0 and self.policy.mode != "off":
+            raise ValueError("train.l1_weight > 0 compares fakes with real images; it needs policy.mode = 'off'")
+        try:
+            self.model.check_fits(self.image)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def curve_key_name(self) -> str:
+        return self.key_name or self.site_id
+
+
+COORDINATOR_PATH_KEYS = ("keys_dir", "signing_key", "manifest", "state_dir", "bank_dir")
+SITE_PATH_KEYS = (
+    "data_dir", "state_dir", "keys_dir", "signing_key", "coordinator_public_key", "coordinator_signing_key", "manifest",
+)
+
+
+def _resolve(cfg: Any, keys: tuple[str, ...], base: Path) -> Any:
+    changes = {}
+    for k in keys:
+        value = getattr(cfg, k)
+        if value is None:
+            continue
+        if not value:
+            raise ConfigError(f"{k}: must not be empty")
+        p = Path(value).expanduser()
+        changes[k] = str(p if p.is_absolute() else (base / p).resolve())
+    return dataclasses.replace(cfg, **changes)
+
+
+def _load(cls: type, path: str | Path, keys: tuple[str, ...]) -> Any:
+    path = Path(path)
+    data = read_toml(path)
+    try:
+        cfg = load_dataclass(cls, data)
+        return _resolve(cfg, keys, path.parent.resolve())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
+    return _load(CoordinatorConfig, path, COORDINATOR_PATH_KEYS)
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    return _load(SiteConfig, path, SITE_PATH_KEYS)
+
+
+# ---------------------------------------------------------------------------------------------
+# start-up checks against the signed manifest
+
+
+def verify_coordinator_federation(cfg: CoordinatorConfig) -> "Manifest":
+    """Verify the manifest with the coordinator's own signing key and check that it lists this
+    coordinator's CURVE key, that the quorum is reachable and that run ids agree."""
+    from secgan import keys
+
+    signing = keys.load_signing_key(cfg.signing_key)
+    manifest = keys.load_manifest(cfg.manifest, coordinator_verify_key=signing.public_key())
+    public, _ = keys.load_curve_keypair(cfg.keys_dir, cfg.key_name)
+    if public != manifest.coordinator.curve_public:
+        raise ConfigError(f"keys_dir: {cfg.key_name}.key is not the coordinator key listed in {cfg.manifest}")
+    if cfg.min_sites > len(manifest.sites):
+        raise ConfigError(f"min_sites = {cfg.min_sites} but the manifest lists {len(manifest.sites)} site(s)")
+    if manifest.run_id is not None and manifest.run_id != cfg.run_id:
+        raise ConfigError(f"run_id = {cfg.run_id!r} differs from the manifest's run_id {manifest.run_id!r}")
+    return manifest
+
+
+def verify_site_federation(cfg: SiteConfig) -> "Manifest":
+    """Verify the manifest with the coordinator's signing key (pinned in the site's kit), and
+    check that the pinned coordinator CURVE key and this site's own keys are those it lists."""
+    from secgan import keys
+
+    verify_key = keys.load_verify_key(cfg.coordinator_signing_key)
+    manifest = keys.load_manifest(cfg.manifest, coordinator_verify_key=verify_key)
+    pinned = keys.load_curve_public(cfg.coordinator_public_key)
+    if pinned != manifest.coordinator.curve_public:
+        raise ConfigError("coordinator_public_key: not the coordinator key listed in the manifest")
+    entry = manifest.site(cfg.site_id)
+    if entry is None:
+        raise ConfigError(f"site_id = {cfg.site_id!r} is not a member of federation {manifest.federation!r}")
+    public, _ = keys.load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
+    if public != entry.curve_public:
+        raise ConfigError(f"keys_dir: {cfg.curve_key_name}.key is not the key the manifest lists for {cfg.site_id}")
+    signing = keys.load_signing_key(cfg.signing_key)
+    if keys.public_raw(signing) != keys.public_raw(entry.ed25519_public):
+        raise ConfigError(f"signing_key: not the Ed25519 key the manifest lists for {cfg.site_id}")
+    return manifest
+
+
+def verify_federation(cfg: CoordinatorConfig | SiteConfig) -> "Manifest":
+    """The start-up check each service runs before opening a socket (see the two functions above)."""
+    if isinstance(cfg, CoordinatorConfig):
+        return verify_coordinator_federation(cfg)
+    if isinstance(cfg, SiteConfig):
+        return verify_site_federation(cfg)
+    raise TypeError(f"expected CoordinatorConfig or SiteConfig, got {type(cfg).__name__}")
+
