@@ -59,8 +59,8 @@ def complete_modality(
     G = G.to(device).eval()
     with torch.inference_mode():
         for s in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)
-            c = torch.from_numpy(np.ascontiguousarray(conds[s : s + batch_size], dtype=np.float32)).to(device)
+            x = torch.from_numpy(np.array(images[s : s + batch_size], dtype=np.float32)).to(device)
+            c = torch.from_numpy(np.array(conds[s : s + batch_size], dtype=np.float32)).to(device)
             brain = (c[:, :1] > 0.5).float()
             best = None
             best_err = None

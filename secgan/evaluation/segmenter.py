@@ -133,7 +133,7 @@ def predict_regions(model, images: np.ndarray, *, batch_size: int = 64, device: 
     out = np.zeros((len(images), len(REGIONS)) + images.shape[2:], dtype=bool)
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+            x = torch.from_numpy(np.array(images[start : start + batch_size], dtype=np.float32)).to(device)
             out[start : start + batch_size] = (model(x) > 0).cpu().numpy()
     return out
 

@@ -86,6 +86,29 @@ def _site_dir(data_root: Path, site: int) -> Path:
     return dirs[site]
 
 
+def load_real_slices(
+    data_root: Path,
+    *,
+    site: int | None,
+    image_size: int,
+    split: str = "train",
+    modalities: tuple[str, ...] = IMAGE_CHANNELS,
+    min_tumour_pixels: int = 10,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slices of one site (``site``) or all sites (None) for ``split``: (images, conds, segs)."""
+    from secgan.data.dataset import load_site
+
+    dirs = site_dirs(data_root) if site is None else {site: _site_dir(data_root, site)}
+    images, conds, segs = [], [], []
+    for d in dirs.values():
+        data = load_site(d, split=split, image_size=image_size, modalities=modalities, min_tumour_pixels=min_tumour_pixels)
+        im, co, sg, _ = data.all_slices()
+        images.append(im)
+        conds.append(co)
+        segs.append(sg)
+    return np.concatenate(images), np.concatenate(conds), np.concatenate(segs)
+
+
 def load_real_train(
     data_root: Path,
     *,
@@ -94,16 +117,8 @@ def load_real_train(
     modalities: tuple[str, ...] = IMAGE_CHANNELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tumour-bearing train slices of one site (``site``) or all sites (None): (images, segs)."""
-    from secgan.data.dataset import load_site
-
-    dirs = site_dirs(data_root) if site is None else {site: _site_dir(data_root, site)}
-    images, segs = [], []
-    for d in dirs.values():
-        data = load_site(d, split="train", image_size=image_size, modalities=modalities)
-        im, _, sg, _ = data.all_slices()
-        images.append(im)
-        segs.append(sg)
-    return np.concatenate(images), np.concatenate(segs)
+    images, _, segs = load_real_slices(data_root, site=site, image_size=image_size, modalities=modalities)
+    return images, segs
 
 
 def load_test_patients(
@@ -128,14 +143,23 @@ def conds_to_segs(conds: np.ndarray) -> np.ndarray:
 
 
 def synthetic_pairs(
-    checkpoint: Path, *, n: int, seed: int, source: str = "procedural", image_size: int | None = None
+    checkpoint: Path,
+    *,
+    n: int,
+    seed: int,
+    source: str = "procedural",
+    bank_dir: Path | None = None,
+    image_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` synthetic (images, segs) from a generator checkpoint; label maps from ``source``."""
     from secgan.synthetic import sample_generator
 
     if n < 1:
         raise ConfigError(f"number of synthetic pairs must be >= 1, got {n}")
-    images, conds = sample_generator(Path(checkpoint), n=n, seed=seed, source=source)
+    try:
+        images, conds = sample_generator(Path(checkpoint), n=n, seed=seed, source=source, bank_dir=bank_dir)
+    except ValueError as exc:
+        raise ConfigError(f"cannot sample from {checkpoint}: {exc}") from None
     images, conds = np.asarray(images, dtype=np.float32), np.asarray(conds, dtype=np.float32)
     if image_size is not None and images.shape[-1] != image_size:
         raise ConfigError(
@@ -153,6 +177,7 @@ def build_training_set(
     n_synthetic: int | None = None,
     seed: int = 0,
     condition_source: str = "procedural",
+    bank_dir: Path | None = None,
     modalities: tuple[str, ...] = IMAGE_CHANNELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (images, segs) a segmenter for ``spec`` trains on.
@@ -175,7 +200,9 @@ def build_training_set(
             if data_root is None:
                 raise ConfigError("give the number of synthetic pairs or --data to match the real set's size")
             n_synthetic = len(load_real_train(data_root, site=None, image_size=image_size)[0])
-        im, sg = synthetic_pairs(checkpoint, n=n_synthetic, seed=seed, source=condition_source, image_size=image_size)
+        im, sg = synthetic_pairs(
+            checkpoint, n=n_synthetic, seed=seed, source=condition_source, bank_dir=bank_dir, image_size=image_size
+        )
         images.append(im)
         segs.append(sg)
     return np.concatenate(images), np.concatenate(segs)

@@ -1,0 +1,121 @@
+"""GAN runs of the sweep: the centralised Syn-All baseline and the AsynDGAN runs, via the in-process runner.
+
+Syn-All is "the same G and D trained on the pooled data in one process": the runner is given a
+single site whose folder pools every site's patients (links to the case folders plus a merged
+``split.json``), so the data path, models and step core are exactly AsynDGAN's. So that G sees as
+many fakes per step as in AsynDGAN (one batch per site), its batch is ``batch_size x sites``.
+
+A run is finished when its ``run.json`` exists; a run with a checkpoint but no ``run.json`` was
+interrupted and is resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from secgan.config import to_dict
+from secgan.errors import DataError
+from secgan.fsio import atomic_write_json
+from secgan.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def pool_sites(site_dirs: Sequence[Path], out: Path) -> Path:
+    """A site folder ``out`` holding every listed site's cases (as links) and their merged split.
+
+    Case folder names must be distinct across sites. Re-running with the same sites is a no-op.
+    """
+    from secgan.data.dataset import read_split
+
+    out = Path(out)
+    merged: dict[str, list[str]] = {"train": [], "test": []}
+    sources: dict[str, Path] = {}
+    for d in site_dirs:
+        split = read_split(Path(d))
+        for part in ("train", "test"):
+            for case in split[part]:
+                if case in sources:
+                    raise DataError(f"{d}: case folder names collide across sites; cannot pool them")
+                sources[case] = Path(d).resolve() / case
+                merged[part].append(case)
+    if (out / "split.json").is_file():
+        try:
+            if json.loads((out / "split.json").read_text()) == merged:
+                return out
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for case, src in sources.items():
+        link = out / case
+        if link.is_symlink() or link.exists():
+            link.unlink() if link.is_symlink() else shutil.rmtree(link)
+        try:
+            os.symlink(src, link, target_is_directory=True)
+        except OSError:
+            shutil.copytree(src, link)
+    atomic_write_json(out / "split.json", merged)
+    return out
+
+
+def syn_all_config(cfg, pooled_dir: Path, n_sites: int):
+    """The Syn-All variant of an AsynDGAN run config: one pooled site, privacy off, K x the batch."""
+    from secgan.privacy.policy import PrivacyPolicy
+
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, site_dirs=(str(Path(pooled_dir).resolve()),)),
+        train=dataclasses.replace(cfg.train, batch_size=cfg.train.batch_size * n_sites),
+        privacy=PrivacyPolicy(mode="off", allow_off=True, accept_sources=cfg.privacy.accept_sources),
+        run_id="syn-all",
+    )
+
+
+def run_finished(out_dir: Path) -> dict | None:
+    """The run's summary if it finished, else None."""
+    path = Path(out_dir) / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
+    """Train (or resume, or skip when finished) one GAN run; returns its ``run.json`` summary."""
+    from secgan.checkpoint import checkpoint_file
+    from secgan.runner import run_inprocess
+
+    out_dir = Path(out_dir)
+    done = run_finished(out_dir)
+    if done is not None:
+        log.info("gan_run_skipped", run=cfg.run_id, reason="finished")
+        return done
+    resume = checkpoint_file(out_dir / "checkpoint").is_file()
+    if not resume and out_dir.exists():
+        # a run that died before its first checkpoint: its site state would not match a fresh G
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "sweep-run-config.json", to_dict(cfg))
+    log.info("gan_run_start", run=cfg.run_id, resume=resume, steps=cfg.train.steps)
+    return run_inprocess(cfg, out_dir=out_dir, resume=resume, progress=progress)
+
+
+def gan_checkpoint(out_dir: Path) -> Path:
+    from secgan.checkpoint import checkpoint_file
+
+    return checkpoint_file(Path(out_dir) / "checkpoint")
+
+
+def spent_epsilon(summary: dict) -> float | None:
+    """The largest epsilon any site reports having spent (None when no site accounts)."""
+    eps = [s.get("epsilon") for s in summary.get("sites", {}).values()]
+    eps = [float(e) for e in eps if e is not None]
+    return max(eps) if eps else None

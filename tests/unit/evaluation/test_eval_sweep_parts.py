@@ -1,0 +1,108 @@
+"""Sweep configuration, planned settings, targets, CSV, figure and HTML page (no training)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from secgan.errors import ConfigError
+from secgan.evaluation.plots import baseline_values, plot_dice_vs_epsilon
+from secgan.evaluation.report import render_report
+from secgan.evaluation.sweep import (
+    SweepConfig,
+    check_targets,
+    gan_run_config,
+    load_sweep_config,
+    planned_settings,
+    results_csv,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def _row(setting, dice, eps=None, std=0.01):
+    return {"setting": setting, "epsilon": eps, "epsilon_spent": eps, "dice_mean": dice, "dice_std": std,
+            "hd95_mean": 5.0, "hd95_std": 0.5, "seeds": 2}
+
+
+ROWS = [
+    _row("real-all", 0.80), _row("real-subset-1", 0.60), _row("real-subset-2", 0.65),
+    _row("syn-all", 0.70), _row("asyndgan", 0.74),
+    _row("asyndgan-dp-eps1", 0.30, 1.0), _row("asyndgan-dp-eps3", 0.45, 3.0), _row("asyndgan-dp-eps10", 0.55, 10.0),
+    _row("real-subset-1+synthetic", 0.70),
+]
+
+
+@pytest.mark.parametrize("name", ["sweep.toml", "sweep-tiny.toml"])
+def test_example_configs_load(name):
+    cfg, data = load_sweep_config(EXAMPLES / name)
+    assert data.is_absolute()
+    assert cfg.seeds and cfg.privacy.epsilons
+    settings = planned_settings(cfg, list(range(1, cfg.phantom.sites + 1)))
+    assert settings[0] == "real-all" and "syn-all" in settings and "asyndgan" in settings
+    assert all(f"asyndgan-dp-eps{e:g}" in settings for e in cfg.privacy.epsilons)
+    dirs = [data / f"site-{k}" for k in range(1, cfg.phantom.sites + 1)]
+    dp = gan_run_config(cfg, dirs, epsilon=cfg.privacy.epsilons[0])
+    assert dp.privacy.mode == "dpsgd" and dp.privacy.planned_steps == cfg.gan.steps
+    assert dp.privacy.target_epsilon == cfg.privacy.epsilons[0]
+    assert gan_run_config(cfg, dirs, epsilon=None).privacy.mode == "off"
+
+
+def test_default_epsilons_and_settings():
+    cfg = SweepConfig()
+    assert cfg.privacy.epsilons == (1.0, 3.0, 10.0)
+    assert planned_settings(cfg, [1, 2]) == [
+        "real-all", "real-subset-1", "real-subset-2", "syn-all", "asyndgan",
+        "asyndgan-dp-eps1", "asyndgan-dp-eps3", "asyndgan-dp-eps10",
+        "real-subset-1+synthetic", "real-subset-2+synthetic",
+        "missing-flair-site-1", "missing-flair-site-1-completed",
+    ]
+
+
+def test_bad_sweep_config(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text("seeds = []\n")
+    with pytest.raises(ConfigError, match="seeds"):
+        load_sweep_config(p)
+    p.write_text("[privacy]\nepsilons = [1.0, -2.0]\n")
+    with pytest.raises(ConfigError, match="epsilon"):
+        load_sweep_config(p)
+    p.write_text("[gan]\nstepz = 3\n")
+    with pytest.raises(ConfigError, match="gan.stepz"):
+        load_sweep_config(p)
+
+
+def test_targets_are_checked_honestly():
+    claims = check_targets(ROWS)
+    assert len(claims) == 3
+    ratio, subset, dp = claims
+    assert ratio["ok"] and "0.92 x" in ratio["text"]  # 0.74 / 0.80 = 0.925
+    assert subset["ok"]
+    assert dp["ok"]
+    worse = [dict(r, dice_mean=0.5) if r["setting"] == "asyndgan" else r for r in ROWS]
+    ratio, subset, dp = check_targets(worse)
+    assert not ratio["ok"] and not subset["ok"] and not dp["ok"]
+    assert check_targets([_row("real-all", 0.8)]) == []
+
+
+def test_csv_has_required_columns():
+    rows = list(csv.DictReader(io.StringIO(results_csv(ROWS))))
+    assert [r["setting"] for r in rows] == [r["setting"] for r in ROWS]
+    assert rows[0]["epsilon"] == "" and rows[6]["epsilon"] == "3"
+    assert float(rows[4]["dice_mean"]) == pytest.approx(0.74)
+
+
+def test_figure_and_page(tmp_path):
+    lines = baseline_values(ROWS)
+    assert lines["best-real-subset"][0] == pytest.approx(0.65)  # augmented subsets are not baselines
+    png = plot_dice_vs_epsilon(ROWS, tmp_path / "f.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = render_report(ROWS, figure_png=png, claims=check_targets(ROWS), notes=["<b>note</b>"], config_text="x",
+                         wall_s=90.0)
+    assert "data:image/png;base64," in page and "asyndgan-dp-eps3" in page
+    assert "&lt;b&gt;note&lt;/b&gt;" in page  # escaped
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert "1.5 min" in page
