@@ -29,6 +29,7 @@ ACCOUNTANT = "rdp"
 SCHEME_VERSION = 1
 ACCOUNTANT_VERSION = f"opacus-{opacus.__version__}+secgan-rdp-{SCHEME_VERSION}"
 ORDERS: tuple[float, ...] = tuple(RDPAccountant.DEFAULT_ALPHAS)
+INT_ORDERS: tuple[float, ...] = tuple(a for a in ORDERS if float(a).is_integer())
 
 Entry = tuple[float, float, int]  # (noise multiplier sigma, sampling rate q, steps)
 
@@ -47,11 +48,11 @@ def _check_delta(delta: float) -> None:
         raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
 
 
-@lru_cache(maxsize=256)
-def _one_step_rdp(sigma: float, q: float) -> tuple[float, ...]:
+@lru_cache(maxsize=1024)
+def _one_step_rdp(sigma: float, q: float, orders: tuple[float, ...] = ORDERS) -> tuple[float, ...]:
     # RDP composes linearly in the number of steps, so one step's curve is all that is ever
     # computed (the series Opacus evaluates for fractional orders is slow: ~0.1 s a curve).
-    return tuple(float(v) for v in _rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(ORDERS)))
+    return tuple(float(v) for v in _rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(orders)))
 
 
 def rdp_curve(*, noise_multiplier: float, sample_rate: float, steps: int) -> np.ndarray:
@@ -62,7 +63,7 @@ def rdp_curve(*, noise_multiplier: float, sample_rate: float, steps: int) -> np.
     return np.asarray(_one_step_rdp(float(noise_multiplier), float(sample_rate)), dtype=float) * int(steps)
 
 
-def _epsilon_of(rdp: np.ndarray, delta: float) -> float:
+def _epsilon_of(rdp: np.ndarray, delta: float, orders: tuple[float, ...] = ORDERS) -> float:
     if not np.any(rdp):
         return 0.0
     if np.all(np.isinf(rdp)):
@@ -71,7 +72,7 @@ def _epsilon_of(rdp: np.ndarray, delta: float) -> float:
         # Opacus warns when the optimum sits at the edge of the order range; the value is still a
         # valid (if looser) upper bound, which is all a ledger needs.
         warnings.simplefilter("ignore")
-        eps, _ = _rdp.get_privacy_spent(orders=list(ORDERS), rdp=rdp, delta=delta)
+        eps, _ = _rdp.get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
     eps = float(eps)
     return math.inf if math.isnan(eps) else eps
 
@@ -104,8 +105,8 @@ def calibrate_noise(
 ) -> float:
     """The smallest noise multiplier (to within ``tol``, relative) whose epsilon is <= the target.
 
-    Bisection on sigma (epsilon decreases in sigma); the returned value is always the upper
-    bracket, whose epsilon was evaluated and found within the target, so it never overshoots.
+    Bisection on sigma (epsilon decreases in sigma); the returned value is always one whose
+    epsilon was evaluated and found within the target, so it never overshoots.
     """
     _check_delta(delta)
     _check_entry(1.0, sample_rate, steps)
@@ -114,23 +115,33 @@ def calibrate_noise(
     if not 0 < tol < 1:
         raise PrivacyError(f"tol must be in (0, 1), got {tol!r}")
 
-    def eps(sigma: float) -> float:
-        return epsilon_rdp(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=delta)
-
     if steps == 0 or sample_rate == 0:
         return 0.0
+
+    def eps(sigma: float, orders: tuple[float, ...]) -> float:
+        curve = np.asarray(_one_step_rdp(float(sigma), float(sample_rate), orders), dtype=float) * int(steps)
+        return _epsilon_of(curve, delta, orders)
+
+    # Phase 1 brackets sigma with the integer orders only: 20x faster than Opacus's series for
+    # fractional orders, and an upper bound on epsilon (a minimum over fewer orders), so its answer
+    # is already safe. Phase 2 tightens it with every order.
     lo, hi = 0.0, 1.0
-    while eps(hi) > target_epsilon:
+    while eps(hi, INT_ORDERS) > target_epsilon:
         lo, hi = hi, hi * 2.0
         if hi > max_sigma:
             raise PrivacyError(
                 f"no noise multiplier up to {max_sigma:g} reaches epsilon {target_epsilon:g} "
                 f"(delta {delta:g}, q {sample_rate:g}, {steps} steps); raise the target or lower the steps"
             )
-    while hi - lo > tol * hi:
+    while hi - lo > 0.25 * tol * hi:
         mid = 0.5 * (lo + hi)
-        if eps(mid) <= target_epsilon:
+        if eps(mid, INT_ORDERS) <= target_epsilon:
             hi = mid
         else:
             lo = mid
+    step = tol * hi
+    for _ in range(10):
+        if hi - step <= 0 or eps(hi - step, ORDERS) > target_epsilon:
+            break
+        hi -= step
     return hi

@@ -4,12 +4,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
-from secgan.config import choices, rng
+from secgan.config import choices, rng, to_dict
 
 MODES = ("off", "dpsgd", "sanitize")
 SOURCES = ("procedural", "bank", "site")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+# Fields a ledger is bound to (a restart that changes any of them is refused). accept_sources and
+# secure_sum_threshold are left out: they change what the site serves, not what a release costs.
+ACCOUNTED_FIELDS = (
+    "mode", "target_epsilon", "delta", "clip_norm", "noise_multiplier", "planned_steps",
+    "expected_batch_size", "shards", "secure_noise",
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,14 @@ class PrivacyPolicy:
     shards: int = field(default=4, metadata=rng(min=1))
     # secure-sum: the smallest participant set this site will mask for (0: strict majority, >= 3)
     secure_sum_threshold: int = field(default=0, metadata=rng(min=0))
+    # Opacus's noise that resists floating-point attacks (Mironov 2012): 4 draws per value
+    secure_noise: bool = True
+    # True: Poisson sampling and DP noise are seeded from the site's generator_seed (tests, benchmarks).
+    # False (default): they are seeded from the OS's entropy, so nobody who learns the config can
+    # replay the noise or the sample.
+    reproducible_noise: bool = False
+    # how Opacus computes per-sample gradients of D ("dpsgd" mode)
+    grad_sample_mode: str = field(default="hooks", metadata=choices(*GRAD_SAMPLE_MODES))
 
     def __post_init__(self) -> None:
         for s in self.accept_sources:
@@ -35,6 +52,12 @@ class PrivacyPolicy:
                 raise ValueError(f"accept_sources: unknown source {s!r} (allowed: {', '.join(SOURCES)})")
         if self.mode == "off" and not self.allow_off:
             raise ValueError("mode = 'off' needs allow_off = true in the site's own policy")
+
+    def accounting_hash(self) -> str:
+        """SHA-256 over the fields a privacy ledger is bound to (``ACCOUNTED_FIELDS``)."""
+        d = to_dict(self)
+        blob = json.dumps({k: d[k] for k in ACCOUNTED_FIELDS}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def summary(self) -> dict:
         """What the site tells the coordinator at the handshake (no secrets, no data statistics)."""

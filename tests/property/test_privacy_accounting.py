@@ -13,14 +13,14 @@ steps = st.integers(min_value=1, max_value=2000)
 deltas = st.sampled_from([1e-3, 1e-5, 1e-7])
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(target=st.floats(min_value=0.2, max_value=30.0), q=rates, k=steps, delta=deltas)
 def test_calibration_never_overshoots(target, q, k, delta):
     sigma = acc.calibrate_noise(target_epsilon=target, delta=delta, sample_rate=q, steps=k)
     assert acc.epsilon_rdp(noise_multiplier=sigma, sample_rate=q, steps=k, delta=delta) <= target
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(sigma=sigmas, q=rates, k=steps, extra=st.integers(min_value=1, max_value=500), delta=deltas)
 def test_epsilon_monotone_in_steps(sigma, q, k, extra, delta):
     a = acc.epsilon_rdp(noise_multiplier=sigma, sample_rate=q, steps=k, delta=delta)
@@ -28,7 +28,7 @@ def test_epsilon_monotone_in_steps(sigma, q, k, extra, delta):
     assert b >= a
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(sigma=sigmas, factor=st.floats(min_value=1.01, max_value=3.0), q=rates, k=steps, delta=deltas)
 def test_epsilon_decreasing_in_sigma(sigma, factor, q, k, delta):
     a = acc.epsilon_rdp(noise_multiplier=sigma, sample_rate=q, steps=k, delta=delta)
@@ -36,7 +36,7 @@ def test_epsilon_decreasing_in_sigma(sigma, factor, q, k, delta):
     assert b <= a
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(sigma=sigmas, q=rates, k1=steps, k2=steps, delta=deltas)
 def test_history_adds_up(sigma, q, k1, k2, delta):
     whole = acc.epsilon_rdp(noise_multiplier=sigma, sample_rate=q, steps=k1 + k2, delta=delta)

@@ -1,0 +1,315 @@
+"""The site learner for every privacy mode: what a site runs for each FakeBatch it is sent.
+
+One ``serve`` call, in this order (the order is the privacy argument):
+1. validate the batch against the site's image spec (ProtocolError otherwise);
+2. account the release in the ledger and write it durably (``reserve_step``); past the budget,
+   answer ``Refusal(code="budget_exhausted", final=True)`` and do nothing else. Reserving *before*
+   the D update means every D state the site ever holds is already paid for, so a crash anywhere
+   after this point can only over-count;
+3. sample patients with the site's private generator and update D (mode-specific: Opacus DP-SGD,
+   one non-private shard discriminator, or a plain step for "off");
+4. compute the gradient for the fakes with a function that takes no real data
+   (``secgan.step.generator_gradient`` / ``sanitize.sanitized_gradient``);
+5. append the release to the hash-chained log (fsynced), then return ``GradientReply`` carrying only
+   that gradient and the accounted epsilon. No loss, score or count computed on real data leaves.
+
+D and its optimiser are saved every ``train.checkpoint_every`` releases and on ``save()`` (always
+after the ledger write they depend on) and restored from ``state_dir`` on construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from secgan.errors import BudgetExhausted, PrivacyError
+from secgan.logs import get_logger
+from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.privacy.accounting import calibrate_noise
+from secgan.privacy.guards import check_policy, source_refusal
+from secgan.privacy.ledger import LedgerParams, PrivacyLedger
+from secgan.privacy.policy import PrivacyPolicy
+from secgan.privacy.release_log import ReleaseLog
+from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rate
+from secgan.privacy.sanitize import effective_noise_multiplier
+from secgan.runconfig import ModelConfig, TrainConfig
+from secgan.spec import ImageSpec
+
+log = get_logger(__name__)
+
+FINGERPRINT_SALT = b"secgan.privacy.ledger.v1"
+
+
+def _derive_seed(*parts: int | str) -> int:
+    h = hashlib.sha256("\0".join(str(p) for p in parts).encode())
+    return int.from_bytes(h.digest()[:8], "big") >> 1
+
+
+class SiteLearner:
+    """Serves one site's FakeBatches under its own PrivacyPolicy (modes off, dpsgd, sanitize)."""
+
+    def __init__(
+        self,
+        *,
+        dataset: Any,
+        policy: PrivacyPolicy,
+        model: ModelConfig,
+        image: ImageSpec,
+        train: TrainConfig,
+        state_dir: str | Path,
+        generator_seed: int,
+        device: str = "cpu",
+        on_reserved: Callable[[int], None] | None = None,
+    ) -> None:
+        from secgan.models import build_discriminator
+
+        check_policy(policy, l1_weight=train.l1_weight)
+        if dataset.n_patients < 1:
+            raise PrivacyError("the site has no patients to train on")
+        self.dataset = dataset
+        self.policy = policy
+        self.image = image
+        self.train = train
+        self.device = torch.device(device)
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._on_reserved = on_reserved
+        mode = policy.mode
+
+        # --- what one release costs --------------------------------------------------------
+        if mode == "dpsgd":
+            self.sample_rate: float | None = sample_rate(
+                expected_batch_size=policy.expected_batch_size, n_patients=dataset.n_patients
+            )
+        elif mode == "sanitize":
+            self.sample_rate = 1.0 / policy.shards
+        else:
+            self.sample_rate = None
+        self.noise_multiplier = self._noise_multiplier()
+
+        # --- durable state -----------------------------------------------------------------
+        self.ledger = PrivacyLedger.open(
+            self.state_dir,
+            params=LedgerParams(
+                mode=mode,
+                delta=policy.delta,
+                target_epsilon=policy.target_epsilon,
+                clip_norm=policy.clip_norm,
+                dataset_fingerprint=dataset.fingerprint(salt=FINGERPRINT_SALT),
+                policy_hash=policy.accounting_hash(),
+            ),
+        )
+        self.release_log = ReleaseLog(self.state_dir)
+
+        # --- private randomness (sampling + noise) -------------------------------------------
+        # Fresh streams at every (re)start, keyed by the release count, so a restart never replays
+        # the noise of earlier steps; from OS entropy unless the policy asks for reproducibility.
+        base = generator_seed if (policy.reproducible_noise or mode == "off") else secrets.randbits(63)
+        epoch = self.ledger.releases
+        self._rng = np.random.default_rng([base % 2**63, epoch, 1])
+        self._noise = torch.Generator(device=self.device)
+        self._noise.manual_seed(_derive_seed(base, epoch, "noise"))
+
+        # --- discriminator(s) ----------------------------------------------------------------
+        betas = (train.beta1, train.beta2)
+        self._dp = None
+        self._shards = None
+        if mode == "sanitize":
+            from secgan.privacy.sanitize import ShardedDiscriminators
+
+            Ds = [build_discriminator(model, image, seed=_derive_seed(generator_seed, "D", k)).to(self.device) for k in range(policy.shards)]
+            self._shards = ShardedDiscriminators(
+                Ds, patient_shards(dataset, shards=policy.shards, seed=generator_seed), lr=train.lr_d, betas=betas
+            )
+            if any(len(m) == 0 for m in self._shards.members):
+                log.warning("sanitize_empty_shard", shards=policy.shards, n_count=dataset.n_patients)
+            self._modules = list(zip(Ds, self._shards.optimizers))
+        else:
+            D = build_discriminator(model, image, seed=generator_seed).to(self.device)
+            if mode == "dpsgd":
+                from secgan.privacy.dpsgd import DPSGDDiscriminator
+
+                self._dp = DPSGDDiscriminator(
+                    D,
+                    lr=train.lr_d,
+                    betas=betas,
+                    noise_multiplier=self.noise_multiplier,
+                    clip_norm=policy.clip_norm,
+                    expected_batch_size=policy.expected_batch_size,
+                    sample_rate=self.sample_rate,
+                    noise_generator=self._noise,
+                    secure_noise=policy.secure_noise,
+                    grad_sample_mode=policy.grad_sample_mode,
+                )
+                self._modules = [(self._dp.module, self._dp.optimizer)]
+            else:
+                self._modules = [(D, torch.optim.Adam(D.parameters(), lr=train.lr_d, betas=betas))]
+        self._restore()
+        self._since_save = 0
+        log.info(
+            "site_learner_ready",
+            mode=mode,
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            epsilon=self.ledger.epsilon,
+            releases=self.ledger.releases,
+        )
+
+    # ------------------------------------------------------------------ interface
+
+    @property
+    def discriminator(self) -> torch.nn.Module:
+        """The site's D (for local audits only; never sent). In sanitize mode, shard 0's."""
+        return self.discriminators[0]
+
+    @property
+    def discriminators(self) -> list[torch.nn.Module]:
+        if self._dp is not None:
+            return [self._dp.plain]
+        return [m for m, _ in self._modules]
+
+    def refuses_source(self, name: str) -> str | None:
+        return source_refusal(self.policy, name)
+
+    def epsilon(self) -> float | None:
+        return self.ledger.epsilon
+
+    def save(self) -> None:
+        for i, (module, opt) in enumerate(self._modules):
+            from secgan.checkpoint import save_module_state
+
+            save_module_state(self._state_file(i), module, opt, {"mode": self.policy.mode, "releases": self.ledger.releases})
+        self._since_save = 0
+
+    def serve(self, msg: FakeBatch) -> GradientReply | Refusal:
+        from secgan.step import check_fake_batch
+
+        check_fake_batch(msg, self.image)
+        rows = int(msg.fake.shape[0])
+        sigma_acc = self._accounted_noise(rows)
+        try:
+            eps = self.ledger.reserve_step(noise_multiplier=sigma_acc, sample_rate=self.sample_rate)
+        except BudgetExhausted as exc:
+            log.warning("budget_exhausted", epsilon=self.ledger.epsilon, target=self.ledger.target_epsilon)
+            return Refusal(
+                run_id=msg.run_id,
+                round=msg.round,
+                step=msg.step,
+                code="budget_exhausted",
+                reason=(
+                    f"privacy budget exhausted: epsilon after this release would be {exc.epsilon_after:.4f} > "
+                    f"target {exc.target_epsilon:.4f} (delta {self.ledger.delta:g}); spent so far "
+                    f"{self.ledger.epsilon:.4f}. This site serves no further steps of this run."
+                ),
+                final=True,
+            )
+        if self._on_reserved is not None:
+            self._on_reserved(self.ledger.releases)
+        grad = self._update_and_release(msg)
+        self.release_log.append(step=msg.step, round=msg.round, run_id=msg.run_id, tensors={"grad": grad}, epsilon_after=eps)
+        self._since_save += 1
+        if self._since_save >= self.train.checkpoint_every:
+            self.save()
+        log.info("site_release", step=msg.step, round=msg.round, epsilon=eps, releases=self.ledger.releases)
+        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=grad, epsilon=eps, attempt=msg.attempt)
+
+    # ------------------------------------------------------------------ internals
+
+    def _noise_multiplier(self) -> float | None:
+        """sigma relative to C: from the policy, or calibrated so planned_steps land on the target.
+
+        In sanitize mode the ledger is charged sigma / (2 sqrt(B)) per release (see sanitize.py), so
+        calibration targets that effective value at B = train.batch_size and scales it back.
+        """
+        p = self.policy
+        if p.mode == "off":
+            return None
+        if p.noise_multiplier is not None:
+            return float(p.noise_multiplier)
+        sigma = calibrate_noise(target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate, steps=p.planned_steps)
+        if p.mode == "sanitize":
+            sigma = sigma / effective_noise_multiplier(1.0, rows=self.train.batch_size)
+        return sigma
+
+    def _accounted_noise(self, rows: int) -> float | None:
+        if self.policy.mode == "dpsgd":
+            return self.noise_multiplier
+        if self.policy.mode == "sanitize":
+            return effective_noise_multiplier(self.noise_multiplier, rows=rows)
+        return None
+
+    def _real_rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        img, cond = self.dataset.sample_slices([int(i) for i in idx], generator=self._rng)
+        s = self.image.size
+        img = np.asarray(img, dtype=np.float32).reshape(-1, 4, s, s)
+        cond = np.asarray(cond, dtype=np.float32).reshape(-1, 4, s, s)
+        return (
+            torch.as_tensor(np.ascontiguousarray(cond), device=self.device),
+            torch.as_tensor(np.ascontiguousarray(img), device=self.device),
+        )
+
+    def _update_and_release(self, msg: FakeBatch) -> torch.Tensor:
+        """D update (mode-specific) and the gradient to send; returns a CPU float32 tensor."""
+        from secgan.step import discriminator_step, generator_gradient
+
+        cond = msg.cond.to(self.device)
+        fake = msg.fake.to(self.device)
+        loss = self.train.loss
+        mode = self.policy.mode
+        n = self.dataset.n_patients
+        if mode == "dpsgd":
+            idx = poisson_patients(n, rate=self.sample_rate, generator=self._rng)
+            real_cond, real_img = self._real_rows(idx)
+            self._dp.step(real_cond, real_img, cond, fake, loss=loss)
+            grad = generator_gradient(self._dp.for_gradient, cond, fake, loss=loss)
+        elif mode == "sanitize":
+            from secgan.privacy.sanitize import sanitized_gradient
+
+            k = self._shards.pick(self._rng)
+            members = self._shards.members[k]
+            take = min(self.train.batch_size, len(members))
+            idx = self._rng.choice(members, size=take, replace=False) if take else np.zeros(0, np.int64)
+            real_cond, real_img = self._real_rows(idx)
+            self._shards.train_step(k, real_cond, real_img, cond, fake, loss=loss)
+            grad = sanitized_gradient(
+                self._shards.discriminators[k],
+                cond,
+                fake,
+                loss=loss,
+                clip_norm=self.policy.clip_norm,
+                noise_multiplier=self.noise_multiplier,
+                generator=self._noise,
+                secure=self.policy.secure_noise,
+            )
+        else:
+            D, opt = self._modules[0]
+            idx = self._rng.choice(n, size=min(self.train.batch_size, n), replace=False)
+            real_cond, real_img = self._real_rows(idx)
+            D.train()
+            discriminator_step(D, opt, real_cond, real_img, cond, fake, loss=loss)
+            grad = generator_gradient(D, cond, fake, loss=loss)
+        return grad.detach().to("cpu", torch.float32).contiguous()
+
+    def _state_file(self, i: int) -> Path:
+        name = "discriminator.safetensors" if self.policy.mode != "sanitize" else f"discriminator-{i}.safetensors"
+        return self.state_dir / name
+
+    def _restore(self) -> None:
+        from secgan.checkpoint import load_module_state
+
+        for i, (module, opt) in enumerate(self._modules):
+            path = self._state_file(i)
+            if path.exists():
+                meta = load_module_state(path, module, opt)
+                if meta.get("mode") != self.policy.mode:
+                    raise PrivacyError(f"{path}: saved for privacy mode {meta.get('mode')!r}, not {self.policy.mode!r}")
+                if int(meta.get("releases", 0)) > self.ledger.releases:
+                    raise PrivacyError(
+                        f"{path}: discriminator saved after {meta.get('releases')} releases but the ledger counts "
+                        f"{self.ledger.releases}; the ledger must never be behind the model it paid for"
+                    )
