@@ -383,6 +383,32 @@ def verify_json(
         raise CryptoError(_VERIFY_FAILED) from None
 
 
+def _strict_json(data: bytes) -> Any:
+    """UTF-8 JSON without NaN/Infinity, overflowing numbers or duplicate keys (ValueError otherwise)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError("duplicate key")
+            out[k] = v
+        return out
+
+    def finite(text: str) -> float:
+        x = float(text)
+        if not math.isfinite(x):
+            raise ValueError("overflowing number")
+        return x
+
+    def constant(_: str) -> Any:
+        raise ValueError("NaN/Infinity")
+
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=pairs, parse_float=finite, parse_constant=constant)
+    except RecursionError:
+        raise ValueError("too deeply nested") from None
+
+
 def write_signed_json(path: str | os.PathLike[str], obj: Mapping[str, Any], key: Ed25519PrivateKey) -> None:
     data = json.dumps(sign_json(obj, key), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     atomic_write_bytes(path, data.encode("utf-8") + b"\n", mode=0o644)
@@ -397,10 +423,8 @@ def read_signed_json(path: str | os.PathLike[str], public_key: Any) -> dict[str,
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    from secgan.wire import parse_strict_json
-
     try:
-        obj = parse_strict_json(data)
+        obj = _strict_json(data)
     except ValueError:
         raise ConfigError(f"{path}: not valid JSON") from None
     try:
@@ -448,6 +472,10 @@ class Manifest:
 
     def site_curve_keys(self) -> tuple[bytes, ...]:
         return tuple(s.curve_public for s in self.sites)
+
+    def site_keys(self) -> dict[str, bytes]:
+        """site id -> z85 CURVE public key: the ZAP allow-list."""
+        return {s.site_id: s.curve_public for s in self.sites}
 
 
 def manifest_dict(

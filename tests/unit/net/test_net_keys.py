@@ -319,3 +319,25 @@ def test_manifest_schema_errors_name_the_field(tmp_path, mutate, match):
 def test_manifest_dict_refuses_invalid_input(tmp_path):
     with pytest.raises(ConfigError):
         make_manifest(tmp_path, endpoint="not an endpoint")
+
+
+def test_keys_module_does_not_pull_in_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, secgan.keys; raise SystemExit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_manifest_strict_json_and_site_keys(tmp_path):
+    path, ckey, body = make_manifest(tmp_path)
+    m = keys.load_manifest(path, coordinator_verify_key=ckey.public_key())
+    assert m.site_keys() == {s.site_id: s.curve_public for s in m.sites}
+    text = path.read_text()
+    # a duplicate key could make two parsers see different manifests: refused before verification
+    path.write_text(text.replace('"federation": "demo"', '"federation": "demo", "federation": "evil"'))
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        keys.load_manifest(path, coordinator_verify_key=ckey.public_key())
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        keys.load_manifest(path, coordinator_verify_key=ckey.public_key())
