@@ -139,7 +139,8 @@ def memorisation_tests(
     }
 
     # C_T.
-    k = max(1, min(config.cells, n_ho // (2 * config.min_cell), n_tr))
+    # Enough held-out samples per cell (about 4 x min_cell) for the per-cell test to have power.
+    k = max(1, min(config.cells, n_ho // (4 * config.min_cell), n_tr))
     centres = kmeans(f_train, k, rng=rng, iters=config.kmeans_iters)
     cell_ho = nearest(f_hold, centres, **kw)[1][:, 0]
     cell_syn = nearest(f_synth, centres, **kw)[1][:, 0]

@@ -1,0 +1,438 @@
+"""Audit glue: load a site's data, ledger and models, run the core, grade, render, sign, write.
+
+``run_audit`` is what ``secgan audit run`` and the demo call; ``merge_reports`` is the
+coordinator-side federation summary. Everything heavy lives in ``audits.core``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audits import membership as mia
+from audits import report as rep
+from audits.cohort import make_cohort
+from audits.core import AuditConfig, audit_arrays
+from audits.rubric import grade, load_rubric, worst
+from audits.signing import (
+    ANNEX_HTML,
+    REPORT_HTML,
+    REPORT_JSON,
+    sha256_bytes,
+    sha256_file,
+    sign_report,
+    verify_report,
+    write_report_json,
+)
+from secgan.errors import ConfigError, CryptoError, DataError, PrivacyError, SecganError
+from secgan.fsio import atomic_write_bytes, atomic_write_json
+from secgan.logs import get_logger
+
+log = get_logger(__name__)
+REPORT_FORMAT = "secgan-audit-report"
+REPORT_FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def jsonable(x: Any) -> Any:
+    """numpy scalars/arrays to Python, tuples to lists, non-finite floats to None (canonical JSON)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items() if not str(k).startswith("_")}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, if this code runs from a git checkout; never fails."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) in (40, 64) else None
+
+
+def read_ledger(state_dir: Path) -> dict | None:
+    """The site's ledger as a dict (None if there is none). Uses the privacy package's reader."""
+    path = Path(state_dir) / "ledger.json"
+    if not path.exists():
+        return None
+    try:
+        from secgan.privacy.ledger import PrivacyLedger
+    except ImportError:  # pragma: no cover - the ledger module ships with secgan
+        PrivacyLedger = None
+    if PrivacyLedger is not None:
+        try:
+            return PrivacyLedger.read(state_dir).to_dict()
+        except PrivacyError as exc:
+            raise DataError(f"{path}: unreadable privacy ledger ({exc})") from None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable privacy ledger ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: a ledger must be a JSON object")
+    return data
+
+
+def _claim(ledger: dict | None, policy) -> dict:
+    mode = (ledger or {}).get("mode") or policy.mode
+    claimed = None if ledger is None else ledger.get("epsilon")
+    recomputed = None
+    if ledger is not None and ledger.get("history") and mode != "off":
+        try:
+            from secgan.privacy.accounting import epsilon_from_history
+
+            recomputed = float(epsilon_from_history([tuple(h) for h in ledger["history"]], delta=float(ledger["delta"])))
+        except (ImportError, ValueError, TypeError, KeyError, SecganError):
+            recomputed = None
+    if claimed is not None and recomputed is not None:
+        claimed = max(float(claimed), recomputed)  # never let a stale ledger flatter the site
+    return {
+        "mode": mode,
+        "claimed": None if mode == "off" or claimed is None else float(claimed),
+        "recomputed": recomputed,
+        "delta": float((ledger or {}).get("delta", policy.delta)),
+        "target": float((ledger or {}).get("target_epsilon", policy.target_epsilon)),
+        "ledger_found": ledger is not None,
+    }
+
+
+def _load_discriminators(site, state_dir: Path):
+    """The site's D(s) from its state dir (``discriminator*.safetensors``), or (None, reason)."""
+    files = sorted(Path(state_dir).glob("discriminator*.safetensors"))
+    if not files:
+        return None, f"no discriminator state found in the site's state folder ({Path(state_dir).name}/discriminator*.safetensors)"
+    import torch
+
+    from secgan.checkpoint import load_module_state
+    from secgan.models import build_discriminator
+
+    nets = []
+    for f in files:
+        D = build_discriminator(site.model, site.image)
+        try:
+            load_module_state(f, D, None)
+        except SecganError as exc:
+            return None, f"discriminator state {f.name} could not be loaded ({exc})"
+        nets.append(D)
+    if len(nets) == 1:
+        return nets[0], ""
+
+    class _Mean(torch.nn.Module):  # shard discriminators (sanitize mode): average their logits
+        def __init__(self, ms):
+            super().__init__()
+            self.ms = torch.nn.ModuleList(ms)
+
+        def forward(self, cond, img):
+            return torch.stack([m(cond, img).flatten(1).mean(1) for m in self.ms]).mean(0)
+
+    return _Mean(nets), ""
+
+
+def _load_generator(path: Path):
+    from secgan.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    cfg = ck.run_config()
+    return ck.build_generator(), int(cfg.model.noise_dim)
+
+
+def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8) -> Path:
+    memo = result["memorisation"]["pixels"]["_plot"]
+    d, idx = memo["synthetic_to_train"], memo["synthetic_nn_index"]
+    members, synthetic = result["_members"], result["_synthetic"]
+    pairs = []
+    for i in np.argsort(d)[:n]:
+        png = rep.image_pair_png(synthetic.images[i], members.images[idx[i]], f"distance {d[i]:.4f}")
+        pairs.append({"png": png, "distance": float(d[i])})
+    path = out_dir / ANNEX_HTML
+    atomic_write_bytes(path, rep.render_annex_html(pairs, site_id).encode("utf-8"), mode=0o600)
+    return path
+
+
+def _plots(result: dict) -> dict[str, str | None]:
+    plots: dict[str, str | None] = {"roc": rep.roc_plot(result["attacks"])}
+    for space, m in result["memorisation"].items():
+        p = m["_plot"]
+        plots[f"dcr_{space}"] = rep.dcr_plot(space, p["synthetic_to_train"], p["holdout_to_train"])
+        plots[f"ct_{space}"] = rep.ct_plot(space, m["data_copying"].get("cells", []))
+    return plots
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------------
+# building and writing a report
+
+
+def build_report(
+    result: dict,
+    *,
+    site_id: str,
+    claim: dict,
+    rubric_path: Path | None,
+    provenance: dict,
+) -> dict:
+    """Grade ``result`` and assemble the unsigned report dict (JSON-ready)."""
+    rubric, rubric_meta = load_rubric(rubric_path)
+    eps = dict(result["epsilon"])
+    eps.update(claim)
+    graded = {"attacks": result["attacks"], "memorisation": result["memorisation"], "epsilon": eps}
+    verdict, findings = grade(graded, rubric)
+    report = {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "site_id": site_id,
+        "created": _utc_now(),
+        "verdict": verdict,
+        "positive_class": "member",
+        "findings": findings,
+        "epsilon": eps,
+        "attacks": result["attacks"],
+        "memorisation": result["memorisation"],
+        "sizes": result["sizes"],
+        "feature_spaces": result["feature_spaces"],
+        "provenance": dict(provenance, rubric=rubric_meta),
+    }
+    report = jsonable(report)
+    report["summary"] = rep.plain_summary(report)
+    return report
+
+
+def write_report(report: dict, out_dir: Path, *, plots: dict, signing_key: Path,
+                 annex_path: Path | None = None) -> dict:
+    """Render the HTML, put its hash in the report, sign, write both. Returns the signed report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = rep.render_html(report, plots).encode("utf-8")
+    report = dict(report)
+    report["artifacts"] = {REPORT_HTML: {"sha256": sha256_bytes(html)}}
+    if annex_path is not None:
+        report["artifacts"][ANNEX_HTML] = {"sha256": sha256_file(annex_path)}
+    signed = sign_report(report, signing_key)
+    atomic_write_bytes(out_dir / REPORT_HTML, html)
+    write_report_json(out_dir / REPORT_JSON, signed)
+    return signed
+
+
+def run_audit(
+    *,
+    site_config_path: Path,
+    synthetic_dir: Path,
+    out_dir: Path,
+    rubric_path: Path | None = None,
+    generator_checkpoint: Path | None = None,
+    seed: int = 0,
+    annex: bool = False,
+    config: AuditConfig | None = None,
+) -> dict:
+    """Audit one site's synthetic release and write ``out_dir/report.json`` + ``report.html``.
+
+    Members are the site's training patients, non-members its held-out ("test") patients.
+    Returns the signed report dict. SecganError subclasses name whatever is wrong.
+    """
+    from secgan import __version__
+    from secgan.data.dataset import load_site
+    from secgan.settings import load_site_config
+    from secgan.synthetic import SYNTHETIC_FILE, read_synthetic
+
+    site_config_path = Path(site_config_path)
+    synthetic_dir = Path(synthetic_dir)
+    out_dir = Path(out_dir)
+    site = load_site_config(site_config_path)
+    if site.split == "all":
+        raise DataError(
+            f"{site_config_path}: split = 'all' means the site trains on every patient, "
+            "so there are no held-out patients to audit against"
+        )
+    signing_key = Path(site.signing_key)
+    if not signing_key.is_file():
+        raise ConfigError(f"{signing_key}: the site's signing key (signing_key in {site_config_path.name}) is missing")
+    cfg = config or AuditConfig(seed=seed, device=site.device)
+    if config is None and seed != cfg.seed:  # pragma: no cover - defensive
+        cfg = dataclasses.replace(cfg, seed=seed)
+
+    syn_images, syn_conds = read_synthetic(synthetic_dir)
+    size = int(syn_images.shape[-1])
+    if size != site.image.size:
+        raise DataError(
+            f"{synthetic_dir}: synthetic images are {size}x{size} but site {site.site_id} works at "
+            f"{site.image.size}x{site.image.size} (image.size in {site_config_path.name})"
+        )
+    members_ps = load_site(Path(site.data_dir), split="train", image_size=size, skip_bad=site.skip_bad)
+    nonmembers_ps = load_site(Path(site.data_dir), split="test", image_size=size, skip_bad=site.skip_bad)
+    mi, mc, _, mg = members_ps.all_slices()
+    ni, nc, _, ng = nonmembers_ps.all_slices()
+    members = make_cohort("members (training patients)", mi, mc, mg)
+    nonmembers = make_cohort("non-members (held-out patients)", ni, nc, ng)
+    synthetic = make_cohort("synthetic", syn_images, syn_conds)
+
+    ledger = read_ledger(Path(site.state_dir))
+    claim = _claim(ledger, site.policy)
+    cfg = dataclasses.replace(cfg, delta=claim["delta"])
+
+    D, d_reason = _load_discriminators(site, Path(site.state_dir))
+    G, noise_dim, g_reason = None, None, "no generator checkpoint given (--generator)"
+    if generator_checkpoint is not None:
+        G, noise_dim = _load_generator(Path(generator_checkpoint))
+        g_reason = ""
+
+    log.info("audit_start", site=site.site_id, discriminator=D is not None, generator=G is not None)
+    result = audit_arrays(
+        members, nonmembers, synthetic, config=cfg,
+        discriminator=D, discriminator_absent_reason=d_reason,
+        generator=G, noise_dim=noise_dim, generator_absent_reason=g_reason,
+    )
+
+    salt = os.urandom(16)
+    syn_file = synthetic_dir / SYNTHETIC_FILE if synthetic_dir.is_dir() else synthetic_dir
+    provenance = {
+        "config_file": site_config_path.name,
+        "config_sha256": sha256_file(site_config_path),
+        "code": {"secgan_version": __version__, "git_commit": git_commit()},
+        "ledger": _salted_ledger(ledger, salt),
+        "data": {
+            "salt": salt.hex(),
+            "members_fingerprint": members_ps.fingerprint(salt=salt),
+            "nonmembers_fingerprint": nonmembers_ps.fingerprint(salt=salt),
+            "synthetic_sha256": sha256_file(syn_file),
+            "generator_checkpoint_sha256": sha256_file(Path(generator_checkpoint)) if generator_checkpoint else None,
+        },
+        "seeds": {"audit": cfg.seed, **{f"{k}_stream": [cfg.seed, v] for k, v in _stream_tags().items()}},
+        "attacks": dict(mia.ATTACK_VERSIONS),
+        "audit_config": jsonable(dataclasses.asdict(cfg)),
+        "claim_source": "ledger.json" if ledger is not None else "site policy (no ledger)",
+    }
+    report = build_report(result, site_id=site.site_id, claim=claim, rubric_path=rubric_path, provenance=provenance)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    annex_path = _annex(result, out_dir, site.site_id) if annex else None
+    signed = write_report(report, out_dir, plots=_plots(result), signing_key=signing_key, annex_path=annex_path)
+    log.info("audit_done", site=site.site_id, verdict=signed["verdict"])
+    return signed
+
+
+def _salted_ledger(ledger: dict | None, salt: bytes) -> dict | None:
+    """The ledger for the report, its raw dataset fingerprint replaced by a salted one (an unsalted
+    hash of the data would let anyone holding a candidate data set confirm it)."""
+    if ledger is None:
+        return None
+    out = dict(ledger)
+    fp = out.pop("dataset_fingerprint", None)
+    if fp is not None:
+        out["dataset_fingerprint_salted"] = hashlib.sha256(salt + str(fp).encode()).hexdigest()
+    return out
+
+
+def _stream_tags() -> dict[str, int]:
+    from audits.core import _TAGS
+
+    return dict(_TAGS)
+
+
+# ---------------------------------------------------------------------------------------------
+# federation summary
+
+
+def merge_reports(
+    paths: list[Path],
+    *,
+    out_dir: Path,
+    site_keys: dict[str, Any] | None = None,
+    keys: list[Any] | None = None,
+) -> dict:
+    """Verify every site report and write ``summary.json`` + ``summary.html``.
+
+    With ``site_keys`` (from a verified manifest) each report must verify under its own site's
+    key; with ``keys`` under one of them. With neither, reports are read but marked "unverified",
+    and the summary verdict is at least Amber. Any failed verification raises (CryptoError / DataError).
+    """
+    if not paths:
+        raise DataError("merge: no reports given")
+    rows, seen = [], set()
+    for p in paths:
+        p = Path(p)
+        if site_keys is not None:
+            body, sig = verify_report(p, site_keys=site_keys), "verified (manifest key)"
+        elif keys:
+            body = None
+            for k in keys:
+                try:
+                    body = verify_report(p, key=k)
+                    break
+                except CryptoError:
+                    continue
+            if body is None:
+                raise CryptoError(f"{p}: signature verification failed under every given key")
+            sig = "verified (given key)"
+        else:
+            from audits.signing import read_report_json
+
+            body = read_report_json(p)
+            body.pop("signature", None)
+            sig = "UNVERIFIED (no keys given)"
+        if body.get("format") != REPORT_FORMAT:
+            raise DataError(f"{p}: not a secgan audit report")
+        sid = body.get("site_id")
+        if sid in seen:
+            raise DataError(f"{p}: a second report for site {sid}")
+        seen.add(sid)
+        findings = body.get("findings") or []
+        worst_f = findings[0] if findings else None
+        e = body.get("epsilon", {})
+        rows.append({
+            "site_id": sid,
+            "verdict": body.get("verdict"),
+            "signature": sig,
+            "mode": e.get("mode"),
+            "epsilon_claimed": e.get("claimed"),
+            "epsilon_lb": e.get("empirical_lb") or 0.0,
+            "max_resolvable": e.get("max_resolvable"),
+            "worst_finding": f"{worst_f['level']}: {worst_f['subject']}: {worst_f['reason']}" if worst_f else "none",
+            "report_sha256": sha256_file(p if p.is_file() else p / REPORT_JSON),
+        })
+    levels = [r["verdict"] for r in rows]
+    if any(r["signature"].startswith("UNVERIFIED") for r in rows):
+        levels.append("Amber")
+    summary = {
+        "format": "secgan-audit-summary",
+        "format_version": 1,
+        "created": _utc_now(),
+        "verdict": worst(levels),
+        "manifest": site_keys is not None,
+        "sites": sorted(rows, key=lambda r: str(r["site_id"])),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_bytes(out_dir / "summary.html", rep.render_summary_html(summary).encode("utf-8"))
+    return summary
+
+
+__all__ = ["run_audit", "merge_reports", "verify_report", "build_report", "write_report", "AuditConfig"]
