@@ -19,6 +19,8 @@ Noise is drawn from the ``torch.Generator`` passed in, never the global RNG.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from opacus.accountants import RDPAccountant
 from opacus.grad_sample.utils import wrap_model
@@ -98,7 +100,10 @@ class DPSGDDiscriminator:
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         per_row = discriminator_loss(self.module, real_cond, real_img, fake_cond, fake_img, loss=loss)
-        per_row.sum().backward()
+        with warnings.catch_warnings():
+            # Opacus's hooks fire on D's first layer although its inputs need no gradient: expected.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            per_row.sum().backward()
         # Mean over the rows expected in a batch (E real + the public fake count), a data-independent
         # normaliser; the realised real count would leak the sample size.
         self.optimizer.expected_batch_size = self.expected_real + int(fake_img.shape[0])
