@@ -21,7 +21,7 @@ values = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(
 objects = st.dictionaries(st.text(max_size=8).filter(lambda k: k != "signature"), values, max_size=6)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(objects)
 def test_sign_verify_round_trip_through_json_text(obj):
     signed = keys.sign_json(obj, KEY)
@@ -31,7 +31,7 @@ def test_sign_verify_round_trip_through_json_text(obj):
         keys.verify_json(signed, OTHER.public_key())
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(objects, st.text(max_size=8).filter(lambda k: k != "signature"), values)
 def test_any_change_is_detected(obj, k, v):
     signed = keys.sign_json(obj, KEY)
