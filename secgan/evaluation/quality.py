@@ -130,7 +130,7 @@ class Embedding:
         x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         y_all = torch.from_numpy(np.asarray(conds, np.float32).mean(axis=(2, 3)) * 10.0)  # area fractions, scaled
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(seed)  # hygiene-ok: inside fork_rng, restored on exit
             body = _embedding_net(width)
             head = nn.Linear(4 * width, 4)
         model = nn.Sequential(body, head)

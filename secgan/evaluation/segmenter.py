@@ -54,7 +54,7 @@ def build_unet(config: SegmenterConfig, *, seed: int):
     from monai.networks.nets import UNet
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # hygiene-ok: inside fork_rng, restored on exit (MONAI inits from the global RNG)
         return UNet(
             spatial_dims=2,
             in_channels=4,
