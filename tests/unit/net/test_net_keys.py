@@ -300,7 +300,7 @@ def test_manifest_signed_by_other_than_listed_coordinator_is_refused(tmp_path):
         (lambda m: m["sites"][0].update(ed25519_public="AAAA"), r"sites\[0\].ed25519_public"),
         (lambda m: m["sites"][0].update(site_id="Site 1"), r"sites\[0\].site_id"),
         (lambda m: m["sites"][0].update(extra=1), "unknown key"),
-        (lambda m: m["coordinator"].update(endpoint="ipc:///tmp/x"), "endpoint"),
+        (lambda m: m["coordinator"].update(endpoint="ipc://coordinator"), "endpoint"),
         (lambda m: m["coordinator"].update(endpoint="tcp://host:70000"), "endpoint"),
         (lambda m: m.pop("created"), "missing created"),
         (lambda m: m.update(sites=[]), "sites must be"),
