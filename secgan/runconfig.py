@@ -15,7 +15,7 @@ from secgan.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.spec import ImageSpec
 
-LOSSES = ("bce", "hinge")
+LOSSES = ("bce", "hinge", "minimax")
 NOISE_MODES = ("bottleneck", "input", "both")
 CONDITION_SOURCES = ("procedural", "bank", "site")
 

@@ -67,7 +67,7 @@ def discriminator_loss(
     target_real = torch.ones(n_real, dtype=torch.bool, device=logits.device)
     target = torch.cat([target_real, torch.zeros(img.shape[0] - n_real, dtype=torch.bool, device=logits.device)])
     sign = torch.where(target, -1.0, 1.0).to(logits.dtype).view(-1, *([1] * (logits.dim() - 1)))
-    if loss == "bce":
+    if loss in ("bce", "minimax"):
         # real: -log sigmoid(l) = softplus(-l); fake: -log(1 - sigmoid(l)) = softplus(l)
         per_patch = F.softplus(sign * logits)
     else:
@@ -122,10 +122,22 @@ def _hooks_off(D: nn.Module) -> Iterator[None]:
 
 
 def generator_loss_rows(D: nn.Module, fake_cond: torch.Tensor, fake_img: torch.Tensor, *, loss: str) -> torch.Tensor:
-    """Per-row generator loss ``[B]`` (mean over patches): non-saturating BCE or hinge."""
+    """Per-row generator loss ``[B]`` (mean over patches).
+
+    - "bce": non-saturating, -log D(fake) = softplus(-l). Strong early gradients, but against several
+      site discriminators it is mode-seeking: G drifts to where *all* sites' data overlap;
+    - "minimax": the original saturating log(1 - D(fake)) = -softplus(l). Against several sites its
+      fixed point is the mixture of the sites' distributions (AsynDGAN's theorem), see ``secgan.gmm``;
+    - "hinge": -D(fake).
+    """
     _check_loss(loss)
     logits = D(fake_cond, fake_img)
-    per_patch = F.softplus(-logits) if loss == "bce" else -logits
+    if loss == "bce":
+        per_patch = F.softplus(-logits)
+    elif loss == "minimax":
+        per_patch = -F.softplus(logits)
+    else:
+        per_patch = -logits
     return _patch_mean(per_patch)
 
 
@@ -216,7 +228,7 @@ class GeneratorCore:
         if tuple(grad.shape) != tuple(fake.shape):
             raise ProtocolError("bad_shape", f"gradient shape {tuple(grad.shape)} != fake shape {tuple(fake.shape)}")
         if not bool(torch.isfinite(grad).all()):
-            raise ProtocolError("not_finite", "gradient has NaN or infinite entries")
+            raise ProtocolError("non_finite", "gradient has NaN or infinite entries")
         del self._pending[key]
         fake.backward(grad.to(fake.device) / fake.shape[0])
         self._applied += 1
@@ -251,7 +263,7 @@ def check_fake_batch(msg: FakeBatch, image: ImageSpec, *, max_batch: int = 4096)
         if not 1 <= t.shape[0] <= max_batch:
             raise ProtocolError("bad_shape", f"{name} batch size {t.shape[0]} out of range")
         if not bool(torch.isfinite(t).all()):
-            raise ProtocolError("not_finite", f"{name} has NaN or infinite entries")
+            raise ProtocolError("non_finite", f"{name} has NaN or infinite entries")
     if msg.cond.shape != msg.fake.shape:
         raise ProtocolError("bad_shape", "cond and fake shapes differ")
 
