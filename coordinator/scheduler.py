@@ -149,7 +149,7 @@ class Scheduler:
         if tuple(grad.shape) != rnd.in_flight[site]:
             raise ProtocolError("bad_shape", f"gradient shape {tuple(grad.shape)} != batch shape {rnd.in_flight[site]}")
         if not bool(torch.isfinite(grad).all()):
-            raise ProtocolError("not_finite", "gradient has NaN or infinite entries")
+            raise ProtocolError("non_finite", "gradient has NaN or infinite entries")
         del rnd.in_flight[site]
         rnd.replies[site] = (reply, nbytes)
         if reply.epsilon is not None:
@@ -178,7 +178,8 @@ class Scheduler:
 
     def close_round(self) -> RoundResult:
         rnd = self.current
-        assert rnd is not None, "close_round without a round"  # internal invariant, not validation
+        if rnd is None:  # an internal invariant; a real error so that -O cannot strip it
+            raise RuntimeError("close_round without a round")
         self.current = None
         timed_out = sorted(rnd.in_flight)
         for site in timed_out:

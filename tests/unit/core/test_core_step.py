@@ -189,8 +189,8 @@ def test_summing_two_site_replies_equals_backward_of_summed_mean_losses() -> Non
     [
         (torch.zeros(3, 4, 16, 8), "bad_shape"),
         (torch.zeros(3, 4, 16, 16, dtype=torch.float64), "bad_dtype"),
-        (torch.full((3, 4, 16, 16), float("nan")), "not_finite"),
-        (torch.full((3, 4, 16, 16), float("inf")), "not_finite"),
+        (torch.full((3, 4, 16, 16), float("nan")), "non_finite"),
+        (torch.full((3, 4, 16, 16), float("inf")), "non_finite"),
     ],
 )
 def test_apply_rejects_malformed_gradients_and_keeps_the_batch(bad: torch.Tensor, code: str) -> None:
@@ -265,6 +265,6 @@ def test_plain_site_learner_is_reproducible_from_its_seed_and_rejects_bad_batche
     with pytest.raises(ProtocolError, match="bad_shape"):
         site.serve(bad)
     nan = FakeBatch(run_id="r", round=0, step=0, cond=torch.zeros(2, 4, 16, 16), fake=torch.full((2, 4, 16, 16), float("nan")))
-    with pytest.raises(ProtocolError, match="not_finite"):
+    with pytest.raises(ProtocolError, match="non_finite"):
         site.serve(nan)
     assert dataclasses.is_dataclass(bad)

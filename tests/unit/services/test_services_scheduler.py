@@ -69,7 +69,7 @@ def test_bad_gradient_is_rejected_and_site_stays_in_flight():
     for grad, code in [
         (torch.ones(1, 4, 16, 16), "bad_shape"),
         (torch.ones_like(b.fake, dtype=torch.float64), "bad_dtype"),
-        (torch.full_like(b.fake, float("nan")), "not_finite"),
+        (torch.full_like(b.fake, float("nan")), "non_finite"),
     ]:
         with pytest.raises(ProtocolError) as err:
             sched.on_gradient("site-1", GradientReply(run_id="r", round=b.round, step=0, grad=grad), 1)
@@ -140,7 +140,8 @@ def test_dead_sites_wait_for_readmission_then_stop():
     [
         ("known", Heartbeat(), None, "not_welcomed"),
         (DEAD, Heartbeat(), None, "not_welcomed"),
-        ("known", GradientReply(run_id="r", round=1, step=0, grad=torch.zeros(1)), None, "not_welcomed"),
+        ("known", GradientReply(run_id="r", round=1, step=0, grad=torch.zeros(1)), None, "unexpected_message"),
+        (DEAD, Refusal(run_id="r", round=1, step=0, code="x", reason=""), None, "unexpected_message"),
         (WELCOMED, GradientReply(run_id="r", round=3, step=0, grad=torch.zeros(1)), None, "unexpected_message"),
         (WELCOMED, GradientReply(run_id="r", round=3, step=1, grad=torch.zeros(1)), (3, 0), "unexpected_message"),
         (WELCOMED, GradientReply(run_id="other", round=3, step=0, grad=torch.zeros(1)), (3, 0), "wrong_run"),
