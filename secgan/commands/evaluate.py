@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs-over-own-data", action="store_true",
+                        help="count epochs over the source's own slices (default: over Real-All's train slices, "
+                             "so every source gets the same number of optimiser steps)")
     parser.add_argument("--channels", type=_ints, default=(16, 32, 64, 128), help="U-Net widths, e.g. 16,32,64")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--train-source {spec.name} needs --checkpoint")
     try:
         seg = SegmenterConfig(channels=args.channels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              device=args.device)
+                              device=args.device, equal_steps=not args.epochs_over_own_data)
         seg.check_fits(args.image_size)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -14,7 +14,14 @@ import numpy as np
 
 from secgan.errors import ConfigError
 from secgan.evaluation.metrics import summarise_runs
-from secgan.evaluation.segmenter import HeldOutPatient, SegmenterConfig, evaluate_segmenter, predict_regions, train_segmenter
+from secgan.evaluation.segmenter import (
+    HeldOutPatient,
+    SegmenterConfig,
+    evaluate_segmenter,
+    predict_regions,
+    step_budget,
+    train_segmenter,
+)
 from secgan.evaluation.sources import (
     SourceSpec,
     load_real_slices,
@@ -47,6 +54,10 @@ class Workbench:
                 self.data_root, site=site, split=split, image_size=self.image_size, modalities=modalities
             )
         return self._cache[key]
+
+    def steps_for(self, config: SegmenterConfig) -> int | None:
+        """The shared optimiser-step budget (``config.equal_steps``), or None for epochs over own data."""
+        return step_budget(config, len(self.real(None)[0])) if config.equal_steps else None
 
     def test_patients(self, modalities: tuple[str, ...] = IMAGE_CHANNELS) -> list[HeldOutPatient]:
         key = ("test", modalities)
@@ -106,12 +117,12 @@ def evaluate_source(
             condition_source=condition_source, bank_dir=bank_dir,
         )
         n_train = len(images)
-        model = train_segmenter(images, segs, config=segmenter, seed=seed)
+        model = train_segmenter(images, segs, config=segmenter, seed=seed, steps=bench.steps_for(segmenter))
         scores = evaluate_segmenter(model, test, device=segmenter.device)
         log.info("segmenter_scored", source=spec.name, seed=seed, dice=round(scores["mean"]["dice"], 4))
         runs.append(scores)
     out = summarise_runs(runs)
-    out.update(train_slices=n_train, test_patients=len(test), per_seed=runs,
+    out.update(train_slices=n_train, train_steps=bench.steps_for(segmenter), test_patients=len(test), per_seed=runs,
                wall_seconds=round(time.perf_counter() - t0, 2))
     return out
 
@@ -144,10 +155,11 @@ def evaluate_missing_modality(
     test = bench.test_patients(modalities=present)
     absent_runs, completed_runs = [], []
     for seed in seeds:
-        absent = train_segmenter(tr_images, tr_segs, config=segmenter, seed=seed)
+        steps = bench.steps_for(segmenter)
+        absent = train_segmenter(tr_images, tr_segs, config=segmenter, seed=seed, steps=steps)
         absent_runs.append(evaluate_segmenter(absent, test, device=segmenter.device))
         tr_completed = complete_modality(G, tr_images, tr_conds, missing=[modality], draws=draws, seed=seed)
-        completed = train_segmenter(tr_completed, tr_segs, config=segmenter, seed=seed)
+        completed = train_segmenter(tr_completed, tr_segs, config=segmenter, seed=seed, steps=steps)
         test_completed = []
         for i, p in enumerate(test):
             regions = predict_regions(absent, p.images, device=segmenter.device)

@@ -32,6 +32,9 @@ class SegmenterConfig:
     lr: float = field(default=2e-3, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
     # random left-right flips of training slices (drawn from the seeded generator)
     flip: bool = True
+    # count epochs over Real-All's train slices, so every source gets the same number of optimiser
+    # steps (a small source is not under-trained, a large one not favoured by more updates)
+    equal_steps: bool = True
     device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
 
     def __post_init__(self) -> None:
@@ -77,12 +80,14 @@ def train_segmenter(
     *,
     config: SegmenterConfig,
     seed: int,
+    steps: int | None = None,
     progress: Callable[[int, float], None] | None = None,
 ):
     """Train a U-Net on slices ``images [N,4,H,W]`` (in [-1, 1]) with BraTS label maps ``segs [N,H,W]``.
 
-    Slices with no tissue at all are dropped (they teach nothing and cost time). Returns the model
-    in eval mode on ``config.device``.
+    ``config.epochs`` passes over the data, or exactly ``steps`` optimiser steps when given (passes
+    in fresh random orders until done). Slices with no tissue at all are dropped (they teach nothing
+    and cost time). Returns the model in eval mode on ``config.device``.
     """
     import torch
     from monai.losses import DiceLoss
@@ -101,11 +106,20 @@ def train_segmenter(
     dice = DiceLoss(sigmoid=True, batch=True)
     bce = torch.nn.BCEWithLogitsLoss()
     n = len(keep)
+    if n == 0:
+        raise ValueError("no training slice contains any tissue")
+    per_epoch = -(-n // config.batch_size)
+    budget = config.epochs * per_epoch if steps is None else int(steps)
+    done = 0
+    epoch = 0
     model.train()
-    for epoch in range(config.epochs):
+    while done < budget:
         order = torch.randperm(n, generator=gen)
         total = 0.0
         for start in range(0, n, config.batch_size):
+            if done >= budget:
+                break
+            done += 1
             idx = order[start : start + config.batch_size]
             x, y = x_all[idx], y_all[idx]
             if config.flip:
@@ -121,8 +135,14 @@ def train_segmenter(
             total += float(loss.detach()) * len(idx)
         if progress is not None:
             progress(epoch, total / max(n, 1))
+        epoch += 1
     model.eval()
     return model
+
+
+def step_budget(config: SegmenterConfig, reference_slices: int) -> int:
+    """Optimiser steps of ``config.epochs`` passes over ``reference_slices`` slices."""
+    return config.epochs * -(-max(1, reference_slices) // config.batch_size)
 
 
 def predict_regions(model, images: np.ndarray, *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:

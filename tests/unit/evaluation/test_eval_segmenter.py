@@ -81,3 +81,20 @@ def test_bad_inputs_are_refused():
         train_segmenter(images[:, :, :30, :30], segs[:, :30, :30], config=TINY, seed=0)
     with pytest.raises(ValueError):
         SegmenterConfig(channels=(8,))
+
+
+def test_step_budget_matches_epochs():
+    from secgan.evaluation.segmenter import step_budget
+
+    images, segs = _toy(40, 4)
+    cfg = SegmenterConfig(channels=(8, 16, 32), num_res_units=0, epochs=2, batch_size=16)
+    assert step_budget(cfg, 40) == 6
+    by_epochs = train_segmenter(images, segs, config=cfg, seed=1)
+    by_steps = train_segmenter(images, segs, config=cfg, seed=1, steps=6)
+    fewer = train_segmenter(images, segs, config=cfg, seed=1, steps=5)
+    untouched = train_segmenter(images, segs, config=cfg, seed=1, steps=0)
+    init = build_unet(cfg, seed=1)
+    flat = [torch.cat([p.flatten() for p in m.parameters()]) for m in (by_epochs, by_steps, fewer, untouched, init)]
+    assert torch.equal(flat[0], flat[1])
+    assert not torch.equal(flat[1], flat[2])
+    assert torch.equal(flat[3], flat[4])
