@@ -94,6 +94,14 @@ class ServiceConfig:
     progress: bool | None = None  # None: a bar when stderr is a TTY
     run_json_every_s: float = 5.0
     self_check: bool = True
+    device: str = "cpu"
+
+
+def _time_stats(xs: list[float]) -> dict[str, float | int | None]:
+    if not xs:
+        return {"n": 0, "mean": None, "median": None}
+    ys = sorted(xs)
+    return {"n": len(ys), "mean": round(sum(ys) / len(ys), 5), "median": round(ys[len(ys) // 2], 5)}
 
 
 def _nbytes(frames: list[Any]) -> int:
@@ -112,6 +120,7 @@ class Coordinator:
         self.guard = wire.ReplayGuard(run_id=cfg.run_id)
         self.seq = wire.initial_seq()
         self._stop_signal: str | None = None
+        self.step_seconds: list[float] = []  # wall time of each completed step (retries included)
         self.ctx: zmq.Context | None = None
         self.router: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
@@ -137,7 +146,7 @@ class Coordinator:
         from secgan.step import GeneratorCore
 
         cfg = self.cfg
-        self.G = build_generator(cfg.model, cfg.image, seed=cfg.train.seed)
+        self.G = build_generator(cfg.model, cfg.image, seed=cfg.train.seed).to(cfg.device)
         self.optimizer = torch.optim.Adam(self.G.parameters(), lr=cfg.train.lr_g,
                                           betas=(cfg.train.beta1, cfg.train.beta2))
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
@@ -161,7 +170,7 @@ class Coordinator:
             round_number = int(ck.meta.get("round", 0))
             log.info("resumed", step=step, round=round_number)
         self.core = GeneratorCore(self.G, self.optimizer, conditions, batch_size=cfg.train.batch_size,
-                                  noise_dim=cfg.model.noise_dim, generator=self.rng)
+                                  noise_dim=cfg.model.noise_dim, generator=self.rng, device=cfg.device)
         self.scheduler = Scheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
                                    total_steps=cfg.train.steps, step=step, round_number=round_number)
 
@@ -359,7 +368,8 @@ class Coordinator:
                                         "auth": {"allowed": self.policy.allowed, "denied": self.policy.denied},
                                         "min_sites": self.cfg.quorum.min_sites,
                                         "aggregation": self.cfg.aggregation,
-                                        "condition_source": self.cfg.condition_source})
+                                        "condition_source": self.cfg.condition_source,
+                                        "step_time_s": _time_stats(self.step_seconds)})
 
     def serve(self, *, install_signals: bool = True) -> dict[str, Any]:
         """Run until the run ends; returns the final run.json content."""
@@ -403,6 +413,7 @@ class Coordinator:
                             log.info("step_done", step=result.step, answered=result.answered,
                                      seconds=round(now - step_started, 4),
                                      grad_norm=round(result.stats.get("grad_norm", 0.0), 6))
+                            self.step_seconds.append(now - step_started)
                             step_started = now
                             if self.scheduler.step % self.cfg.train.checkpoint_every == 0:
                                 self.checkpoint()

@@ -28,15 +28,18 @@ def check_stage(
 
     ``in_flight`` is the (round, step) of the batch sent to this site and not yet answered, if any.
     Hello is always allowed (it is how a site (re)joins); ErrorReply is always allowed (it reports a
-    problem with something we sent). A dead site that talks again without Hello is told to say
-    Hello (``not_welcomed``), as is any site that never did.
+    problem with something we sent). A Heartbeat from a site without a session (never welcomed,
+    declared dead, or welcomed by an earlier incarnation) is answered ``not_welcomed``, which tells
+    the site to say Hello again; a reply before Welcome is ``unexpected_message``.
     """
     if not isinstance(msg, SITE_MESSAGES):
         raise ProtocolError("unexpected_message", f"{type(msg).__name__} is never sent by a site")
     if isinstance(msg, (Hello, ErrorReply)):
         return
     if state not in (WELCOMED, REMOVED):
-        raise ProtocolError("not_welcomed", "say Hello first")
+        if isinstance(msg, Heartbeat):  # a live session the coordinator does not know: re-Hello
+            raise ProtocolError("not_welcomed", "say Hello first")
+        raise ProtocolError("unexpected_message", f"{type(msg).__name__} before Welcome")
     if isinstance(msg, Heartbeat):
         return
     if msg.run_id != run_id:

@@ -10,8 +10,9 @@ Session rule (documented in the README's operator notes):
 - the DEALER itself reconnects with exponential backoff (RECONNECT_IVL .. RECONNECT_IVL_MAX);
   while disconnected, sends fail immediately (IMMEDIATE) and are dropped rather than queued.
 
-Every release goes through the learner (which accounts and writes its ledger before returning);
-after each served step the learner state is saved so a kill -9 + restart resumes. Malformed
+Every release goes through the learner (which accounts and writes its ledger before returning
+and saves D on its own cadence); a learner without persistence gets a ``persist`` hook called
+after each served step, so a kill -9 + restart resumes either way. Malformed
 inbound frames are logged by code, answered with an ErrorReply and never end the loop. Stop,
 SIGTERM and SIGINT end it cleanly (exit code 0).
 """
@@ -204,7 +205,7 @@ class SiteNode:
         if len(self.served) > 1024:
             self.served = {k for k in self.served if k[0] >= msg.round - 512}
         if isinstance(reply, GradientReply):
-            self.learner.save()
+            # the learner saves its own state on its own cadence (ledger before every release)
             if self.persist is not None:
                 self.persist()
             self.counts["served"] += 1

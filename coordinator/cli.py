@@ -1,0 +1,75 @@
+"""``secgan coordinator --config FILE [--resume]`` (also ``python -m coordinator``).
+
+The edge: load and verify the configuration and the signed manifest, turn them into a
+:class:`~coordinator.service.ServiceConfig`, run the service. Exit codes: 0 completed or
+interrupted by a signal (state saved; continue with ``--resume``), 3 stopped for lack of a quorum.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "run the generator coordinator of a federation (CURVE ROUTER, routed AsynDGAN rounds)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="coordinator.toml (from `secgan provision`)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from state_dir's last checkpoint")
+    bar = parser.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show a progress bar on stderr (default: only on a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def build_service_config(cfg, manifest, *, progress: bool | None = None):
+    """CoordinatorConfig + verified Manifest -> ServiceConfig (keys read here, at the edge)."""
+    from secgan import keys
+
+    from coordinator.scheduler import QuorumPolicy
+    from coordinator.service import ServiceConfig
+
+    public, secret = keys.load_curve_keypair(cfg.keys_dir, cfg.key_name)
+    return ServiceConfig(
+        bind=cfg.bind,
+        server_public=public,
+        server_secret=secret,
+        site_keys={s.site_id: s.curve_public for s in manifest.sites},
+        state_dir=Path(cfg.state_dir),
+        run_id=cfg.run_id,
+        image=cfg.image,
+        model=cfg.model,
+        train=cfg.train,
+        quorum=QuorumPolicy(
+            min_sites=cfg.min_sites,
+            round_deadline_s=cfg.round_deadline_s,
+            max_attempts=cfg.max_round_attempts,
+            readmission_wait_s=max(cfg.heartbeat_timeout_s * 3, cfg.round_deadline_s),
+            startup_grace_s=cfg.heartbeat_timeout_s,
+        ),
+        condition_source=cfg.condition_source,
+        bank_dir=Path(cfg.bank_dir) if cfg.bank_dir else None,
+        aggregation=cfg.aggregation,
+        heartbeat_timeout_s=cfg.heartbeat_timeout_s,
+        limits=cfg.wire,
+        tuning=cfg.tuning,
+        progress=progress,
+        run_json_every_s=cfg.run_json_every_s,
+        device=cfg.device,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from secgan.errors import ConfigError
+    from secgan.settings import load_coordinator_config, verify_federation
+
+    from coordinator.service import CHECKPOINT_NAME, Coordinator
+
+    cfg = load_coordinator_config(args.config)
+    manifest = verify_federation(cfg)
+    checkpoint = Path(cfg.state_dir) / CHECKPOINT_NAME
+    if checkpoint.exists() and not args.resume:
+        raise ConfigError(f"{cfg.state_dir} already holds a checkpoint of run {cfg.run_id!r}: pass --resume to continue it")
+    service = Coordinator(build_service_config(cfg, manifest, progress=args.progress), resume=args.resume)
+    result = service.serve()
+    return 0 if result["status"] in ("completed", "interrupted") else 3

@@ -1,0 +1,100 @@
+"""``secgan site --config FILE [--data DIR]`` (also ``python -m sites``).
+
+The edge: load site.toml, verify the signed manifest (which pins the coordinator's CURVE key),
+load this site's training split, build its learner and run the node. Exit codes: 0 after Stop,
+SIGTERM or SIGINT; 2 protocol/image mismatch; 3 the coordinator's condition source is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+HELP = "run a site node: local data, discriminator, the site's own privacy policy and budget"
+
+D_STATE_FILE = "discriminator.safetensors"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="site.toml (from `secgan provision`)")
+    parser.add_argument("--data", type=Path, default=None, help="override data_dir (BraTS-layout folder with split.json)")
+
+
+def build_learner(cfg: Any, dataset: Any) -> tuple[Any, Callable[[], None] | None]:
+    """The site's learner and, when the learner keeps no state itself, a durable save hook.
+
+    Every mode goes through ``secgan.privacy.learner.SiteLearner`` (ledger before release, refusal
+    past the budget). SEAM: until that module exists, mode "off" (and only it) falls back to the
+    plain step-core learner, whose D + optimiser this node persists itself.
+    """
+    from secgan.errors import ConfigError
+
+    state_dir = Path(cfg.state_dir)
+    try:
+        from secgan.privacy.learner import SiteLearner
+    except ModuleNotFoundError as exc:
+        if exc.name != "secgan.privacy.learner":
+            raise
+        SiteLearner = None  # noqa: N806 - the seam above
+    if SiteLearner is not None:
+        learner = SiteLearner(dataset=dataset, policy=cfg.policy, model=cfg.model, image=cfg.image, train=cfg.train,
+                              state_dir=state_dir, generator_seed=cfg.seed, device=cfg.device)
+        return learner, None
+    if cfg.policy.mode != "off":
+        raise ConfigError(f"policy.mode = {cfg.policy.mode!r} needs secgan.privacy.learner, which is not installed")
+    from secgan.checkpoint import load_module_state, save_module_state
+    from secgan.step import PlainSiteLearner
+
+    learner = PlainSiteLearner(dataset=dataset, model=cfg.model, image=cfg.image, train=cfg.train,
+                               generator_seed=cfg.seed, device=cfg.device)
+    path = state_dir / D_STATE_FILE
+    if path.is_file():
+        meta = load_module_state(path, learner.discriminator, learner.optimizer)
+        learner.steps_served = int(meta.get("steps_served", 0))
+
+    def persist() -> None:
+        save_module_state(path, learner.discriminator, learner.optimizer, {"steps_served": learner.steps_served})
+
+    return learner, persist
+
+
+def run(args: argparse.Namespace) -> int:
+    from secgan import keys
+    from secgan.data.dataset import load_site
+    from secgan.logs import get_logger
+    from secgan.settings import load_site_config, verify_federation
+
+    from sites.node import NodeConfig, SiteNode
+
+    cfg = load_site_config(args.config)
+    if args.data is not None:
+        cfg = dataclasses.replace(cfg, data_dir=str(args.data.expanduser().resolve()))
+    manifest = verify_federation(cfg)  # also checks the pinned coordinator key against the manifest
+    public, secret = keys.load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
+    Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+    dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad)
+    learner, persist = build_learner(cfg, dataset)
+    get_logger(__name__).info("site_ready", site=cfg.site_id, patients=dataset.n_patients, mode=cfg.policy.mode)
+    node = SiteNode(
+        NodeConfig(
+            site_id=cfg.site_id,
+            endpoint=cfg.coordinator_endpoint,
+            client_public=public,
+            client_secret=secret,
+            server_public=manifest.coordinator.curve_public,
+            state_dir=Path(cfg.state_dir),
+            image=cfg.image,
+            policy_summary=cfg.policy.summary(),
+            accept_sources=tuple(cfg.policy.accept_sources),
+            limits=cfg.wire,
+            tuning=cfg.tuning,
+            heartbeat_s=cfg.heartbeat_interval_s,
+            hello_retry_s=cfg.hello_retry_s,
+            status_every_s=cfg.status_every_s,
+        ),
+        learner,
+        persist=persist,
+    )
+    return node.serve()
