@@ -180,9 +180,9 @@ class SiteLearner:
         return self.ledger.epsilon
 
     def save(self) -> None:
-        for i, (module, opt) in enumerate(self._modules):
-            from secgan.checkpoint import save_module_state
+        from secgan.checkpoint import save_module_state
 
+        for i, (module, opt) in enumerate(self._modules):
             save_module_state(self._state_file(i), module, opt, {"mode": self.policy.mode, "releases": self.ledger.releases})
         self._since_save = 0
 
