@@ -23,7 +23,7 @@ def test_metrics_on_known_samples() -> None:
 @pytest.mark.slow
 def test_asyndgan_covers_all_modes_and_beats_every_single_site_gan() -> None:
     methods = ("syn-subset-1", "syn-subset-2", "syn-subset-3", "asyndgan")
-    results, samples = run_gmm(GmmConfig(steps=400, seed=0, truth_samples=20_000, eval_samples=3000), methods=methods)
+    results, samples = run_gmm(GmmConfig(steps=300, seed=0, truth_samples=20_000, eval_samples=3000), methods=methods)
     m = results["methods"]
     assert m["asyndgan"]["modes_covered"] == 3, m["asyndgan"]
     for j in (1, 2, 3):
