@@ -150,8 +150,14 @@ def synthetic_pairs(
     source: str = "procedural",
     bank_dir: Path | None = None,
     image_size: int | None = None,
+    mask_background: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` synthetic (images, segs) from a generator checkpoint; label maps from ``source``."""
+    """``n`` synthetic (images, segs) from a generator checkpoint; label maps from ``source``.
+
+    With ``mask_background`` the pixels outside the condition's brain channel are set to -1, as the
+    real images' are by normalisation: the brain outline is part of the condition, so this uses no
+    information the generator was not given.
+    """
     from secgan.synthetic import sample_generator
 
     if n < 1:
@@ -165,6 +171,8 @@ def synthetic_pairs(
         raise ConfigError(
             f"checkpoint generates {images.shape[-1]}x{images.shape[-1]} images but --image-size is {image_size}"
         )
+    if mask_background:
+        images = np.where(conds[:, :1] > 0.5, images, np.float32(-1.0))
     return images, conds_to_segs(conds)
 
 

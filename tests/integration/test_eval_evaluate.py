@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from secgan.cli import main
 from secgan.evaluation.downstream import Workbench, evaluate_source
 from secgan.evaluation.segmenter import SegmenterConfig, build_unet, evaluate_segmenter
-from secgan.evaluation.sources import parse_source
+from secgan.evaluation.sources import conds_to_segs, parse_source, synthetic_pairs
+from secgan.synthetic import sample_generator
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +52,12 @@ def test_evaluate_command_synthetic_sources(phantom_root: Path, tmp_path: Path):
     run = gan_run_config(cfg, list(site_dirs(phantom_root).values()), epsilon=None)
     ensure_gan(run, tmp_path / "gan")
     ck = gan_checkpoint(tmp_path / "gan")
+    images, segs = synthetic_pairs(ck, n=6, seed=3, image_size=32)
+    raw, conds = sample_generator(ck, n=6, seed=3)
+    outside = conds[:, 0] < 0.5
+    assert np.array_equal(images.transpose(1, 0, 2, 3)[:, ~outside], raw.transpose(1, 0, 2, 3)[:, ~outside])
+    assert (images.transpose(1, 0, 2, 3)[:, outside] == -1).all()
+    assert np.array_equal(segs, conds_to_segs(conds))
     for source in ("synthetic", "real-subset-1+synthetic"):
         out = tmp_path / source
         rc = main(["evaluate", "--train-source", source, "--data", str(phantom_root), "--out", str(out),
