@@ -47,13 +47,13 @@ def nearest(
     if (ref_groups is None) != (exclude_group is None):
         raise DataError("ref_groups and exclude_group go together")
     dev = torch.device(device)
-    mean = r.to(torch.float64).mean(0)
-    q64 = q.to(torch.float64) - mean
-    r64 = r.to(torch.float64) - mean
-    q = q64.to(dev, dtype)
-    r = r64.to(dev, dtype)
-    qn = (q * q).sum(1)
-    rn = (r * r).sum(1)
+    q = q.to(dev, dtype)
+    r = r.to(dev, dtype)
+    mean = r.mean(0, dtype=torch.float64).to(dtype)
+    q = q - mean  # new tensors: never modify the caller's arrays in place
+    r = r - mean
+    qn = torch.linalg.vector_norm(q, dim=1).square()
+    rn = torch.linalg.vector_norm(r, dim=1).square()
     if ref_groups is not None:
         rg = torch.as_tensor(np.asarray(ref_groups, dtype=np.int64), device=dev)
         eg = torch.as_tensor(np.asarray(exclude_group, dtype=np.int64), device=dev)
@@ -81,16 +81,16 @@ def nearest(
             best_i = torch.gather(cat_i, 1, pos)
         if not torch.isfinite(best_d).all():
             raise DataError("not enough references left after excluding the query's own group")
-        # Exact float64 distances for the k winners (the expansion above loses digits to cancellation).
-        bi = best_i.cpu()
-        step = max(1, (1 << 24) // max(1, k * q64.shape[1]))  # ~128 MiB of float64 at a time
-        for s0 in range(0, bi.shape[0], step):
-            ix = bi[s0 : s0 + step]
-            qx = q64[i0 + s0 : i0 + s0 + len(ix)]
-            exact = ((qx[:, None, :] - r64[ix]) ** 2).sum(-1).sqrt()
+        # Direct distances for the k winners: the expansion above loses digits to cancellation
+        # (an exact copy would come out as a small positive number), a difference does not.
+        step = max(1, (1 << 25) // max(1, k * q.shape[1]))  # bounded temporary
+        for s0 in range(0, best_i.shape[0], step):
+            ix = best_i[s0 : s0 + step]
+            qx = q[i0 + s0 : i0 + s0 + len(ix)]
+            exact = torch.linalg.vector_norm(qx[:, None, :] - r[ix], dim=-1)
             exact, order = torch.sort(exact, dim=1, stable=True)
-            out_d[i0 + s0 : i0 + s0 + len(ix)] = exact
-            out_i[i0 + s0 : i0 + s0 + len(ix)] = torch.gather(ix, 1, order)
+            out_d[i0 + s0 : i0 + s0 + len(ix)] = exact.to("cpu", torch.float64)
+            out_i[i0 + s0 : i0 + s0 + len(ix)] = torch.gather(ix, 1, order).cpu()
     return out_d.numpy(), out_i.numpy()
 
 

@@ -60,9 +60,11 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                                            dataset_fingerprint="f" * 64, policy_hash="p" * 64))
     for _ in range(3):
         ledger.reserve_step(noise_multiplier=1.0, sample_rate=0.1)
-    torch.manual_seed(0)  # hygiene-ok: test-only model init
-    save_module_state(state / "discriminator.safetensors", build_discriminator(model, image), None, {})
-    G = build_generator(model, image)
+    with torch.random.fork_rng():  # model init draws from torch's global RNG: keep it local to this fixture
+        torch.manual_seed(0)  # hygiene-ok: test-only, scoped by fork_rng
+        D = build_discriminator(model, image)
+        G = build_generator(model, image)
+    save_module_state(state / "discriminator.safetensors", D, None, {})
     ck = save_checkpoint(root / "g.safetensors", generator=G, optimizer=torch.optim.Adam(G.parameters()), step=1,
                          rng_state={}, meta={}, config=to_dict(RunConfig(image=image, model=model)))
     im, co, _, _ = load_site(site_dir, split="train", image_size=32).all_slices()
