@@ -93,5 +93,25 @@ def reference() -> str:
     return "\n".join(parts)
 
 
+
+
+def cli_reference() -> str:
+    """Every ``secgan`` subcommand with its usage line and one-line purpose."""
+    import argparse
+
+    from secgan.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parts = []
+    for name, p in sub.choices.items():
+        usage = " ".join(p.format_usage().split())
+        usage = usage.removeprefix("usage: ").replace("secgan " + name, "secgan " + name, 1)
+        parts.append(f"- **`secgan {name}`**: {p.description}  \n  `{usage}`")
+    return "\n".join(parts)
+
+
 if __name__ == "__main__":
-    print(reference())
+    import sys
+
+    print(cli_reference() if sys.argv[1:] == ["cli"] else reference())
