@@ -120,6 +120,7 @@ class SiteNode:
     def _hello(self) -> None:
         # a new session: the coordinator's numbering may restart (new incarnation)
         self.guard.forget(COORDINATOR)
+        self.served.clear()  # round numbers of an earlier coordinator incarnation may come again
         self.welcomed = False
         self.last_round = 0
         self.last_step = 0

@@ -1,0 +1,78 @@
+"""Crash recovery with real processes: kill -9 a site mid-run, then kill -9 the coordinator.
+
+- the run goes on with the two remaining sites (quorum 2), the killed site restarts from its
+  state_dir and is readmitted;
+- the coordinator restarts with ``--resume``: the step counter continues from the last checkpoint
+  (at most ``checkpoint_every`` steps are lost), the run id stays, and the sites reconnect and
+  rejoin by themselves (their DEALER reconnects; the new coordinator answers their heartbeat with
+  ``not_welcomed`` and they say Hello again). The run then completes and every process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc, update_toml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHECKPOINT_EVERY = 2
+
+
+def test_site_and_coordinator_crashes(tmp_path, phantom_root):
+    port = free_port()
+    kit = make_kit(tmp_path / "kit", data_root=phantom_root, sites=3, port=port,
+                   coordinator={"min_sites": 2, "round_deadline_s": 3.0, "heartbeat_timeout_s": 4.0,
+                                "train": {"steps": 100000, "checkpoint_every": CHECKPOINT_EVERY}})
+    logs = tmp_path / "logs"
+    coord = coordinator_proc(kit, logs / "coordinator-1.log")
+    sites = {k: site_proc(kit, f"site-{k}", logs / f"site-{k}.log") for k in (1, 2, 3)}
+    procs = [coord, *sites.values()]
+    try:
+        run_id = coord.wait_for(r"coordinator_listening .*run_id=(\S+)", timeout=90).group(1)
+        coord.wait_for(r"step_done step=\d+ answered=3", timeout=120, count=2)
+
+        # kill -9 a site: detected, dropped from rounds, the others go on
+        sites[3].kill9()
+        coord.wait_for(r"(site_dead|send_failed) site=site-3", timeout=30)
+        done = coord.count(r"step_done step=\d+ answered=2")
+        coord.wait_for(r"step_done step=\d+ answered=2", timeout=60, count=done + 3)
+
+        # it restarts from its state_dir and is readmitted
+        sites[3] = site_proc(kit, "site-3", logs / "site-3-restarted.log")
+        procs.append(sites[3])
+        coord.wait_for(r"site_welcomed site=site-3 ", timeout=90, count=2)
+        sites[3].wait_for(r"batch_served", timeout=60)
+        coord.wait_for(r"step_done step=\d+ answered=3", timeout=60,
+                       count=coord.count(r"step_done step=\d+ answered=3") + 1)
+
+        # kill -9 the coordinator
+        coord.kill9()
+        last = max(int(s) for s in re.findall(r"step_done step=(\d+)", coord.text()))
+        steps_done = last + 1
+        update_toml(kit["coordinator"], {"train": {"steps": steps_done + 4}})
+        coord = coordinator_proc(kit, logs / "coordinator-2.log", "--resume")
+        procs.append(coord)
+        resumed = int(coord.wait_for(r"resumed step=(\d+)", timeout=90).group(1))
+        assert steps_done - CHECKPOINT_EVERY <= resumed <= steps_done
+        assert f"run_id={run_id}" in coord.wait_for(r"coordinator_listening.*", timeout=30).group(0)
+
+        assert coord.wait(timeout=120) == 0, coord.tail()
+        for k, s in sites.items():
+            assert s.wait(timeout=30) == 0, s.tail()
+            assert "stop_received reason=completed" in s.text(), k
+            assert "coordinator_error code=not_welcomed" in s.text(), k  # how it noticed the new coordinator
+    finally:
+        for p in procs:
+            p.close()
+
+    run = json.loads((tmp_path / "kit" / "coordinator" / "state" / "run.json").read_text())
+    assert run["run_id"] == run_id and run["status"] == "completed"
+    assert run["incarnation"] == 2 and run["steps_done"] == steps_done + 4
+    # rejoining cost no round: no retry, no replay refusal of the resumed round numbers
+    assert not [e for e in run["quorum_events"] if e["event"] == "retry"], run["quorum_events"]
+    for k in (1, 2, 3):
+        assert run["sites"][f"site-{k}"]["steps_served"] >= 1  # everyone rejoined the resumed run
