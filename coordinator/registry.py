@@ -101,10 +101,16 @@ class Registry:
         rec.state = REMOVED
         rec.stop_reason = reason
 
-    def reap(self, *, now: float, timeout_s: float) -> list[str]:
-        """Mark welcomed sites silent for longer than ``timeout_s`` as dead; return them."""
+    def reap(self, *, now: float, timeout_s: float, busy: frozenset[str] = frozenset()) -> list[str]:
+        """Mark welcomed sites silent for longer than ``timeout_s`` as dead; return them.
+
+        ``busy`` sites are computing a batch we sent: the round deadline, not the heartbeat
+        timeout, decides about them (a long DP step sends nothing until it is done).
+        """
         dead = []
         for rec in self.sites.values():
+            if rec.site_id in busy:
+                continue
             if rec.state == WELCOMED and rec.last_seen is not None and now - rec.last_seen > timeout_s:
                 rec.state = DEAD
                 rec.deaths += 1

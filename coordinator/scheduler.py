@@ -138,6 +138,10 @@ class Scheduler:
             return rnd.number, rnd.step
         return None
 
+    def busy(self) -> frozenset[str]:
+        """Sites with a batch of the current round still in flight."""
+        return frozenset(self.current.in_flight) if self.current is not None else frozenset()
+
     def on_gradient(self, site: str, reply: GradientReply, nbytes: int) -> None:
         """Validate against the batch sent and buffer; ProtocolError leaves the site in flight."""
         rnd = self.current

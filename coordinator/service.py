@@ -402,7 +402,8 @@ class Coordinator:
                 if self.monitor in events:
                     self._handle_monitor()
                 now = time.monotonic()
-                for site in self.registry.reap(now=now, timeout_s=self.cfg.heartbeat_timeout_s):
+                for site in self.registry.reap(now=now, timeout_s=self.cfg.heartbeat_timeout_s,
+                                              busy=self.scheduler.busy()):
                     log.warning("site_dead", site=site, reason="heartbeat_timeout")
                     self.scheduler.on_site_lost(site)
                 if self.scheduler.current is not None:

@@ -35,6 +35,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL if the test process dies, so no federation outlives a crash."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Proc:
     """A child process whose stdout+stderr go to a log file we can search."""
 
@@ -44,7 +54,8 @@ class Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._fh = self.log.open("ab")
         self.p = subprocess.Popen([sys.executable, *args], stdout=self._fh, stderr=subprocess.STDOUT,
-                                  cwd=REPO, env=child_env())
+                                  cwd=REPO, env=child_env(),
+                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

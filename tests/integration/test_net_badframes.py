@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secgan import keys, wire
-from secgan.messages import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Stop, Welcome
+from secgan.messages import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
@@ -154,6 +154,14 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         sock.send_multipart([b"{}", b"\0" * (wire.max_message_bytes(LIMITS) + 1)])
         assert not sock.poll(1500)
 
+        # handshake refusals: a version it does not speak, a policy refusing this run's condition source
+        me.send(Hello(versions=(99,), policy=POLICY), run="")
+        assert me.expect(ErrorReply)[1].code == "unsupported_version"
+        me.send(Hello(versions=(1,), policy={**POLICY, "accept_sources": ["bank"]}), run="")
+        err = me.expect(ErrorReply)[1]
+        assert err.code == "source_refused" and "procedural" in err.detail
+        coord.wait_for(r"site_excluded site=site-1 reason=source_refused", timeout=10)
+
         # the next good messages work: Hello -> Welcome, then a correct gradient for our batch
         me.send(Hello(versions=(1,), policy=POLICY), run="")
         welcome = me.expect(Welcome, timeout=30)[1]
@@ -169,7 +177,12 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
                 run=run_id)
         _, nxt = me.expect(FakeBatch, timeout=30)
         assert nxt.round > batch.round and nxt.step == batch.step + 1
-        me.send(Heartbeat(), run=run_id, round=nxt.round, step=nxt.step)
+        # a final refusal (budget spent) removes site-1 for the rest of the run; site-2 carries on
+        me.send(Refusal(run_id=run_id, round=nxt.round, step=nxt.step, code="budget_exhausted",
+                        reason="epsilon after this release would exceed the target", final=True), run=run_id)
+        coord.wait_for(r"site_refused site=site-1 code=budget_exhausted final=True", timeout=10)
+        me.send(Hello(versions=(1,), policy=POLICY), run="")
+        assert me.expect(Stop, timeout=10)[1].reason == "budget_exhausted"  # no readmission
         sock.close(0)
 
         served_before = site2.count(r"batch_served")
@@ -185,7 +198,10 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
     run = json.loads((tmp_path / "kit" / "coordinator" / "state" / "run.json").read_text())
     assert run["status"] == "interrupted" and run["stop_reason"] == "SIGTERM"
     s1 = run["sites"]["site-1"]
-    assert s1["steps_served"] >= 1 and s1["hellos"] >= 1
+    assert s1["steps_served"] >= 1 and s1["hellos"] >= 3
+    assert s1["state"] == "removed" and s1["stop_reason"] == "budget_exhausted"
+    assert s1["refusals"] == {"budget_exhausted": 1}
+    assert run["sites"]["site-2"]["state"] == "welcomed" and run["sites"]["site-2"]["steps_served"] > 3
     for code in ("bad_json", "size_mismatch", "bad_dtype", "unsupported_version", "replay", "identity_mismatch",
                  "header_too_large", "unexpected_message", "not_welcomed", "bad_shape"):
         assert s1["drops"].get(code, 0) >= 1, code

@@ -123,7 +123,8 @@ def test_dead_sites_wait_for_readmission_then_stop():
     reg.seen("site-1", now=100.0, nbytes=0)
     for s in ("site-2", "site-3"):
         reg.seen(s, now=0.0, nbytes=0)
-    assert reg.reap(now=100.0, timeout_s=10.0) == ["site-2", "site-3"]
+    assert reg.reap(now=100.0, timeout_s=10.0, busy=frozenset({"site-3"})) == ["site-2"]  # busy: deadline rules
+    assert reg.reap(now=100.0, timeout_s=10.0) == ["site-3"]
     assert reg["site-2"].state == DEAD and reg["site-2"].deaths == 1
     assert sched.readiness(100.0) == (WAIT, None)
     reg.welcome("site-2", routing_id=b"n", now=101.0, policy={})
