@@ -52,8 +52,9 @@ def test_evaluate_command_synthetic_sources(phantom_root: Path, tmp_path: Path):
     run = gan_run_config(cfg, list(site_dirs(phantom_root).values()), epsilon=None)
     ensure_gan(run, tmp_path / "gan")
     ck = gan_checkpoint(tmp_path / "gan")
-    images, segs = synthetic_pairs(ck, n=6, seed=3, image_size=32)
+    images, segs = synthetic_pairs(ck, n=6, seed=3, image_size=32, mask_background=True)
     raw, conds = sample_generator(ck, n=6, seed=3)
+    assert np.array_equal(synthetic_pairs(ck, n=6, seed=3)[0], raw)
     outside = conds[:, 0] < 0.5
     assert np.array_equal(images.transpose(1, 0, 2, 3)[:, ~outside], raw.transpose(1, 0, 2, 3)[:, ~outside])
     assert (images.transpose(1, 0, 2, 3)[:, outside] == -1).all()
