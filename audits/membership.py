@@ -246,8 +246,8 @@ def evaluate_attack(
             "tpr_ci": list(tpr_ci),
             "fpr": fp / len(neg_ev),
             "fpr_ci": list(fpr_ci),
-            # with n calibration non-members the smallest non-zero FPR one can aim at is 1/n
-            "resolvable": target >= 1.0 / len(neg_cal),
+            # with n non-members per half the smallest non-zero FPR one can aim at (and measure) is 1/n
+            "resolvable": target >= 1.0 / min(len(neg_cal), len(neg_ev)),
         }
 
     ec = config.epsilon_confidence

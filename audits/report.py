@@ -135,7 +135,9 @@ def plain_summary(report: dict) -> list[str]:
     e = report["epsilon"]
     if e.get("mode") == "off":
         out.append("This site trained without differential privacy, so there is no formal privacy guarantee.")
-    elif e.get("claimed") is not None:
+    elif e.get("claimed") is None:
+        out.append("No privacy ledger was found at this site, so its privacy claim could not be checked.")
+    else:
         out.append(
             f"The site's privacy ledger claims epsilon = {e['claimed']:.2f}. The attacks prove at least "
             f"epsilon = {e['empirical_lb']:.2f} (95% confidence); with this many patients no audit could prove more "

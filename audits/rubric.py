@@ -103,12 +103,16 @@ def _grade_attack(a: dict, m: MembershipRubric) -> list[dict]:
     }[lvl]
     out.append(_f(lvl, "membership", subj, reason, auc=auc, p_value=p))
     t1 = a["tpr_at_fpr"].get("0.01")
-    if t1 is not None:
+    if t1 is not None and not t1.get("resolvable", True):
+        out.append(_f("Green", "membership", subj,
+                      "too few non-member patients to measure the attack at a 1% false-positive rate"))
+    elif t1 is not None:
         lo = t1["tpr_ci"][0]
         lvl = "Red" if lo >= m.tpr_at_1pct_lo_red else "Amber" if lo >= m.tpr_at_1pct_lo_amber else "Green"
         out.append(_f(lvl, "membership", subj,
-                      f"at a 1% false-positive rate it finds members at rate {t1['tpr']:.2f} (95% CI lower bound {lo:.2f})",
-                      tpr=t1["tpr"], tpr_lo=lo))
+                      f"at a 1% false-positive rate (measured {100 * t1['fpr']:.1f}%) it finds members at rate "
+                      f"{t1['tpr']:.2f} (95% CI lower bound {lo:.2f})",
+                      tpr=t1["tpr"], tpr_lo=lo, fpr=t1["fpr"]))
     c = a["control"]
     if c.get("auc") is not None and abs(c["auc"] - 0.5) >= m.control_auc_deviation and c["p_value"] is not None and 2 * min(c["p_value"], 1 - c["p_value"]) < m.p_amber:
         out.append(_f("Amber", "membership", subj,

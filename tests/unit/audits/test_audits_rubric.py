@@ -54,3 +54,29 @@ def test_bad_rubric_files_name_the_key(tmp_path: Path) -> None:
         load_rubric(p)
     with pytest.raises(ConfigError, match="not found"):
         load_rubric(tmp_path / "missing.toml")
+
+
+def _attack(*, auc: float, p: float, tpr_lo: float, resolvable: bool) -> dict:
+    return {"status": "run", "label": "gan_leaks/pixels", "auc": auc, "auc_p_value": p,
+            "tpr_at_fpr": {"0.01": {"tpr": 1.0, "tpr_ci": [tpr_lo, 1.0], "fpr": 0.01, "resolvable": resolvable}},
+            "control": {"auc": 0.5, "p_value": 0.5}}
+
+
+def test_tpr_at_low_fpr_counts_only_when_the_sample_can_resolve_it() -> None:
+    rubric = load_rubric()[0]
+    base = _results(lb=0.0, claimed=1.0)
+    base["attacks"] = [_attack(auc=0.5, p=0.5, tpr_lo=0.9, resolvable=False)]
+    assert grade(base, rubric)[0] == "Green"
+    base["attacks"] = [_attack(auc=0.5, p=0.5, tpr_lo=0.9, resolvable=True)]
+    assert grade(base, rubric)[0] == "Red"
+
+
+def test_auc_needs_significance() -> None:
+    rubric = load_rubric()[0]
+    base = _results(lb=0.0, claimed=1.0)
+    base["attacks"] = [_attack(auc=0.9, p=0.2, tpr_lo=0.0, resolvable=True)]
+    assert grade(base, rubric)[0] == "Green"
+    base["attacks"] = [_attack(auc=0.9, p=0.001, tpr_lo=0.0, resolvable=True)]
+    assert grade(base, rubric)[0] == "Red"
+    base["attacks"] = [_attack(auc=0.65, p=0.03, tpr_lo=0.0, resolvable=True)]
+    assert grade(base, rubric)[0] == "Amber"
