@@ -64,14 +64,16 @@ def _site_process(site_dir: str, site_id: str, pub: bytes, sec: bytes, spub: byt
     from sites.node import NodeConfig, SiteNode
 
     ds = load_site(Path(site_dir), split="train", image_size=IMAGE.size)
-    learner = PlainSiteLearner(dataset=ds, model=MODEL, image=IMAGE, train=train, generator_seed=seed)
+    learner = PlainSiteLearner(dataset=ds, model=MODEL, image=IMAGE, train=train, generator_seed=seed,
+                               state_dir=Path(state_dir))
     node = SiteNode(NodeConfig(site_id=site_id, endpoint=endpoint, client_public=pub, client_secret=sec,
                                server_public=spub, state_dir=Path(state_dir), image=IMAGE,
                                policy_summary=POLICY_OFF, accept_sources=("procedural",)), learner)
     node.serve(install_signals=False)
 
 
-def bench_step_time(tmp: Path, steps: int, batch: int) -> tuple[float, float]:
+def bench_step_time(tmp: Path, steps: int, batch: int, n_sites: int) -> tuple[float, float, float]:
+    """(network wall, network mean step, in-process mean step) for ``n_sites`` sites."""
     from secgan.data.phantom import write_phantom
     from secgan.privacy.policy import PrivacyPolicy
     from secgan.runconfig import DataConfig, RunConfig
@@ -80,7 +82,8 @@ def bench_step_time(tmp: Path, steps: int, batch: int) -> tuple[float, float]:
     from coordinator.scheduler import QuorumPolicy
     from coordinator.service import Coordinator, ServiceConfig
 
-    dirs = write_phantom(tmp / "phantom", sites=3, patients=8, seed=7, size=32, slices=16)
+    tmp = tmp / f"sites-{n_sites}"
+    dirs = write_phantom(tmp / "phantom", sites=n_sites, patients=8, seed=7, size=32, slices=16)
     train = TrainConfig(steps=steps, batch_size=batch, checkpoint_every=10**6)
     cfg = RunConfig(image=IMAGE, model=MODEL, train=train,
                     data=DataConfig(site_dirs=tuple(str(d) for d in dirs)),
@@ -91,7 +94,7 @@ def bench_step_time(tmp: Path, steps: int, batch: int) -> tuple[float, float]:
     port = _free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     spub, ssec = zmq.curve_keypair()
-    keys = {f"site-{i + 1}": zmq.curve_keypair() for i in range(3)}
+    keys = {f"site-{i + 1}": zmq.curve_keypair() for i in range(n_sites)}
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_site_process, args=(str(d), sid, pub, sec, spub, endpoint,
                                                      str(tmp / sid), train, i), daemon=True)
@@ -101,7 +104,7 @@ def bench_step_time(tmp: Path, steps: int, batch: int) -> tuple[float, float]:
     service = ServiceConfig(bind=endpoint, server_public=spub, server_secret=ssec,
                             site_keys={s: k[0] for s, k in keys.items()}, state_dir=tmp / "coord", run_id="bench",
                             image=IMAGE, model=MODEL, train=train,
-                            quorum=QuorumPolicy(min_sites=3, round_deadline_s=30.0, startup_grace_s=60.0),
+                            quorum=QuorumPolicy(min_sites=n_sites, round_deadline_s=30.0, startup_grace_s=60.0),
                             heartbeat_timeout_s=60.0)
     try:
         result = Coordinator(service).serve(install_signals=False)
@@ -110,9 +113,8 @@ def bench_step_time(tmp: Path, steps: int, batch: int) -> tuple[float, float]:
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
-    times = result["step_time_s"]
-    # the first step includes warm-up on both sides; the mean over all steps is compared as is
-    return result["wall_time_s"], times["mean"], inproc
+    # throughput view on both sides: wall time over the training loop divided by the steps
+    return result["wall_time_s"], result["step_time_s"]["wall_per_step"], inproc
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +238,7 @@ def per_message_time(n_sites: int, steps: int, tmp: Path) -> float:
         stop.set()
         thread.join(timeout=10)
     # one step = n_sites FakeBatches out + n_sites replies in
-    return result["step_time_s"]["median"] / n_sites
+    return result["step_time_s"]["wall_per_step"] / n_sites
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,11 +253,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        _wall, net_step, inproc_step = bench_step_time(tmp, steps, batch)
-        rows.append({"metric": "step time: CURVE loopback (3 site processes) / in-process runner",
-                     "ratio": net_step / inproc_step,
-                     "note": f"{net_step * 1e3:.1f} ms vs {inproc_step * 1e3:.1f} ms per step, {steps} steps, "
-                             f"{IMAGE.size}px batch {batch}, {os.cpu_count()} cores"})
+        for n_sites in (1, 3):
+            _wall, net_step, inproc_step = bench_step_time(tmp, steps, batch, n_sites)
+            rows.append({"metric": f"step time: CURVE loopback ({n_sites} site process(es)) / in-process runner",
+                         "ratio": net_step / inproc_step,
+                         "note": f"{net_step * 1e3:.1f} ms vs {inproc_step * 1e3:.1f} ms per step, {steps} steps, "
+                                 f"{IMAGE.size}px batch {batch}, {os.cpu_count()} cores"})
         n = 50 if args.quick else 300
         curve = _round_trips(True, batch, n)
         plain = _round_trips(False, batch, n)
@@ -277,4 +280,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    from secgan.logs import setup_logging
+
+    setup_logging("WARNING")
     main(sys.argv[1:])

@@ -121,6 +121,8 @@ class Coordinator:
         self.seq = wire.initial_seq()
         self._stop_signal: str | None = None
         self.step_seconds: list[float] = []  # wall time of each completed step (retries included)
+        self._first_round_at: float | None = None
+        self._last_step_at: float | None = None
         self.ctx: zmq.Context | None = None
         self.router: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
@@ -369,7 +371,14 @@ class Coordinator:
                                         "min_sites": self.cfg.quorum.min_sites,
                                         "aggregation": self.cfg.aggregation,
                                         "condition_source": self.cfg.condition_source,
-                                        "step_time_s": _time_stats(self.step_seconds)})
+                                        "step_time_s": self._step_time()})
+
+    def _step_time(self) -> dict[str, Any]:
+        stats: dict[str, Any] = _time_stats(self.step_seconds)
+        # throughput view: everything between the first round and the last step, per step
+        if self._first_round_at is not None and self._last_step_at is not None and self.step_seconds:
+            stats["wall_per_step"] = round((self._last_step_at - self._first_round_at) / len(self.step_seconds), 5)
+        return stats
 
     def serve(self, *, install_signals: bool = True) -> dict[str, Any]:
         """Run until the run ends; returns the final run.json content."""
@@ -382,7 +391,7 @@ class Coordinator:
         bar = self._progress()
         status, stop_reason = "running", None
         last_json = 0.0
-        step_started = time.monotonic()
+        step_started = time.monotonic()  # set again when each step's first round starts
         try:
             while True:
                 now = time.monotonic()
@@ -406,25 +415,28 @@ class Coordinator:
                                               busy=self.scheduler.busy()):
                     log.warning("site_dead", site=site, reason="heartbeat_timeout")
                     self.scheduler.on_site_lost(site)
-                if self.scheduler.current is not None:
-                    if self.scheduler.round_done(now):
-                        result = self.scheduler.close_round()
-                        if result.stepped:
-                            bar.update(1)
-                            log.info("step_done", step=result.step, answered=result.answered,
-                                     seconds=round(now - step_started, 4),
-                                     grad_norm=round(result.stats.get("grad_norm", 0.0), 6))
-                            self.step_seconds.append(now - step_started)
-                            step_started = now
-                            if self.scheduler.step % self.cfg.train.checkpoint_every == 0:
-                                self.checkpoint()
-                        if result.stop_reason:
-                            status, stop_reason = "stopped", result.stop_reason
-                            break
-                else:
+                if self.scheduler.current is not None and self.scheduler.round_done(now):
+                    result = self.scheduler.close_round()
+                    if result.stepped:
+                        bar.update(1)
+                        log.info("step_done", step=result.step, answered=result.answered,
+                                 seconds=round(now - step_started, 4),
+                                 grad_norm=round(result.stats.get("grad_norm", 0.0), 6))
+                        self.step_seconds.append(now - step_started)
+                        self._last_step_at = now
+                        if self.scheduler.step % self.cfg.train.checkpoint_every == 0:
+                            self.checkpoint()
+                    if result.stop_reason:
+                        status, stop_reason = "stopped", result.stop_reason
+                        break
+                if self.scheduler.current is None:  # start the next round in the same pass
+                    now = time.monotonic()
                     decision, reason = self.scheduler.readiness(now)
                     if decision == START:
-                        step_started = now if self.scheduler.attempt == 0 else step_started
+                        if self.scheduler.attempt == 0:
+                            step_started = now
+                        if self._first_round_at is None:
+                            self._first_round_at = now
                         self.scheduler.start_round(now, lambda s, m: self._send(s, m))
                     elif decision == STOP:
                         status, stop_reason = ("completed" if reason == "completed" else "stopped"), reason
