@@ -190,6 +190,9 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         assert site2.count(r"batch_served") > served_before
         coord.terminate()
         assert coord.wait(timeout=60) == 0
+        site2.terminate()  # no Stop was sent (the run is resumable): the site leaves on SIGTERM
+        assert site2.wait(timeout=30) == 0
+        assert "site_exiting reason=signal:SIGTERM" in site2.text()
     finally:
         ctx.destroy(linger=0)
         coord.close()
