@@ -448,6 +448,9 @@ class Coordinator:
                 for site, rec in self.registry.sites.items():
                     if rec.routing_id is not None and rec.state != DEAD:
                         self._send(site, Stop(run_id=self.cfg.run_id, reason=stop_reason or status))
+            for rec in self.registry.sites.values():  # why each site stopped, for run.json
+                if rec.stop_reason is None:
+                    rec.stop_reason = stop_reason or status
             self.checkpoint()
             final = self._write_run_json(status, stop_reason)
             log.info("run_finished", status=status, reason=stop_reason, steps=self.scheduler.step,

@@ -126,8 +126,16 @@ class SiteNode:
         self.last_step = 0
         self._last_hello = time.monotonic()
         if self._send(Hello(versions=SUPPORTED_VERSIONS, policy=self.cfg.policy_summary,
-                            resume_step=getattr(self.learner, "steps_served", 0))):
+                            resume_step=self._releases())):
             log.info("hello_sent", site=self.cfg.site_id)
+
+    def _releases(self) -> int:
+        """How many steps this site has served so far (its ledger's count when it keeps one)."""
+        ledger = getattr(self.learner, "ledger", None)
+        count = getattr(ledger, "releases", None) if ledger is not None else None
+        if count is None:
+            count = getattr(self.learner, "steps_served", 0)
+        return int(count) if isinstance(count, int) and count >= 0 else 0
 
     # -- receiving ---------------------------------------------------------------------------------
 

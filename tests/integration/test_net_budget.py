@@ -37,5 +37,6 @@ def test_budget_exhaustion_removes_site_and_stops_below_quorum(tmp_path, phantom
     assert s1["steps_served"] == 3 == run["steps_done"]
     assert 0 < s1["epsilon"] <= 3.0
     assert run["sites"]["site-2"]["epsilon"] is None
+    assert run["sites"]["site-2"]["stop_reason"] == "quorum_impossible"
     assert any(e["event"] == "site_removed" and e["site"] == "site-1" for e in run["quorum_events"])
     assert (tmp_path / "kit" / "coordinator" / "state" / "checkpoint.safetensors").is_file()

@@ -82,12 +82,14 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
     state = tmp_path / "kit" / "coordinator" / "state"
     run = json.loads((state / "run.json").read_text())
     assert run["status"] == "completed" and run["stop_reason"] == "completed"
-    assert run["steps_done"] == 4 and run["rounds"] == 4
+    assert run["steps_done"] == 4 and run["rounds"] == 4 and run["incarnation"] == 1
+    assert run["step_time_s"]["n"] == 4 and run["wall_time_s"] > 0
     assert run["auth"]["denied"] >= 2 and run["handshake_failures"].get("auth", 0) >= 2
     assert run["drops_by_code"] == {} and run["protocol_errors"] == {}
     for k in (1, 2, 3):
         s = run["sites"][f"site-{k}"]
         assert s["steps_served"] == 4 and s["mode"] == "off" and s["hellos"] == 1
+        assert s["stop_reason"] == "completed" and s["epsilon"] is None
         assert s["mean_bytes_in_per_step"] > 2 * 4 * 32 * 32 * 4  # at least the float32 gradient
         assert s["mean_bytes_out_per_step"] > s["mean_bytes_in_per_step"]  # cond + fake out, grad in
     # nothing about patients in the logs or run.json
