@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label maps for synthetic pairs")
     parser.add_argument("--bank-dir", type=Path, default=None, help="label-map bank (with --condition-source bank)")
     parser.add_argument("--n-synthetic", type=int, default=0,
-                        help="synthetic pairs per training set (0: as many as Real-All's train slices)")
+                        help="synthetic pairs per training set (0: as many as Real-All's train slices for "
+                             "'synthetic', one per real slice for 'real-...+synthetic')")
     parser.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=64)

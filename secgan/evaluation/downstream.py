@@ -76,7 +76,11 @@ def training_set(
     condition_source: str = "procedural",
     bank_dir: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(images, segs) for ``spec``; synthetic pairs are drawn with ``seed`` (fresh per seed)."""
+    """(images, segs) for ``spec``; synthetic pairs are drawn with ``seed`` (fresh per seed).
+
+    ``n_synthetic`` None: a real+synthetic source gets one synthetic pair per real slice (1:1
+    augmentation), a synthetic-only source as many pairs as Real-All has train slices.
+    """
     images, segs = [], []
     if spec.real:
         im, _, sg = bench.real(spec.site)
@@ -85,7 +89,7 @@ def training_set(
     if spec.synthetic:
         if checkpoint is None:
             raise ConfigError(f"source {spec.name} needs a generator checkpoint")
-        n = n_synthetic or len(bench.real(None)[0])
+        n = n_synthetic or (len(images[0]) if images else len(bench.real(None)[0]))
         im, sg = synthetic_pairs(
             checkpoint, n=n, seed=seed, source=condition_source, bank_dir=bank_dir, image_size=bench.image_size
         )

@@ -63,9 +63,9 @@ def plot_dice_vs_epsilon(rows: Sequence[Mapping], path: str | Path, *, title: st
                 ax.axhspan(mean - std, mean + std, color=colour, alpha=0.08)
     ax.set_xlabel("target epsilon per site (delta fixed)")
     ax.set_ylabel("Dice (mean of WT, TC, ET)")
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylim(-0.03, 1.0)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

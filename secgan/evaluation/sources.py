@@ -176,46 +176,6 @@ def synthetic_pairs(
     return images, conds_to_segs(conds)
 
 
-def build_training_set(
-    spec: SourceSpec,
-    *,
-    data_root: Path | None,
-    image_size: int,
-    checkpoint: Path | None = None,
-    n_synthetic: int | None = None,
-    seed: int = 0,
-    condition_source: str = "procedural",
-    bank_dir: Path | None = None,
-    modalities: tuple[str, ...] = IMAGE_CHANNELS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (images, segs) a segmenter for ``spec`` trains on.
-
-    ``n_synthetic`` defaults to the number of pooled real train slices (so ``synthetic`` is as large
-    as ``real-all``); synthetic pairs are drawn with ``seed``.
-    """
-    images: list[np.ndarray] = []
-    segs: list[np.ndarray] = []
-    if spec.real:
-        if data_root is None:
-            raise ConfigError(f"source {spec.name} needs --data")
-        im, sg = load_real_train(data_root, site=spec.site, image_size=image_size, modalities=modalities)
-        images.append(im)
-        segs.append(sg)
-    if spec.synthetic:
-        if checkpoint is None:
-            raise ConfigError(f"source {spec.name} needs --checkpoint")
-        if n_synthetic is None:
-            if data_root is None:
-                raise ConfigError("give the number of synthetic pairs or --data to match the real set's size")
-            n_synthetic = len(load_real_train(data_root, site=None, image_size=image_size)[0])
-        im, sg = synthetic_pairs(
-            checkpoint, n=n_synthetic, seed=seed, source=condition_source, bank_dir=bank_dir, image_size=image_size
-        )
-        images.append(im)
-        segs.append(sg)
-    return np.concatenate(images), np.concatenate(segs)
-
-
 def drop_modality(images: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
     """A copy of ``images`` with the channels of ``modalities`` set to -1 (absent)."""
     out = np.array(images, dtype=np.float32, copy=True)

@@ -100,7 +100,8 @@ class SweepConfig:
     gan: GanConfig = field(default_factory=GanConfig)
     privacy: DPConfig = field(default_factory=DPConfig)
     missing_modality: MissingModalityConfig = field(default_factory=MissingModalityConfig)
-    # synthetic pairs per U-Net training set (0: as many as Real-All's train slices)
+    # synthetic pairs per U-Net training set (0: as many as Real-All's train slices for a synthetic
+    # source, one per real slice for real-subset-K+synthetic)
     n_synthetic: int = field(default=0, metadata=rng(min=0))
     augment_subsets: bool = True
     quality: bool = True
@@ -416,7 +417,9 @@ class Sweep:
             out.append(
                 f"Missing modality: a U-Net for site {mm.site} without {mm.modality} scores Dice {a['dice_mean']:.3f}; "
                 f"with the channel completed by the AsynDGAN generator (best of {mm.draws} draws matched on the "
-                f"present channels; test-time label maps predicted without the channel) {c['dice_mean']:.3f}."
+                f"present channels; test-time label maps predicted without the channel) {c['dice_mean']:.3f}. "
+                "Simplification: that generator was trained with every site holding all four modalities; the "
+                "site's missing channel is removed only for its segmenter and for the test images."
             )
         return out
 

@@ -59,14 +59,15 @@ def test_evaluate_command_synthetic_sources(phantom_root: Path, tmp_path: Path):
     assert np.array_equal(images.transpose(1, 0, 2, 3)[:, ~outside], raw.transpose(1, 0, 2, 3)[:, ~outside])
     assert (images.transpose(1, 0, 2, 3)[:, outside] == -1).all()
     assert np.array_equal(segs, conds_to_segs(conds))
-    for source in ("synthetic", "real-subset-1+synthetic"):
+    n_real = len(bench_real(phantom_root, 1))
+    # synthetic alone: as many pairs as asked; augmented by default 1:1 with the site's real slices
+    for source, extra, expected in (("synthetic", ["--n-synthetic", "24"], 24),
+                                    ("real-subset-1+synthetic", [], 2 * n_real)):
         out = tmp_path / source
         rc = main(["evaluate", "--train-source", source, "--data", str(phantom_root), "--out", str(out),
-                   "--checkpoint", str(ck), "--n-synthetic", "24", "--epochs", "1", "--quality", *TINY])
+                   "--checkpoint", str(ck), *extra, "--epochs", "1", "--quality", *TINY])
         assert rc == 0
-        result = json.loads((out / "evaluation.json").read_text())
-        n_real = 0 if source == "synthetic" else len(bench_real(phantom_root, 1))
-        assert result["train_slices"] == 24 + n_real
+        assert json.loads((out / "evaluation.json").read_text())["train_slices"] == expected
     q = json.loads((tmp_path / "real-subset-1+synthetic" / "evaluation.json").read_text())["quality"]
     assert 0.0 <= q["precision"] <= 1.0 and q["w1_mean"] > 0
 

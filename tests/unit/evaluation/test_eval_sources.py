@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from secgan.errors import ConfigError, DataError
+from secgan.evaluation.downstream import Workbench, training_set
 from secgan.evaluation.sources import (
     SourceSpec,
-    build_training_set,
     conds_to_segs,
     drop_modality,
     load_real_train,
@@ -62,12 +62,13 @@ def test_real_sources_and_test_set(phantom_root):
     assert len(test) == n_test
     # test patients keep their tumour-free brain slices too
     assert any(not (p.segs > 0).any(axis=(1, 2)).all() for p in test)
-    im, sg = build_training_set(parse_source("real-subset-2"), data_root=phantom_root, image_size=32)
+    bench = Workbench(phantom_root, 32)
+    im, sg = training_set(parse_source("real-subset-2"), bench, seed=0, checkpoint=None, n_synthetic=None)
     assert np.array_equal(im, im_2) and np.array_equal(sg, sg_2)
     with pytest.raises(DataError):
         load_real_train(phantom_root, site=9, image_size=32)
     with pytest.raises(ConfigError):
-        build_training_set(parse_source("synthetic"), data_root=phantom_root, image_size=32)
+        training_set(parse_source("synthetic"), bench, seed=0, checkpoint=None, n_synthetic=None)
 
 
 def test_conds_to_segs_and_drop_modality():
