@@ -67,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         seg.check_fits(args.image_size)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda, but no CUDA device is available")
     bench = Workbench(args.data, args.image_size)
     result = evaluate_source(
         spec, bench, seeds=args.seeds, segmenter=seg, checkpoint=args.checkpoint,

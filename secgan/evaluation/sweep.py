@@ -357,6 +357,11 @@ class Sweep:
 
     # -- the whole sweep ------------------------------------------------------------------------
     def run(self) -> list[dict]:
+        if "cuda" in (self.cfg.device, self.cfg.segmenter.device):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError("device = 'cuda', but no CUDA device is available")
         self.out.mkdir(parents=True, exist_ok=True)
         ensure_data(self.cfg, self.data_root)
         atomic_write_json(self.out / "sweep-config.json", to_dict(self.cfg))

@@ -84,3 +84,7 @@ def test_evaluate_command_errors(phantom_root: Path, tmp_path: Path, capsys):
     assert main(["evaluate", "--train-source", "real-subset-7", "--data", str(phantom_root), "--out", str(tmp_path),
                  *TINY]) == 2
     assert "site-7" in capsys.readouterr().err
+    if not __import__("torch").cuda.is_available():
+        assert main(["evaluate", "--train-source", "real-all", "--data", str(phantom_root), "--out", str(tmp_path),
+                     "--device", "cuda", *TINY]) == 2
+        assert "CUDA" in capsys.readouterr().err
