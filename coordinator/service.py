@@ -58,7 +58,7 @@ from secgan.transport import (
     self_check_rejects_unknown,
 )
 
-from coordinator.registry import DEAD, REMOVED, Registry
+from coordinator.registry import DEAD, REMOVED, WELCOMED, Registry
 from coordinator.runlog import RunLog
 from coordinator.scheduler import START, STOP, QuorumPolicy, Scheduler
 from coordinator.stages import check_stage
@@ -288,6 +288,9 @@ class Coordinator:
             if exc.code not in SILENT_CODES:
                 self._send(site, ErrorReply(code=exc.code, detail=wire.PROTOCOL_ERRORS.get(exc.code, "")[:200]),
                            routing_id=routing_id)
+        except SecganError as exc:  # e.g. a condition bank that cannot be read: this peer only
+            rec.drops["internal"] += 1
+            log.error("inbound_failed", site=site, error=type(exc).__name__)
 
     def _dispatch(self, site: str, routing_id: bytes, msg: Message, nbytes: int, now: float) -> None:
         if isinstance(msg, Hello):
@@ -314,7 +317,11 @@ class Coordinator:
         if (policy.get("mode") not in MODES or not isinstance(sources, list)
                 or not all(isinstance(s, str) and s in SOURCES for s in sources)):
             raise ProtocolError("bad_policy", "policy summary needs mode and accept_sources")
-        self.scheduler.on_site_lost(site)  # whatever it had in flight belonged to its old session
+        rec = self.registry[site]
+        if not (rec.state == WELCOMED and rec.routing_id == routing_id):
+            # a new connection (restart, reconnect): what it had in flight belonged to the old one;
+            # a repeated Hello on the same connection is only a retry and changes nothing
+            self.scheduler.on_site_lost(site)
         if self.cfg.condition_source not in sources:
             reason = f"the site's policy does not accept condition source {self.cfg.condition_source!r}"
             self.registry.exclude(site, routing_id=routing_id, reason="source_refused")

@@ -172,6 +172,9 @@ class SiteNode:
 
     def _on_welcome(self, msg: Welcome) -> None:
         if self.welcomed:
+            if msg.run_id == self.run_id:  # the answer to a repeated Hello: nothing changes
+                log.debug("duplicate_welcome")
+                return
             raise ProtocolError("unexpected_message", "already welcomed in this session")
         if msg.version not in SUPPORTED_VERSIONS:
             self._fatal("unsupported_version", 2)
@@ -206,7 +209,7 @@ class SiteNode:
             reply = self.learner.serve(msg)
         except ProtocolError:
             raise
-        except SecganError as exc:  # e.g. a privacy invariant: refuse this step, keep serving
+        except Exception as exc:  # noqa: BLE001 - a privacy invariant, a numeric error: refuse this step, keep serving
             log.error("serve_failed", error=type(exc).__name__)
             reply = Refusal(run_id=msg.run_id, round=msg.round, step=msg.step, code="site_error",
                             reason=type(exc).__name__)

@@ -69,7 +69,7 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
         assert _intruder(endpoint, spub, plaintext=False) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
         assert _intruder(endpoint, spub, plaintext=True) != zmq.EVENT_HANDSHAKE_SUCCEEDED
         coord.wait_for(r"handshake_rejected reason=auth", timeout=10, count=2)  # self-check + intruder
-        coord.wait_for(r"handshake_rejected reason=protocol", timeout=10)  # the plaintext client
+        coord.wait_for(r"handshake_rejected reason=(protocol|no_detail)", timeout=10)  # the plaintext client
 
         assert coord.wait(timeout=120) == 0, coord.tail()
         for s in sites:
@@ -88,7 +88,7 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
     assert run["drops_by_code"] == {} and run["protocol_errors"] == {}
     for k in (1, 2, 3):
         s = run["sites"][f"site-{k}"]
-        assert s["steps_served"] == 4 and s["mode"] == "off" and s["hellos"] == 1
+        assert s["steps_served"] == 4 and s["mode"] == "off" and s["hellos"] >= 1
         assert s["stop_reason"] == "completed" and s["epsilon"] is None
         assert s["mean_bytes_in_per_step"] > 2 * 4 * 32 * 32 * 4  # at least the float32 gradient
         assert s["mean_bytes_out_per_step"] > s["mean_bytes_in_per_step"]  # cond + fake out, grad in
