@@ -89,18 +89,17 @@ def _site_rows(out: Path, run_summary: dict, reports: dict[str, dict]) -> list[d
         info = sites.get(site, {})
         rep = reports.get(site, {})
         verdict = str(rep.get("verdict", "not run"))
-        claim = rep.get("epsilon", {}) if isinstance(rep.get("epsilon"), dict) else {}
-        lb = claim.get("empirical_lower_bound") if claim else None
+        claim = rep.get("epsilon") if isinstance(rep.get("epsilon"), dict) else {}
         rows.append({
             "site": site,
-            "mode": info.get("policy", {}).get("mode", "dpsgd") if isinstance(info.get("policy"), dict) else "dpsgd",
+            "mode": info.get("mode", claim.get("mode", "-")),
             "epsilon": _fmt(info.get("epsilon")),
-            "target": _fmt(info.get("policy", {}).get("target_epsilon") if isinstance(info.get("policy"), dict) else None),
+            "target": _fmt(claim.get("target")),
             "steps": info.get("steps_served", "-"),
             "stop": info.get("stop_reason") or "-",
             "verdict": verdict.capitalize(),
             "colour": VERDICT_COLOURS.get(verdict.lower(), "#555"),
-            "eps_lb": _fmt(lb),
+            "eps_lb": f"{_fmt(claim.get('empirical_lb'))} (resolvable: up to {_fmt(claim.get('max_resolvable'))})",
             "report_html": f"audits/{site}/report.html",
             "report_json": f"audits/{site}/report.json",
         })
