@@ -242,6 +242,15 @@ def test_site_survives_bad_frames_from_its_coordinator(tmp_path, phantom_root):
             site.wait_for(rf"inbound_rejected code={code}", timeout=10)
         assert site.p.poll() is None
 
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(st.lists(st.binary(max_size=300), min_size=1, max_size=4))
+        def garbage(frames):
+            me.send_raw(frames)
+            assert me.expect(ErrorReply, timeout=10)[1].code in wire.PROTOCOL_ERRORS
+
+        garbage()
+        assert site.p.poll() is None
+
         # (the envelope's round must not go back: the refused batch above was round 1)
         me.send(Welcome(version=1, run_id=run_id, image_size=32, model={}, condition_source="procedural"),
                 run=run_id, round=1)
