@@ -219,12 +219,16 @@ class Coordinator:
         if self.router is not None:
             self.router.disable_monitor()
             self.router.close(linger=self.cfg.tuning.linger_ms)
+            self.router = None
         if self.monitor is not None:
             self.monitor.close(0)
+            self.monitor = None
         if self.zap is not None:
             self.zap.stop()
+            self.zap = None
         if self.ctx is not None:
-            self.ctx.term()
+            self.ctx.destroy(linger=0)  # anything still open (a failed start) is closed, never waited on
+            self.ctx = None
 
     def _send(self, site: str, msg: Message, *, routing_id: bytes | None = None) -> int | None:
         """Encode and route one message; None when the site cannot be reached right now."""
@@ -391,7 +395,11 @@ class Coordinator:
         """Run until the run ends; returns the final run.json content."""
         if install_signals:
             self._install_signals()
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            self.close()  # stop the ZAP thread and release the port before reporting
+            raise
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
