@@ -24,12 +24,15 @@ CONDITION_SOURCES = ("procedural", "bank", "site")
 class ModelConfig:
     """Shape of the generator (a small U-Net) and of each site's PatchGAN discriminator."""
 
+    # channels of G's first stage (doubled at each stage)
     g_width: int = field(default=32, metadata=rng(min=4, max=256))
     # number of stride-2 stages of the U-Net encoder; the bottleneck is size / 2**g_depth pixels
     g_depth: int = field(default=4, metadata=rng(min=1, max=6))
+    # channels of D's first convolution (doubled at each stage)
     d_width: int = field(default=32, metadata=rng(min=4, max=256))
     # number of stride-2 stages of the discriminator; patches are size / 2**d_layers pixels apart
     d_layers: int = field(default=3, metadata=rng(min=1, max=5))
+    # length of the noise vector z, so one label map gives varied images
     noise_dim: int = field(default=16, metadata=rng(min=1, max=512))
     # where z enters G: tiled as extra input channels, projected at the bottleneck, or both
     noise_mode: str = field(default="both", metadata=choices(*NOISE_MODES))
@@ -46,17 +49,25 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # generator steps (one step: a batch of fakes for every site, then one G update)
     steps: int = field(default=200, metadata=rng(min=1))
     # fakes per site per step; also the number of patients a plain site samples per step
     batch_size: int = field(default=8, metadata=rng(min=1, max=4096))
+    # Adam learning rate of G
     lr_g: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
+    # Adam learning rate of each site's D
     lr_d: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
+    # Adam beta1 of G and D
     beta1: float = field(default=0.5, metadata=rng(min=0.0, max=0.999))
+    # Adam beta2 of G and D
     beta2: float = field(default=0.999, metadata=rng(min=0.0, max=0.9999))
+    # adversarial loss; minimax is the saturating form that targets the mixture of sites (see README)
     loss: str = field(default="bce", metadata=choices(*LOSSES))
     # the paper's L1 term against the real image; only legal with the site source and DP off
     l1_weight: float = field(default=0.0, metadata=rng(min=0.0))
+    # seeds model initialisation, conditions and noise vectors (never DP noise, see privacy.reproducible_noise)
     seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
+    # write a checkpoint every this many steps (and at the end)
     checkpoint_every: int = field(default=50, metadata=rng(min=1))
 
 
@@ -64,9 +75,13 @@ class TrainConfig:
 class DataConfig:
     # one directory per site (BraTS layout with split.json); relative paths resolve against the config file
     site_dirs: tuple[str, ...] = ()
+    # which patients of split.json to train on
     split: str = field(default="train", metadata=choices("train", "all"))
+    # where label maps come from: procedural (no patient data), bank (a folder the coordinator may hold), site (refused with DP)
     condition_source: str = field(default="procedural", metadata=choices(*CONDITION_SOURCES))
+    # folder of label maps for condition_source = bank
     bank_dir: str | None = None
+    # skip a malformed case with a warning instead of stopping
     skip_bad: bool = False
 
     def __post_init__(self) -> None:
@@ -82,7 +97,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     # one policy applied by every (simulated) site of an in-process run
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    # names the run in checkpoints and messages; 1-64 of letters, digits, '-', '_', '.'
     run_id: str = "run"
+    # cpu or cuda
     device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
     # write PNG previews of a few samples next to each checkpoint
     previews: bool = True

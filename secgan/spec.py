@@ -27,8 +27,11 @@ REGIONS: dict[str, tuple[int, ...]] = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)
 class ImageSpec:
     """Size of the 2-D slices the federation trains on."""
 
+    # in-plane size of the training slices, a multiple of 16
     size: int = field(default=64, metadata=rng(min=16, max=512))
+    # fixed: t1, t1ce, t2, flair
     image_channels: int = 4
+    # fixed: brain, ncr, ed, et
     cond_channels: int = 4
 
     def __post_init__(self) -> None:

@@ -40,14 +40,23 @@ LOOPBACK_PREFIX = "tcp://127.0.0.1:"
 class SocketTuning:
     """Queue, liveness and reconnect settings shared by both ends (milliseconds unless named)."""
 
+    # ZMQ_SNDHWM: messages queued per peer before sends block or drop
     sndhwm: int = field(default=256, metadata=rng(min=1))
+    # ZMQ_RCVHWM: messages queued on receive
     rcvhwm: int = field(default=256, metadata=rng(min=1))
+    # ZMQ_LINGER: how long unsent messages are kept after close
     linger_ms: int = field(default=200, metadata=rng(min=0))
+    # ZMTP heartbeat interval
     heartbeat_ivl_ms: int = field(default=1000, metadata=rng(min=1))
+    # a connection without traffic for this long is closed
     heartbeat_timeout_ms: int = field(default=5000, metadata=rng(min=1))
+    # the peer's time-to-live advertised in heartbeats
     heartbeat_ttl_ms: int = field(default=10000, metadata=rng(min=100))
+    # first reconnect delay after a connection is lost
     reconnect_ivl_ms: int = field(default=100, metadata=rng(min=1))
+    # the reconnect delay doubles up to this (0: no backoff)
     reconnect_ivl_max_ms: int = field(default=3000, metadata=rng(min=0))
+    # a CURVE handshake must finish within this (0: no limit)
     handshake_ivl_ms: int = field(default=5000, metadata=rng(min=0))
 
 
