@@ -159,14 +159,21 @@ def stage_train(cfg: DemoConfig, kits: dict[str, Path]) -> dict:
             spawn(f"site-{k}", py + ["site", "--config", str(kits[f"site-{k}"])])
         run_json = Path(ccfg.state_dir) / "run.json"
         deadline = time.monotonic() + cfg.timeout_s
-        with tqdm(total=cfg.steps, desc="generator steps", unit="step", file=sys.stdout) as bar:
+        reported = 0
+        # A bar on a terminal; on a pipe or CI log, one line per tenth of the run instead.
+        with tqdm(total=cfg.steps, desc="generator steps", unit="step", file=sys.stdout,
+                  disable=not sys.stdout.isatty(), mininterval=1.0) as bar:
             while procs["coordinator"].poll() is None:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"training did not finish within {cfg.timeout_s:.0f} s; logs in {logs}")
                 dead = [n for n, p in procs.items() if n != "coordinator" and p.poll() not in (None, 0)]
                 if len(dead) == cfg.sites:
                     raise RuntimeError(f"every site exited with an error; see {logs}")
-                bar.update(max(0, _steps_done(run_json) - bar.n))
+                done = _steps_done(run_json)
+                if bar.disable and done * 10 // cfg.steps > reported * 10 // cfg.steps:
+                    print(f"      {done}/{cfg.steps} generator steps", flush=True)
+                    reported = done
+                bar.update(max(0, done - bar.n))
                 time.sleep(0.5)
             bar.update(max(0, _steps_done(run_json) - bar.n))
         if procs["coordinator"].returncode != 0:
