@@ -13,6 +13,7 @@ Entry points:
 
 Modules: ``stats`` (Clopper-Pearson, empirical epsilon, ROC), ``neighbours`` (blocked exact
 nearest-neighbour search), ``features`` (pixels, contrastive embedding trained at audit time),
-``membership`` (attacks and their evaluation), ``memorisation`` (DCR, NNDR, C_T, near-duplicates),
-``rubric`` + ``rubric-v1.toml`` (verdict), ``report`` + ``templates/`` (HTML), ``signing``.
+``membership`` (attacks and their evaluation), ``memorisation`` (DCR, NNDR, C_T, near-duplicates,
+graded by patient-level permutation tests), ``rubric`` + ``rubric-v2.toml`` (verdict; ``rubric-v1.toml``
+kept so old reports can be re-graded), ``report`` + ``templates/`` (HTML), ``signing``.
 """

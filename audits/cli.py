@@ -23,7 +23,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument("--site-config", type=Path, default=d, metavar="FILE", help="the site's site.toml")
     p.add_argument("--synthetic", type=Path, default=d, metavar="DIR", help="folder with synthetic.safetensors")
     p.add_argument("--out", type=Path, default=d, metavar="REPORT_DIR", help="where report.json and report.html go")
-    p.add_argument("--rubric", type=Path, default=d, metavar="FILE", help="rubric TOML (default: rubric-v1.toml)")
+    p.add_argument("--rubric", type=Path, default=d, metavar="FILE", help="rubric TOML (default: rubric-v2.toml)")
     p.add_argument("--generator", type=Path, default=d, metavar="CHECKPOINT",
                    help="generator checkpoint: enables the projection attack")
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS if suppress else 0, help="audit seed (default 0)")

@@ -23,7 +23,7 @@ from secgan.logs import get_logger
 log = get_logger(__name__)
 
 # Tags that derive independent random streams from the one audit seed.
-_TAGS = {"subsample": 1, "embedding": 2, "attacks": 3, "memorisation": 4, "projection": 5, "split": 6}
+_TAGS = {"subsample": 1, "embedding": 2, "attacks": 3, "memorisation": 4, "projection": 5, "split": 6, "permutation": 7}
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,9 @@ def audit_arrays(
 
     memo = {}
     for space, (fm, fn, fs) in spaces.items():
-        memo[space] = memorisation_tests(fm, fn, fs, rng=config.stream("memorisation"), config=config.memorisation, device=config.device)
+        memo[space] = memorisation_tests(fm, fn, fs, rng=config.stream("memorisation"), config=config.memorisation,
+                                         device=config.device, train_groups=mg, hold_groups=ng,
+                                         perm_rng=config.stream("permutation"))
 
     run = [a for a in attacks if a["status"] == "run"]
     best = max(run, key=lambda a: a["epsilon"]["epsilon_lb"])

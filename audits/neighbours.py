@@ -114,3 +114,45 @@ def pairwise_sq_dists_blocks(
         qi = q[i0 : i0 + chunk]
         d2 = (qi * qi).sum(1)[:, None] + rn[None, :] - 2.0 * (qi @ r.T)
         yield i0, d2.clamp_(min=0.0)
+
+
+def nearest_per_group(
+    queries: np.ndarray | torch.Tensor,
+    refs: np.ndarray | torch.Tensor,
+    ref_groups: np.ndarray,
+    *,
+    chunk: int = 2048,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> np.ndarray:
+    """Distance from every query to the nearest reference of every group: [Nq, n_groups] float64.
+
+    Groups must be labelled 0..n_groups-1 (a patient index). Permutation tests reassign whole
+    groups, so they need this matrix once and then only take minima over columns.
+    """
+    q = flatten(queries)
+    r = flatten(refs)
+    if q.shape[1] != r.shape[1]:
+        raise DataError(f"queries have {q.shape[1]} features but references have {r.shape[1]}")
+    g = np.asarray(ref_groups, dtype=np.int64)
+    if g.shape != (r.shape[0],) or g.min() < 0:
+        raise DataError("ref_groups must be [Nr] non-negative group indices")
+    n_groups = int(g.max()) + 1
+    dev = torch.device(device)
+    q = q.to(dev, dtype)
+    r = r.to(dev, dtype)
+    mean = r.mean(0)
+    q, r = q - mean, r - mean  # centred: smaller norms, less cancellation
+    qn = (q * q).sum(1)
+    rn = (r * r).sum(1)
+    gt = torch.as_tensor(g, device=dev)
+    out = torch.empty((q.shape[0], n_groups), dtype=torch.float64)
+    for i0 in range(0, q.shape[0], chunk):
+        qi = q[i0 : i0 + chunk]
+        best = torch.full((qi.shape[0], n_groups), float("inf"), device=dev, dtype=dtype)
+        for j0 in range(0, r.shape[0], chunk):
+            d2 = (qn[i0 : i0 + chunk, None] + rn[None, j0 : j0 + chunk] - 2.0 * (qi @ r[j0 : j0 + chunk].T)).clamp_(min=0.0)
+            idx = gt[None, j0 : j0 + chunk].expand_as(d2)
+            best.scatter_reduce_(1, idx, d2, reduce="amin", include_self=True)
+        out[i0 : i0 + chunk] = best.sqrt().to("cpu", torch.float64)
+    return out.numpy()

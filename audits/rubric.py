@@ -1,8 +1,9 @@
 """The verdict: a versioned rubric file maps audit results to Green / Amber / Red / Critical.
 
 Every check yields a finding with its level and a plain-language reason; the overall verdict is
-the worst finding. The rubric is data (``rubric-v1.toml``), so changing a threshold means writing a
-new version, and each report records which version (and its SHA-256) graded it.
+the worst finding. The rubric is data (``rubric-v2.toml``; older versions stay beside it so old
+reports can be re-graded as they were), so changing a threshold means writing a new version, and
+each report records which version (and its SHA-256) graded it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from secgan.config import choices, load_dataclass, read_toml, rng
 from secgan.errors import ConfigError
 
 LEVELS = ("Green", "Amber", "Red", "Critical")
-DEFAULT_RUBRIC = Path(__file__).with_name("rubric-v1.toml")
+DEFAULT_RUBRIC = Path(__file__).with_name("rubric-v2.toml")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class MemorisationRubric:
     dcr_excess_amber: float = field(default=0.10, metadata=rng(min=0.0, max=1.0))
     dcr_excess_red: float = field(default=0.30, metadata=rng(min=0.0, max=1.0))
     dcr_p: float = field(default=0.01, metadata=rng(min=0.0, max=1.0))
+    # Added in rubric-v2; the defaults leave a rubric-v1 file grading exactly as it did.
+    ct_p: float = field(default=1.0, metadata=rng(min=0.0, max=1.0))  # 1.0: C_T needs no p-value
+    red_min_patients: int = field(default=0, metadata=rng(min=0))  # fewer distinct patients: at most Amber
+    slice_level_copies_amber: bool = False
 
 
 _LEVEL_CHOICES = choices("green", "amber", "red", "critical")
@@ -121,35 +126,82 @@ def _grade_attack(a: dict, m: MembershipRubric) -> list[dict]:
     return out
 
 
+def _patients_cap(lvl: str, patients: int | None, m: MemorisationRubric) -> tuple[str, str]:
+    """A finding driven by fewer than ``red_min_patients`` distinct patients is at most Amber:
+    with so few, patient-level chance and copying cannot be told apart."""
+    if lvl == "Red" and patients is not None and patients < m.red_min_patients:
+        return "Amber", (f"; at most Amber because it rests on {patients} patient(s), too few to tell "
+                         f"copying from chance (Red needs {m.red_min_patients})")
+    return lvl, ""
+
+
+def _p_text(r: dict) -> str:
+    if str(r.get("test", "")).startswith("patient permutation"):
+        return f"patient-level permutation p={r['p_value']:.2g}"
+    return f"p={r['p_value']:.2g}"
+
+
 def _grade_memorisation(space: str, r: dict, m: MemorisationRubric) -> list[dict]:
     out = []
     subj = f"memorisation/{space}"
-    ct = r["data_copying"].get("c_t")
+    dct = r["data_copying"]
+    ct = dct.get("c_t")
     if ct is None:
-        out.append(_f("Green", "memorisation", subj, f"data-copying test not computable: {r['data_copying'].get('reason')}"))
+        out.append(_f("Green", "memorisation", subj, f"data-copying test not computable: {dct.get('reason')}"))
     else:
+        p = dct.get("p_value")
+        significant = m.ct_p >= 1.0 or p is None or p < m.ct_p
         lvl = "Red" if ct <= m.ct_red else "Amber" if ct <= m.ct_amber else "Green"
         msg = {"Red": "synthetic images sit much closer to training images than new patients do (data-copying)",
                "Amber": "synthetic images sit somewhat closer to training images than new patients do",
                "Green": "no sign of data-copying"}[lvl]
-        out.append(_f(lvl, "memorisation", subj, f"{msg} (C_T = {ct:.2f})", c_t=ct))
+        extra = ""
+        if p is not None:
+            extra = f", {_p_text(dct)}"
+        if lvl != "Green" and not significant:
+            lvl, msg = "Green", "no significant sign of data-copying at the patient level"
+        patients = dct.get("distinct_nearest_train_patients")
+        lvl, cap = _patients_cap(lvl, patients, m)
+        if patients is not None:
+            extra += f", closest training images from {patients} patient(s)"
+        out.append(_f(lvl, "memorisation", subj, f"{msg} (C_T = {ct:.2f}{extra}){cap}", c_t=ct, p_value=p,
+                      patients=patients))
+
     d = r["near_duplicates"]
     frac, p = d["fraction"], d["p_value"]
+    patients = d.get("distinct_patients")
     lvl = "Green"
     if p < m.copies_p:
         lvl = "Red" if frac >= m.copies_fraction_red else "Amber" if frac >= m.copies_fraction_amber else "Green"
-    out.append(_f(lvl, "memorisation", subj,
-                  f"{d['count']} of {r['n_synthetic']} synthetic images are near-duplicates of training images "
-                  f"({100 * frac:.1f}%, about {100 * d['expected_fraction']:.0f}% expected by chance)",
-                  fraction=frac, p_value=p))
+    lvl, cap = _patients_cap(lvl, patients, m)
+    chance = d.get("slice_expected_fraction", d["expected_fraction"])
+    who = f" of {patients} patient(s)" if patients is not None and d["count"] else ""
+    reason = (f"{d['count']} of {r['n_synthetic']} synthetic images are near-duplicates of training images{who} "
+              f"({100 * frac:.1f}%, about {100 * chance:.0f}% expected by chance")
+    reason += f"; {_p_text(d)})" if "test" in d else ")"
+    slice_p = d.get("slice_binomial_p")
+    if (lvl == "Green" and m.slice_level_copies_amber and slice_p is not None and slice_p < m.copies_p
+            and frac >= m.copies_fraction_amber):
+        lvl = "Amber"
+        reason += ("; more than chance if the images were independent, but they rest on too few patients "
+                   "to be significant at the patient level: the site should look at them")
+    out.append(_f(lvl, "memorisation", subj, reason + cap, fraction=frac, p_value=p, patients=patients))
+
     dc = r["dcr"]
-    excess = dc["fraction_closer_to_train"] - dc["expected_fraction"]
+    excess = dc.get("excess", dc["fraction_closer_to_train"] - dc["expected_fraction"])
     lvl = "Green"
     if dc["p_value"] < m.dcr_p:
         lvl = "Red" if excess >= m.dcr_excess_red else "Amber" if excess >= m.dcr_excess_amber else "Green"
-    out.append(_f(lvl, "memorisation", subj,
-                  f"{100 * dc['fraction_closer_to_train']:.0f}% of synthetic images are closer to training than to held-out "
-                  f"images ({100 * dc['expected_fraction']:.0f}% expected)", excess=excess, p_value=dc["p_value"]))
+    patients = dc.get("distinct_patients_closer_to_train")
+    lvl, cap = _patients_cap(lvl, patients, m)
+    if "test" in dc:
+        reason = (f"{100 * dc['fraction_closer_to_train']:.0f}% of synthetic images are closer to training than to "
+                  f"held-out images ({100 * dc['expected_fraction']:.0f}% expected when patients are re-assigned at "
+                  f"random; {_p_text(dc)}; nearest images from {dc.get('distinct_nearest_patients')} patient(s))")
+    else:
+        reason = (f"{100 * dc['fraction_closer_to_train']:.0f}% of synthetic images are closer to training than to "
+                  f"held-out images ({100 * dc['expected_fraction']:.0f}% expected)")
+    out.append(_f(lvl, "memorisation", subj, reason + cap, excess=excess, p_value=dc["p_value"], patients=patients))
     return out
 
 

@@ -10,13 +10,14 @@ import pytest
 from audits.cohort import make_cohort
 from audits.core import AuditConfig, audit_arrays
 from audits.features import EmbeddingConfig
-from audits.memorisation import data_copying_ct, memorisation_tests
+from audits.memorisation import MemorisationConfig, data_copying_ct, memorisation_tests
 from audits.rubric import grade, load_rubric
 from secgan.errors import DataError
 
 from .phantoms import copies_of, phantom_slices
 
 CONFIG = AuditConfig(seed=3, embedding=EmbeddingConfig(epochs=3))
+FEW = MemorisationConfig(permutations=99)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,15 @@ def test_memorising_generator_is_red_with_auc_near_one(site) -> None:
     assert res["memorisation"]["pixels"]["near_duplicates"]["fraction"] > 0.25
     assert res["epsilon"]["empirical_lb"] > 0
     assert any(f["level"] == "Red" and f["area"] == "memorisation" for f in findings)
+    # patient-level permutation tests: every copied patient counts, and the p-values are the smallest possible
+    smallest = 1 / (CONFIG.memorisation.permutations + 1)
+    for space in ("pixels", "embedding"):
+        m = res["memorisation"][space]
+        assert m["dcr"]["p_value"] == pytest.approx(smallest) and m["dcr"]["test"] == "patient permutation"
+        assert m["near_duplicates"]["p_value"] == pytest.approx(smallest)
+        assert m["near_duplicates"]["distinct_patients"] >= 15
+    red = [f for f in findings if f["level"] == "Red" and f["area"] == "memorisation"]
+    assert any("closer to training" in f["reason"] for f in red)
     # the member-vs-member control stays near chance even when the attack is perfect
     assert all(abs(a["control"]["auc"] - 0.5) < 0.35 for a in res["attacks"] if a["status"] == "run")
 
@@ -65,6 +75,27 @@ def test_generator_of_other_patients_is_green(site) -> None:
             assert a["auc"] < 0.75
             assert a["positive"] == "member"
     assert res["epsilon"]["empirical_lb"] <= res["epsilon"]["max_resolvable"]
+
+
+def test_near_identical_noise_generator_is_not_red_on_memorisation(site) -> None:
+    """A barely trained generator: 64 near-identical noise images, audited against 18 training and
+    12 held-out patients. Every sample has the same nearest patient, so "closer to training" is all
+    or nothing; read as 64 independent draws it used to be Red (binomial p ~ 1e-14)."""
+    m, n = site["members"], site["nonmembers"]
+    keep_m, keep_n = m.groups < 18, n.groups < 32
+    members = make_cohort("members", m.images[keep_m], m.conds[keep_m], m.groups[keep_m])
+    nonmembers = make_cohort("non-members", n.images[keep_n], n.conds[keep_n], n.groups[keep_n])
+    g = np.random.default_rng(2)
+    noise = np.clip(g.uniform(-1, 1, size=(1, 4, 16, 16)) + g.normal(0, 0.02, size=(64, 4, 16, 16)), -1, 1)
+    res = audit_arrays(members, nonmembers, make_cohort("synthetic", noise.astype(np.float32)), config=CONFIG)
+    res["epsilon"].update(mode="dpsgd", claimed=8.0, delta=1e-5, target=8.0, ledger_found=True)
+    px = res["memorisation"]["pixels"]["dcr"]
+    assert px["fraction_closer_to_train"] == 1.0 and px["distinct_nearest_patients"] == 1
+    assert px["slice_binomial_p"] < 1e-10  # the independent-samples reading: Red under rubric-v1's thresholds
+    assert px["p_value"] > 0.3  # about the chance that one patient is a training patient (18 of 30)
+    _, findings = grade(res, load_rubric()[0])
+    memo = [f for f in findings if f["area"] == "memorisation"]
+    assert memo and all(f["level"] in ("Green", "Amber") for f in memo), memo
 
 
 def test_missing_models_are_reported_as_not_run(site) -> None:
@@ -115,18 +146,19 @@ def test_too_few_patients_mismatched_shapes_and_bad_arrays_are_named(site) -> No
 
 
 def test_data_copying_ct_on_constructed_data() -> None:
+    # every record its own "patient" here (no groups): the permutations stay few to keep this quick
     g = np.random.default_rng(5)
     train = g.normal(size=(400, 6)).astype(np.float32)
     test = g.normal(size=(300, 6)).astype(np.float32)
     fresh = g.normal(size=(300, 6)).astype(np.float32)
     copied = train[g.choice(400, 300)] + g.normal(scale=0.01, size=(300, 6)).astype(np.float32)
-    ct_copy = memorisation_tests(train, test, copied, rng=np.random.default_rng(0))["data_copying"]["c_t"]
-    ct_fresh = memorisation_tests(train, test, fresh, rng=np.random.default_rng(0))["data_copying"]["c_t"]
+    ct_copy = memorisation_tests(train, test, copied, rng=np.random.default_rng(0), config=FEW)["data_copying"]["c_t"]
+    ct_fresh = memorisation_tests(train, test, fresh, rng=np.random.default_rng(0), config=FEW)["data_copying"]["c_t"]
     assert ct_copy < -5
     assert abs(ct_fresh) < 2.5
     # under-fitting (samples far from train) is strongly positive
     far = g.normal(size=(300, 6)).astype(np.float32) * 3
-    assert memorisation_tests(train, test, far, rng=np.random.default_rng(0))["data_copying"]["c_t"] > 5
+    assert memorisation_tests(train, test, far, rng=np.random.default_rng(0), config=FEW)["data_copying"]["c_t"] > 5
 
 
 def test_data_copying_skips_small_cells_and_weights_by_test_mass() -> None:

@@ -15,8 +15,54 @@ def _results(*, lb: float, claimed: float | None, mode: str = "dpsgd") -> dict:
 
 def test_default_rubric_is_versioned_and_hashed() -> None:
     rubric, meta = load_rubric()
-    assert rubric.version == "rubric-v1" and meta["file"] == DEFAULT_RUBRIC.name
+    assert rubric.version == "rubric-v2" and meta["file"] == DEFAULT_RUBRIC.name == "rubric-v2.toml"
     assert len(meta["sha256"]) == 64
+    assert rubric.memorisation.red_min_patients == 3 and rubric.memorisation.ct_p == 0.01
+    # the earlier version stays loadable, so old reports can be re-graded as they were
+    v1, meta1 = load_rubric(DEFAULT_RUBRIC.with_name("rubric-v1.toml"))
+    assert v1.version == "rubric-v1" and meta1["sha256"] != meta["sha256"]
+    assert v1.memorisation.red_min_patients == 0 and v1.memorisation.ct_p == 1.0
+
+
+def _memo(*, dcr_p: float, patients: int, ct: float = 0.0, ct_p: float = 0.5) -> dict:
+    return {"n_synthetic": 100,
+            "dcr": {"fraction_closer_to_train": 0.95, "expected_fraction": 0.6, "excess": 0.35, "p_value": dcr_p,
+                    "test": "patient permutation", "distinct_nearest_patients": patients,
+                    "distinct_patients_closer_to_train": patients},
+            "near_duplicates": {"fraction": 0.0, "count": 0, "expected_fraction": 0.0, "slice_expected_fraction": 0.01,
+                                "p_value": 1.0, "slice_binomial_p": 1.0, "test": "patient permutation",
+                                "distinct_patients": 0},
+            "data_copying": {"c_t": ct, "p_value": ct_p, "test": "patient permutation (cells fixed)",
+                             "distinct_nearest_train_patients": patients, "cells": []}}
+
+
+def _memo_levels(memo: dict, rubric_file: str | None = None) -> dict[str, str]:
+    r = _results(lb=0.0, claimed=1.0)
+    r["memorisation"] = {"pixels": memo}
+    rubric = load_rubric(None if rubric_file is None else DEFAULT_RUBRIC.with_name(rubric_file))[0]
+    out = {}
+    for f in grade(r, rubric)[1]:
+        if f["area"] == "memorisation":
+            key = "ct" if "C_T" in f["reason"] else "dcr" if "closer to training than" in f["reason"] else "dup"
+            out[key] = f["level"], f["reason"]
+    return out
+
+
+def test_findings_resting_on_two_patients_are_at_most_amber() -> None:
+    assert _memo_levels(_memo(dcr_p=0.001, patients=5))["dcr"][0] == "Red"
+    level, reason = _memo_levels(_memo(dcr_p=0.001, patients=2))["dcr"]
+    assert level == "Amber" and "rests on 2 patient(s)" in reason
+    assert _memo_levels(_memo(dcr_p=0.3, patients=5))["dcr"][0] == "Green"
+    # rubric-v1 knew nothing of patient counts
+    assert _memo_levels(_memo(dcr_p=0.001, patients=2), "rubric-v1.toml")["dcr"][0] == "Red"
+
+
+def test_data_copying_needs_a_significant_permutation_p_value_in_v2() -> None:
+    assert _memo_levels(_memo(dcr_p=0.5, patients=5, ct=-7.0, ct_p=0.001))["ct"][0] == "Red"
+    level, reason = _memo_levels(_memo(dcr_p=0.5, patients=5, ct=-7.0, ct_p=0.4))["ct"]
+    assert level == "Green" and "permutation p=0.4" in reason
+    assert _memo_levels(_memo(dcr_p=0.5, patients=1, ct=-7.0, ct_p=0.001))["ct"][0] == "Amber"
+    assert _memo_levels(_memo(dcr_p=0.5, patients=5, ct=-7.0, ct_p=0.4), "rubric-v1.toml")["ct"][0] == "Red"
 
 
 def test_lower_bound_above_claim_is_critical() -> None:
