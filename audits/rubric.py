@@ -28,6 +28,9 @@ class MembershipRubric:
     tpr_at_1pct_lo_amber: float = field(default=0.05, metadata=rng(min=0.0, max=1.0))
     tpr_at_1pct_lo_red: float = field(default=0.20, metadata=rng(min=0.0, max=1.0))
     control_auc_deviation: float = field(default=0.25, metadata=rng(min=0.0, max=0.5))
+    # Holm-Bonferroni-adjust the attacks' p-values across all attacks run before comparing them with
+    # p_amber / p_red, so running more attacks does not raise the chance of a false alarm.
+    family_wise: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,23 @@ def _f(level: str, area: str, subject: str, reason: str, **values) -> dict:
     return {"level": level, "area": area, "subject": subject, "reason": reason, "values": values}
 
 
-def _grade_attack(a: dict, m: MembershipRubric) -> list[dict]:
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given), monotone and capped at 1."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _grade_attack(a: dict, m: MembershipRubric, *, p_adjusted: float | None = None) -> list[dict]:
     out = []
     subj = a["label"]
-    auc, p = a["auc"], a["auc_p_value"]
+    auc = a["auc"]
+    p = a["auc_p_value"] if p_adjusted is None else p_adjusted
     if auc >= m.auc_red and p < m.p_red:
         lvl = "Red"
     elif auc >= m.auc_amber and p < m.p_amber:
@@ -106,6 +122,8 @@ def _grade_attack(a: dict, m: MembershipRubric) -> list[dict]:
         "Amber": f"the attack tells members from non-members somewhat better than chance (AUC {auc:.2f}, p={p:.2g})",
         "Green": f"the attack is not significantly better than guessing (AUC {auc:.2f}, p={p:.2g})",
     }[lvl]
+    if p_adjusted is not None:
+        reason = reason.replace(f"p={p:.2g}", f"Holm-adjusted p={p:.2g}")
     out.append(_f(lvl, "membership", subj, reason, auc=auc, p_value=p))
     t1 = a["tpr_at_fpr"].get("0.01")
     if t1 is not None and not t1.get("resolvable", True):
@@ -234,8 +252,13 @@ def _grade_epsilon(e: dict, r: EpsilonRubric) -> list[dict]:
 def grade(results: dict, rubric: Rubric) -> tuple[str, list[dict]]:
     """(overall verdict, findings sorted worst first)."""
     findings: list[dict] = []
-    for a in results["attacks"]:
-        if a["status"] == "run":
+    run = [a for a in results["attacks"] if a["status"] == "run"]
+    if rubric.membership.family_wise and run:
+        adjusted = holm_adjust([a["auc_p_value"] for a in run])
+        for a, p_adj in zip(run, adjusted):
+            findings += _grade_attack(a, rubric.membership, p_adjusted=p_adj)
+    else:
+        for a in run:
             findings += _grade_attack(a, rubric.membership)
     for space, r in results["memorisation"].items():
         findings += _grade_memorisation(space, r, rubric.memorisation)

@@ -126,3 +126,34 @@ def test_auc_needs_significance() -> None:
     assert grade(base, rubric)[0] == "Red"
     base["attacks"] = [_attack(auc=0.65, p=0.03, tpr_lo=0.0, resolvable=True)]
     assert grade(base, rubric)[0] == "Amber"
+
+
+def test_holm_adjustment_known_answers() -> None:
+    from audits.rubric import holm_adjust
+
+    # textbook example: p = (0.01, 0.04, 0.03, 0.005), m = 4
+    adj = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert adj == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([]) == []
+    assert holm_adjust([0.9, 0.8]) == [1.0, 1.0]
+
+
+def test_v2_rubric_adjusts_attack_p_values_across_attacks() -> None:
+    from audits.rubric import grade, load_rubric
+
+    def attack(label: str, auc: float, p: float) -> dict:
+        return {"label": label, "status": "run", "auc": auc, "auc_p_value": p, "tpr_at_fpr": {},
+                "control": {"auc": None}}
+
+    results = {
+        "attacks": [attack("a", 0.80, 0.006)] + [attack(f"b{i}", 0.5, 0.5) for i in range(5)],
+        "memorisation": {},
+        "epsilon": {"claimed": None, "empirical_lb": 0.0, "max_resolvable": 0.0, "mode": "dpsgd",
+                    "ledger_found": True},
+    }
+    v1, _ = load_rubric(Path(__file__).resolve().parents[3] / "audits" / "rubric-v1.toml")
+    v2, _ = load_rubric()
+    f1 = [f for f in grade(results, v1)[1] if f["subject"] == "a"][0]
+    f2 = [f for f in grade(results, v2)[1] if f["subject"] == "a"][0]
+    assert f1["level"] == "Red"  # 0.006 < 0.01 alone
+    assert f2["level"] == "Amber" and "Holm-adjusted p=0.036" in f2["reason"]  # 6 x 0.006
