@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "run the generator coordinator of a federation (CURVE ROUTER, routed AsynDGAN rounds)"
+HELP = "run the generator coordinator of a federation (CURVE ROUTER, routed or secure-sum AsynDGAN rounds)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +50,7 @@ def build_service_config(cfg, manifest, *, progress: bool | None = None):
         condition_source=cfg.condition_source,
         bank_dir=Path(cfg.bank_dir) if cfg.bank_dir else None,
         aggregation=cfg.aggregation,
+        agreement_roster=manifest.agreement_roster() if cfg.aggregation == "secure-sum" else None,
         heartbeat_timeout_s=cfg.heartbeat_timeout_s,
         limits=cfg.wire,
         tuning=cfg.tuning,

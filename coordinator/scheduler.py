@@ -159,6 +159,9 @@ class Scheduler:
         if reply.epsilon is not None:
             self.registry[site].epsilon = float(reply.epsilon)
 
+    def on_masked(self, site: str, msg: Any, nbytes: int) -> None:
+        raise ProtocolError("unexpected_message", "routed run: masked contributions are not expected")
+
     def on_refusal(self, site: str, msg: Refusal) -> None:
         rnd = self.current
         rec = self.registry[site]

@@ -8,7 +8,10 @@ Lifecycle:
 3. Loop: receive and validate inbound messages (every failure is a counted, logged ProtocolError
    answered with an ErrorReply; nothing stops the loop), reap silent sites, run rounds through
    the :class:`~coordinator.scheduler.Scheduler`, checkpoint every ``checkpoint_every`` steps,
-   rewrite ``run.json`` periodically.
+   rewrite ``run.json`` periodically. With ``aggregation = "secure-sum"`` the rounds are run by
+   :class:`~coordinator.secure_sum.SecureSumScheduler` (one shared batch, masked contributions, the
+   sum applied once) and run.json gains a ``secure_sum`` block (bytes and time per round, retries,
+   the distributed-noise assumption); the participant keys come from the verified manifest.
 4. End: ``completed`` / ``quorum_lost`` / ``quorum_impossible`` -> Stop to every site, final
    checkpoint and run.json. SIGTERM/SIGINT -> checkpoint and run.json (status ``interrupted``) but
    NO Stop, so the sites keep waiting and rejoin a ``--resume``.
@@ -43,6 +46,7 @@ from secgan.messages import (
     Hello,
     Message,
     Refusal,
+    SecAggMasked,
     Stop,
     Welcome,
 )
@@ -67,6 +71,11 @@ log = get_logger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 RUN_JSON = "run.json"
+AGGREGATIONS = ("routed", "secure-sum")
+SECURE_SUM_SOURCES = ("procedural", "bank")
+# secure-sum: the highest round number ever announced, written before the round's first message so
+# a resumed run never reuses a (round, step, attempt) context, i.e. never asks for the same masks twice
+ROUND_MARK = "secure_sum_round.json"
 # Which protocol errors are answered (to the identified sender) and which only counted.
 SILENT_CODES = frozenset({"stale"})
 
@@ -87,7 +96,9 @@ class ServiceConfig:
     quorum: QuorumPolicy
     condition_source: str = "procedural"
     bank_dir: Path | None = None
-    aggregation: str = "routed"
+    aggregation: str = "routed"  # or "secure-sum" (needs agreement_roster)
+    # site id -> x25519_public from the VERIFIED manifest (secure-sum only)
+    agreement_roster: dict[str, str] | None = None
     heartbeat_timeout_s: float = 10.0
     limits: wire.WireLimits = field(default_factory=wire.WireLimits)
     tuning: SocketTuning = field(default_factory=SocketTuning)
@@ -110,8 +121,14 @@ def _nbytes(frames: list[Any]) -> int:
 
 class Coordinator:
     def __init__(self, cfg: ServiceConfig, *, resume: bool = False) -> None:
-        if cfg.aggregation != "routed":
-            raise SecganError(f"aggregation {cfg.aggregation!r} is not served by this coordinator (routed only)")
+        if cfg.aggregation not in AGGREGATIONS:
+            raise SecganError(f"aggregation {cfg.aggregation!r} is not served by this coordinator")
+        if cfg.aggregation == "secure-sum":
+            if cfg.condition_source not in SECURE_SUM_SOURCES:
+                raise SecganError("aggregation 'secure-sum' draws one shared batch at the coordinator: "
+                                  "condition_source must be 'procedural' or 'bank'")
+            if not cfg.agreement_roster or set(cfg.agreement_roster) != set(cfg.site_keys):
+                raise SecganError("aggregation 'secure-sum' needs every site's x25519_public from the manifest")
         self.cfg = cfg
         self.resume = resume
         self.state_dir = Path(cfg.state_dir)
@@ -173,8 +190,36 @@ class Coordinator:
             log.info("resumed", step=step, round=round_number)
         self.core = GeneratorCore(self.G, self.optimizer, conditions, batch_size=cfg.train.batch_size,
                                   noise_dim=cfg.model.noise_dim, generator=self.rng, device=cfg.device)
-        self.scheduler = Scheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
-                                   total_steps=cfg.train.steps, step=step, round_number=round_number)
+        if cfg.aggregation == "secure-sum":
+            from coordinator.secure_sum import SecureSumScheduler
+
+            if self.resume:
+                round_number = max(round_number, self._round_mark())
+            self.scheduler = SecureSumScheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
+                                                total_steps=cfg.train.steps, roster=cfg.agreement_roster,
+                                                step=step, round_number=round_number)
+        else:
+            self.scheduler = Scheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
+                                       total_steps=cfg.train.steps, step=step, round_number=round_number)
+
+    def _round_mark(self) -> int:
+        import json
+
+        path = self.state_dir / ROUND_MARK
+        if not path.is_file():
+            return 0
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise SecganError(f"{path}: unreadable secure-sum round mark") from exc
+        if not isinstance(data, dict) or data.get("run_id") != self.cfg.run_id or not isinstance(data.get("round"), int):
+            raise SecganError(f"{path}: the secure-sum round mark belongs to another run or is malformed")
+        return int(data["round"])
+
+    def _write_round_mark(self, round_number: int) -> None:
+        from secgan.fsio import atomic_write_json
+
+        atomic_write_json(self.state_dir / ROUND_MARK, {"run_id": self.cfg.run_id, "round": round_number})
 
     def checkpoint(self) -> Path:
         from secgan.checkpoint import save_checkpoint
@@ -301,6 +346,8 @@ class Coordinator:
             self._on_hello(site, routing_id, msg, now)
         elif isinstance(msg, GradientReply):
             self.scheduler.on_gradient(site, msg, nbytes)
+        elif isinstance(msg, SecAggMasked):
+            self.scheduler.on_masked(site, msg, nbytes)
         elif isinstance(msg, Refusal):
             log.info("site_refused", site=site, code=msg.code, final=msg.final)
             self.scheduler.on_refusal(site, msg)
@@ -382,7 +429,9 @@ class Coordinator:
                                         "min_sites": self.cfg.quorum.min_sites,
                                         "aggregation": self.cfg.aggregation,
                                         "condition_source": self.cfg.condition_source,
-                                        "step_time_s": self._step_time()})
+                                        "step_time_s": self._step_time(),
+                                        **({"secure_sum": self.scheduler.summary()}
+                                           if self.cfg.aggregation == "secure-sum" else {})})
 
     def _step_time(self) -> dict[str, Any]:
         stats: dict[str, Any] = _time_stats(self.step_seconds)
@@ -452,6 +501,8 @@ class Coordinator:
                             step_started = now
                         if self._first_round_at is None:
                             self._first_round_at = now
+                        if self.cfg.aggregation == "secure-sum":
+                            self._write_round_mark(self.scheduler.round_number + 1)
                         self.scheduler.start_round(now, lambda s, m: self._send(s, m))
                     elif decision == STOP:
                         status, stop_reason = ("completed" if reason == "completed" else "stopped"), reason

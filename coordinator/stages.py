@@ -8,12 +8,13 @@ be counted as ``stale`` rather than as protocol violations.
 from __future__ import annotations
 
 from secgan.errors import ProtocolError
-from secgan.messages import ErrorReply, GradientReply, Heartbeat, Hello, Message, Refusal
+from secgan.messages import ErrorReply, GradientReply, Heartbeat, Hello, Message, Refusal, SecAggMasked
 
 from coordinator.registry import REMOVED, WELCOMED
 
-# What a site may send at all; everything else (Welcome, FakeBatch, Stop) is coordinator -> site.
-SITE_MESSAGES = (Hello, GradientReply, Refusal, Heartbeat, ErrorReply)
+# What a site may send at all; everything else (Welcome, FakeBatch, SecAggAnnounce, Stop) is
+# coordinator -> site.
+SITE_MESSAGES = (Hello, GradientReply, SecAggMasked, Refusal, Heartbeat, ErrorReply)
 
 
 def check_stage(

@@ -449,6 +449,8 @@ class SiteEntry:
     site_id: str
     curve_public: bytes  # z85
     ed25519_public: Ed25519PublicKey
+    # secure-sum key agreement (64 lowercase hex); None in kits made before secure-sum existed
+    x25519_public: str | None = None
 
 
 @dataclass(frozen=True)
@@ -477,6 +479,16 @@ class Manifest:
         """site id -> z85 CURVE public key: the ZAP allow-list."""
         return {s.site_id: s.curve_public for s in self.sites}
 
+    def agreement_roster(self) -> dict[str, str]:
+        """site id -> x25519_public for secure-sum; ConfigError naming a site that has none."""
+        missing = [s.site_id for s in self.sites if s.x25519_public is None]
+        if missing:
+            raise ConfigError(
+                f"manifest: site(s) {', '.join(missing[:5])} have no x25519_public; secure-sum needs a kit "
+                "provisioned with agreement keys (re-run `secgan provision`)"
+            )
+        return {s.site_id: s.x25519_public for s in self.sites}  # type: ignore[misc]
+
 
 def manifest_dict(
     *,
@@ -484,11 +496,12 @@ def manifest_dict(
     coordinator_curve_public: bytes,
     coordinator_verify_key: Ed25519PublicKey | Ed25519PrivateKey,
     endpoint: str,
-    sites: Iterable[tuple[str, bytes, Ed25519PublicKey | Ed25519PrivateKey]],
+    sites: Iterable[tuple[Any, ...]],
     created: str,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    """The unsigned manifest as JSON data; ``sites`` are (site_id, curve_public, ed25519 key)."""
+    """The unsigned manifest as JSON data; ``sites`` are (site_id, curve_public, ed25519 key) or
+    (site_id, curve_public, ed25519 key, x25519_public hex) for secure-sum."""
     out: dict[str, Any] = {
         "federation": federation,
         "coordinator": {
@@ -496,15 +509,19 @@ def manifest_dict(
             "ed25519_public": public_b64(coordinator_verify_key),
             "endpoint": endpoint,
         },
-        "sites": [
-            {"site_id": sid, "curve_public": cpub.decode("ascii"), "ed25519_public": public_b64(vk)}
-            for sid, cpub, vk in sites
-        ],
+        "sites": [_site_dict(*entry) for entry in sites],
         "created": created,
     }
     if run_id is not None:
         out["run_id"] = run_id
     parse_manifest(out)  # never write what could not be loaded
+    return out
+
+
+def _site_dict(sid: str, cpub: bytes, vk: Any, x25519_public: str | None = None) -> dict[str, Any]:
+    out = {"site_id": sid, "curve_public": cpub.decode("ascii"), "ed25519_public": public_b64(vk)}
+    if x25519_public is not None:
+        out["x25519_public"] = x25519_public
     return out
 
 
@@ -538,6 +555,23 @@ def _ed_key(value: Any, where: str) -> Ed25519PublicKey:
         raise ConfigError(f"manifest: {where} is not a base64 Ed25519 public key") from None
 
 
+_X25519_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _x25519_hex(value: Any, where: str) -> str:
+    """A valid X25519 public key as 64 lowercase hex characters (the field is optional, never null)."""
+    _want(isinstance(value, str) and _X25519_HEX_RE.fullmatch(value) is not None,
+          f"{where} must be 64 lowercase hex characters")
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    try:
+        X25519PublicKey.from_public_bytes(bytes.fromhex(value))
+    except ValueError:
+        raise ConfigError(f"manifest: {where} is not an X25519 public key") from None
+    _want(value != "00" * 32, f"{where} is the all-zero key")
+    return value
+
+
 def parse_manifest(obj: Any) -> Manifest:
     """Schema check of an (already verified) manifest object; ConfigError naming the field."""
     _exact_keys(obj, {"federation", "coordinator", "sites", "created"}, {"run_id"}, "manifest")
@@ -560,7 +594,7 @@ def parse_manifest(obj: Any) -> Manifest:
     sites = []
     for i, s in enumerate(obj["sites"]):
         where = f"sites[{i}]"
-        _exact_keys(s, {"site_id", "curve_public", "ed25519_public"}, set(), where)
+        _exact_keys(s, {"site_id", "curve_public", "ed25519_public"}, {"x25519_public"}, where)
         _want(isinstance(s["site_id"], str) and _SITE_ID_RE.fullmatch(s["site_id"]) is not None,
               f"{where}.site_id must be 1-64 of [a-z0-9_-], starting with a letter or digit")
         _want(is_z85_key(s["curve_public"]), f"{where}.curve_public is not a z85 CURVE key")
@@ -569,6 +603,7 @@ def parse_manifest(obj: Any) -> Manifest:
                 site_id=s["site_id"],
                 curve_public=s["curve_public"].encode("ascii"),
                 ed25519_public=_ed_key(s["ed25519_public"], f"{where}.ed25519_public"),
+                x25519_public=_x25519_hex(s["x25519_public"], f"{where}.x25519_public") if "x25519_public" in s else None,
             )
         )
     ids = [s.site_id for s in sites]
@@ -577,6 +612,8 @@ def parse_manifest(obj: Any) -> Manifest:
     _want(len(set(curve)) == len(curve), "CURVE public keys must be unique (coordinator included)")
     ed = [public_raw(coordinator.ed25519_public)] + [public_raw(s.ed25519_public) for s in sites]
     _want(len(set(ed)) == len(ed), "Ed25519 public keys must be unique (coordinator included)")
+    xs = [s.x25519_public for s in sites if s.x25519_public is not None]
+    _want(len(set(xs)) == len(xs), "x25519_public keys must be unique")
     return Manifest(
         federation=fed, run_id=run_id, coordinator=coordinator, sites=tuple(sites), created=obj["created"]
     )

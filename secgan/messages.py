@@ -101,9 +101,47 @@ class ErrorReply:
     detail: str = ""
 
 
-Message = Hello | Welcome | FakeBatch | GradientReply | Refusal | Heartbeat | Stop | ErrorReply
+@dataclass(frozen=True)
+class SecAggAnnounce:
+    """coordinator -> site (secure-sum mode): the exact participant set and ring of one attempt.
+
+    The keys are relayed as the coordinator claims them; each site checks them against its own
+    verified manifest (``secgan.secagg.SecureSumClient.check``)."""
+
+    TYPE: ClassVar[str] = "secagg_announce"
+    run_id: str
+    round: int
+    step: int
+    attempt: int
+    participants: list[list[str]]  # [[site_id, x25519_public_hex], ...] sorted by site id
+    frac_bits: int
+    clip: float
+    modulus_bits: int
+    shape: list[int]  # shape of the gradient (= the fake batch)
+    set_digest: str  # hex SHA-256 of the attempt context (secgan.secagg.protocol.RoundContext)
+
+
+@dataclass(frozen=True)
+class SecAggMasked:
+    """site -> coordinator (secure-sum mode): one masked contribution. ``masked`` is int64 holding
+    ring elements (uint64 reinterpreted), in the announced shape."""
+
+    TYPE: ClassVar[str] = "secagg_masked"
+    run_id: str
+    round: int
+    step: int
+    attempt: int
+    set_digest: str
+    masked: torch.Tensor  # announced shape, int64
+    epsilon: float | None = None  # the site's accounted epsilon after this step (None if DP off)
+
+
+Message = (
+    Hello | Welcome | FakeBatch | GradientReply | Refusal | Heartbeat | Stop | ErrorReply | SecAggAnnounce | SecAggMasked
+)
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (Hello, Welcome, FakeBatch, GradientReply, Refusal, Heartbeat, Stop, ErrorReply)
+    for cls in (Hello, Welcome, FakeBatch, GradientReply, Refusal, Heartbeat, Stop, ErrorReply, SecAggAnnounce,
+                SecAggMasked)
 }

@@ -103,6 +103,9 @@ class CoordinatorConfig:
             raise ValueError("condition_source = 'bank' needs bank_dir")
         if self.aggregation == "secure-sum" and self.min_sites < 3:
             raise ValueError("aggregation = 'secure-sum' needs min_sites >= 3 (with two sites each learns the other's gradient)")
+        if self.aggregation == "secure-sum" and self.condition_source == "site":
+            raise ValueError("aggregation = 'secure-sum' shares one batch drawn at the coordinator: "
+                             "condition_source must be 'procedural' or 'bank'")
         if self.train.l1_weight > 0 and self.condition_source != "site":
             raise ValueError("train.l1_weight > 0 needs condition_source = 'site'")
         try:
@@ -136,6 +139,8 @@ class SiteConfig:
     state_dir: str = "state"  # ledger, release log, D checkpoints
     keys_dir: str = "keys"  # holds <site_id>.key and <site_id>.key_secret (CURVE)
     key_name: str | None = None  # default: site_id
+    # X25519 secure-sum agreement key (PEM, 0600); default keys_dir/<key name>.x25519
+    agreement_key: str | None = None
     signing_key: str = "signing.pem"  # Ed25519, signs this site's audit reports
     coordinator_endpoint: str = "tcp://127.0.0.1:5555"
     coordinator_public_key: str = "coordinator.key"  # pinned CURVE key of the coordinator
@@ -177,10 +182,17 @@ class SiteConfig:
     def curve_key_name(self) -> str:
         return self.key_name or self.site_id
 
+    @property
+    def agreement_key_path(self) -> Path:
+        if self.agreement_key is not None:
+            return Path(self.agreement_key)
+        return Path(self.keys_dir) / f"{self.curve_key_name}.x25519"
+
 
 COORDINATOR_PATH_KEYS = ("keys_dir", "signing_key", "manifest", "state_dir", "bank_dir")
 SITE_PATH_KEYS = (
     "data_dir", "state_dir", "keys_dir", "signing_key", "coordinator_public_key", "coordinator_signing_key", "manifest",
+    "agreement_key",
 )
 
 
@@ -233,6 +245,19 @@ def verify_coordinator_federation(cfg: CoordinatorConfig) -> "Manifest":
         raise ConfigError(f"min_sites = {cfg.min_sites} but the manifest lists {len(manifest.sites)} site(s)")
     if manifest.run_id is not None and manifest.run_id != cfg.run_id:
         raise ConfigError(f"run_id = {cfg.run_id!r} differs from the manifest's run_id {manifest.run_id!r}")
+    if cfg.aggregation == "secure-sum":
+        from secgan.secagg import resolve_threshold
+
+        manifest.agreement_roster()  # every site needs an x25519_public
+        try:
+            threshold = resolve_threshold(0, len(manifest.sites))
+        except ConfigError as exc:
+            raise ConfigError(f"aggregation = 'secure-sum': {exc}") from None
+        if cfg.min_sites < threshold:
+            raise ConfigError(
+                f"aggregation = 'secure-sum': min_sites = {cfg.min_sites} is below the default site threshold "
+                f"{threshold} (strict majority of {len(manifest.sites)} sites, at least 3); sites would refuse such rounds"
+            )
     return manifest
 
 
@@ -255,6 +280,18 @@ def verify_site_federation(cfg: SiteConfig) -> "Manifest":
     signing = keys.load_signing_key(cfg.signing_key)
     if keys.public_raw(signing) != keys.public_raw(entry.ed25519_public):
         raise ConfigError(f"signing_key: not the Ed25519 key the manifest lists for {cfg.site_id}")
+    if cfg.agreement_key_path.exists():
+        from secgan.errors import CryptoError
+        from secgan.secagg import load_agreement_key, public_hex
+
+        try:
+            agreement = public_hex(load_agreement_key(cfg.agreement_key_path))
+        except CryptoError as exc:
+            raise ConfigError(f"agreement_key: {exc}") from None
+        if agreement != entry.x25519_public:
+            raise ConfigError(f"agreement_key: not the x25519 key the manifest lists for {cfg.site_id}")
+    elif cfg.agreement_key is not None:
+        raise ConfigError(f"agreement_key: {cfg.agreement_key_path} does not exist")
     return manifest
 
 

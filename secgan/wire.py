@@ -248,6 +248,57 @@ class _IntList(_Spec):
         return tuple(v)
 
 
+class _Float(_Spec):
+    """A finite float in (lo, hi] (``lo_open``) or [lo, hi]; a JSON integer is accepted as a number."""
+
+    def __init__(self, lo: float, hi: float, *, lo_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def type_ok(self, v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def range_ok(self, v: Any) -> bool:
+        return math.isfinite(v) and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+
+    def convert(self, v: Any) -> Any:
+        return float(v)
+
+
+_HEX_RE = re.compile(r"[0-9a-f]*")
+
+
+class _Hex(_Spec):
+    """Lowercase hex of an exact length (digests, X25519 public keys)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def type_ok(self, v: Any) -> bool:
+        return isinstance(v, str)
+
+    def range_ok(self, v: Any) -> bool:
+        return len(v) == self.length and _HEX_RE.fullmatch(v) is not None
+
+
+class _IdKeyList(_Spec):
+    """``[[id, 64-hex key], ...]`` (a secure-sum participant set); stays a list of lists."""
+
+    def __init__(self, max_len: int = 1024) -> None:
+        self.max_len = max_len
+        self.id, self.key = _Id(1, 64), _Hex(64)
+
+    def type_ok(self, v: Any) -> bool:
+        return isinstance(v, list) and all(
+            isinstance(p, list) and len(p) == 2 and self.id.type_ok(p[0]) and self.key.type_ok(p[1]) for p in v
+        )
+
+    def range_ok(self, v: Any) -> bool:
+        return 1 <= len(v) <= self.max_len and all(self.id.range_ok(p[0]) and self.key.range_ok(p[1]) for p in v)
+
+    def convert(self, v: Any) -> Any:
+        return [list(p) for p in v]
+
+
 class _JsonObject(_Spec):
     """A small JSON object of plain values (policy summary, model parameters)."""
 
@@ -312,6 +363,16 @@ BODY_SPECS: dict[str, dict[str, _Spec]] = {
     "heartbeat": {},
     "stop": {"reason": _Text()},
     "error": {"code": _Id(1, 64), "detail": _Text()},
+    "secagg_announce": {
+        "attempt": _Int(0, 2**16),
+        "participants": _IdKeyList(),
+        "frac_bits": _Int(0, 48),
+        "clip": _Float(0.0, 1e12, lo_open=True),
+        "modulus_bits": _Int(2, 63),
+        "shape": _IntList(1, 2**31, 1, 8),
+        "set_digest": _Hex(64),
+    },
+    "secagg_masked": {"attempt": _Int(0, 2**16), "set_digest": _Hex(64), "epsilon": _OptFloat()},
 }
 
 # Codec allow-list: wire name -> (torch dtype, itemsize, floating?)
@@ -329,6 +390,8 @@ _DTYPE_NAMES = {v[0]: k for k, v in DTYPES.items()}
 TENSOR_SPECS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "fake_batch": (("cond", ("float32",)), ("fake", ("float32",))),
     "gradient": (("grad", ("float32", "int64")),),
+    # ring elements mod 2^k (k <= 63) reinterpreted as int64, in the announced (gradient) shape
+    "secagg_masked": (("masked", ("int64",)),),
 }
 
 TENSOR_KEYS = frozenset({"name", "dtype", "shape", "nbytes"})

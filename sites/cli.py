@@ -60,6 +60,34 @@ def build_learner(cfg: Any, dataset: Any) -> tuple[Any, Callable[[], None] | Non
     return learner, persist
 
 
+def build_secure_sum(cfg: Any, manifest: Any) -> Callable[[str], Any] | None:
+    """run id -> SecureSumClient, with every participant key taken from the manifest this site
+    verified itself; None when the kit has no agreement key for this site (routed runs only)."""
+    path = Path(cfg.agreement_key_path)
+    entry = manifest.site(cfg.site_id)
+    if not path.exists() or entry is None or entry.x25519_public is None:
+        return None
+    if any(s.x25519_public is None for s in manifest.sites):
+        return None
+    from secgan.errors import ConfigError
+    from secgan.logs import get_logger
+    from secgan.secagg import SecureSumClient, load_agreement_key, resolve_threshold
+
+    key = load_agreement_key(path)
+    roster = manifest.agreement_roster()
+    try:
+        resolve_threshold(cfg.policy.secure_sum_threshold, len(roster))
+    except ConfigError as exc:  # routed runs still work; a secure-sum Welcome ends this site with a reason
+        get_logger(__name__).warning("secure_sum_unavailable", reason=str(exc)[:200])
+        return None
+
+    def factory(run_id: str) -> Any:
+        return SecureSumClient(site_id=cfg.site_id, agreement_key=key, roster=roster, run_id=run_id,
+                               policy_threshold=cfg.policy.secure_sum_threshold)
+
+    return factory
+
+
 def run(args: argparse.Namespace) -> int:
     from secgan import keys
     from secgan.data.dataset import load_site
@@ -96,5 +124,6 @@ def run(args: argparse.Namespace) -> int:
         ),
         learner,
         persist=persist,
+        secure_sum=build_secure_sum(cfg, manifest),
     )
     return node.serve()

@@ -10,6 +10,15 @@ Session rule (documented in the README's operator notes):
 - the DEALER itself reconnects with exponential backoff (RECONNECT_IVL .. RECONNECT_IVL_MAX);
   while disconnected, sends fail immediately (IMMEDIATE) and are dropped rather than queued.
 
+Secure-sum mode (the Welcome says ``aggregation = "secure-sum"``): a FakeBatch is served by the
+learner as usual (which accounts and writes its ledger before returning) but the gradient is HELD,
+never sent; the following SecAggAnnounce is checked against this site's own verified manifest and
+policy threshold by its SecureSumClient, and only the masked vector goes out (or a Refusal naming
+the check that failed). A retry of the same step re-masks the held value with fresh masks: no new
+release, no new ledger charge. In sanitize mode the learner leaves the gradient un-noised and the
+site adds its noise share inside the masked vector; the ledger records the distributed-noise
+statement first.
+
 Every release goes through the learner (which accounts and writes its ledger before returning
 and saves D on its own cadence); a learner without persistence gets a ``persist`` hook called
 after each served step, so a kill -9 + restart resumes either way. Malformed
@@ -41,6 +50,7 @@ from secgan.messages import (
     Hello,
     Message,
     Refusal,
+    SecAggAnnounce,
     Stop,
     Welcome,
 )
@@ -52,6 +62,16 @@ log = get_logger(__name__)
 COORDINATOR = "coordinator"  # the replay-guard key of the one peer a site has
 REHELLO_CODES = frozenset({"not_welcomed", "unknown_peer", "wrong_run"})
 FATAL_CODES = frozenset({"unsupported_version", "source_refused"})
+AGGREGATIONS = ("routed", "secure-sum")
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A gradient released by the learner (paid for) and kept for this step's masked contributions."""
+
+    key: tuple[int, int]  # (round, step)
+    grad: Any  # torch.Tensor; never sent as is
+    epsilon: float | None
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 
 
@@ -76,13 +96,19 @@ class NodeConfig:
 
 
 class SiteNode:
-    def __init__(self, cfg: NodeConfig, learner: Any, *, persist: Callable[[], None] | None = None) -> None:
+    def __init__(self, cfg: NodeConfig, learner: Any, *, persist: Callable[[], None] | None = None,
+                 secure_sum: Callable[[str], Any] | None = None) -> None:
         """``learner``: serve(FakeBatch) -> GradientReply | Refusal, epsilon(), save().
         ``persist``: extra durable save after each served step (e.g. D + optimiser of a learner
-        whose save() keeps nothing)."""
+        whose save() keeps nothing). ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient``
+        built from the verified manifest's roster (None: this site cannot join secure-sum runs)."""
         self.cfg = cfg
         self.learner = learner
         self.persist = persist
+        self.secure_sum_factory = secure_sum
+        self.secagg: Any = None  # SecureSumClient of the current run (kept across sessions: masks never repeat)
+        self.aggregation = "routed"
+        self._held: _Held | None = None
         self.guard = wire.ReplayGuard()
         self.seq = wire.initial_seq()
         self.run_id = ""
@@ -158,6 +184,8 @@ class SiteNode:
             self._on_welcome(msg)
         elif isinstance(msg, FakeBatch):
             self._on_batch(msg)
+        elif isinstance(msg, SecAggAnnounce):
+            self._on_announce(msg)
         elif isinstance(msg, Stop):
             if self.run_id and msg.run_id != self.run_id:
                 raise ProtocolError("wrong_run", "stop for another run")
@@ -188,8 +216,21 @@ class SiteNode:
             log.error("welcome_refused", reason="condition_source", source=msg.condition_source)
             self._fatal("source_refused", 3)
             return
+        if msg.aggregation not in AGGREGATIONS:
+            log.error("welcome_refused", reason="aggregation", aggregation=msg.aggregation)
+            self._fatal("aggregation_unknown", 2)
+            return
+        if msg.aggregation == "secure-sum":
+            if self.secure_sum_factory is None:
+                log.error("welcome_refused", reason="secure_sum_unavailable")
+                self._fatal("secure_sum_unavailable", 2)
+                return
+            if self.secagg is None or self.secagg.run_id != msg.run_id:
+                self.secagg = self.secure_sum_factory(msg.run_id)
+                self._held = None
         if self.run_id and self.run_id != msg.run_id:
             log.warning("run_changed")
+        self.aggregation = msg.aggregation
         self.run_id = msg.run_id
         self.welcomed = True
         log.info("welcomed", site=self.cfg.site_id, run_id=msg.run_id, source=msg.condition_source,
@@ -204,9 +245,13 @@ class SiteNode:
         if key in self.served:
             raise ProtocolError("replay", "this round was already served")
         self.last_round, self.last_step = msg.round, msg.step
+        secure = self.aggregation == "secure-sum"
         t0 = time.perf_counter()
         try:
-            reply = self.learner.serve(msg)
+            if secure and hasattr(self.learner, "secure_sum_noise"):
+                reply = self.learner.serve(msg, distributed_noise=True)
+            else:
+                reply = self.learner.serve(msg)
         except ProtocolError:
             raise
         except Exception as exc:  # noqa: BLE001 - a privacy invariant, a numeric error: refuse this step, keep serving
@@ -224,9 +269,57 @@ class SiteNode:
         else:
             self.counts[f"refused_{reply.code}"] += 1
             log.warning("step_refused", code=reply.code, final=reply.final)
+        if secure and isinstance(reply, GradientReply):
+            # never sent in the clear: held until this step's announcement masks it
+            self._held = _Held(key=key, grad=reply.grad, epsilon=reply.epsilon)
+            log.info("batch_held", round=msg.round, step=msg.step, seconds=round(time.perf_counter() - t0, 4),
+                     epsilon=reply.epsilon)
+            return
         self._send(reply)
         log.info("batch_served", round=msg.round, step=msg.step, reply=reply.TYPE,
                  seconds=round(time.perf_counter() - t0, 4), epsilon=getattr(reply, "epsilon", None))
+
+    def _on_announce(self, ann: SecAggAnnounce) -> None:
+        from secgan.secagg import SecAggRefusal
+
+        if not self.welcomed:
+            raise ProtocolError("not_welcomed", "announcement before Welcome")
+        if self.aggregation != "secure-sum" or self.secagg is None:
+            raise ProtocolError("unexpected_message", "secure-sum announcement in a routed run")
+        if ann.run_id != self.run_id:
+            raise ProtocolError("wrong_run", "announcement for another run")
+        self.last_round, self.last_step = ann.round, ann.step
+        client = self.secagg
+        key = (ann.round, ann.step)
+        try:
+            client.check(ann)  # manifest keys, threshold, digest, attempt order: refuse before anything else
+            first = client.needs_gradient(ann)
+            held = self._held if self._held is not None and self._held.key == key else None
+            noise_std, generator = 0.0, None
+            if first and held is not None and hasattr(self.learner, "secure_sum_noise"):
+                noise_std, generator = self.learner.secure_sum_noise(threshold=client.threshold)
+            if held is not None and hasattr(self.learner, "record_distributed_noise"):
+                self.learner.record_distributed_noise(threshold=client.threshold, participants=len(ann.participants),
+                                                      first_attempt=first)
+            masked = client.contribute(ann, held.grad if (first and held is not None) else None,
+                                       noise_std=noise_std, generator=generator,
+                                       epsilon=held.epsilon if held is not None else None)
+        except SecAggRefusal as exc:
+            self._refuse_attempt(ann, exc.code, exc.detail or exc.code)
+            return
+        except SecganError as exc:  # e.g. a non-finite held gradient: refuse this attempt, keep serving
+            log.error("secagg_failed", error=type(exc).__name__)
+            self._refuse_attempt(ann, "site_error", type(exc).__name__)
+            return
+        self.counts["masked" if first else "remasked"] += 1
+        self._send(masked)
+        log.info("masked_sent", round=ann.round, step=ann.step, attempt=ann.attempt,
+                 participants=len(ann.participants), epsilon=masked.epsilon)
+
+    def _refuse_attempt(self, ann: SecAggAnnounce, code: str, reason: str) -> None:
+        self.counts[f"refused_{code}"] += 1
+        log.warning("secagg_refused", code=code, round=ann.round, attempt=ann.attempt)
+        self._send(Refusal(run_id=ann.run_id, round=ann.round, step=ann.step, code=code, reason=reason[:200]))
 
     def _on_error(self, msg: ErrorReply) -> None:
         log.warning("coordinator_error", code=msg.code)

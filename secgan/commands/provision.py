@@ -3,10 +3,12 @@
 Layout written under ``--out DIR`` (directories 0700, secret files 0600 from creation)::
 
     coordinator/coordinator.toml  keys/coordinator.key(+_secret)  signing.pem  signing.pub  manifest.json
-    site-K/site.toml  keys/site-K.key(+_secret)  signing.pem  signing.pub
+    site-K/site.toml  keys/site-K.key(+_secret)  keys/site-K.x25519  signing.pem  signing.pub
            coordinator.key (CURVE public only)  coordinator-signing.pub  manifest.json
 
-Each folder is what one party keeps; only public files are copied between them. In a real
+``site-K.x25519`` is the site's X25519 secure-sum agreement key (0600); its public half is in the
+signed manifest as ``x25519_public``, so sites take each other's keys from the manifest and the
+coordinator only relays them. Each folder is what one party keeps; only public files are copied between them. In a real
 deployment each site would generate its own keys and send only public keys to the coordinator;
 this command does everything in one place for demos and tests, and says so.
 """
@@ -34,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--federation", default="secgan", help="federation name (default secgan)")
     parser.add_argument("--data-root", type=Path, default=None, help="point site-K's data_dir at DATA_ROOT/site-K")
     parser.add_argument("--image-size", type=int, default=64, help="image size written into every config (default 64)")
+    parser.add_argument("--aggregation", choices=("routed", "secure-sum"), default="routed",
+                        help="aggregation written into coordinator.toml (default routed)")
     parser.add_argument("--force", action="store_true", help="overwrite keys, configs and manifest of an existing kit")
 
 
@@ -82,11 +86,13 @@ def provision(
     federation: str = "secgan",
     data_root: Path | None = None,
     image_size: int = 64,
+    aggregation: str = "routed",
     force: bool = False,
 ) -> dict[str, Path]:
     """Write the kit; returns {"coordinator": config path, "site-K": config path, ...}."""
     from secgan import keys
     from secgan.errors import ConfigError
+    from secgan.secagg import generate_agreement_key, write_agreement_key
     from secgan.spec import ImageSpec
     from secgan.settings import CoordinatorConfig, LOOPBACK_HOSTS, load_coordinator_config, load_site_config, verify_federation
 
@@ -107,7 +113,7 @@ def provision(
     try:  # refuse bad host/port/run id before writing anything
         CoordinatorConfig(
             host=host, port=port, allow_remote=remote, advertise=endpoint if advertise else None,
-            run_id=run_id or "run", image=ImageSpec(size=image_size),
+            run_id=run_id or "run", image=ImageSpec(size=image_size), aggregation=aggregation, min_sites=sites,
         )
     except ValueError as exc:
         raise ConfigError(f"provision: {exc}") from None
@@ -133,7 +139,8 @@ def provision(
         ssign = keys.generate_signing_key()
         keys.write_signing_key(sdir / "signing.pem", ssign)
         keys.write_verify_key(sdir / "signing.pub", ssign)
-        members.append((sid, keys.load_curve_public(spub_path), ssign))
+        x25519_public = write_agreement_key(sdir / "keys" / f"{sid}.x25519", generate_agreement_key())
+        members.append((sid, keys.load_curve_public(spub_path), ssign, x25519_public))
 
     manifest = keys.manifest_dict(
         federation=federation,
@@ -165,7 +172,7 @@ def provision(
                 "run_id": fresh_run,
                 "min_sites": sites,
                 "condition_source": "procedural",
-                "aggregation": "routed",
+                "aggregation": aggregation,
                 "image": {"size": image_size},
                 "train": {"steps": 200, "batch_size": 8},
             },
@@ -175,7 +182,7 @@ def provision(
     )
     written["coordinator"] = ctoml
 
-    for sid, _, _ in members:
+    for sid, *_ in members:
         sdir = out / sid
         keys.write_curve_public(sdir / "coordinator.key", coordinator_curve)
         keys.write_verify_key(sdir / "coordinator-signing.pub", csign)
@@ -229,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         federation=args.federation,
         data_root=args.data_root,
         image_size=args.image_size,
+        aggregation=args.aggregation,
         force=args.force,
     )
     get_logger(__name__).info("provisioned", sites=args.sites, out=str(args.out))

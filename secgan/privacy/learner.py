@@ -30,9 +30,7 @@ import torch
 from secgan.errors import BudgetExhausted, PrivacyError
 from secgan.logs import get_logger
 from secgan.messages import FakeBatch, GradientReply, Refusal
-from secgan.privacy.accounting import calibrate_noise
 from secgan.privacy.guards import check_policy, source_refusal
-from secgan.privacy.ledger import LedgerParams, PrivacyLedger
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.privacy.release_log import ReleaseLog
 from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rate
@@ -43,6 +41,7 @@ from secgan.spec import ImageSpec
 log = get_logger(__name__)
 
 FINGERPRINT_SALT = b"secgan.privacy.ledger.v1"
+DISTRIBUTED_NOISE_KEY = "distributed_noise"  # ledger.json: secure-sum noise statement (sanitize mode)
 
 
 def _derive_seed(*parts: int | str) -> int:
@@ -67,6 +66,7 @@ class SiteLearner:
         on_reserved: Callable[[int], None] | None = None,
     ) -> None:
         from secgan.models import build_discriminator
+        from secgan.privacy.ledger import LedgerParams, PrivacyLedger  # Opacus is imported only when needed
 
         check_policy(policy, l1_weight=train.l1_weight)
         if dataset.n_patients < 1:
@@ -186,7 +186,15 @@ class SiteLearner:
             save_module_state(self._state_file(i), module, opt, {"mode": self.policy.mode, "releases": self.ledger.releases})
         self._since_save = 0
 
-    def serve(self, msg: FakeBatch) -> GradientReply | Refusal:
+    def serve(self, msg: FakeBatch, *, distributed_noise: bool = False) -> GradientReply | Refusal:
+        """One release (accounted and logged before it is returned).
+
+        ``distributed_noise`` (secure-sum rounds): in sanitize mode the returned gradient is clipped
+        but NOT noised; the caller must add this site's share (``secure_sum_noise``) inside the
+        masked contribution and must never send the returned tensor itself. The ledger is charged
+        exactly as for a locally noised release: the sum carries at least the full noise as long as
+        the threshold of participants is honest (``record_distributed_noise`` writes that down).
+        """
         from secgan.step import check_fake_batch
 
         check_fake_batch(msg, self.image)
@@ -210,7 +218,7 @@ class SiteLearner:
             )
         if self._on_reserved is not None:
             self._on_reserved(self.ledger.releases)
-        grad = self._update_and_release(msg)
+        grad = self._update_and_release(msg, distributed_noise=distributed_noise)
         self.release_log.append(step=msg.step, round=msg.round, run_id=msg.run_id, tensors={"grad": grad}, epsilon_after=eps)
         self._since_save += 1
         if self._since_save >= self.train.checkpoint_every:
@@ -231,6 +239,8 @@ class SiteLearner:
             return None
         if p.noise_multiplier is not None:
             return float(p.noise_multiplier)
+        from secgan.privacy.accounting import calibrate_noise
+
         sigma = calibrate_noise(target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate, steps=p.planned_steps)
         if p.mode == "sanitize":
             sigma = sigma / effective_noise_multiplier(1.0, rows=self.train.batch_size)
@@ -253,7 +263,44 @@ class SiteLearner:
             torch.as_tensor(np.ascontiguousarray(img), device=self.device),
         )
 
-    def _update_and_release(self, msg: FakeBatch) -> torch.Tensor:
+    def secure_sum_noise(self, *, threshold: int) -> tuple[float, torch.Generator | None]:
+        """This site's Gaussian noise share for a secure-sum round: (std, the learner's noise
+        generator) in sanitize mode, (0, None) otherwise (dpsgd noise is inside D's training)."""
+        if self.policy.mode != "sanitize":
+            return 0.0, None
+        from secgan.secagg import noise_share_std
+
+        return noise_share_std(self.noise_multiplier * self.policy.clip_norm, threshold=threshold), self._noise
+
+    def record_distributed_noise(self, *, threshold: int, participants: int, first_attempt: bool) -> dict | None:
+        """Write the distributed-noise statement (assumption, threshold, slack) into the ledger,
+        durably, before the masked contribution it describes is sent. Sanitize mode only."""
+        if self.policy.mode != "sanitize":
+            return None
+        from secgan.secagg import distributed_noise_statement
+
+        stmt = distributed_noise_statement(sigma_total=self.noise_multiplier * self.policy.clip_norm,
+                                           threshold=threshold, participants=participants)
+        data = self.ledger._data  # SEAM: PrivacyLedger has no public annotate(); reserve_step keeps extra keys
+        prev = data.get(DISTRIBUTED_NOISE_KEY) or {}
+        releases = int(prev.get("releases", 0)) + (1 if first_attempt else 0)
+        note = {
+            **stmt,
+            "releases": releases,
+            "participants_min": min(participants, int(prev.get("participants_min", participants))),
+            "variance_slack_max": max(stmt["variance_slack"], float(prev.get("variance_slack_max", 0.0))),
+        }
+        old = dict(data)
+        data[DISTRIBUTED_NOISE_KEY] = note
+        try:
+            self.ledger._write()
+        except BaseException:
+            data.clear()
+            data.update(old)
+            raise
+        return note
+
+    def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False) -> torch.Tensor:
         """D update (mode-specific) and the gradient to send; returns a CPU float32 tensor."""
         from secgan.step import discriminator_step, generator_gradient
 
@@ -276,6 +323,11 @@ class SiteLearner:
             idx = self._rng.choice(members, size=take, replace=False) if take else np.zeros(0, np.int64)
             real_cond, real_img = self._real_rows(idx)
             self._shards.train_step(k, real_cond, real_img, cond, fake, loss=loss)
+            if distributed_noise:  # clipped only: the noise share is added inside the masked vector
+                from secgan.privacy.sanitize import clip_rows
+
+                g = generator_gradient(self._shards.discriminators[k], cond, fake, loss=loss).cpu()
+                return clip_rows(g, self.policy.clip_norm).detach().to(torch.float32).contiguous()
             grad = sanitized_gradient(
                 self._shards.discriminators[k],
                 cond,

@@ -13,6 +13,10 @@ Coordinator: agg = SecureSumAggregator(run_id=..., roster=...); ann = agg.begin(
              total = agg.result()
 Provisioning: public_hex = write_agreement_key(path, generate_agreement_key()) and publish it in the
              signed manifest as the site's "x25519_public".
+
+The services use these recipes: ``coordinator.secure_sum.SecureSumScheduler`` and the secure-sum
+path of ``sites.node.SiteNode`` (``aggregation = "secure-sum"`` in coordinator.toml; the messages
+live in ``secgan.messages``; ``masked`` travels in the announced gradient shape).
 """
 
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec, modulus_bits_for

@@ -309,7 +309,8 @@ class SecureSumClient:
         self._last_attempt = ann.attempt
         self._last_set = frozenset(ctx.ids)
         return SecAggMasked(run_id=self.run_id, round=ann.round, step=ann.step, attempt=ann.attempt,
-                            set_digest=ann.set_digest, masked=torch.from_numpy(masked.view(np.int64).copy()),
+                            set_digest=ann.set_digest,
+                            masked=torch.from_numpy(masked.view(np.int64).reshape(ctx.shape).copy()),
                             epsilon=epsilon)
 
     @property
@@ -442,9 +443,9 @@ class SecureSumAggregator:
         if msg.set_digest != ctx.digest().hex():
             raise ProtocolError("secagg_set_mismatch", "contribution bound to another participant set")
         t = msg.masked
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.dim() != 1 or t.numel() != ctx.length:
-            raise ProtocolError("secagg_bad_vector", "masked vector must be int64 of the announced length")
-        vec = t.detach().cpu().numpy().view(np.uint64)
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or tuple(t.shape) != ctx.shape:
+            raise ProtocolError("secagg_bad_vector", "masked vector must be int64 of the announced shape")
+        vec = t.detach().cpu().contiguous().numpy().view(np.uint64).reshape(-1)
         if np.any(vec > ctx.codec.mask):
             raise ProtocolError("secagg_bad_vector", "masked vector has elements outside the ring")
         self._received[site_id] = vec.copy()

@@ -3,8 +3,9 @@ with CURVE (ZAP allow-list, sites identified by their CURVE key), keys from an E
 manifest. One site is killed mid-round; the round is retried without it and the run finishes.
 A final round with a substituted key is refused by the site it targets.
 
-The services (coordinator/, sites/) do not carry these messages yet; this test drives the
-secure-sum state machines over plain sockets with a minimal JSON + raw-buffer framing of its own.
+This test drives the secure-sum state machines alone over plain sockets with a minimal JSON +
+raw-buffer framing of its own, including a coordinator that substitutes a key; the services
+themselves are exercised end to end by test_secagg_services.py.
 Run as ``python -m tests.integration.test_secagg_network CONFIG`` it is one site process.
 """
 
@@ -206,7 +207,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
                 site, header, payload = got
                 if header["type"] == "secagg_masked":
                     fields = {k: v for k, v in header.items() if k != "type"}
-                    masked = torch.from_numpy(np.frombuffer(payload, dtype="<i8").copy())
+                    masked = torch.from_numpy(np.frombuffer(payload, dtype="<i8").copy()).reshape(SHAPE)
                     try:
                         agg.accept(site, SecAggMasked(masked=masked, **fields))
                     except ProtocolError as exc:
@@ -238,7 +239,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
                 codes[site] = header["code"]
                 agg.refused(site, header["code"])
             else:
-                agg.accept(site, SecAggMasked(masked=torch.from_numpy(np.frombuffer(payload, dtype="<i8").copy()),
+                agg.accept(site, SecAggMasked(masked=torch.from_numpy(np.frombuffer(payload, dtype="<i8").copy()).reshape(SHAPE),
                                               **{k: v for k, v in header.items() if k != "type"}))
         assert codes == {"site-1": "secagg_key_mismatch"}
         with pytest.raises(SecAggRoundFailed):
