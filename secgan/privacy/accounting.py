@@ -16,10 +16,9 @@ import warnings
 from functools import lru_cache
 from typing import Iterable, Sequence
 
+from importlib.metadata import version as _dist_version
+
 import numpy as np
-import opacus
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis import rdp as _rdp
 
 from secgan.errors import PrivacyError
 
@@ -27,8 +26,11 @@ ACCOUNTANT = "rdp"
 # Bump SCHEME_VERSION whenever the way this module turns a history into epsilon changes
 # (orders, conversion, history layout); ledgers written under another version are refused.
 SCHEME_VERSION = 1
-ACCOUNTANT_VERSION = f"opacus-{opacus.__version__}+secgan-rdp-{SCHEME_VERSION}"
-ORDERS: tuple[float, ...] = tuple(RDPAccountant.DEFAULT_ALPHAS)
+# Opacus is imported where the math runs, not here: a site in mode "off" (and every import of the
+# ledger) should not pay for it. The version string comes from the installed distribution.
+ACCOUNTANT_VERSION = f"opacus-{_dist_version('opacus')}+secgan-rdp-{SCHEME_VERSION}"
+# The orders of opacus.accountants.RDPAccountant.DEFAULT_ALPHAS (a test keeps them equal).
+ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
 INT_ORDERS: tuple[float, ...] = tuple(a for a in ORDERS if float(a).is_integer())
 
 Entry = tuple[float, float, int]  # (noise multiplier sigma, sampling rate q, steps)
@@ -52,6 +54,8 @@ def _check_delta(delta: float) -> None:
 def _one_step_rdp(sigma: float, q: float, orders: tuple[float, ...] = ORDERS) -> tuple[float, ...]:
     # RDP composes linearly in the number of steps, so one step's curve is all that is ever
     # computed (the series Opacus evaluates for fractional orders is slow: ~0.1 s a curve).
+    from opacus.accountants.analysis import rdp as _rdp
+
     return tuple(float(v) for v in _rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(orders)))
 
 
@@ -72,6 +76,8 @@ def _epsilon_of(rdp: np.ndarray, delta: float, orders: tuple[float, ...] = ORDER
         # Opacus warns when the optimum sits at the edge of the order range; the value is still a
         # valid (if looser) upper bound, which is all a ledger needs.
         warnings.simplefilter("ignore")
+        from opacus.accountants.analysis import rdp as _rdp
+
         eps, _ = _rdp.get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
     eps = float(eps)
     return math.inf if math.isnan(eps) else eps

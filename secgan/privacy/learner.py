@@ -281,8 +281,7 @@ class SiteLearner:
 
         stmt = distributed_noise_statement(sigma_total=self.noise_multiplier * self.policy.clip_norm,
                                            threshold=threshold, participants=participants)
-        data = self.ledger._data  # SEAM: PrivacyLedger has no public annotate(); reserve_step keeps extra keys
-        prev = data.get(DISTRIBUTED_NOISE_KEY) or {}
+        prev = self.ledger.to_dict().get(DISTRIBUTED_NOISE_KEY) or {}
         releases = int(prev.get("releases", 0)) + (1 if first_attempt else 0)
         note = {
             **stmt,
@@ -290,14 +289,7 @@ class SiteLearner:
             "participants_min": min(participants, int(prev.get("participants_min", participants))),
             "variance_slack_max": max(stmt["variance_slack"], float(prev.get("variance_slack_max", 0.0))),
         }
-        old = dict(data)
-        data[DISTRIBUTED_NOISE_KEY] = note
-        try:
-            self.ledger._write()
-        except BaseException:
-            data.clear()
-            data.update(old)
-            raise
+        self.ledger.annotate(DISTRIBUTED_NOISE_KEY, note)
         return note
 
     def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False) -> torch.Tensor:

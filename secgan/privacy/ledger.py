@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class LedgerParams:
 
 
 # Fields compared on open, in this order (the first mismatch is named).
+# Keys written by the accounting itself (creation and reserve_step); annotate() may not touch them.
+_ACCOUNTING_KEYS = frozenset({"format", "history", "steps", "releases", "epsilon", *(f.name for f in fields(LedgerParams))})
 BOUND_FIELDS = ("dataset_fingerprint", "mode", "delta", "target_epsilon", "clip_norm", "accountant", "policy_hash")
 
 
@@ -258,6 +260,20 @@ class PrivacyLedger:
             self._data = old
             raise
         return self.epsilon
+
+    def annotate(self, key: str, value: Any) -> None:
+        """Record a statement next to the accounting (e.g. the distributed-noise assumption of a
+        secure-sum site), durably, before whatever it describes is released. Accounting keys are
+        refused: they change only through reserve_step."""
+        if key in _ACCOUNTING_KEYS:
+            raise PrivacyError(f"ledger key {key!r} is set by the accounting itself, not by annotate()")
+        old = dict(self._data)
+        self._data[key] = value
+        try:
+            self._write()
+        except BaseException:
+            self._data = old
+            raise
 
     def _write(self) -> None:
         atomic_write_json(self.path, self._data)
