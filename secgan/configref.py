@@ -111,7 +111,25 @@ def cli_reference() -> str:
     return "\n".join(parts)
 
 
+def write_readme(path: str) -> None:
+    """Replace the generated sections of the README between their BEGIN/END markers."""
+    import re
+    from pathlib import Path
+
+    p = Path(path)
+    text = p.read_text()
+    for name, body in (("CONFIG REFERENCE", reference()), ("CLI REFERENCE", cli_reference())):
+        pattern = re.compile(rf"(<!-- BEGIN {name}[^>]*-->\n).*?(<!-- END {name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{path}: no BEGIN/END {name} markers")
+        text = pattern.sub(lambda m: m.group(1) + body.strip() + "\n" + m.group(2), text)
+    p.write_text(text)
+
+
 if __name__ == "__main__":
     import sys
 
-    print(cli_reference() if sys.argv[1:] == ["cli"] else reference())
+    if sys.argv[1:2] == ["--write"]:
+        write_readme(sys.argv[2])
+    else:
+        print(cli_reference() if sys.argv[1:] == ["cli"] else reference())

@@ -53,26 +53,40 @@ class CoordinatorConfig:
 
     # ROUTER bind address; anything but loopback needs allow_remote = true
     host: str = "127.0.0.1"
+    # ROUTER port; the only port of a federation, open it to the sites' addresses only
     port: int = field(default=5555, metadata=rng(min=1, max=65535))
+    # must be true to bind or advertise anything but loopback (a deliberate step)
     allow_remote: bool = False
     # the endpoint sites connect to (written into the manifest); default tcp://host:port
     advertise: str | None = None
     keys_dir: str = "keys"  # holds <key_name>.key and <key_name>.key_secret (CURVE)
+    # file stem of the CURVE key pair in keys_dir
     key_name: str = "coordinator"
     signing_key: str = "signing.pem"  # Ed25519, signs the manifest
+    # the signed federation manifest (site ids and public keys)
     manifest: str = "manifest.json"
     state_dir: str = "state"  # checkpoints, run.json
+    # names the run; messages of another run are dropped as wrong_run
     run_id: str = "run"
     # quorum: a round completes with answers from at least this many sites
     min_sites: int = field(default=1, metadata=rng(min=1, max=1024))
+    # a site that has not answered a round by then is left out of that step
     round_deadline_s: float = field(default=120.0, metadata=_POSITIVE)
+    # a step retried this often without a quorum stops the run (quorum_lost)
     max_round_attempts: int = field(default=3, metadata=rng(min=1, max=100))
+    # kept for symmetry with sites; the coordinator itself sends no heartbeats
     heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
+    # an idle site silent this long is marked dead (readmitted when it says Hello again)
     heartbeat_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
+    # how often state_dir/run.json is rewritten during the run
     run_json_every_s: float = field(default=5.0, metadata=_POSITIVE)
+    # where label maps come from: procedural (no patient data), bank (bank_dir), site (refused with DP)
     condition_source: str = field(default="procedural", metadata=choices(*CONDITION_SOURCES))
+    # folder of label maps the coordinator may legitimately hold, for condition_source = bank
     bank_dir: str | None = None
+    # routed: each site its own batch; secure-sum: one batch, the coordinator learns only the sum
     aggregation: str = field(default="routed", metadata=choices(*AGGREGATIONS))
+    # where G runs: cpu or cuda
     device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
     image: ImageSpec = field(default_factory=ImageSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -132,9 +146,12 @@ class SiteConfig:
     ``train.loss``, betas; ``train.batch_size`` is the plain-mode batch); ``policy`` is the site's
     own privacy policy, which the coordinator can read a summary of but never change."""
 
+    # this site's id in the manifest (its CURVE key, not this name, identifies it)
     site_id: str
     data_dir: str  # BraTS-layout folder with split.json
+    # train on the train patients of split.json (held-out ones stay for audits) or on all
     split: str = field(default="train", metadata=choices("train", "all"))
+    # skip a malformed case with a warning instead of refusing to start
     skip_bad: bool = False
     state_dir: str = "state"  # ledger, release log, D checkpoints
     keys_dir: str = "keys"  # holds <site_id>.key and <site_id>.key_secret (CURVE)
@@ -142,15 +159,23 @@ class SiteConfig:
     # X25519 secure-sum agreement key (PEM, 0600); default keys_dir/<key name>.x25519
     agreement_key: str | None = None
     signing_key: str = "signing.pem"  # Ed25519, signs this site's audit reports
+    # tcp://HOST:PORT of the coordinator
     coordinator_endpoint: str = "tcp://127.0.0.1:5555"
     coordinator_public_key: str = "coordinator.key"  # pinned CURVE key of the coordinator
     coordinator_signing_key: str = "coordinator-signing.pub"  # verifies the manifest
+    # the signed federation manifest; verified against coordinator_signing_key at every start
     manifest: str = "manifest.json"
+    # must be true to connect to anything but loopback
     allow_remote: bool = False
+    # seeds D's initialisation and non-DP sampling; DP noise never comes from it (policy.reproducible_noise)
     seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
+    # where D runs: cpu or cuda
     device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
+    # how often the site tells the coordinator it is alive
     heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
+    # Hello is re-sent this often until the coordinator answers Welcome
     hello_retry_s: float = field(default=2.0, metadata=_POSITIVE)
+    # how often state_dir/site.json is rewritten
     status_every_s: float = field(default=5.0, metadata=_POSITIVE)
     image: ImageSpec = field(default_factory=ImageSpec)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -112,11 +112,17 @@ class WireLimits:
     """Upper bounds enforced before anything is allocated. Defaults fit [64, 4, 64, 64] float32
     (4 MiB a tensor) with room to spare; raise them for larger images or batches."""
 
+    # frames in one message (header + tensors)
     max_frames: int = field(default=8, metadata=rng(min=1, max=64))
+    # size of the JSON header frame
     max_header_bytes: int = field(default=64 * 1024, metadata=rng(min=256, max=16 * 2**20))
+    # size of one tensor frame; also sets ZMQ_MAXMSGSIZE on the sockets
     max_tensor_bytes: int = field(default=16 * 2**20, metadata=rng(min=1, max=2**31))
+    # all frames of one message together
     max_total_bytes: int = field(default=48 * 2**20, metadata=rng(min=1, max=2**33))
+    # rank of a tensor
     max_dims: int = field(default=4, metadata=rng(min=1, max=8))
+    # length of any one tensor dimension
     max_dim: int = field(default=4096, metadata=rng(min=1, max=2**31))
 
     def __post_init__(self) -> None:

@@ -23,15 +23,22 @@ ACCOUNTED_FIELDS = (
 
 @dataclass(frozen=True)
 class PrivacyPolicy:
+    # off: nothing (needs allow_off); dpsgd: Opacus DP-SGD on D; sanitize: GS-WGAN clipped and noised gradient
     mode: str = field(default="dpsgd", metadata=choices(*MODES))
     allow_off: bool = False  # mode "off" is refused unless this is true
+    # the site refuses any release that would take its epsilon above this
     target_epsilon: float = field(default=10.0, metadata=rng(min=0.0, min_exclusive=True))
+    # the delta of the (epsilon, delta) guarantee; keep it below 1 / patients
     delta: float = field(default=1e-5, metadata=rng(min=0.0, max=0.1, min_exclusive=True))
+    # C: per-patient clipping norm (dpsgd) or per-row gradient clip (sanitize)
     clip_norm: float = field(default=1.0, metadata=rng(min=0.0, min_exclusive=True))
     # None: calibrate sigma from target_epsilon, delta, q and planned_steps.
     noise_multiplier: float | None = field(default=None, metadata=rng(min=0.0))
+    # steps the noise is calibrated for when noise_multiplier is not given
     planned_steps: int = field(default=200, metadata=rng(min=1))
+    # patients sampled per step on average (Poisson rate q = this / patients)
     expected_batch_size: int = field(default=8, metadata=rng(min=1))
+    # condition sources this site serves; 'site' discloses label maps and is refused with DP
     accept_sources: tuple[str, ...] = ("procedural", "bank")
     # sanitize mode: number of disjoint patient shards (one discriminator each), q = 1/shards
     shards: int = field(default=4, metadata=rng(min=1))

@@ -20,7 +20,7 @@ def test_readme_lists_every_config_key() -> None:
         for key, *_ in iter_keys(cls)
         if f"`{key}`" not in README
     ]
-    assert not missing, "README configuration reference is stale; regenerate with python -m secgan.configref: " + ", ".join(missing)
+    assert not missing, "README configuration reference is stale; regenerate with python -m secgan.configref --write README.md: " + ", ".join(missing)
 
 
 def test_readme_lists_every_subcommand() -> None:
