@@ -42,14 +42,18 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"secgan {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secgan",
         description="Privacy-hardened distributed GAN training for medical images.",
     )
-    parser.add_argument("--version", action="version", version=f"secgan {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = _load(module_name)
@@ -62,8 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def run_command(name: str, argv: list[str] | None = None, *, prog: str) -> int:
+    """One subcommand as its own program (``python -m coordinator`` is ``secgan coordinator``)."""
+    module = importlib.import_module(COMMANDS[name])
+    parser = argparse.ArgumentParser(prog=prog, description=module.HELP)
+    _add_global_options(parser)
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run, command=name)
+    return _dispatch(parser.parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, as_json=args.log_json)
     try:
         return int(args._run(args) or 0)
