@@ -24,6 +24,9 @@ from torch import nn
 from secgan.runconfig import NOISE_MODES, ModelConfig
 from secgan.spec import ImageSpec
 
+# pixel classes of the semantic discriminator (its extra last channel is "fake")
+SEMANTIC_CLASSES = ("background", "brain", "ncr", "ed", "et")
+
 
 def _groups(channels: int, max_groups: int) -> int:
     """The largest divisor of ``channels`` not above ``max_groups`` (GroupNorm needs a divisor)."""
@@ -118,6 +121,77 @@ class ConditionalGenerator(nn.Module):
         return self.out(self.head(y))
 
 
+class SemanticDiscriminator(nn.Module):
+    """OASIS-style discriminator (Schoenfeld et al., ICLR 2021): a small U-Net segmenter that sees the
+    image alone and labels every pixel as one of the ``SEMANTIC_CLASSES`` or as "fake" (last channel).
+
+    Why: against a label map, a real/fake logit per patch gives G almost no signal about small
+    regions (a 32 px tumour core is a few pixels of one patch). A per-pixel, class-balanced
+    segmentation loss tells G, for every pixel, which class it should look like.
+    Output ``[B, len(SEMANTIC_CLASSES) + 1, H, W]``. Built from Conv2d, GroupNorm, LeakyReLU and
+    nearest upsampling only, so Opacus computes per-sample gradients for it as it is.
+    """
+
+    def __init__(self, model: ModelConfig, image: ImageSpec) -> None:
+        super().__init__()
+        model.check_fits(image)
+        w = model.d_width
+        widths = [min(w * 2**i, w * 4) for i in range(model.d_layers + 1)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(image.image_channels, widths[0], kernel_size=3, padding=1),
+            nn.LeakyReLU(0.2, inplace=False),
+        )
+        self.downs = nn.ModuleList(_DDown(widths[i], widths[i + 1], model) for i in range(model.d_layers))
+        self.ups = nn.ModuleList(
+            _DUp(widths[i + 1] if i == model.d_layers - 1 else 2 * widths[i + 1], widths[i], model)
+            for i in reversed(range(model.d_layers))
+        )
+        self.head = nn.Conv2d(2 * widths[0], len(SEMANTIC_CLASSES) + 1, kernel_size=3, padding=1)
+
+    def forward(self, cond: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        # ``cond`` is unused on purpose: D must find the classes in the image itself.
+        skips = [self.stem(img)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for up in self.ups:
+            y = torch.cat([up(y), skips.pop()], dim=1)
+        return self.head(y)
+
+
+class _DDown(nn.Module):
+    def __init__(self, cin: int, cout: int, model: ModelConfig) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size=4, stride=2, padding=1)
+        self.norm = _norm(cout, model)
+        self.act = nn.LeakyReLU(0.2, inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class _DUp(nn.Module):
+    def __init__(self, cin: int, cout: int, model: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1)
+        self.norm = _norm(cout, model)
+        self.act = nn.LeakyReLU(0.2, inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(self.up(x))))
+
+
+def semantic_labels(cond: torch.Tensor) -> torch.Tensor:
+    """Condition ``[B,4,H,W]`` -> class index per pixel ``[B,H,W]`` (``SEMANTIC_CLASSES`` order)."""
+    brain, ncr, ed, et = cond[:, 0] > 0.5, cond[:, 1] > 0.5, cond[:, 2] > 0.5, cond[:, 3] > 0.5
+    lab = torch.zeros(cond.shape[0], cond.shape[2], cond.shape[3], dtype=torch.long, device=cond.device)
+    lab = torch.where(brain, torch.ones_like(lab), lab)
+    lab = torch.where(ncr, torch.full_like(lab, 2), lab)
+    lab = torch.where(ed, torch.full_like(lab, 3), lab)
+    return torch.where(et, torch.full_like(lab, 4), lab)
+
+
 class PatchDiscriminator(nn.Module):
     def __init__(self, model: ModelConfig, image: ImageSpec) -> None:
         super().__init__()
@@ -170,7 +244,7 @@ def build_generator(model: ModelConfig, image: ImageSpec, *, seed: int = 0) -> n
 
 
 def build_discriminator(model: ModelConfig, image: ImageSpec, *, seed: int = 0) -> nn.Module:
-    D = PatchDiscriminator(model, image)
+    D = SemanticDiscriminator(model, image) if model.d_arch == "semantic" else PatchDiscriminator(model, image)
     return init_weights(D, generator=torch.Generator().manual_seed(seed))
 
 
@@ -186,6 +260,8 @@ def iter_model_variants(base: ModelConfig | None = None) -> Iterator[tuple[str, 
             yield f"g-{mode}-depth{g_depth}", dataclasses.replace(base, noise_mode=mode, g_depth=g_depth)
     for d_layers in (1, 2, 3, 4):
         yield f"d-layers{d_layers}", dataclasses.replace(base, d_layers=d_layers)
+    for d_layers in (1, 2, 3):
+        yield f"d-semantic-layers{d_layers}", dataclasses.replace(base, d_arch="semantic", d_layers=d_layers)
     yield "norm-groups1", dataclasses.replace(base, norm_groups=1)
     yield "odd-widths", dataclasses.replace(base, g_width=6, d_width=6, norm_groups=4)
 

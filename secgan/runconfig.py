@@ -15,7 +15,8 @@ from secgan.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.spec import ImageSpec
 
-LOSSES = ("bce", "hinge", "minimax")
+LOSSES = ("bce", "hinge", "minimax", "semantic")
+D_ARCHS = ("patch", "semantic")
 NOISE_MODES = ("bottleneck", "input", "both")
 CONDITION_SOURCES = ("procedural", "bank", "site")
 
@@ -36,6 +37,9 @@ class ModelConfig:
     noise_dim: int = field(default=16, metadata=rng(min=1, max=512))
     # where z enters G: tiled as extra input channels, projected at the bottleneck, or both
     noise_mode: str = field(default="both", metadata=choices(*NOISE_MODES))
+    # "patch": PatchGAN over cat(condition, image), one real/fake logit per patch (losses bce, hinge,
+    # minimax); "semantic": a per-pixel segmenter with an extra "fake" class (loss semantic)
+    d_arch: str = field(default="patch", metadata=choices(*D_ARCHS))
     # upper bound on GroupNorm groups (the largest divisor of the channel count <= this is used)
     norm_groups: int = field(default=8, metadata=rng(min=1, max=64))
 
@@ -110,6 +114,8 @@ class RunConfig:
                 "train.l1_weight > 0 compares fakes with real images, so it needs privacy.mode = 'off' "
                 "and data.condition_source = 'site'"
             )
+        if (self.train.loss == "semantic") != (self.model.d_arch == "semantic"):
+            raise ValueError("train.loss = 'semantic' and model.d_arch = 'semantic' go together (one needs the other)")
         if not self.run_id or len(self.run_id) > 64 or not all(c.isalnum() or c in "-_." for c in self.run_id):
             raise ValueError("run_id must be 1-64 characters of letters, digits, '-', '_' or '.'")
         try:

@@ -43,6 +43,28 @@ def _patch_mean(logits: torch.Tensor) -> torch.Tensor:
     return logits.flatten(1).mean(dim=1)
 
 
+def _semantic_rows(logits: torch.Tensor, cond: torch.Tensor, *, fake_target: bool) -> torch.Tensor:
+    """Per-row class-balanced pixel cross-entropy of a semantic D (OASIS), shape ``[B]``.
+
+    Targets: the condition's class per pixel, or the extra "fake" class. Each pixel is weighted by
+    the inverse frequency of its condition class *within its own row* (weights average to 1 over
+    the row), so a few tumour pixels count as much as the whole background. Row-local on purpose:
+    a batch-level weight would make one patient's loss depend on the other rows, breaking
+    per-patient clipping.
+    """
+    from secgan.models import semantic_labels
+
+    lab = semantic_labels(cond)
+    n_cls = logits.shape[1] - 1
+    counts = F.one_hot(lab.flatten(1), n_cls).sum(dim=1).to(logits.dtype)  # [B, n_cls]
+    present = (counts > 0).sum(dim=1, keepdim=True).to(logits.dtype)
+    weight = torch.where(counts > 0, (lab.shape[1] * lab.shape[2]) / (present * counts.clamp(min=1)), torch.zeros_like(counts))
+    pix_w = weight.gather(1, lab.flatten(1)).view_as(lab)
+    target = torch.full_like(lab, n_cls) if fake_target else lab
+    ce = F.cross_entropy(logits, target, reduction="none")
+    return (pix_w * ce).flatten(1).mean(dim=1)
+
+
 def discriminator_loss(
     D: nn.Module,
     real_cond: torch.Tensor,
@@ -64,6 +86,11 @@ def discriminator_loss(
     cond = torch.cat([real_cond, fake_cond.detach()], dim=0)
     img = torch.cat([real_img, fake_img.detach()], dim=0)
     logits = D(cond, img)
+    if loss == "semantic":
+        return torch.cat([
+            _semantic_rows(logits[:n_real], cond[:n_real], fake_target=False),
+            _semantic_rows(logits[n_real:], cond[n_real:], fake_target=True),
+        ])
     target_real = torch.ones(n_real, dtype=torch.bool, device=logits.device)
     target = torch.cat([target_real, torch.zeros(img.shape[0] - n_real, dtype=torch.bool, device=logits.device)])
     sign = torch.where(target, -1.0, 1.0).to(logits.dtype).view(-1, *([1] * (logits.dim() - 1)))
@@ -128,10 +155,14 @@ def generator_loss_rows(D: nn.Module, fake_cond: torch.Tensor, fake_img: torch.T
       site discriminators it is mode-seeking: G drifts to where *all* sites' data overlap;
     - "minimax": the original saturating log(1 - D(fake)) = -softplus(l). Against several sites its
       fixed point is the mixture of the sites' distributions (AsynDGAN's theorem), see ``secgan.gmm``;
-    - "hinge": -D(fake).
+    - "hinge": -D(fake);
+    - "semantic" (with the semantic D): class-balanced cross-entropy of each fake pixel against the
+      class its label map asks for, i.e. "look like an enhancing rim here", pixel by pixel.
     """
     _check_loss(loss)
     logits = D(fake_cond, fake_img)
+    if loss == "semantic":
+        return _semantic_rows(logits, fake_cond, fake_target=False)
     if loss == "bce":
         per_patch = F.softplus(-logits)
     elif loss == "minimax":

@@ -19,7 +19,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_example_config_loads_and_resolves_site_dirs() -> None:
     cfg = load_run_config(ROOT / "examples" / "inprocess.toml")
     assert isinstance(cfg, RunConfig)
-    assert cfg.image.size == 64 and cfg.privacy.mode == "dpsgd"
+    assert cfg.image.size == 32 and cfg.privacy.mode == "dpsgd"
+    assert cfg.model.d_arch == "semantic" and cfg.train.loss == "semantic"
     assert len(cfg.data.site_dirs) == 3
     assert all(Path(d).is_absolute() for d in cfg.data.site_dirs)
     assert cfg.data.site_dirs[0].endswith("site-1")
