@@ -29,15 +29,16 @@ HELP = "run the whole pipeline on phantom data (3 sites over CURVE, DP-SGD, audi
 class DemoConfig:
     out: Path
     sites: int = 3
-    patients: int = 30
-    test_fraction: float = 0.4
+    patients: int = 60
+    test_fraction: float = 0.33
     size: int = 32
     slices: int = 24
-    steps: int = 120
+    steps: int = 300
     batch_size: int = 8
     target_epsilon: float = 10.0
     samples: int = 256
-    seg_epochs: int = 8
+    seg_epochs: int = 10
+    expected_batch_size: int = 16
     seed: int = 0
     timeout_s: float = 1800.0
 
@@ -103,8 +104,21 @@ def _rewrite_toml(path: Path, updates: dict[str, Any]) -> None:
 
 
 def _model_settings(cfg: DemoConfig) -> dict[str, Any]:
+    # A small U-Net G and the semantic (OASIS-style, per-pixel class) discriminator: on the phantom
+    # it is what makes a DP-SGD generator follow its label maps (README, "The demo").
     depth = 3 if cfg.size <= 32 else 4
-    return {"g_width": 16, "g_depth": depth, "d_width": 16, "d_layers": 3}
+    return {"g_width": 16, "g_depth": depth, "d_width": 8, "d_layers": 3, "d_arch": "semantic", "noise_dim": 8}
+
+
+def _train_settings(cfg: DemoConfig) -> dict[str, Any]:
+    return {"steps": cfg.steps, "batch_size": cfg.batch_size, "checkpoint_every": max(10, cfg.steps // 4),
+            "seed": cfg.seed, "loss": "semantic", "lr_g": 1e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99}
+
+
+def _expected_batch(cfg: DemoConfig) -> int:
+    """Patients per DP step: the configured size, at most half of a site's training patients."""
+    train_patients = int(cfg.patients * (1 - cfg.test_fraction))
+    return max(1, min(cfg.expected_batch_size, train_patients // 2))
 
 
 def stage_data(cfg: DemoConfig) -> list[Path]:
@@ -120,8 +134,7 @@ def stage_provision(cfg: DemoConfig) -> dict[str, Path]:
     port = _free_port()
     kits = provision(cfg.out / "kits", sites=cfg.sites, port=port, run_id=f"demo-{cfg.seed}",
                      data_root=cfg.out / "data", image_size=cfg.size)
-    train = {"steps": cfg.steps, "batch_size": cfg.batch_size, "checkpoint_every": max(10, cfg.steps // 4),
-             "seed": cfg.seed, "lr_g": 2e-4, "lr_d": 2e-4}
+    train = _train_settings(cfg)
     _rewrite_toml(kits["coordinator"], {
         "min_sites": max(1, cfg.sites - 1), "round_deadline_s": 60.0, "run_json_every_s": 1.0,
         "heartbeat_timeout_s": 30.0, "model": _model_settings(cfg), "train": train,
@@ -130,7 +143,7 @@ def stage_provision(cfg: DemoConfig) -> dict[str, Path]:
         _rewrite_toml(kits[f"site-{k}"], {
             "seed": cfg.seed * 100 + k, "model": _model_settings(cfg), "train": train,
             "policy": {"mode": "dpsgd", "target_epsilon": cfg.target_epsilon, "delta": 1e-5, "clip_norm": 1.0,
-                       "planned_steps": cfg.steps, "expected_batch_size": max(2, cfg.patients // 3)},
+                       "planned_steps": cfg.steps, "expected_batch_size": _expected_batch(cfg)},
         })
     return kits
 

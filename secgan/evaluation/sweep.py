@@ -62,7 +62,11 @@ class GanConfig:
     noise_dim: int = field(default=8, metadata=rng(min=1, max=512))
     lr_g: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
     lr_d: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
-    loss: str = field(default="bce", metadata=choices("bce", "hinge"))
+    loss: str = field(default="bce", metadata=choices("bce", "hinge", "minimax", "semantic"))
+    # "patch" (conditional PatchGAN) or "semantic" (per-pixel class discriminator, needs loss "semantic")
+    d_arch: str = field(default="patch", metadata=choices("patch", "semantic"))
+    beta1: float = field(default=0.5, metadata=rng(min=0.0, max=0.999))
+    beta2: float = field(default=0.999, metadata=rng(min=0.0, max=0.9999))
     seed: int = field(default=0, metadata=rng(min=0))
     condition_source: str = field(default="procedural", metadata=choices("procedural", "bank"))
     bank_dir: str | None = None
@@ -171,9 +175,9 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
         return RunConfig(
             image=ImageSpec(size=cfg.image_size),
             model=ModelConfig(g_width=g.g_width, g_depth=g.g_depth, d_width=g.d_width, d_layers=g.d_layers,
-                              noise_dim=g.noise_dim),
+                              noise_dim=g.noise_dim, d_arch=g.d_arch),
             train=TrainConfig(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr_g, lr_d=g.lr_d, loss=g.loss,
-                              seed=g.seed, checkpoint_every=max(1, min(100, g.steps))),
+                              beta1=g.beta1, beta2=g.beta2, seed=g.seed, checkpoint_every=max(1, min(100, g.steps))),
             data=DataConfig(site_dirs=tuple(str(d) for d in site_dirs), condition_source=g.condition_source,
                             bank_dir=g.bank_dir),
             privacy=policy,
