@@ -104,15 +104,17 @@ def _rewrite_toml(path: Path, updates: dict[str, Any]) -> None:
 
 
 def _model_settings(cfg: DemoConfig) -> dict[str, Any]:
-    # A small U-Net G and the semantic (OASIS-style, per-pixel class) discriminator: on the phantom
-    # it is what makes a DP-SGD generator follow its label maps (README, "The demo").
-    depth = 3 if cfg.size <= 32 else 4
-    return {"g_width": 16, "g_depth": depth, "d_width": 8, "d_layers": 3, "d_arch": "semantic", "noise_dim": 8}
+    # The recommended G and semantic D (what makes a DP-SGD generator follow its label maps here).
+    from secgan.runconfig import recommended_settings
+
+    return recommended_settings(cfg.size)["model"]
 
 
 def _train_settings(cfg: DemoConfig) -> dict[str, Any]:
-    return {"steps": cfg.steps, "batch_size": cfg.batch_size, "checkpoint_every": max(10, cfg.steps // 4),
-            "seed": cfg.seed, "loss": "semantic", "lr_g": 1e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99}
+    from secgan.runconfig import recommended_settings
+
+    return {**recommended_settings(cfg.size)["train"], "steps": cfg.steps, "batch_size": cfg.batch_size,
+            "checkpoint_every": max(10, cfg.steps // 4), "seed": cfg.seed}
 
 
 def _expected_batch(cfg: DemoConfig) -> int:
