@@ -79,7 +79,8 @@ def _secure_round(clients, agg, grads, round_: int, *, drop: int = 0) -> tuple[f
             buf = m.masked.numpy().astype("<i8").tobytes()
             agg.accept(i, SecAggMasked(run_id=m.run_id, round=m.round, step=m.step, attempt=m.attempt,
                                        set_digest=m.set_digest,
-                                       masked=torch.from_numpy(np.frombuffer(buf, dtype="<i8").copy())))
+                                       masked=torch.from_numpy(np.frombuffer(buf, dtype="<i8").copy())
+                                       .reshape(m.masked.shape)))
     if drop:
         ann = agg.retry()
         for i in delivered:
