@@ -65,6 +65,8 @@ def iter_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str, str]
             yield from iter_keys(tp, prefix=f"{prefix}{f.name}.")
             continue
         meaning = notes.get(f.name, "")
+        if meaning and not meaning.endswith((".", ")")):
+            meaning += "."
         meta = f.metadata
         if "choices" in meta:
             meaning = f"{meaning} One of {', '.join(map(str, meta['choices']))}.".strip()
