@@ -54,12 +54,13 @@ class _Down(nn.Module):
 class _Up(nn.Module):
     """Nearest upsampling + 3x3 conv (no transposed conv: avoids checkerboard artefacts)."""
 
-    def __init__(self, cin: int, cout: int, model: ModelConfig) -> None:
+    def __init__(self, cin: int, cout: int, model: ModelConfig, *, leaky: bool = False) -> None:
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1)
         self.norm = _norm(cout, model)
-        self.act = nn.ReLU(inplace=False)
+        # G decodes with ReLU; the semantic D's decoder keeps LeakyReLU like every other D layer
+        self.act = nn.LeakyReLU(0.2, inplace=False) if leaky else nn.ReLU(inplace=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(self.up(x))))
@@ -141,9 +142,9 @@ class SemanticDiscriminator(nn.Module):
             nn.Conv2d(image.image_channels, widths[0], kernel_size=3, padding=1),
             nn.LeakyReLU(0.2, inplace=False),
         )
-        self.downs = nn.ModuleList(_DDown(widths[i], widths[i + 1], model) for i in range(model.d_layers))
+        self.downs = nn.ModuleList(_Down(widths[i], widths[i + 1], model) for i in range(model.d_layers))
         self.ups = nn.ModuleList(
-            _DUp(widths[i + 1] if i == model.d_layers - 1 else 2 * widths[i + 1], widths[i], model)
+            _Up(widths[i + 1] if i == model.d_layers - 1 else 2 * widths[i + 1], widths[i], model, leaky=True)
             for i in reversed(range(model.d_layers))
         )
         self.head = nn.Conv2d(2 * widths[0], len(SEMANTIC_CLASSES) + 1, kernel_size=3, padding=1)
@@ -157,29 +158,6 @@ class SemanticDiscriminator(nn.Module):
         for up in self.ups:
             y = torch.cat([up(y), skips.pop()], dim=1)
         return self.head(y)
-
-
-class _DDown(nn.Module):
-    def __init__(self, cin: int, cout: int, model: ModelConfig) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size=4, stride=2, padding=1)
-        self.norm = _norm(cout, model)
-        self.act = nn.LeakyReLU(0.2, inplace=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
-
-
-class _DUp(nn.Module):
-    def __init__(self, cin: int, cout: int, model: ModelConfig) -> None:
-        super().__init__()
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1)
-        self.norm = _norm(cout, model)
-        self.act = nn.LeakyReLU(0.2, inplace=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(self.up(x))))
 
 
 def semantic_labels(cond: torch.Tensor) -> torch.Tensor:
