@@ -43,8 +43,9 @@ site, on its own patients, and signed with the site's key.</p>
 <td class="num">{{ s.eps_lb }}</td>
 <td><a href="{{ s.report_html }}">report.html</a> · <a href="{{ s.report_json }}">report.json</a></td></tr>
 {% endfor %}</table>
-<p class="note">Check a report's signature: <code>secgan audit verify {{ sites[0].report_json if sites else "REPORT" }}</code>
-(exit code 0 only for an untouched report).</p>
+<p class="note">Check a report's signature (from this folder):
+<code>secgan audit verify audits/site-1/report.json --public-key kits/site-1/signing.pub</code>
+(exit code 0 only for an untouched report signed by that site).</p>
 
 <h2>Does the synthetic data help? Dice on real test patients</h2>
 <p>A 2-D U-Net trained on each source, scored on the held-out real patients of every site
@@ -54,7 +55,9 @@ site, on its own patients, and signed with the site's key.</p>
 <td class="num">{{ r.et }}</td><td class="num"><b>{{ r.mean }}</b></td><td class="num">{{ r.hd95 }}</td></tr>
 {% endfor %}</table>
 
-<h2>Real (top) vs synthetic (bottom)</h2>
+<h2>Real and synthetic slices</h2>
+<p>Top row: the label maps the generator was given; then, per modality, real slices (other patients)
+and the synthetic slices made from those label maps.</p>
 {% if grid %}<img alt="real vs synthetic slices" src="data:image/png;base64,{{ grid }}">{% else %}<p>(no grid)</p>{% endif %}
 <p>Synthetic cases as NIfTI and PNG previews: <a href="synthetic/">synthetic/</a>.</p>
 
