@@ -43,6 +43,8 @@ site, on its own patients, and signed with the site's key.</p>
 <td class="num">{{ s.eps_lb }}</td>
 <td><a href="{{ s.report_html }}">report.html</a> · <a href="{{ s.report_json }}">report.json</a></td></tr>
 {% endfor %}</table>
+<p>Federation summary, every signature verified against the signed manifest:
+<a href="audits/summary.html">audits/summary.html</a> (<a href="audits/summary.json">json</a>).</p>
 <p class="note">Check a report's signature (from this folder):
 <code>secgan audit verify audits/site-1/report.json --public-key kits/site-1/signing.pub</code>
 (exit code 0 only for an untouched report signed by that site).</p>

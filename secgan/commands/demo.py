@@ -252,6 +252,15 @@ def stage_audit(cfg: DemoConfig, kits: dict[str, Path], checkpoint: Path) -> dic
                                   out_dir=cfg.out / "audits" / site, generator_checkpoint=checkpoint, seed=cfg.seed,
                                   config=audit_cfg)
         print(f"      {site}: verdict {reports[site]['verdict']}", flush=True)
+    # The coordinator's side: verify every site's signature against the signed manifest, summarise.
+    from audits.api import merge_reports
+    from audits.signing import load_public_keys
+
+    kit = cfg.out / "kits" / "coordinator"
+    site_keys, _ = load_public_keys(manifest=kit / "manifest.json", coordinator_key=kit / "signing.pub")
+    summary = merge_reports([cfg.out / "audits" / s / "report.json" for s in reports],
+                            out_dir=cfg.out / "audits", site_keys=site_keys)
+    print(f"      federation summary (signatures verified): {summary.get('verdict', '?')}", flush=True)
     return reports
 
 

@@ -46,4 +46,6 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert all(0.0 <= r["dice_mean"] <= 1.0 for r in utility)
     # the demo's own process logs went to a file, not the terminal
     assert (out / "logs" / "demo.log").stat().st_size > 0
+    summary = json.loads((out / "audits" / "summary.json").read_text())
+    assert "audits/summary.html" in page and summary["verdict"] in ("Green", "Amber", "Red", "Critical")
     assert "secgan.data.dataset" not in proc.stdout
