@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from secgan.errors import ConfigError, CryptoError
 from secgan.fsio import atomic_write_bytes, write_secret
+from secgan.strictjson import parse_strict_json
 
 SIGNING_CONTEXT = b"secgan-signed-json-v1\n"
 SIGNATURE_ALG = "ed25519"
@@ -383,32 +384,6 @@ def verify_json(
         raise CryptoError(_VERIFY_FAILED) from None
 
 
-def _strict_json(data: bytes) -> Any:
-    """UTF-8 JSON without NaN/Infinity, overflowing numbers or duplicate keys (ValueError otherwise)."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError("duplicate key")
-            out[k] = v
-        return out
-
-    def finite(text: str) -> float:
-        x = float(text)
-        if not math.isfinite(x):
-            raise ValueError("overflowing number")
-        return x
-
-    def constant(_: str) -> Any:
-        raise ValueError("NaN/Infinity")
-
-    try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=pairs, parse_float=finite, parse_constant=constant)
-    except RecursionError:
-        raise ValueError("too deeply nested") from None
-
-
 def write_signed_json(path: str | os.PathLike[str], obj: Mapping[str, Any], key: Ed25519PrivateKey) -> None:
     data = json.dumps(sign_json(obj, key), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     atomic_write_bytes(path, data.encode("utf-8") + b"\n", mode=0o644)
@@ -424,7 +399,7 @@ def read_signed_json(path: str | os.PathLike[str], public_key: Any) -> dict[str,
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        obj = _strict_json(data)
+        obj = parse_strict_json(data)
     except ValueError:
         raise ConfigError(f"{path}: not valid JSON") from None
     try:

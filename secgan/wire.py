@@ -61,6 +61,7 @@ import torch
 
 from secgan.config import rng
 from secgan.errors import ProtocolError
+from secgan.strictjson import parse_strict_json  # noqa: F401 - part of this module's API
 from secgan.messages import (
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
@@ -555,45 +556,6 @@ def _tensor_from(buf: memoryview, dtype: str, shape: tuple[int, ...]) -> torch.T
     # bytearray(...) copies: the tensor owns writable memory and never aliases a ZeroMQ frame
     t = torch.frombuffer(bytearray(buf), dtype=DTYPES[dtype][0]).reshape(shape)
     return t if _LITTLE else _swap(t)
-
-
-# ---------------------------------------------------------------------------------------------
-# strict JSON
-
-
-class _Reject(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _Reject("duplicate key")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise _Reject("NaN/Infinity")
-
-
-def _finite_float(s: str) -> float:
-    x = float(s)
-    if not math.isfinite(x):  # e.g. 1e999
-        raise _Reject("overflowing float")
-    return x
-
-
-def parse_strict_json(data: bytes | memoryview) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity/overflowing floats, no duplicate keys. ValueError otherwise."""
-    try:
-        text = bytes(data).decode("utf-8")
-        return json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
-        )
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ValueError(type(exc).__name__) from None
 
 
 # ---------------------------------------------------------------------------------------------
