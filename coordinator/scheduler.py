@@ -163,17 +163,17 @@ class Scheduler:
         raise ProtocolError("unexpected_message", "routed run: masked contributions are not expected")
 
     def on_refusal(self, site: str, msg: Refusal) -> None:
-        rnd = self.current
-        rec = self.registry[site]
-        rec.refusals[msg.code] += 1
-        if rnd is not None and site in rnd.in_flight:
-            del rnd.in_flight[site]
-            self.core.drop(run_id=self.run_id, round=rnd.number, step=rnd.step, site=site)
+        self.registry[site].refusals[msg.code] += 1
+        self._leave_round(site, refusal=msg.code)
         if msg.final:
             self.registry.remove(site, reason=msg.code)
             self._event("site_removed", site=site, code=msg.code)
 
     def on_site_lost(self, site: str) -> None:
+        self._leave_round(site, refusal=None)
+
+    def _leave_round(self, site: str, *, refusal: str | None) -> None:
+        """A site in flight will not answer the current round (it refused, or it is gone)."""
         rnd = self.current
         if rnd is not None and site in rnd.in_flight:
             del rnd.in_flight[site]

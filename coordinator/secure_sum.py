@@ -27,7 +27,7 @@ import torch
 
 from secgan.errors import ProtocolError
 from secgan.logs import get_logger
-from secgan.messages import GradientReply, Refusal, SecAggAnnounce, SecAggMasked
+from secgan.messages import GradientReply, SecAggAnnounce, SecAggMasked
 from secgan.secagg import ASSUMPTION, RoundStats, SecAggRoundFailed, SecureSumAggregator, summarize_rounds
 
 from coordinator.registry import Registry
@@ -140,21 +140,16 @@ class SecureSumScheduler(Scheduler):
         if msg.epsilon is not None:
             self.registry[site].epsilon = float(msg.epsilon)
 
-    def on_refusal(self, site: str, msg: Refusal) -> None:
-        rnd = self.current
-        self.registry[site].refusals[msg.code] += 1
-        if rnd is not None and site in rnd.in_flight:
-            del rnd.in_flight[site]
-            self.agg.refused(site, msg.code)
-        if msg.final:
-            self.registry.remove(site, reason=msg.code)
-            self._event("site_removed", site=site, code=msg.code)
-
-    def on_site_lost(self, site: str) -> None:
+    def _leave_round(self, site: str, *, refusal: str | None) -> None:
+        # No per-site batch to drop here: the aggregator hears of a refusal, a lost site waits for
+        # the retry that leaves it out.
         rnd = self.current
         if rnd is not None and site in rnd.in_flight:
             del rnd.in_flight[site]
-            rnd.lost.add(site)
+            if refusal is not None:
+                self.agg.refused(site, refusal)
+            else:
+                rnd.lost.add(site)
 
     def round_done(self, now: float) -> bool:
         """Time to act: the sum is complete, the round failed, nobody is left to wait for (a
