@@ -111,3 +111,24 @@ def test_factory(tmp_path: Path):
         build_condition_source("site", size=16)
     with pytest.raises(ConfigError, match="unknown condition source"):
         build_condition_source("atlas", size=16)
+
+
+def _areas(conds: np.ndarray) -> dict[str, float]:
+    a = conds.sum(axis=(2, 3))
+    return {"brain": a[:, 0].mean(), "whole tumour": a[:, 1:].sum(1).mean(), "core": (a[:, 1] + a[:, 3]).mean()}
+
+
+def test_procedural_maps_match_the_phantoms_label_statistics(tmp_path: Path):
+    """The procedural priors were fitted to the phantom (see conditions.py); if either drifts, a
+    segmenter trained on synthetic pairs learns tumours of the wrong size (the first priors drew
+    half the oedema)."""
+    from secgan.data.dataset import load_site
+    from secgan.data.phantom import write_phantom
+
+    # many sites, few patients each: a site's tumour-size factor (0.7-1.3) averages out
+    dirs = write_phantom(tmp_path, sites=8, patients=4, seed=3, size=32, slices=24)
+    real = np.concatenate([load_site(d, split="train", image_size=32).all_slices()[1] for d in dirs])
+    drawn = ProceduralConditions(32).draw(1000, generator=torch.Generator().manual_seed(0)).numpy()
+    want, got = _areas(real), _areas(drawn)
+    for key in want:
+        assert 0.75 < got[key] / want[key] < 1.33, (key, got[key], want[key])
