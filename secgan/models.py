@@ -51,19 +51,38 @@ class _Down(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-class _Up(nn.Module):
-    """Nearest upsampling + 3x3 conv (no transposed conv: avoids checkerboard artefacts)."""
+class _Spade(nn.Module):
+    """SPADE (Park et al., CVPR 2019): GroupNorm without its own affine, then a per-pixel scale and
+    shift predicted from the label map resized to the feature map. Used in G only (G never runs
+    under Opacus, so any layer is allowed there)."""
 
-    def __init__(self, cin: int, cout: int, model: ModelConfig, *, leaky: bool = False) -> None:
+    def __init__(self, channels: int, cond_channels: int, model: ModelConfig, hidden: int = 32) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(channels, model.norm_groups), channels, affine=False)
+        self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, kernel_size=3, padding=1), nn.ReLU(inplace=False))
+        self.gamma = nn.Conv2d(hidden, channels, kernel_size=3, padding=1)
+        self.beta = nn.Conv2d(hidden, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        c = self.shared(nn.functional.interpolate(cond, size=x.shape[-2:], mode="nearest"))
+        return self.norm(x) * (1.0 + self.gamma(c)) + self.beta(c)
+
+
+class _Up(nn.Module):
+    """Nearest upsampling + 3x3 conv (no transposed conv: avoids checkerboard artefacts), then
+    GroupNorm, or SPADE when ``cond_channels`` is given (its forward then needs the label map)."""
+
+    def __init__(self, cin: int, cout: int, model: ModelConfig, *, leaky: bool = False, cond_channels: int = 0) -> None:
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1)
-        self.norm = _norm(cout, model)
+        self.norm = _Spade(cout, cond_channels, model) if cond_channels else _norm(cout, model)
         # G decodes with ReLU; the semantic D's decoder keeps LeakyReLU like every other D layer
         self.act = nn.LeakyReLU(0.2, inplace=False) if leaky else nn.ReLU(inplace=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(self.up(x))))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv(self.up(x))
+        return self.act(self.norm(y, cond) if isinstance(self.norm, _Spade) else self.norm(y))
 
 
 class ConditionalGenerator(nn.Module):
@@ -96,8 +115,9 @@ class ConditionalGenerator(nn.Module):
             nn.ReLU(inplace=False),
         )
         # decoder stage i goes from resolution of widths[i+1] to widths[i], with the skip at widths[i]
+        spade = image.cond_channels if model.g_norm == "spade" else 0
         self.ups = nn.ModuleList(
-            _Up(widths[i + 1] if i == model.g_depth - 1 else 2 * widths[i + 1], widths[i], model)
+            _Up(widths[i + 1] if i == model.g_depth - 1 else 2 * widths[i + 1], widths[i], model, cond_channels=spade)
             for i in reversed(range(model.g_depth))
         )
         self.head = nn.Conv2d(2 * widths[0], image.image_channels, kernel_size=3, padding=1)
@@ -117,8 +137,7 @@ class ConditionalGenerator(nn.Module):
             y = torch.cat([y, self.noise_proj(z).view(b, self.noise_ch, p, p)], dim=1)
         y = self.mid(y)
         for up in self.ups:
-            y = up(y)
-            y = torch.cat([y, skips.pop()], dim=1)
+            y = torch.cat([up(y, cond), skips.pop()], dim=1)
         return self.out(self.head(y))
 
 
@@ -210,7 +229,7 @@ def init_weights(module: nn.Module, *, generator: torch.Generator) -> nn.Module:
                 nn.init.normal_(sub.weight, 0.0, 0.02, generator=generator)
                 if sub.bias is not None:
                     nn.init.zeros_(sub.bias)
-            elif isinstance(sub, nn.GroupNorm):
+            elif isinstance(sub, nn.GroupNorm) and sub.affine:
                 nn.init.ones_(sub.weight)
                 nn.init.zeros_(sub.bias)
     return module
@@ -240,6 +259,7 @@ def iter_model_variants(base: ModelConfig | None = None) -> Iterator[tuple[str, 
         yield f"d-layers{d_layers}", dataclasses.replace(base, d_layers=d_layers)
     for d_layers in (1, 2, 3):
         yield f"d-semantic-layers{d_layers}", dataclasses.replace(base, d_arch="semantic", d_layers=d_layers)
+    yield "g-spade", dataclasses.replace(base, g_norm="spade")
     yield "norm-groups1", dataclasses.replace(base, norm_groups=1)
     yield "odd-widths", dataclasses.replace(base, g_width=6, d_width=6, norm_groups=4)
 

@@ -18,6 +18,7 @@ from secgan.spec import ImageSpec
 LOSSES = ("bce", "hinge", "minimax", "semantic")
 D_ARCHS = ("patch", "semantic")
 NOISE_MODES = ("bottleneck", "input", "both")
+G_NORMS = ("group", "spade")
 CONDITION_SOURCES = ("procedural", "bank", "site")
 
 
@@ -49,6 +50,9 @@ class ModelConfig:
     noise_dim: int = field(default=16, metadata=rng(min=1, max=512))
     # where z enters G: tiled as extra input channels, projected at the bottleneck, or both
     noise_mode: str = field(default="both", metadata=choices(*NOISE_MODES))
+    # normalisation of G's decoder: "group" (GroupNorm) or "spade" (GroupNorm whose scale and shift
+    # are predicted per pixel from the label map, Park et al. 2019, so the layout reaches every stage)
+    g_norm: str = field(default="group", metadata=choices(*G_NORMS))
     # "patch": PatchGAN over cat(condition, image), one real/fake logit per patch (losses bce, hinge,
     # minimax); "semantic": a per-pixel segmenter with an extra "fake" class (loss semantic)
     d_arch: str = field(default="patch", metadata=choices(*D_ARCHS))
