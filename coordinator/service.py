@@ -170,7 +170,7 @@ class Coordinator:
                                           betas=(cfg.train.beta1, cfg.train.beta2))
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
         conditions = build_condition_source(cfg.condition_source, size=cfg.image.size, bank_dir=cfg.bank_dir)
-        step, round_number = 0, 0
+        step, round_number, average_state = 0, 0, None
         ckpt = self.state_dir / CHECKPOINT_NAME
         if self.resume:
             from secgan.checkpoint import load_checkpoint, restore_optimizer
@@ -181,6 +181,7 @@ class Coordinator:
             if ck.meta.get("run_id") != cfg.run_id:
                 raise SecganError("--resume: the checkpoint belongs to another run id")
             self.G.load_state_dict(ck.generator_state)
+            average_state = ck.average_state
             restore_optimizer(self.optimizer, ck.optimizer_state, where=ckpt)
             state = ck.rng_state.get("core")
             if isinstance(state, torch.Tensor):
@@ -189,7 +190,10 @@ class Coordinator:
             round_number = int(ck.meta.get("round", 0))
             log.info("resumed", step=step, round=round_number)
         self.core = GeneratorCore(self.G, self.optimizer, conditions, batch_size=cfg.train.batch_size,
-                                  noise_dim=cfg.model.noise_dim, generator=self.rng, device=cfg.device)
+                                  noise_dim=cfg.model.noise_dim, generator=self.rng, device=cfg.device,
+                                  average=cfg.train.g_average)
+        if self.resume and self.core.G_average is not None and average_state is not None:
+            self.core.G_average.load_state_dict(average_state)
         if cfg.aggregation == "secure-sum":
             from coordinator.secure_sum import SecureSumScheduler
 
@@ -238,6 +242,7 @@ class Coordinator:
             rng_state={"core": self.rng.get_state()},
             meta={"run_id": cfg.run_id, "round": self.scheduler.round_number, "source": "coordinator"},
             config=to_dict(run_cfg),
+            average=self.core.G_average,
         )
 
     # -- sockets -----------------------------------------------------------------------------------

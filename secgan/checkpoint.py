@@ -133,6 +133,8 @@ class Checkpoint:
     rng_state: dict[str, Any]
     config: dict[str, Any] | None
     meta: dict[str, Any] = field(default_factory=dict)
+    # weights of the moving average of G (train.g_average > 0), else None
+    average_state: dict[str, torch.Tensor] | None = None
 
     def run_config(self):
         """The stored RunConfig (re-validated)."""
@@ -146,13 +148,15 @@ class Checkpoint:
         except ConfigError as exc:
             raise DataError(f"{self.path}: stored run config is invalid ({exc})") from None
 
-    def build_generator(self) -> nn.Module:
-        """G from the stored config with the stored weights."""
+    def build_generator(self, *, average: bool = True) -> nn.Module:
+        """G from the stored config with the stored weights: the moving average of G when the run
+        kept one (what samples, audits and evaluation use) unless ``average`` is False."""
         from secgan.models import build_generator
 
         cfg = self.run_config()
         G = build_generator(cfg.model, cfg.image)
-        G.load_state_dict(self.generator_state)
+        use_average = average and self.average_state is not None
+        G.load_state_dict(self.average_state if use_average else self.generator_state)
         return G
 
 
@@ -165,14 +169,18 @@ def save_checkpoint(
     rng_state: Mapping[str, Any],
     meta: dict[str, Any],
     config: Mapping[str, Any] | None = None,
+    average: nn.Module | None = None,
 ) -> Path:
-    """Atomically write G, its optimiser, the step and RNG states. Returns the file written.
+    """Atomically write G, its optimiser, the step and RNG states (and G's moving average when
+    ``average`` is given). Returns the file written.
 
     ``rng_state`` values: uint8 tensors / bytes (``torch.Generator.get_state()``) or JSON-able data.
     ``config``: ``secgan.config.to_dict(run_config)``, used to rebuild and check the model on load.
     """
     file = checkpoint_file(path)
     tensors = {f"G/{k}": v for k, v in _unwrap_module(generator).state_dict().items()}
+    if average is not None:
+        tensors.update({f"GA/{k}": v for k, v in _unwrap_module(average).state_dict().items()})
     opt_tensors, opt_struct = _split_optimizer(optimizer)
     rng_tensors, rng_json = _rng_split(rng_state)
     tensors.update(opt_tensors)
@@ -196,6 +204,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if header.get("kind") != "generator":
         raise DataError(f"{file}: not a generator checkpoint")
     g_state = {k[2:]: v for k, v in tensors.items() if k.startswith("G/")}
+    avg_state = {k[3:]: v for k, v in tensors.items() if k.startswith("GA/")} or None
     rng = dict(header.get("rng") or {})
     rng.update({k[4:]: v for k, v in tensors.items() if k.startswith("rng/")})
     step = header.get("step")
@@ -209,12 +218,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         rng_state=rng,
         config=header.get("config"),
         meta=header.get("meta") or {},
+        average_state=avg_state,
     )
     if ck.config is not None:
         from secgan.models import build_generator
 
         cfg = ck.run_config()
-        _check_state(file, "generator", build_generator(cfg.model, cfg.image).state_dict(), g_state)
+        expected = build_generator(cfg.model, cfg.image).state_dict()
+        _check_state(file, "generator", expected, g_state)
+        if avg_state is not None:
+            _check_state(file, "generator average", expected, avg_state)
     return ck
 
 

@@ -85,6 +85,9 @@ class TrainConfig:
     loss: str = field(default="bce", metadata=choices(*LOSSES))
     # the paper's L1 term against the real image; only legal with the site source and DP off
     l1_weight: float = field(default=0.0, metadata=rng(min=0.0))
+    # decay of an exponential moving average of G's weights kept next to G (0: off). Samples,
+    # audits and evaluation use the average; it is post-processing of G, so it costs no privacy
+    g_average: float = field(default=0.0, metadata=rng(min=0.0, max=0.9999))
     # seeds model initialisation, conditions and noise vectors (never DP noise, see privacy.reproducible_noise)
     seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
     # write a checkpoint every this many steps (and at the end)

@@ -147,7 +147,7 @@ def run_inprocess(
         bank_dir=Path(cfg.data.bank_dir) if cfg.data.bank_dir else None,
     )
     core = GeneratorCore(G, opt, conditions, batch_size=cfg.train.batch_size, noise_dim=cfg.model.noise_dim,
-                         generator=gen, device=device)
+                         generator=gen, device=device, average=cfg.train.g_average)
 
     start = 0
     rnd = 0  # rounds always advance, steps only when G was updated
@@ -157,6 +157,8 @@ def run_inprocess(
         if ck.config != config_dict:
             raise ConfigError(f"{ck.path}: the checkpoint was written with a different run config; refusing to resume")
         G.load_state_dict(ck.generator_state)
+        if core.G_average is not None:
+            core.G_average.load_state_dict(ck.average_state if ck.average_state is not None else ck.generator_state)
         restore_optimizer(opt, ck.optimizer_state, where=ck.path)
         try:
             gen.set_state(ck.rng_state["core"])
@@ -174,7 +176,8 @@ def run_inprocess(
         for learner in learners.values():
             learner.save()
         save_checkpoint(ck_dir, generator=G, optimizer=opt, step=step, rng_state={"core": gen.get_state()},
-                        meta={"sites": status, "run_id": cfg.run_id, "round": rnd}, config=config_dict)
+                        meta={"sites": status, "run_id": cfg.run_id, "round": rnd}, config=config_dict,
+                        average=core.G_average)
 
     t0 = time.perf_counter()
     step = start

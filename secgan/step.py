@@ -195,6 +195,15 @@ class ConditionSource(Protocol):
     def draw(self, n: int, *, generator: torch.Generator) -> torch.Tensor: ...
 
 
+def _frozen_copy(G: nn.Module) -> nn.Module:
+    import copy
+
+    avg = copy.deepcopy(G)
+    for p in avg.parameters():
+        p.requires_grad_(False)
+    return avg.eval()
+
+
 class GeneratorCore:
     """G, its optimiser and the fakes in flight for the current step.
 
@@ -213,10 +222,16 @@ class GeneratorCore:
         noise_dim: int,
         generator: torch.Generator,
         device: str | torch.device = "cpu",
+        average: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= average < 1.0:
+            raise ConfigError(f"g_average must be in [0, 1), got {average}")
         self.G = G
+        # exponential moving average of G's weights (None when off); updated after every G step
+        self.average_decay = float(average)
+        self.G_average = _frozen_copy(G) if average > 0 else None
         self.optimizer = optimizer
         self.conditions = conditions
         self.batch_size = batch_size
@@ -274,6 +289,10 @@ class GeneratorCore:
             sq = [p.grad.pow(2).sum() for p in self.G.parameters() if p.grad is not None]
             grad_norm = float(torch.sqrt(torch.stack(sq).sum())) if sq else 0.0
             self.optimizer.step()
+            if self.G_average is not None:
+                with torch.no_grad():
+                    for avg, p in zip(self.G_average.parameters(), self.G.parameters()):
+                        avg.lerp_(p.detach(), 1.0 - self.average_decay)
         self.optimizer.zero_grad(set_to_none=True)
         self._applied = 0
         return {"applied": applied, "dropped": dropped, "grad_norm": grad_norm, "stepped": bool(applied)}

@@ -67,6 +67,8 @@ class GanConfig:
     d_arch: str = field(default="patch", metadata=choices("patch", "semantic"))
     beta1: float = field(default=0.5, metadata=rng(min=0.0, max=0.999))
     beta2: float = field(default=0.999, metadata=rng(min=0.0, max=0.9999))
+    # decay of the moving average of G's weights that is sampled (0: off; see train.g_average)
+    g_average: float = field(default=0.0, metadata=rng(min=0.0, max=0.9999))
     seed: int = field(default=0, metadata=rng(min=0))
     condition_source: str = field(default="procedural", metadata=choices("procedural", "bank"))
     bank_dir: str | None = None
@@ -177,7 +179,7 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
             model=ModelConfig(g_width=g.g_width, g_depth=g.g_depth, d_width=g.d_width, d_layers=g.d_layers,
                               noise_dim=g.noise_dim, d_arch=g.d_arch),
             train=TrainConfig(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr_g, lr_d=g.lr_d, loss=g.loss,
-                              beta1=g.beta1, beta2=g.beta2, seed=g.seed, checkpoint_every=max(1, min(100, g.steps))),
+                              beta1=g.beta1, beta2=g.beta2, g_average=g.g_average, seed=g.seed, checkpoint_every=max(1, min(100, g.steps))),
             data=DataConfig(site_dirs=tuple(str(d) for d in site_dirs), condition_source=g.condition_source,
                             bank_dir=g.bank_dir),
             privacy=policy,

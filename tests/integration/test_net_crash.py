@@ -14,6 +14,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc, update_toml
 
@@ -26,7 +27,8 @@ def test_site_and_coordinator_crashes(tmp_path, phantom_root):
     port = free_port()
     kit = make_kit(tmp_path / "kit", data_root=phantom_root, sites=3, port=port,
                    coordinator={"min_sites": 2, "round_deadline_s": 3.0, "heartbeat_timeout_s": 4.0,
-                                "train": {"steps": 100000, "checkpoint_every": CHECKPOINT_EVERY}})
+                                "train": {"steps": 100000, "checkpoint_every": CHECKPOINT_EVERY,
+                                          "g_average": 0.9}})
     logs = tmp_path / "logs"
     coord = coordinator_proc(kit, logs / "coordinator-1.log")
     sites = {k: site_proc(kit, f"site-{k}", logs / f"site-{k}.log") for k in (1, 2, 3)}
@@ -76,3 +78,9 @@ def test_site_and_coordinator_crashes(tmp_path, phantom_root):
     assert not [e for e in run["quorum_events"] if e["event"] == "retry"], run["quorum_events"]
     for k in (1, 2, 3):
         assert run["sites"][f"site-{k}"]["steps_served"] >= 1  # everyone rejoined the resumed run
+    # the moving average of G was checkpointed, carried over the restart, and is what gets sampled
+    from secgan.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(tmp_path / "kit" / "coordinator" / "state")
+    assert ck.average_state is not None and ck.step == steps_done + 4
+    assert any(not torch.equal(ck.average_state[k], ck.generator_state[k]) for k in ck.generator_state)

@@ -67,7 +67,8 @@ def test_train_and_sample_end_to_end_through_the_cli(tmp_path: Path, phantom_roo
     assert (read_synthetic(again)[0] == images).all()
 
 
-def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path: Path, phantom_root: Path) -> None:
+@pytest.mark.parametrize("g_average", [0.0, 0.9])
+def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path: Path, phantom_root: Path, g_average: float) -> None:
     import dataclasses
 
     import torch
@@ -76,17 +77,28 @@ def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path: Path,
     from secgan.runner import run_inprocess
 
     cfg = load_run_config(_config(tmp_path, phantom_root, steps=4))
-    cfg = dataclasses.replace(cfg, previews=False)
+    cfg = dataclasses.replace(cfg, previews=False, train=dataclasses.replace(cfg.train, g_average=g_average))
     run_inprocess(cfg, out_dir=tmp_path / "straight", progress=False)
     first = run_inprocess(cfg, out_dir=tmp_path / "split", progress=False, stop_at=2)
     assert first["stopped"] == "stopped_early" and first["steps_done"] == 2
     r = run_inprocess(cfg, out_dir=tmp_path / "split", resume=True, progress=False)
     assert r["started_at_step"] == 2 and r["steps_done"] == 4
     assert {s["steps_served"] for s in r["sites"].values()} == {4}
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint").generator_state
-    b = load_checkpoint(tmp_path / "split" / "checkpoint").generator_state
+    straight, split = load_checkpoint(tmp_path / "straight" / "checkpoint"), load_checkpoint(tmp_path / "split" / "checkpoint")
+    a, b = straight.generator_state, split.generator_state
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    if g_average:
+        # the moving average survives the interruption and is what the checkpoint's G samples with
+        for k in a:
+            assert torch.equal(straight.average_state[k], split.average_state[k]), k
+        assert any(not torch.equal(a[k], straight.average_state[k]) for k in a)
+        built = straight.build_generator().state_dict()
+        assert all(torch.equal(built[k], straight.average_state[k]) for k in a)
+        raw = straight.build_generator(average=False).state_dict()
+        assert all(torch.equal(raw[k], a[k]) for k in a)
+    else:
+        assert straight.average_state is None
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_g=1e-3))
     with pytest.raises(ConfigError, match="different run config"):
         run_inprocess(other, out_dir=tmp_path / "split", resume=True, progress=False)

@@ -268,3 +268,35 @@ def test_plain_site_learner_is_reproducible_from_its_seed_and_rejects_bad_batche
     with pytest.raises(ProtocolError, match="non_finite"):
         site.serve(nan)
     assert dataclasses.is_dataclass(bad)
+
+
+def test_generator_average_follows_the_exponential_moving_average_of_g() -> None:
+    """avg_t = d * avg_{t-1} + (1 - d) * G_t after every G step, starting from G's initial weights;
+    it never receives gradients and a step with no reply leaves it alone."""
+    G = build_generator(M, IM, seed=0)
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2)
+    core = GeneratorCore(G, opt, RandomConditions(16), batch_size=2, noise_dim=M.noise_dim,
+                         generator=torch.Generator().manual_seed(0), average=0.5)
+    D = build_discriminator(M, IM, seed=1)
+    expected = [p.detach().clone() for p in G.parameters()]
+    for step in range(3):
+        b = core.make_batch(run_id="r", round=step, step=step)
+        core.apply(GradientReply(run_id="r", round=step, step=step, grad=generator_gradient(D, b.cond, b.fake, loss="bce")))
+        core.finish_step()
+        expected = [0.5 * e + 0.5 * p.detach() for e, p in zip(expected, G.parameters())]
+    for e, a in zip(expected, core.G_average.parameters()):
+        torch.testing.assert_close(a, e)
+        assert a.grad is None and not a.requires_grad
+    frozen = [a.clone() for a in core.G_average.parameters()]
+    core.make_batch(run_id="r", round=9, step=9)
+    assert not core.finish_step()["stepped"]
+    assert all(torch.equal(a, b) for a, b in zip(frozen, core.G_average.parameters()))
+    assert _core().G_average is None  # off by default
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
+def test_generator_average_decay_is_checked(bad: float) -> None:
+    G = build_generator(M, IM, seed=0)
+    with pytest.raises(ConfigError, match="g_average"):
+        GeneratorCore(G, torch.optim.Adam(G.parameters()), RandomConditions(16), batch_size=2, noise_dim=M.noise_dim,
+                      generator=torch.Generator(), average=bad)
