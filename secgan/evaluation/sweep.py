@@ -12,7 +12,8 @@ Settings, in order (names are the ``setting`` column of the results):
   channel absent vs completed by the AsynDGAN (no DP) generator (see ``downstream``).
 
 Resumable: each finished setting is one JSON file under ``out/settings/``, skipped when present;
-each GAN run lives in ``out/gans/<name>/`` and is resumed from its checkpoint if it was cut off.
+each GAN run lives in ``out/gans/<name>/`` (further runs of one setting, ``gan.runs > 1``, in
+``out/gans/<name>-runR/``) and is resumed from its checkpoint if it was cut off.
 ``results.csv``/``results.json``, the figure and the HTML page are rewritten from the finished
 settings after each one, so a partial sweep can already be read.
 """
@@ -20,6 +21,7 @@ settings after each one, so a partial sweep can already be read.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -70,6 +72,10 @@ class GanConfig:
     # decay of the moving average of G's weights that is sampled (0: off; see train.g_average)
     g_average: float = field(default=0.0, metadata=rng(min=0.0, max=0.9999))
     seed: int = field(default=0, metadata=rng(min=0))
+    # GANs trained per GAN setting, seeded seed, seed + 1, ...; a setting's Dice mean and spread are
+    # then over every (GAN, U-Net seed) pair, so they include the GAN's own run-to-run variation.
+    # Each DP run spends its own budget on the same patients (independent repeats of one experiment).
+    runs: int = field(default=1, metadata=rng(min=1, max=16))
     condition_source: str = field(default="procedural", metadata=choices("procedural", "bank"))
     bank_dir: str | None = None
 
@@ -153,8 +159,14 @@ def eps_name(eps: float) -> str:
     return f"asyndgan-dp-eps{eps:g}"
 
 
-def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | None):
-    """RunConfig of an AsynDGAN run over ``site_dirs``; DP-SGD at ``epsilon`` or privacy off (None)."""
+def gan_dir_name(name: str, run: int) -> str:
+    """Folder of GAN run ``run`` (0-based) of setting ``name`` under ``out/gans``."""
+    return name if run == 0 else f"{name}-run{run}"
+
+
+def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | None, run: int = 0):
+    """RunConfig of an AsynDGAN run over ``site_dirs``; DP-SGD at ``epsilon`` or privacy off (None).
+    ``run`` (0-based) seeds the GAN with ``gan.seed + run``."""
     from secgan.privacy.policy import PrivacyPolicy
     from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
     from secgan.spec import ImageSpec
@@ -173,13 +185,14 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
             expected_batch_size=cfg.privacy.expected_batch_size,
         )
         run_id = eps_name(epsilon)
+    run_id = gan_dir_name(run_id, run)
     try:
         return RunConfig(
             image=ImageSpec(size=cfg.image_size),
             model=ModelConfig(g_width=g.g_width, g_depth=g.g_depth, d_width=g.d_width, d_layers=g.d_layers,
                               noise_dim=g.noise_dim, d_arch=g.d_arch),
             train=TrainConfig(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr_g, lr_d=g.lr_d, loss=g.loss,
-                              beta1=g.beta1, beta2=g.beta2, g_average=g.g_average, seed=g.seed, checkpoint_every=max(1, min(100, g.steps))),
+                              beta1=g.beta1, beta2=g.beta2, g_average=g.g_average, seed=g.seed + run, checkpoint_every=max(1, min(100, g.steps))),
             data=DataConfig(site_dirs=tuple(str(d) for d in site_dirs), condition_source=g.condition_source,
                             bank_dir=g.bank_dir),
             privacy=policy,
@@ -208,7 +221,7 @@ CSV_COLUMNS = (
     "setting", "epsilon", "epsilon_spent", "dice_mean", "dice_std", "hd95_mean", "hd95_std",
     "dice_wt_mean", "dice_wt_std", "dice_tc_mean", "dice_tc_std", "dice_et_mean", "dice_et_std",
     "hd95_wt_mean", "hd95_tc_mean", "hd95_et_mean", "train_slices", "test_patients", "seeds",
-    "w1_t1", "w1_t1ce", "w1_t2", "w1_flair", "w1_mean", "precision", "recall", "gan_steps", "wall_seconds",
+    "w1_t1", "w1_t1ce", "w1_t2", "w1_flair", "w1_mean", "precision", "recall", "gan_steps", "gan_runs", "wall_seconds",
 )
 
 
@@ -285,23 +298,25 @@ class Sweep:
                 rows.append(json.loads(p.read_text()))
         return rows
 
-    def _gan(self, name: str) -> tuple[Path, dict]:
+    def _gan(self, name: str, run: int = 0) -> tuple[Path, dict]:
         from secgan.evaluation.baseline import ensure_gan, gan_checkpoint, pool_sites, run_finished, syn_all_config
         from secgan.evaluation.sources import site_dirs
 
         dirs = list(site_dirs(self.data_root).values())
         if name == "syn-all":
             pooled = pool_sites(dirs, self.out / "pooled" / "site-1")
-            run = syn_all_config(gan_run_config(self.cfg, dirs, epsilon=None), pooled, len(dirs))
+            cfg = syn_all_config(gan_run_config(self.cfg, dirs, epsilon=None, run=run), pooled, len(dirs))
+            cfg = dataclasses.replace(cfg, run_id=gan_dir_name("syn-all", run))
         elif name == "asyndgan":
-            run = gan_run_config(self.cfg, dirs, epsilon=None)
+            cfg = gan_run_config(self.cfg, dirs, epsilon=None, run=run)
         else:
             eps = next(e for e in self.cfg.privacy.epsilons if eps_name(e) == name)
-            run = gan_run_config(self.cfg, dirs, epsilon=eps)
-        if run_finished(self.out / "gans" / name) is None:
-            self.progress(f"GAN {name}: training {run.train.steps} steps")
-        summary = ensure_gan(run, self.out / "gans" / name)
-        return gan_checkpoint(self.out / "gans" / name), summary
+            cfg = gan_run_config(self.cfg, dirs, epsilon=eps, run=run)
+        folder = self.out / "gans" / gan_dir_name(name, run)
+        if run_finished(folder) is None:
+            self.progress(f"GAN {gan_dir_name(name, run)}: training {cfg.train.steps} steps")
+        summary = ensure_gan(cfg, folder)
+        return gan_checkpoint(folder), summary
 
     def _quality(self, checkpoint: Path) -> dict:
         from secgan.evaluation.quality import image_quality
@@ -331,15 +346,25 @@ class Sweep:
             ck = self._gan("asyndgan")[0] if spec.synthetic else None
             row = _row(setting, evaluate_source(spec, self.bench, checkpoint=ck, **common))
         elif setting in ("syn-all", "asyndgan") or setting.startswith("asyndgan-dp-eps"):
-            ck, summary = self._gan(setting)
-            row = _row(setting, evaluate_source(parse_source("synthetic"), self.bench, checkpoint=ck, **common),
-                       gan_steps=summary.get("steps_done"), gan_stopped=summary.get("stopped"),
-                       gan_wall_seconds=summary.get("wall_seconds"))
+            from secgan.evaluation.metrics import summarise_runs
+
+            results, summaries = [], []
+            for r in range(cfg.gan.runs):
+                ck, summary = self._gan(setting, r)
+                results.append(evaluate_source(parse_source("synthetic"), self.bench, checkpoint=ck, **common))
+                summaries.append(summary)
+            per_seed = [s for res in results for s in res["per_seed"]]
+            per_gan = [round(res["dice_mean"], 6) for res in results]
+            merged = {**results[0], **summarise_runs(per_seed), "per_seed": per_seed}
+            row = _row(setting, merged, gan_runs=cfg.gan.runs, dice_per_gan=per_gan,
+                       gan_steps=summaries[0].get("steps_done"), gan_stopped=summaries[0].get("stopped"),
+                       gan_wall_seconds=round(sum(float(s.get("wall_seconds") or 0) for s in summaries), 2))
             if setting.startswith("asyndgan-dp-eps"):
                 row["epsilon"] = next(e for e in cfg.privacy.epsilons if eps_name(e) == setting)
-                row["epsilon_spent"] = spent_epsilon(summary)
+                spent = [spent_epsilon(s) for s in summaries]
+                row["epsilon_spent"] = max((e for e in spent if e is not None), default=None)
             if cfg.quality:
-                row.update(self._quality(ck))
+                row.update(self._quality(self._gan(setting, 0)[0]))
         elif setting.startswith("missing-"):
             mm = cfg.missing_modality
             stem = f"missing-{mm.modality}-site-{mm.site}"

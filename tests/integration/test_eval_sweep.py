@@ -48,6 +48,11 @@ def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     assert by["asyndgan"]["epsilon"] is None and by["asyndgan"]["epsilon_spent"] is None
     for s in ("syn-all", "asyndgan", "asyndgan-dp-eps3"):
         assert 0.0 <= by[s]["precision"] <= 1.0 and by[s]["w1_flair"] >= 0.0
+        # gan.runs = 2: two GANs per setting, each scored with the one U-Net seed
+        assert by[s]["gan_runs"] == 2 and by[s]["seeds"] == 2 and len(by[s]["dice_per_gan"]) == 2
+        assert by[s]["dice_mean"] == pytest.approx(sum(by[s]["dice_per_gan"]) / 2, abs=1e-5)
+        second = json.loads((out / "gans" / f"{s}-run1" / "run.json").read_text())
+        assert second["run_id"] == f"{s}-run1" and second["steps_done"] == 4
     with (out / "results.csv").open() as fh:
         assert [r["setting"] for r in csv.DictReader(fh)] == settings
     assert (out / "dice_vs_epsilon.png").read_bytes()[:4] == b"\x89PNG"
