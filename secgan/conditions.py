@@ -28,16 +28,18 @@ from secgan.spec import COND_CHANNELS, encode_condition
 SOURCES = ("procedural", "bank", "site")
 _HARMONICS = 4
 # Shape priors, in units of the half field of view, fitted to the label statistics of the phantom's
-# population (tumour-bearing 32 px slices of 60 sites x 3 patients, mean areas in pixels; 3000
-# drawn maps): brain 571 vs 571, whole tumour 47.9 vs 49.6 (10th/50th/90th percentiles 17/39/95 vs
-# 16/42/95), tumour core 10.2 vs 11.5, oedema 37.8 vs 38.1. The first priors (brain semi-axes
-# 0.55-0.85, oedema radius 0.08-0.32, enhancing fraction 0.45-0.75) drew brains of 443 px and
-# half the oedema; a segmenter trained on pairs drawn from them under-segmented the whole tumour
-# (Syn-All Dice 0.66 vs 0.75 with these priors, same GAN settings). For real data, fit them to a
-# public atlas or use a bank.
+# population (tumour-bearing 32 px slices of 60 sites x 3 patients; 3000 drawn maps; mean areas in
+# pixels, drawn vs phantom): brain 571 vs 571, whole tumour 51.2 vs 49.6 (10th/50th/90th
+# percentiles 18/41/102 vs 16/42/95), tumour core 10.7 vs 11.5, oedema 40.5 vs 38.1, slices with
+# oedema but no core 32% vs 33%, core/whole-tumour ratio percentiles 0/0.17/0.38 vs 0/0.18/0.42.
+# The first priors (brain semi-axes 0.55-0.85, oedema radius 0.08-0.32, enhancing fraction
+# 0.45-0.75, always a core) drew 443 px brains and half the oedema; a segmenter trained on pairs
+# drawn from them over-segmented healthy tissue. For real data, fit these to a public atlas or use
+# a bank.
 BRAIN_SEMI_AXES = ((0.72, 0.90), (0.80, 0.95))  # (x range, y range)
-OEDEMA_RADIUS = (0.13, 0.38)  # log-uniform
-ENHANCING_FRACTION = (0.33, 0.58)  # of the oedema radius
+OEDEMA_RADIUS = (0.16, 0.44)  # log-uniform; radius of the 3-D oedema shell
+ENHANCING_FRACTION = (0.45, 0.70)  # enhancing shell radius / oedema radius
+CUT_HEIGHT = (0.0, 0.86)  # where the slice cuts the shells, in units of the oedema radius
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -94,12 +96,20 @@ class ProceduralConditions:
         d = torch.sqrt((tdx / (r_ed * elong)[:, None, None]) ** 2 + (tdy / (r_ed / elong)[:, None, None]) ** 2)
         theta = torch.atan2(tdy, tdx)
         min_px = 1.5 / self.size  # keep sub-regions at least about a pixel wide
-        ed = (d < _blob_radius(theta, 0.25, g)) & brain
         f_et = torch.maximum(_uniform(n, *ENHANCING_FRACTION, g), (min_px / r_ed).clamp(max=0.9))
-        et = (d < f_et[:, None, None] * _blob_radius(theta, 0.15, g)) & ed
         has_ncr = torch.rand(n, generator=g) < 0.75
         f_ncr = f_et * _uniform(n, 0.35, 0.7, g)
-        ncr = (d < f_ncr[:, None, None] * _blob_radius(theta, 0.1, g)) & et & has_ncr[:, None, None]
+        # The slice cuts the nested 3-D shells at height h (in units of the oedema radius): a shell of
+        # radius f shows a disc of radius sqrt(f^2 - h^2), so slices near the tumour's top or bottom
+        # hold oedema alone, as a third of the phantom's tumour slices do.
+        h2 = _uniform(n, *CUT_HEIGHT, g) ** 2
+
+        def shell(f: torch.Tensor) -> torch.Tensor:
+            return torch.sqrt((f**2 - h2).clamp(min=0.0))[:, None, None]
+
+        ed = (d < shell(torch.ones(n)) * _blob_radius(theta, 0.25, g)) & brain
+        et = (d < shell(f_et) * _blob_radius(theta, 0.15, g)) & ed
+        ncr = (d < shell(f_ncr) * _blob_radius(theta, 0.1, g)) & et & has_ncr[:, None, None]
         out = torch.zeros((n, len(COND_CHANNELS), self.size, self.size), dtype=torch.float32)
         out[:, 0] = (brain | ed).float()
         out[:, 1] = ncr.float()

@@ -23,8 +23,9 @@ def test_procedural_invariants_and_variety():
     _check(c, 64, 32)
     tumour = c[:, 1:].sum(dim=(1, 2, 3))
     assert (tumour > 0).float().mean() >= 0.95
-    assert (c[:, 3].sum(dim=(1, 2)) > 0).float().mean() > 0.8  # enhancing present in most
-    assert (c[:, 1].sum(dim=(1, 2)) > 0).float().mean() > 0.3  # necrosis often present
+    with_et = (c[:, 3].sum(dim=(1, 2)) > 0).float().mean()
+    assert 0.5 < with_et < 0.9  # enhancing in most slices; the tumour's top and bottom hold oedema alone
+    assert (c[:, 1].sum(dim=(1, 2)) > 0).float().mean() > 0.15  # necrosis in some (about a quarter, as in the phantom)
     brain = c[:, 0].sum(dim=(1, 2))
     assert brain.min() > 0.2 * 32 * 32 and brain.max() < 32 * 32  # brain inside the frame
     assert tumour.std() > 0 and brain.std() > 0
@@ -115,7 +116,9 @@ def test_factory(tmp_path: Path):
 
 def _areas(conds: np.ndarray) -> dict[str, float]:
     a = conds.sum(axis=(2, 3))
-    return {"brain": a[:, 0].mean(), "whole tumour": a[:, 1:].sum(1).mean(), "core": (a[:, 1] + a[:, 3]).mean()}
+    core = a[:, 1] + a[:, 3]
+    return {"brain": a[:, 0].mean(), "whole tumour": a[:, 1:].sum(1).mean(), "core": core.mean(),
+            "slices with a core": (core > 0).mean()}
 
 
 def test_procedural_maps_match_the_phantoms_label_statistics(tmp_path: Path):
