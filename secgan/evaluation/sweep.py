@@ -52,6 +52,19 @@ class PhantomConfig:
 
 
 @dataclass(frozen=True)
+class AtlasConfig:
+    """The public label-map atlas of the phantom world: label maps of made-up patients who belong to
+    no site, standing in for a public annotated set (such as the BraTS training labels). Generated
+    next to the data (``<data>-atlas``) and used as the GAN's condition bank when
+    ``gan.condition_source = "bank"`` and ``gan.bank_dir`` is not set. Same image size and slice
+    count as ``[phantom]``; another seed, so no patient is shared with any site."""
+
+    sites: int = field(default=3, metadata=rng(min=1, max=16))
+    patients: int = field(default=60, metadata=rng(min=2, max=1000))
+    seed: int = field(default=1234, metadata=rng(min=0))
+
+
+@dataclass(frozen=True)
 class GanConfig:
     """The GAN runs (AsynDGAN, DP variants and Syn-All share it)."""
 
@@ -76,6 +89,8 @@ class GanConfig:
     # then over every (GAN, U-Net seed) pair, so they include the GAN's own run-to-run variation.
     # Each DP run spends its own budget on the same patients (independent repeats of one experiment).
     runs: int = field(default=1, metadata=rng(min=1, max=16))
+    # label maps of the GAN runs and of the synthetic training pairs: "procedural" (no data at all)
+    # or "bank" (bank_dir, or the generated public atlas of [atlas] when bank_dir is not set)
     condition_source: str = field(default="procedural", metadata=choices("procedural", "bank"))
     bank_dir: str | None = None
 
@@ -106,6 +121,7 @@ class SweepConfig:
     # the data root (site-K folders with split.json); relative to the config file
     data: str = "data/phantom"
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    atlas: AtlasConfig = field(default_factory=AtlasConfig)
     image_size: int = field(default=32, metadata=rng(min=16, max=512))
     seeds: tuple[int, ...] = (0, 1)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -153,6 +169,32 @@ def ensure_data(cfg: SweepConfig, data_root: Path) -> Path:
                   test_fraction=p.test_fraction)
     tmp.rename(data_root)  # a cut-off generation never looks like finished data
     return data_root
+
+
+def ensure_atlas(cfg: SweepConfig, data_root: Path) -> Path:
+    """The condition bank made from the public atlas (``<data>-atlas/bank``); generated if missing."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from secgan.data.phantom import write_phantom
+    from secgan.evaluation.sources import load_real_slices
+
+    root = data_root.with_name(data_root.name + "-atlas")
+    bank = root / "bank"
+    if (bank / "conds.safetensors").is_file():
+        return bank
+    a, p = cfg.atlas, cfg.phantom
+    if not (root / "site-1" / "split.json").is_file():
+        log.info("atlas_generating", sites=a.sites, patients=a.patients, seed=a.seed)
+        write_phantom(root, sites=a.sites, patients=a.patients, seed=a.seed, size=p.size, slices=p.slices)
+    conds = np.concatenate([load_real_slices(root, site=None, image_size=cfg.image_size, split=part)[1]
+                            for part in ("train", "test")])
+    bank.mkdir(parents=True, exist_ok=True)
+    tmp = bank / "conds.safetensors.partial"
+    save_file({"conds": torch.from_numpy(np.ascontiguousarray(conds))}, str(tmp))
+    tmp.rename(bank / "conds.safetensors")
+    return bank
 
 
 def eps_name(eps: float) -> str:
@@ -395,6 +437,9 @@ class Sweep:
                 raise ConfigError("device = 'cuda', but no CUDA device is available")
         self.out.mkdir(parents=True, exist_ok=True)
         ensure_data(self.cfg, self.data_root)
+        if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
+            bank = ensure_atlas(self.cfg, self.data_root)
+            self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))
         atomic_write_json(self.out / "sweep-config.json", to_dict(self.cfg))
         t_path = self.out / "wall-time.json"
         spent = json.loads(t_path.read_text())["seconds"] if t_path.is_file() else 0.0
