@@ -13,6 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder: results.csv, results.json, dice_vs_epsilon.png, report.html; "
                              "finished settings are kept and skipped on a re-run")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train the GAN runs in this many processes first (each with cpu_count / jobs threads), "
+                             "then evaluate; 1 trains them one after another as the settings need them")
+    parser.add_argument("--train-gans", default=None, metavar="NAME:RUN,...",
+                        help="train only these GAN runs (e.g. asyndgan:0,syn-all:1) and exit; what --jobs workers run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +30,15 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
 
-    rows = run_sweep(args.config, args.out, progress=say)
+    from secgan.errors import ConfigError
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    items = [i for i in args.train_gans.split(",") if i] if args.train_gans is not None else None
+    rows = run_sweep(args.config, args.out, progress=say, jobs=args.jobs, train_gans=items)
+    if items is not None:
+        say(f"trained {len(items)} GAN run(s)")
+        return 0
     print(f"{'setting':34} {'epsilon':>8} {'dice':>14} {'hd95':>7}")
     for r in rows:
         eps = "-" if r.get("epsilon") is None else f"{r['epsilon']:g}"

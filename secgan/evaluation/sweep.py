@@ -372,6 +372,65 @@ class Sweep:
                                    bank_dir=self.cfg.gan.bank_dir)
         return image_quality((tr_im, tr_co), te_im, fake, seed=self.cfg.seeds[0])
 
+    def gan_runs(self) -> list[str]:
+        """Every GAN run the sweep needs, as ``name:run`` (``gan.runs`` per GAN setting)."""
+        names = ["syn-all", "asyndgan"] + [eps_name(e) for e in self.cfg.privacy.epsilons]
+        return [f"{n}:{r}" for n in names for r in range(self.cfg.gan.runs)]
+
+    def train_gans(self, items: list[str]) -> None:
+        """Train (or resume, or skip) the GAN runs ``items`` (``name:run``), in order."""
+        known = set(self.gan_runs())
+        bad = [i for i in items if i not in known]
+        if bad:
+            raise ConfigError(f"unknown GAN run(s) {', '.join(bad)}; this sweep has {', '.join(sorted(known))}")
+        self._prepare()
+        for item in items:
+            self._gan(*_split_item(item))
+
+    def train_gans_in_parallel(self, jobs: int, config_path: Path) -> None:
+        """Train every unfinished GAN run in ``jobs`` worker processes (``secgan sweep --train-gans``),
+        each with ``cpu_count // jobs`` threads; the evaluation then finds them finished."""
+        import os
+        import subprocess
+        import sys
+
+        from secgan.evaluation.baseline import run_finished
+
+        self._prepare()
+        todo = [i for i in self.gan_runs()
+                if run_finished(self.out / "gans" / gan_dir_name(*_split_item(i))) is None]
+        if not todo:
+            return
+        jobs = max(1, min(jobs, len(todo)))
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        shares = [todo[k::jobs] for k in range(jobs)]
+        self.progress(f"training {len(todo)} GAN run(s) in {jobs} processes, {threads} thread(s) each")
+        logs = self.out / "gans" / "workers"
+        logs.mkdir(parents=True, exist_ok=True)
+        procs = []
+        for k, share in enumerate(shares):
+            log_file = open(logs / f"worker-{k}.log", "wb")  # noqa: SIM115 - closed below
+            cmd = [sys.executable, "-m", "secgan", "sweep", "--config", str(config_path), "--out", str(self.out),
+                   "--train-gans", ",".join(share)]
+            procs.append((subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT), log_file, share))
+        failed = []
+        for proc, log_file, share in procs:
+            code = proc.wait()
+            log_file.close()
+            if code != 0:
+                failed.append(f"{','.join(share)} (exit {code})")
+        if failed:
+            raise ConfigError(f"GAN worker(s) failed: {'; '.join(failed)}; see {logs}")
+
+    def _prepare(self) -> None:
+        """Data, atlas and output folder; idempotent."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        ensure_data(self.cfg, self.data_root)
+        if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
+            bank = ensure_atlas(self.cfg, self.data_root)
+            self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))
+
     # -- one setting ----------------------------------------------------------------------------
     def run_setting(self, setting: str) -> dict:
         from secgan.evaluation.baseline import spent_epsilon
@@ -435,11 +494,7 @@ class Sweep:
 
             if not torch.cuda.is_available():
                 raise ConfigError("device = 'cuda', but no CUDA device is available")
-        self.out.mkdir(parents=True, exist_ok=True)
-        ensure_data(self.cfg, self.data_root)
-        if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
-            bank = ensure_atlas(self.cfg, self.data_root)
-            self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))
+        self._prepare()
         atomic_write_json(self.out / "sweep-config.json", to_dict(self.cfg))
         t_path = self.out / "wall-time.json"
         spent = json.loads(t_path.read_text())["seconds"] if t_path.is_file() else 0.0
@@ -505,6 +560,20 @@ class Sweep:
         return out
 
 
-def run_sweep(config_path: Path, out: Path, *, progress: Callable[[str], None] | None = None) -> list[dict]:
+def _split_item(item: str) -> tuple[str, int]:
+    name, run = item.rsplit(":", 1)
+    return name, int(run)
+
+
+def run_sweep(config_path: Path, out: Path, *, progress: Callable[[str], None] | None = None,
+              jobs: int = 1, train_gans: list[str] | None = None) -> list[dict]:
+    """The whole sweep. ``jobs`` > 1 trains the GAN runs in that many worker processes first;
+    ``train_gans`` (``name:run`` items) trains just those runs and returns no rows (a worker's job)."""
     cfg, data_root = load_sweep_config(config_path)
-    return Sweep(cfg, data_root, out, config_text=Path(config_path).read_text(), progress=progress).run()
+    sweep = Sweep(cfg, data_root, out, config_text=Path(config_path).read_text(), progress=progress)
+    if train_gans is not None:
+        sweep.train_gans(train_gans)
+        return []
+    if jobs > 1:
+        sweep.train_gans_in_parallel(jobs, Path(config_path))
+    return sweep.run()

@@ -28,8 +28,12 @@ def _config(tmp_path: Path) -> Path:
 def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     cfg = _config(tmp_path)
     out = tmp_path / "out"
-    assert main(["sweep", "--config", str(cfg), "--out", str(out)]) == 0
+    # --jobs 2: the six GAN runs are trained by two `secgan sweep --train-gans` worker processes first
+    assert main(["sweep", "--config", str(cfg), "--out", str(out), "--jobs", "2"]) == 0
     assert (tmp_path / "phantom" / "site-2" / "split.json").is_file()  # generated from [phantom]
+    workers = sorted((out / "gans" / "workers").glob("worker-*.log"))
+    assert [w.name for w in workers] == ["worker-0.log", "worker-1.log"]
+    assert all("trained 3 GAN run(s)" in w.read_text() for w in workers)
 
     rows = json.loads((out / "results.json").read_text())
     settings = [r["setting"] for r in rows]
@@ -84,3 +88,14 @@ def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     rows2 = {r["setting"]: r for r in json.loads((out / "results.json").read_text())}
     # same seeds, same data: the recomputed real-subset-1 is identical
     assert rows2["real-subset-1"]["dice_mean"] == pytest.approx(by["real-subset-1"]["dice_mean"], abs=1e-9)
+
+
+def test_sweep_refuses_bad_parallel_options(tmp_path: Path, capsys):
+    cfg = _config(tmp_path)
+    out = tmp_path / "out"
+    assert main(["sweep", "--config", str(cfg), "--out", str(out), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+    assert main(["sweep", "--config", str(cfg), "--out", str(out), "--train-gans", "asyndgan:0,nonsense:3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown GAN run(s) nonsense:3" in err and "asyndgan:1" in err
+    assert not (out / "gans" / "asyndgan").exists()  # nothing trained when the list is refused
