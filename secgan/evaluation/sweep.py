@@ -101,6 +101,9 @@ class DPConfig:
     delta: float = field(default=1e-5, metadata=rng(min=0.0, max=0.1, min_exclusive=True))
     clip_norm: float = field(default=1.0, metadata=rng(min=0.0, min_exclusive=True))
     expected_batch_size: int = field(default=6, metadata=rng(min=1))
+    # generator steps of the DP runs (0: gan.steps). At a fixed epsilon, fewer steps mean less
+    # noise per step, so the best step count of a DP run is usually below the non-private one
+    steps: int = field(default=0, metadata=rng(min=0))
 
     def __post_init__(self) -> None:
         if any(not e > 0 for e in self.epsilons) or len(set(self.epsilons)) != len(self.epsilons):
@@ -214,16 +217,18 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
     from secgan.spec import ImageSpec
 
     g = cfg.gan
+    steps = g.steps
     if epsilon is None:
         policy = PrivacyPolicy(mode="off", allow_off=True)
         run_id = "asyndgan"
     else:
+        steps = cfg.privacy.steps or g.steps
         policy = PrivacyPolicy(
             mode="dpsgd",
             target_epsilon=float(epsilon),
             delta=cfg.privacy.delta,
             clip_norm=cfg.privacy.clip_norm,
-            planned_steps=g.steps,
+            planned_steps=steps,
             expected_batch_size=cfg.privacy.expected_batch_size,
         )
         run_id = eps_name(epsilon)
@@ -233,8 +238,9 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
             image=ImageSpec(size=cfg.image_size),
             model=ModelConfig(g_width=g.g_width, g_depth=g.g_depth, d_width=g.d_width, d_layers=g.d_layers,
                               noise_dim=g.noise_dim, d_arch=g.d_arch),
-            train=TrainConfig(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr_g, lr_d=g.lr_d, loss=g.loss,
-                              beta1=g.beta1, beta2=g.beta2, g_average=g.g_average, seed=g.seed + run, checkpoint_every=max(1, min(100, g.steps))),
+            train=TrainConfig(steps=steps, batch_size=g.batch_size, lr_g=g.lr_g, lr_d=g.lr_d, loss=g.loss,
+                              beta1=g.beta1, beta2=g.beta2, g_average=g.g_average, seed=g.seed + run,
+                              checkpoint_every=max(1, min(100, steps))),
             data=DataConfig(site_dirs=tuple(str(d) for d in site_dirs), condition_source=g.condition_source,
                             bank_dir=g.bank_dir),
             privacy=policy,

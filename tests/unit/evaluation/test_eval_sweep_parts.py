@@ -46,9 +46,23 @@ def test_example_configs_load(name):
     assert all(f"asyndgan-dp-eps{e:g}" in settings for e in cfg.privacy.epsilons)
     dirs = [data / f"site-{k}" for k in range(1, cfg.phantom.sites + 1)]
     dp = gan_run_config(cfg, dirs, epsilon=cfg.privacy.epsilons[0])
-    assert dp.privacy.mode == "dpsgd" and dp.privacy.planned_steps == cfg.gan.steps
+    dp_steps = cfg.privacy.steps or cfg.gan.steps
+    assert dp.privacy.mode == "dpsgd" and dp.privacy.planned_steps == dp_steps == dp.train.steps
     assert dp.privacy.target_epsilon == cfg.privacy.epsilons[0]
-    assert gan_run_config(cfg, dirs, epsilon=None).privacy.mode == "off"
+    plain = gan_run_config(cfg, dirs, epsilon=None)
+    assert plain.privacy.mode == "off" and plain.train.steps == cfg.gan.steps
+
+
+def test_dp_runs_can_have_their_own_step_count():
+    import dataclasses
+
+    cfg = SweepConfig()
+    cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, steps=800),
+                              privacy=dataclasses.replace(cfg.privacy, steps=300))
+    dp = gan_run_config(cfg, [Path("site-1")], epsilon=3.0, run=1)
+    assert dp.train.steps == dp.privacy.planned_steps == 300 and dp.train.seed == cfg.gan.seed + 1
+    assert dp.run_id == "asyndgan-dp-eps3-run1"
+    assert gan_run_config(cfg, [Path("site-1")], epsilon=None).train.steps == 800
 
 
 def test_default_epsilons_and_settings():
