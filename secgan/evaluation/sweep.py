@@ -534,12 +534,17 @@ class Sweep:
         if not rows:
             return slim
         fig = plot_dice_vs_epsilon(slim, self.out / "dice_vs_epsilon.png",
-                                   title=f"{len(self.bench.sites())} sites, {self.cfg.gan.steps} GAN steps, "
-                                         f"{len(self.cfg.seeds)} seed(s)")
+                                   title=self._figure_title())
         claims = check_targets(slim)
         write_report(self.out / "report.html", slim, figure_png=fig, claims=claims, notes=self.notes(slim),
                      config_text=json.dumps(to_dict(self.cfg), indent=2), wall_s=wall_s)
         return slim
+
+    def _figure_title(self) -> str:
+        c = self.cfg
+        dp_steps = c.privacy.steps or c.gan.steps
+        steps = f"{c.gan.steps} GAN steps" + (f" (DP runs {dp_steps})" if dp_steps != c.gan.steps else "")
+        return f"{len(self.bench.sites())} sites, {steps}, {c.gan.runs} GAN(s) x {len(c.seeds)} U-Net seed(s)"
 
     def notes(self, rows: list[dict]) -> list[str]:
         by = {r["setting"]: r for r in rows}
