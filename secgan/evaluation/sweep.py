@@ -455,11 +455,12 @@ class Sweep:
         elif setting in ("syn-all", "asyndgan") or setting.startswith("asyndgan-dp-eps"):
             from secgan.evaluation.metrics import summarise_runs
 
-            results, summaries = [], []
+            results, summaries, checkpoints = [], [], []
             for r in range(cfg.gan.runs):
                 ck, summary = self._gan(setting, r)
                 results.append(evaluate_source(parse_source("synthetic"), self.bench, checkpoint=ck, **common))
                 summaries.append(summary)
+                checkpoints.append(ck)
             per_seed = [s for res in results for s in res["per_seed"]]
             per_gan = [round(res["dice_mean"], 6) for res in results]
             merged = {**results[0], **summarise_runs(per_seed), "per_seed": per_seed}
@@ -471,7 +472,7 @@ class Sweep:
                 spent = [spent_epsilon(s) for s in summaries]
                 row["epsilon_spent"] = max((e for e in spent if e is not None), default=None)
             if cfg.quality:
-                row.update(self._quality(self._gan(setting, 0)[0]))
+                row.update(self._quality(checkpoints[0]))
         elif setting.startswith("missing-"):
             mm = cfg.missing_modality
             stem = f"missing-{mm.modality}-site-{mm.site}"
