@@ -44,24 +44,39 @@ def pool_sites(site_dirs: Sequence[Path], out: Path) -> Path:
                     raise DataError(f"{d}: case folder names collide across sites; cannot pool them")
                 sources[case] = Path(d).resolve() / case
                 merged[part].append(case)
-    if (out / "split.json").is_file():
-        try:
-            if json.loads((out / "split.json").read_text()) == merged:
-                return out
-        except (OSError, ValueError):
-            pass
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if _pooled_matches(out, merged):
+        return out
+    # Built beside ``out`` and renamed into place, so concurrent callers (the sweep's GAN workers)
+    # never see, or delete, a half-built folder.
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
     for case, src in sources.items():
-        link = out / case
-        if link.is_symlink() or link.exists():
-            link.unlink() if link.is_symlink() else shutil.rmtree(link)
         try:
-            os.symlink(src, link, target_is_directory=True)
+            os.symlink(src, tmp / case, target_is_directory=True)
         except OSError:
-            shutil.copytree(src, link)
-    atomic_write_json(out / "split.json", merged)
+            shutil.copytree(src, tmp / case)
+    atomic_write_json(tmp / "split.json", merged)
+    if out.exists() or out.is_symlink():
+        if _pooled_matches(out, merged):  # another process finished first
+            shutil.rmtree(tmp)
+            return out
+        shutil.rmtree(out)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if not _pooled_matches(out, merged):
+            raise
+        shutil.rmtree(tmp)
     return out
+
+
+def _pooled_matches(out: Path, merged: dict) -> bool:
+    try:
+        return json.loads((out / "split.json").read_text()) == merged
+    except (OSError, ValueError):
+        return False
 
 
 def syn_all_config(cfg, pooled_dir: Path, n_sites: int):

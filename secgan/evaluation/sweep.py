@@ -430,9 +430,14 @@ class Sweep:
             raise ConfigError(f"GAN worker(s) failed: {'; '.join(failed)}; see {logs}")
 
     def _prepare(self) -> None:
-        """Data, atlas and output folder; idempotent."""
+        """Data, atlas, pooled Syn-All site and output folder; idempotent. Runs before the GAN workers
+        start, so they never build these shared folders at the same time."""
+        from secgan.evaluation.baseline import pool_sites
+        from secgan.evaluation.sources import site_dirs
+
         self.out.mkdir(parents=True, exist_ok=True)
         ensure_data(self.cfg, self.data_root)
+        pool_sites(list(site_dirs(self.data_root).values()), self.out / "pooled" / "site-1")
         if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
             bank = ensure_atlas(self.cfg, self.data_root)
             self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))

@@ -144,3 +144,35 @@ def test_public_atlas_bank_is_generated_once_from_other_patients(tmp_path):
     stamp = (bank / "conds.safetensors").stat().st_mtime_ns
     assert ensure_atlas(cfg, data) == bank and (bank / "conds.safetensors").stat().st_mtime_ns == stamp
     assert np.isfinite(maps._conds.numpy()).all()
+
+
+def test_pooled_site_is_built_once_even_by_concurrent_processes(tmp_path):
+    """The Syn-All pooled site is shared by the sweep's GAN workers: processes building it at
+    once all succeed (eight, so that the old race shows), and the result holds every site's cases and their merged split."""
+    import json
+    import subprocess
+    import sys
+
+    from secgan.data.dataset import read_split
+    from secgan.evaluation.baseline import pool_sites
+    from secgan.evaluation.sweep import PhantomConfig, ensure_data
+
+    cfg = SweepConfig(phantom=PhantomConfig(sites=3, patients=30, size=16, slices=8, seed=5))
+    data = ensure_data(cfg, tmp_path / "data")
+    sites = sorted(p for p in data.iterdir() if p.name.startswith("site-"))
+    out = tmp_path / "pooled" / "site-1"
+    code = ("import sys; from pathlib import Path; from secgan.evaluation.baseline import pool_sites; "
+            "pool_sites([Path(a) for a in sys.argv[2:]], Path(sys.argv[1]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(out), *map(str, sites)], stderr=subprocess.PIPE)
+             for _ in range(8)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    merged = {"train": [], "test": []}
+    for s in sites:
+        for part, cases in read_split(s).items():
+            merged[part] += cases
+    assert json.loads((out / "split.json").read_text()) == merged
+    assert sorted(c.name for c in out.iterdir() if c.name != "split.json") == sorted(merged["train"] + merged["test"])
+    assert not [p for p in out.parent.iterdir() if p.name != "site-1"]  # no partial folder left behind
+    stamp = (out / "split.json").stat().st_mtime_ns
+    assert pool_sites(sites, out) == out and (out / "split.json").stat().st_mtime_ns == stamp
