@@ -36,7 +36,7 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("name", ["sweep.toml", "sweep-tiny.toml"])
+@pytest.mark.parametrize("name", ["sweep.toml", "sweep-small-sites.toml", "sweep-tiny.toml"])
 def test_example_configs_load(name):
     cfg, data = load_sweep_config(EXAMPLES / name)
     assert data.is_absolute()
