@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from secgan.config import to_dict
-from secgan.errors import DataError
+from secgan.errors import ConfigError, DataError
 from secgan.fsio import atomic_write_json
 from secgan.logs import get_logger
 
@@ -103,12 +103,65 @@ def run_finished(out_dir: Path) -> dict | None:
         return None
 
 
+# Run-config keys that do not change what a GAN run learns: where the data sits (a moved folder is
+# the same data), the device, previews and how often it checkpoints.
+_NOT_PROVENANCE = (("data", "site_dirs"), ("device",), ("previews",), ("train", "checkpoint_every"))
+
+
+def _provenance(run_config: dict) -> dict:
+    out = json.loads(json.dumps(run_config))
+    for path in _NOT_PROVENANCE:
+        node = out
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
+    return out
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]} {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def check_gan_folder(cfg, out_dir: Path) -> None:
+    """Refuse to reuse or resume a GAN run folder that was trained with another configuration.
+
+    ConfigError names the keys that differ. A folder without a recorded configuration is refused
+    too unless it holds nothing trained yet (no checkpoint, no summary).
+    """
+    from secgan.checkpoint import checkpoint_file
+
+    out_dir = Path(out_dir)
+    trained = run_finished(out_dir) is not None or checkpoint_file(out_dir / "checkpoint").is_file()
+    if not trained:
+        return
+    recorded = out_dir / "sweep-run-config.json"
+    try:
+        old = json.loads(recorded.read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"{out_dir}: holds a trained GAN but no readable record of its configuration "
+                          f"(sweep-run-config.json); delete the folder to train it again") from None
+    diffs = _differences(_provenance(old), _provenance(to_dict(cfg)))
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise ConfigError(f"{out_dir}: this GAN run was trained with another configuration ({shown}); "
+                          f"write the sweep to a new --out folder, or delete this folder to train it again")
+
+
 def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
-    """Train (or resume, or skip when finished) one GAN run; returns its ``run.json`` summary."""
+    """Train (or resume, or skip when finished) one GAN run; returns its ``run.json`` summary.
+
+    A folder trained with another configuration is refused (``check_gan_folder``), never reused.
+    """
     from secgan.checkpoint import checkpoint_file
     from secgan.runner import run_inprocess
 
     out_dir = Path(out_dir)
+    check_gan_folder(cfg, out_dir)
     done = run_finished(out_dir)
     if done is not None:
         log.info("gan_run_skipped", run=cfg.run_id, reason="finished")

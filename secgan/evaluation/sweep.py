@@ -265,6 +265,40 @@ def planned_settings(cfg: SweepConfig, sites: list[int]) -> list[str]:
     return out
 
 
+def setting_inputs(cfg: SweepConfig, setting: str) -> dict:
+    """The parts of the sweep config that ``setting``'s result depends on; a resumed sweep reuses a
+    saved result only when they are unchanged (``inputs_fingerprint``)."""
+    whole = to_dict(cfg)
+    seg = {k: v for k, v in whole["segmenter"].items() if k != "device"}
+    out: dict[str, Any] = {"phantom": whole["phantom"], "image_size": cfg.image_size, "seeds": whole["seeds"],
+                           "segmenter": seg}
+    real_only = setting.startswith("real-") and not setting.endswith("+synthetic")
+    if real_only:
+        return out
+    out["gan"] = whole["gan"]
+    out["n_synthetic"] = cfg.n_synthetic
+    if cfg.gan.condition_source == "bank" and not cfg.gan.bank_dir:
+        out["atlas"] = whole["atlas"]
+    if setting in ("syn-all", "asyndgan") or setting.startswith("asyndgan-dp-eps"):
+        out["quality"] = cfg.quality
+    else:
+        out["gan"] = {k: v for k, v in whole["gan"].items() if k != "runs"}  # these use the first GAN only
+    if setting.startswith("asyndgan-dp-eps"):
+        out["privacy"] = {k: v for k, v in whole["privacy"].items() if k != "epsilons"}
+        out["epsilon"] = next(e for e in cfg.privacy.epsilons if eps_name(e) == setting)
+    if setting.startswith("missing-"):
+        out["missing_modality"] = whole["missing_modality"]
+    return out
+
+
+def inputs_fingerprint(cfg: SweepConfig, setting: str) -> str:
+    """SHA-256 of ``setting_inputs`` in canonical JSON."""
+    import hashlib
+
+    text = json.dumps(setting_inputs(cfg, setting), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 CSV_COLUMNS = (
     "setting", "epsilon", "epsilon_spent", "dice_mean", "dice_std", "hd95_mean", "hd95_std",
     "dice_wt_mean", "dice_wt_std", "dice_tc_mean", "dice_tc_std", "dice_et_mean", "dice_et_std",
@@ -320,6 +354,7 @@ class Sweep:
     def __init__(self, cfg: SweepConfig, data_root: Path, out: Path, *, config_text: str = "",
                  progress: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
+        self._given = cfg  # as configured (``_prepare`` may fill in the atlas bank's path)
         self.data_root = Path(data_root)
         self.out = Path(out)
         self.config_text = config_text
@@ -338,6 +373,22 @@ class Sweep:
     def setting_path(self, setting: str) -> Path:
         return self.out / "settings" / f"{setting}.json"
 
+    def _stale_reason(self, setting: str) -> str | None:
+        """None when the setting's saved result was made with this configuration; "" when there is
+        none; otherwise why it cannot be reused."""
+        path = self.setting_path(setting)
+        if not path.is_file():
+            return ""
+        try:
+            saved = json.loads(path.read_text()).get("inputs_sha256")
+        except (OSError, ValueError, AttributeError):
+            return "its saved result is unreadable"
+        if saved is None:
+            return "its saved result does not record the configuration it was made with"
+        if saved != inputs_fingerprint(self._given, setting):
+            return "the configuration it depends on changed since it ran"
+        return None
+
     def finished_rows(self) -> list[dict]:
         rows = []
         for s in planned_settings(self.cfg, self.bench.sites()):
@@ -346,25 +397,39 @@ class Sweep:
                 rows.append(json.loads(p.read_text()))
         return rows
 
-    def _gan(self, name: str, run: int = 0) -> tuple[Path, dict]:
-        from secgan.evaluation.baseline import ensure_gan, gan_checkpoint, pool_sites, run_finished, syn_all_config
+    def _gan_config(self, name: str, run: int = 0):
+        """The run config of GAN run ``name:run`` (``syn-all``, ``asyndgan`` or a DP setting)."""
+        from secgan.evaluation.baseline import pool_sites, syn_all_config
         from secgan.evaluation.sources import site_dirs
 
         dirs = list(site_dirs(self.data_root).values())
         if name == "syn-all":
             pooled = pool_sites(dirs, self.out / "pooled" / "site-1")
             cfg = syn_all_config(gan_run_config(self.cfg, dirs, epsilon=None, run=run), pooled, len(dirs))
-            cfg = dataclasses.replace(cfg, run_id=gan_dir_name("syn-all", run))
-        elif name == "asyndgan":
-            cfg = gan_run_config(self.cfg, dirs, epsilon=None, run=run)
-        else:
-            eps = next(e for e in self.cfg.privacy.epsilons if eps_name(e) == name)
-            cfg = gan_run_config(self.cfg, dirs, epsilon=eps, run=run)
+            return dataclasses.replace(cfg, run_id=gan_dir_name("syn-all", run))
+        if name == "asyndgan":
+            return gan_run_config(self.cfg, dirs, epsilon=None, run=run)
+        eps = next(e for e in self.cfg.privacy.epsilons if eps_name(e) == name)
+        return gan_run_config(self.cfg, dirs, epsilon=eps, run=run)
+
+    def _gan(self, name: str, run: int = 0) -> tuple[Path, dict]:
+        from secgan.evaluation.baseline import ensure_gan, gan_checkpoint, run_finished
+
+        cfg = self._gan_config(name, run)
         folder = self.out / "gans" / gan_dir_name(name, run)
         if run_finished(folder) is None:
             self.progress(f"GAN {gan_dir_name(name, run)}: training {cfg.train.steps} steps")
         summary = ensure_gan(cfg, folder)
         return gan_checkpoint(folder), summary
+
+    def check_gan_folders(self) -> None:
+        """Refuse (ConfigError) before any work when a GAN folder in ``out`` was trained with
+        another configuration than this sweep's."""
+        from secgan.evaluation.baseline import check_gan_folder
+
+        for item in self.gan_runs():
+            name, run = _split_item(item)
+            check_gan_folder(self._gan_config(name, run), self.out / "gans" / gan_dir_name(name, run))
 
     def _quality(self, checkpoint: Path) -> dict:
         from secgan.evaluation.quality import image_quality
@@ -403,6 +468,7 @@ class Sweep:
         from secgan.evaluation.baseline import run_finished
 
         self._prepare()
+        self.check_gan_folders()
         todo = [i for i in self.gan_runs()
                 if run_finished(self.out / "gans" / gan_dir_name(*_split_item(i))) is None]
         if not todo:
@@ -491,11 +557,14 @@ class Sweep:
             rows = {stem: _row(stem, absent, wall_seconds=wall),
                     stem + "-completed": _row(stem + "-completed", completed, wall_seconds=wall)}
             for name, r in rows.items():
+                r["inputs_sha256"] = inputs_fingerprint(self._given, name)
+            for name, r in rows.items():
                 atomic_write_json(self.setting_path(name), r)
             return rows[setting]
         else:
             raise ConfigError(f"unknown sweep setting {setting!r}")
         row["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        row["inputs_sha256"] = inputs_fingerprint(self._given, setting)
         atomic_write_json(self.setting_path(setting), row)
         return row
 
@@ -507,6 +576,7 @@ class Sweep:
             if not torch.cuda.is_available():
                 raise ConfigError("device = 'cuda', but no CUDA device is available")
         self._prepare()
+        self.check_gan_folders()  # before anything is written
         atomic_write_json(self.out / "sweep-config.json", to_dict(self.cfg))
         t_path = self.out / "wall-time.json"
         spent = json.loads(t_path.read_text())["seconds"] if t_path.is_file() else 0.0
@@ -515,9 +585,12 @@ class Sweep:
         if mm.enabled and mm.site not in sites:
             raise ConfigError(f"missing_modality.site = {mm.site}, but the data has sites {sites}")
         for setting in planned_settings(self.cfg, sites):
-            if self.setting_path(setting).is_file():
+            stale = self._stale_reason(setting)
+            if stale is None:
                 self.progress(f"{setting}: done already, skipped")
                 continue
+            if stale:
+                self.progress(f"{setting}: {stale}; running it again")
             t0 = time.perf_counter()
             self.progress(f"{setting}: running")
             row = self.run_setting(setting)

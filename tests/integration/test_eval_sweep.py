@@ -89,6 +89,28 @@ def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     # same seeds, same data: the recomputed real-subset-1 is identical
     assert rows2["real-subset-1"]["dice_mean"] == pytest.approx(by["real-subset-1"]["dice_mean"], abs=1e-9)
 
+    # a changed configuration is never mixed with old results: a new U-Net setting redoes every
+    # setting (the GANs, whose configuration is unchanged, are reused) ...
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "settings").iterdir()}
+    gan_stamp = (out / "gans" / "asyndgan" / "run.json").stat().st_mtime_ns
+    changed_cfg = tmp_path / "sweep-lr.toml"
+    changed_cfg.write_text(cfg.read_text().replace("batch_size = 16", "batch_size = 16\nlr = 0.001", 1))
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(changed_cfg), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "real-all: the configuration it depends on changed since it ran; running it again" in said
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "settings").iterdir()}
+    assert all(after[n] != stamps[n] for n in stamps)
+    assert (out / "gans" / "asyndgan" / "run.json").stat().st_mtime_ns == gan_stamp
+    # ... and a GAN folder trained with other GAN settings is refused, before any work, naming the key
+    other_gan = tmp_path / "sweep-steps.toml"
+    other_gan.write_text(changed_cfg.read_text().replace("steps = 4", "steps = 5", 1))
+    after_lr = dict(after)
+    assert main(["sweep", "--config", str(other_gan), "--out", str(out), "--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with another configuration (train.steps 4 -> 5" in err and "new --out folder" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "settings").iterdir()} == after_lr
+
 
 def test_sweep_refuses_bad_parallel_options(tmp_path: Path, capsys):
     cfg = _config(tmp_path)

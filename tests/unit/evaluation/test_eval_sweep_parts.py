@@ -176,3 +176,64 @@ def test_pooled_site_is_built_once_even_by_concurrent_processes(tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name != "site-1"]  # no partial folder left behind
     stamp = (out / "split.json").stat().st_mtime_ns
     assert pool_sites(sites, out) == out and (out / "split.json").stat().st_mtime_ns == stamp
+
+
+def test_each_setting_depends_only_on_its_own_part_of_the_config():
+    """A resumed sweep reuses a saved result only when its inputs are unchanged: what a setting's
+    fingerprint covers, and what it must not (so unrelated edits do not force recomputation)."""
+    import dataclasses as dc
+
+    from secgan.evaluation.sweep import inputs_fingerprint
+
+    base = SweepConfig()
+    names = planned_settings(base, [1, 2])
+
+    def changed(cfg):
+        return {n for n in names if inputs_fingerprint(cfg, n) != inputs_fingerprint(base, n)}
+
+    assert changed(base) == set()
+    assert changed(dc.replace(base, device="cuda")) == set()
+    assert changed(dc.replace(base, segmenter=dc.replace(base.segmenter, device="cuda"))) == set()
+    assert changed(dc.replace(base, seeds=(0, 1, 2))) == set(names)
+    assert changed(dc.replace(base, segmenter=dc.replace(base.segmenter, lr=1e-3))) == set(names)
+    gan_users = {n for n in names if n not in ("real-all", "real-subset-1", "real-subset-2")}
+    assert changed(dc.replace(base, gan=dc.replace(base.gan, steps=301))) == gan_users
+    # more GANs per setting: only the GAN rows (the others use the first GAN)
+    gan_rows = {"syn-all", "asyndgan", "asyndgan-dp-eps1", "asyndgan-dp-eps3", "asyndgan-dp-eps10"}
+    assert changed(dc.replace(base, gan=dc.replace(base.gan, runs=2))) == gan_rows
+    # another epsilon added: no existing setting changes; the DP budget knobs change the DP rows only
+    more = dc.replace(base, privacy=dc.replace(base.privacy, epsilons=(1.0, 3.0, 10.0, 30.0)))
+    assert changed(more) == set()
+    dp_rows = {"asyndgan-dp-eps1", "asyndgan-dp-eps3", "asyndgan-dp-eps10"}
+    assert changed(dc.replace(base, privacy=dc.replace(base.privacy, clip_norm=0.5))) == dp_rows
+    mm = dc.replace(base, missing_modality=dc.replace(base.missing_modality, draws=8))
+    assert changed(mm) == {"missing-flair-site-1", "missing-flair-site-1-completed"}
+    assert changed(dc.replace(base, phantom=dc.replace(base.phantom, seed=99))) == set(names)
+
+
+def test_a_gan_folder_trained_with_another_configuration_is_refused(tmp_path):
+    import dataclasses as dc
+    import json
+
+    from secgan.config import to_dict
+    from secgan.evaluation.baseline import check_gan_folder
+
+    cfg = SweepConfig()
+    dirs = [tmp_path / "site-1", tmp_path / "site-2"]
+    run = gan_run_config(cfg, dirs, epsilon=None)
+    folder = tmp_path / "gans" / "asyndgan"
+    check_gan_folder(run, folder)  # nothing there: fine
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"steps_done": 300}))
+    with pytest.raises(ConfigError, match="no readable record of its configuration"):
+        check_gan_folder(run, folder)
+    (folder / "sweep-run-config.json").write_text(json.dumps(to_dict(run)))
+    check_gan_folder(run, folder)
+    # the data moved, another device, other checkpoint spacing: still the same run
+    moved = gan_run_config(cfg, [tmp_path / "elsewhere" / "site-1", tmp_path / "elsewhere" / "site-2"], epsilon=None)
+    check_gan_folder(dc.replace(moved, device="cuda", train=dc.replace(moved.train, checkpoint_every=7)), folder)
+    with pytest.raises(ConfigError, match=r"train\.lr_g 0\.0002 -> 0\.001.*new --out folder"):
+        check_gan_folder(dc.replace(run, train=dc.replace(run.train, lr_g=1e-3)), folder)
+    dp = gan_run_config(cfg, dirs, epsilon=3.0)
+    with pytest.raises(ConfigError, match=r"privacy\.mode \"off\" -> \"dpsgd\""):
+        check_gan_folder(dp, folder)
