@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="sweep config (TOML), e.g. examples/sweep.toml")
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder: results.csv, results.json, dice_vs_epsilon.png, report.html; "
-                             "finished settings are kept and skipped on a re-run")
+                             "on a re-run, finished settings whose part of the config is unchanged are kept, the "
+                             "others redone; a GAN folder trained with another config is refused")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train the GAN runs in this many processes first (each with cpu_count / jobs threads), "
                              "then evaluate; 1 trains them one after another as the settings need them")
