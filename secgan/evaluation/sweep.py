@@ -558,7 +558,6 @@ class Sweep:
                     stem + "-completed": _row(stem + "-completed", completed, wall_seconds=wall)}
             for name, r in rows.items():
                 r["inputs_sha256"] = inputs_fingerprint(self._given, name)
-            for name, r in rows.items():
                 atomic_write_json(self.setting_path(name), r)
             return rows[setting]
         else:
