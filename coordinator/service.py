@@ -192,8 +192,8 @@ class Coordinator:
         self.core = GeneratorCore(self.G, self.optimizer, conditions, batch_size=cfg.train.batch_size,
                                   noise_dim=cfg.model.noise_dim, generator=self.rng, device=cfg.device,
                                   average=cfg.train.g_average)
-        if self.core.G_average is not None and average_state is not None:  # set only on --resume
-            self.core.G_average.load_state_dict(average_state)
+        if self.resume:
+            self.core.restore_average(average_state)
         if cfg.aggregation == "secure-sum":
             from coordinator.secure_sum import SecureSumScheduler
 

@@ -157,8 +157,7 @@ def run_inprocess(
         if ck.config != config_dict:
             raise ConfigError(f"{ck.path}: the checkpoint was written with a different run config; refusing to resume")
         G.load_state_dict(ck.generator_state)
-        if core.G_average is not None:
-            core.G_average.load_state_dict(ck.average_state if ck.average_state is not None else ck.generator_state)
+        core.restore_average(ck.average_state)
         restore_optimizer(opt, ck.optimizer_state, where=ck.path)
         try:
             gen.set_state(ck.rng_state["core"])

@@ -242,6 +242,12 @@ class GeneratorCore:
         self._applied = 0
         self.optimizer.zero_grad(set_to_none=True)
 
+    def restore_average(self, state: dict[str, torch.Tensor] | None) -> None:
+        """On resume, after G's weights are loaded: the moving average from the checkpoint, or, when
+        the checkpoint kept none, a fresh one from G's current weights. No-op when it is off."""
+        if self.G_average is not None:
+            self.G_average.load_state_dict(state if state is not None else self.G.state_dict())
+
     def make_batch(self, *, run_id: str, round: int, step: int, site: str = "") -> FakeBatch:
         """Fresh conditions and noise, fake = G(c, z) with its graph kept until the reply arrives."""
         key = (run_id, round, step, site)

@@ -370,6 +370,11 @@ class Sweep:
             self._bench = Workbench(self.data_root, self.cfg.image_size)
         return self._bench
 
+    @property
+    def _pooled(self) -> Path:
+        """The Syn-All site: every site's cases pooled (built by ``_prepare``)."""
+        return self.out / "pooled" / "site-1"
+
     def setting_path(self, setting: str) -> Path:
         return self.out / "settings" / f"{setting}.json"
 
@@ -399,13 +404,12 @@ class Sweep:
 
     def _gan_config(self, name: str, run: int = 0):
         """The run config of GAN run ``name:run`` (``syn-all``, ``asyndgan`` or a DP setting)."""
-        from secgan.evaluation.baseline import pool_sites, syn_all_config
+        from secgan.evaluation.baseline import syn_all_config
         from secgan.evaluation.sources import site_dirs
 
         dirs = list(site_dirs(self.data_root).values())
-        if name == "syn-all":
-            pooled = pool_sites(dirs, self.out / "pooled" / "site-1")
-            cfg = syn_all_config(gan_run_config(self.cfg, dirs, epsilon=None, run=run), pooled, len(dirs))
+        if name == "syn-all":  # the pooled site is built by ``_prepare``
+            cfg = syn_all_config(gan_run_config(self.cfg, dirs, epsilon=None, run=run), self._pooled, len(dirs))
             return dataclasses.replace(cfg, run_id=gan_dir_name("syn-all", run))
         if name == "asyndgan":
             return gan_run_config(self.cfg, dirs, epsilon=None, run=run)
@@ -503,7 +507,7 @@ class Sweep:
 
         self.out.mkdir(parents=True, exist_ok=True)
         ensure_data(self.cfg, self.data_root)
-        pool_sites(list(site_dirs(self.data_root).values()), self.out / "pooled" / "site-1")
+        pool_sites(list(site_dirs(self.data_root).values()), self._pooled)
         if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
             bank = ensure_atlas(self.cfg, self.data_root)
             self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))
