@@ -1,8 +1,11 @@
 """``secgan site --config FILE [--data DIR]`` (also ``python -m sites``).
 
 The edge: load site.toml, verify the signed manifest (which pins the coordinator's CURVE key),
-load this site's training split, build its learner and run the node. Exit codes: 0 after Stop,
-SIGTERM or SIGINT; 2 protocol/image mismatch; 3 the coordinator's condition source is refused.
+take the exclusive lock on its state folder (held for the life of the process: a second start on
+the same state is refused, naming the holder's pid), load this site's training split, build its
+learner and run the node. Exit codes: 0 after Stop, SIGTERM or SIGINT; 2 a refused start (state in
+use, ledger or release log broken or behind) or a protocol/image mismatch; 3 the coordinator's
+condition source is refused.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from secgan import keys
     from secgan.data.dataset import load_site
     from secgan.logs import get_logger
+    from secgan.privacy.statelock import StateLock
     from secgan.settings import load_site_config, verify_federation
 
     from sites.node import NodeConfig, SiteNode
@@ -102,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
     manifest = verify_federation(cfg)  # also checks the pinned coordinator key against the manifest
     public, secret = keys.load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+    state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit
     dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad)
     learner, persist = build_learner(cfg, dataset)
-    get_logger(__name__).info("site_ready", site=cfg.site_id, patients=dataset.n_patients, mode=cfg.policy.mode)
+    get_logger(__name__).info("site_ready", site=cfg.site_id, patient_count=dataset.n_patients, mode=cfg.policy.mode)
     node = SiteNode(
         NodeConfig(
             site_id=cfg.site_id,
@@ -126,4 +131,7 @@ def run(args: argparse.Namespace) -> int:
         persist=persist,
         secure_sum=build_secure_sum(cfg, manifest),
     )
-    return node.serve()
+    try:
+        return node.serve()
+    finally:
+        state_lock.release()

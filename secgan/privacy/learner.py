@@ -87,13 +87,18 @@ class SiteLearner:
                 expected_batch_size=policy.expected_batch_size, n_patients=dataset.n_patients
             )
         elif mode == "sanitize":
-            self.sample_rate = 1.0 / policy.shards
+            # q = 1 (proven) unless the site's policy opts into the shard-amplification assumption
+            self.sample_rate = 1.0 / policy.shards if policy.assume_shard_amplification else 1.0
         else:
             self.sample_rate = None
         self.noise_multiplier = self._noise_multiplier()
 
-        # --- durable state -----------------------------------------------------------------
-        self.ledger = PrivacyLedger.open(
+        # --- durable state: one writer (the state lock), ledger cross-checked with the log -----
+        from secgan.privacy.recovery import open_state
+        from secgan.privacy.statelock import StateLock
+
+        self._lock = StateLock.acquire(self.state_dir)
+        self.ledger, self.release_log = open_state(
             self.state_dir,
             params=LedgerParams(
                 mode=mode,
@@ -102,9 +107,10 @@ class SiteLearner:
                 clip_norm=policy.clip_norm,
                 dataset_fingerprint=dataset.fingerprint(salt=FINGERPRINT_SALT),
                 policy_hash=policy.accounting_hash(),
+                assumptions=policy.assumptions(),
             ),
+            cost=lambda rows: (self._accounted_noise(rows), self.sample_rate),
         )
-        self.release_log = ReleaseLog(self.state_dir)
 
         # --- private randomness (sampling + noise) -------------------------------------------
         # Fresh streams at every (re)start, keyed by the release count, so a restart never replays
@@ -127,7 +133,7 @@ class SiteLearner:
                 Ds, patient_shards(dataset, shards=policy.shards, seed=generator_seed), lr=train.lr_d, betas=betas
             )
             if any(len(m) == 0 for m in self._shards.members):
-                log.warning("sanitize_empty_shard", shards=policy.shards, n_count=dataset.n_patients)
+                log.warning("sanitize_empty_shard", shards=policy.shards, patient_count=dataset.n_patients)
             self._modules = list(zip(Ds, self._shards.optimizers))
         else:
             D = build_discriminator(model, image, seed=generator_seed).to(self.device)
@@ -158,6 +164,7 @@ class SiteLearner:
             sample_rate=self.sample_rate,
             epsilon=self.ledger.epsilon,
             releases=self.ledger.releases,
+            assumptions=",".join(self.ledger.assumptions) or "none",
         )
 
     # ------------------------------------------------------------------ interface

@@ -7,8 +7,15 @@ depends on, so a restart can neither lose spent budget nor reuse it under other 
   target, and writes the new state atomically (temp file, fsync, rename, fsync dir) **before** the
   caller may release anything. A crash after the write and before the send can only over-count.
 - ``open`` refuses a ledger written for another dataset (fingerprint) or other privacy parameters
-  (mode, delta, target, C, accountant, policy hash), naming the field; a corrupt ledger is an error,
-  never a silent reset.
+  (mode, delta, target, C, accountant, policy hash, accounting assumptions), naming the field; a
+  corrupt ledger is an error, never a silent reset.
+- one writer: once a release log is attached, ``reserve_step`` first checks that ``ledger.json``
+  still holds what this writer last wrote and that the log still ends with this writer's last
+  entry, then records that entry's hash (``log_tail``), binding ledger and log together; so a second
+  writer by any path is refused before the next release. Epsilon never goes down.
+- ``account_missing`` / ``rebuilt`` (``secgan.privacy.recovery``): a ledger found behind its
+  release log is brought up to (at least) what the log shows, and the event is recorded in
+  ``recoveries``.
 
 The math stays in ``secgan.privacy.accounting``; this module only keeps state.
 """
@@ -28,6 +35,9 @@ from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANT_VERSION, epsilon_fr
 LEDGER_FILE = "ledger.json"
 FORMAT = 1
 MODES = ("off", "dpsgd", "sanitize")
+# Accounting assumptions a site may opt into (``PrivacyPolicy``); each is named in the ledger.
+SHARD_AMPLIFICATION = "sanitize_shard_amplification"
+ASSUMPTIONS = (SHARD_AMPLIFICATION,)
 
 
 @dataclass(frozen=True)
@@ -42,12 +52,22 @@ class LedgerParams:
     policy_hash: str
     accountant: str = ACCOUNTANT
     accountant_version: str = ACCOUNTANT_VERSION
+    # accounting assumptions this budget rests on (names from ASSUMPTIONS, sorted); () = proven only
+    assumptions: tuple[str, ...] = ()
 
 
 # Fields compared on open, in this order (the first mismatch is named).
 # Keys written by the accounting itself (creation and reserve_step); annotate() may not touch them.
-_ACCOUNTING_KEYS = frozenset({"format", "history", "steps", "releases", "epsilon", *(f.name for f in fields(LedgerParams))})
-BOUND_FIELDS = ("dataset_fingerprint", "mode", "delta", "target_epsilon", "clip_norm", "accountant", "policy_hash")
+_ACCOUNTING_KEYS = frozenset({"format", "history", "steps", "releases", "epsilon", "log_tail", "recoveries",
+                              *(f.name for f in fields(LedgerParams))})
+BOUND_FIELDS = ("dataset_fingerprint", "mode", "delta", "target_epsilon", "clip_norm", "accountant", "assumptions",
+                "policy_hash")
+
+
+def _params_dict(params: LedgerParams) -> dict[str, Any]:
+    d = asdict(params)
+    d["assumptions"] = sorted(params.assumptions)
+    return d
 
 
 def _scheme_of(version: str) -> str:
@@ -105,6 +125,17 @@ def _validate(path: Path, data: Any) -> dict[str, Any]:
     eps = data.get("epsilon")
     if eps is not None and not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps >= 0):
         raise _corrupt(path, "field 'epsilon' is not a number >= 0 or null")
+    if "assumptions" not in data:
+        # written before assumptions were recorded: sanitize then always assumed shard amplification
+        data["assumptions"] = [SHARD_AMPLIFICATION] if data["mode"] == "sanitize" else []
+    a = data["assumptions"]
+    if not (isinstance(a, list) and all(isinstance(x, str) and x in ASSUMPTIONS for x in a)):
+        raise _corrupt(path, f"field 'assumptions' must be a list of {', '.join(ASSUMPTIONS)}")
+    tail = data.get("log_tail")
+    if tail is not None and not (isinstance(tail, str) and len(tail) == 64 and all(c in "0123456789abcdef" for c in tail)):
+        raise _corrupt(path, "field 'log_tail' is not a SHA-256 hex digest")
+    if not isinstance(data.get("recoveries", []), list):
+        raise _corrupt(path, "field 'recoveries' is not a list")
     return data
 
 
@@ -114,6 +145,8 @@ class PrivacyLedger:
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
         self._data = data
+        self._disk: dict[str, Any] | None = json.loads(json.dumps(data))  # what the file holds
+        self._log: Any = None  # the attached ReleaseLog (attach_release_log)
 
     # ------------------------------------------------------------------ opening
 
@@ -129,7 +162,13 @@ class PrivacyLedger:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise _corrupt(path, f"not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
-        return cls(path, _validate(path, data))
+        ledger = cls(path, _validate(path, data))
+        ledger._disk = json.loads(raw)
+        return ledger
+
+    @staticmethod
+    def exists(state_dir: str | Path) -> bool:
+        return (Path(state_dir) / LEDGER_FILE).exists()
 
     @classmethod
     def open(cls, state_dir: str | Path, *, params: LedgerParams) -> "PrivacyLedger":
@@ -138,23 +177,53 @@ class PrivacyLedger:
             raise PrivacyError(f"ledger mode must be one of {', '.join(MODES)}, got {params.mode!r}")
         path = Path(state_dir) / LEDGER_FILE
         if not path.exists():
-            data: dict[str, Any] = {
-                "format": FORMAT,
-                **asdict(params),
-                "history": [],
-                "steps": 0,
-                "releases": 0,
-                "epsilon": None if params.mode == "off" else 0.0,
-            }
-            ledger = cls(path, data)
-            ledger._write()
-            return ledger
+            return cls.rebuilt(state_dir, params=params, history=[], releases=0, epsilon_floor=None, log_tail=None)
         ledger = cls.read(state_dir)
         ledger._check_bound(params)
         return ledger
 
+    @classmethod
+    def rebuilt(
+        cls,
+        state_dir: str | Path,
+        *,
+        params: LedgerParams,
+        history: list[tuple[float, float, int]],
+        releases: int,
+        epsilon_floor: float | None,
+        log_tail: str | None,
+        recovery: dict[str, Any] | None = None,
+    ) -> "PrivacyLedger":
+        """A new ledger (written durably) holding ``history`` and ``releases``: empty for a fresh
+        site, or rebuilt from a release log that outlived its ledger. Refuses to overwrite one."""
+        path = Path(state_dir) / LEDGER_FILE
+        if path.exists():
+            raise PrivacyError(f"{path}: a ledger exists; it is never overwritten")
+        if params.mode not in MODES:
+            raise PrivacyError(f"ledger mode must be one of {', '.join(MODES)}, got {params.mode!r}")
+        hist = [[float(s), float(q), int(k)] for s, q, k in history if int(k) > 0]
+        eps: float | None = None
+        if params.mode != "off":
+            eps = epsilon_from_history(hist, delta=params.delta) if hist else 0.0
+            eps = max(eps, epsilon_floor or 0.0)
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            **_params_dict(params),
+            "history": hist,
+            "steps": sum(k for _, _, k in hist),
+            "releases": int(releases),
+            "epsilon": eps,
+            "recoveries": [recovery] if recovery else [],
+        }
+        if log_tail is not None:  # bound to a release log (the learner's ledger always is)
+            data["log_tail"] = log_tail
+        ledger = cls(path, data)
+        ledger._disk = None
+        ledger._write()
+        return ledger
+
     def _check_bound(self, params: LedgerParams) -> None:
-        want = asdict(params)
+        want = _params_dict(params)
         for key in BOUND_FIELDS:
             if self._data[key] != want[key]:
                 shown = (lambda v: v) if key not in ("dataset_fingerprint", "policy_hash") else (lambda v: str(v)[:12] + "...")
@@ -201,6 +270,15 @@ class PrivacyLedger:
         return int(self._data["steps"])
 
     @property
+    def log_tail(self) -> str | None:
+        """Hash of the last release-log entry this ledger saw (None: written before it was recorded)."""
+        return self._data.get("log_tail")
+
+    @property
+    def assumptions(self) -> list[str]:
+        return list(self._data["assumptions"])
+
+    @property
     def epsilon(self) -> float | None:
         """Epsilon after the last recorded release (None in mode "off": nothing is accounted)."""
         eps = self._data["epsilon"]
@@ -227,7 +305,7 @@ class PrivacyLedger:
         """Raise BudgetExhausted if one more step would pass the target; else the epsilon after it."""
         if self.mode == "off":
             return None
-        eps = self.epsilon_after(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+        eps = max(self.epsilon_after(noise_multiplier=noise_multiplier, sample_rate=sample_rate), self.epsilon or 0.0)
         if not eps <= self.target_epsilon:
             raise BudgetExhausted(eps, self.target_epsilon)
         return eps
@@ -236,9 +314,12 @@ class PrivacyLedger:
         """Account one release and make it durable; only after this returns may it be sent.
 
         Returns epsilon after the release (None in mode "off", where only releases are counted).
+        With a release log attached, first checks that this process is still the only writer.
         """
+        self.check_sole_writer()
+        tail = {} if self._log is None else {"log_tail": self._log.last_hash}
         if self.mode == "off":
-            new = dict(self._data, releases=self.releases + 1)
+            new = dict(self._data, releases=self.releases + 1, **tail)
         else:
             if noise_multiplier is None or sample_rate is None:
                 raise PrivacyError("a DP release needs its noise multiplier and sampling rate")
@@ -249,6 +330,7 @@ class PrivacyLedger:
                 steps=self.steps + 1,
                 releases=self.releases + 1,
                 epsilon=eps,
+                **tail,
             )
         if new.get("epsilon") is not None and not math.isfinite(new["epsilon"]):
             raise BudgetExhausted(math.inf, self.target_epsilon)
@@ -260,6 +342,80 @@ class PrivacyLedger:
             self._data = old
             raise
         return self.epsilon
+
+    def attach_release_log(self, release_log: Any) -> None:
+        """From now on every reserve checks ``release_log`` (its tail is still this writer's last
+        entry) and records its last hash in ``log_tail``."""
+        self._log = release_log
+
+    def check_sole_writer(self) -> None:
+        """Raise PrivacyError if ``ledger.json`` no longer holds what this writer last wrote, or the
+        attached release log no longer ends with this writer's last entry."""
+        try:
+            on_disk = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            on_disk = None
+        if on_disk != self._disk:
+            raise PrivacyError(
+                f"{self.path}: the ledger changed under this process (another writer, a restore or an edit); "
+                "refusing to release. Stop every other process on this state folder, then restart the site"
+            )
+        if self._log is not None:
+            self._log.check_tail()
+
+    def account_missing(
+        self,
+        *,
+        steps: int,
+        sigma: float | None,
+        q: float | None,
+        epsilon_floor: float | None,
+        releases_floor: int,
+        log_tail: str | None,
+        reason: str,
+    ) -> None:
+        """Bring a ledger found behind its release log up to it: add ``steps`` releases at (sigma, q)
+        (the caller passes the most expensive ones the log allows), raise the counts to at least
+        ``releases_floor`` and epsilon to at least ``epsilon_floor``, record why. Never lowers anything."""
+        before = {"releases": self.releases, "epsilon": self.epsilon}
+        new = dict(self._data)
+        add = max(int(steps), int(releases_floor) - self.releases, 0)
+        new["releases"] = self.releases + add
+        if self.mode != "off" and add:
+            if sigma is None or q is None:
+                raise PrivacyError("accounting missing DP releases needs their noise multiplier and sampling rate")
+            hist = [list(e) for e in self._data["history"]]
+            if hist and hist[-1][0] == float(sigma) and hist[-1][1] == float(q):
+                hist[-1][2] += add
+            else:
+                hist.append([float(sigma), float(q), add])
+            new["history"] = hist
+            new["steps"] = self.steps + add
+        if self.mode != "off":
+            eps = epsilon_from_history(new["history"], delta=self.delta) if new["history"] else 0.0
+            new["epsilon"] = max(eps, self.epsilon or 0.0, epsilon_floor or 0.0)
+        if log_tail is not None:
+            new["log_tail"] = log_tail
+        new["recoveries"] = [*self._data.get("recoveries", []),
+                             {"reason": reason, "added_releases": add, "before": before,
+                              "after": {"releases": new["releases"], "epsilon": new["epsilon"]}}]
+        old = self._data
+        self._data = new
+        try:
+            self._write()
+        except BaseException:
+            self._data = old
+            raise
+
+    def record_log_tail(self, log_tail: str) -> None:
+        """Durably record the release log's last entry as seen (after ``secgan ledger recover``)."""
+        old = self._data
+        self._data = dict(old, log_tail=log_tail)
+        try:
+            self._write()
+        except BaseException:
+            self._data = old
+            raise
 
     def annotate(self, key: str, value: Any) -> None:
         """Record a statement next to the accounting (e.g. the distributed-noise assumption of a
@@ -277,3 +433,4 @@ class PrivacyLedger:
 
     def _write(self) -> None:
         atomic_write_json(self.path, self._data)
+        self._disk = json.loads(json.dumps(self._data))

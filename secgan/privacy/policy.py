@@ -40,8 +40,12 @@ class PrivacyPolicy:
     expected_batch_size: int = field(default=8, metadata=rng(min=1))
     # condition sources this site serves; 'site' discloses label maps and is refused with DP
     accept_sources: tuple[str, ...] = ("procedural", "bank")
-    # sanitize mode: number of disjoint patient shards (one discriminator each), q = 1/shards
+    # sanitize mode: number of disjoint patient shards (one discriminator each)
     shards: int = field(default=4, metadata=rng(min=1))
+    # sanitize mode: charge q = 1/shards per release (GS-WGAN's amplification by shard choice). This is
+    # an ASSUMPTION, not a proof (the unpicked discriminators' state depends on the hidden history of
+    # picks); the default charges q = 1, the proven figure. Recorded in the ledger, which refuses a flip.
+    assume_shard_amplification: bool = False
     # secure-sum: the smallest participant set this site will mask for (0: strict majority, >= 3)
     secure_sum_threshold: int = field(default=0, metadata=rng(min=0))
     # Opacus's noise that resists floating-point attacks (Mironov 2012): 4 draws per value
@@ -59,6 +63,14 @@ class PrivacyPolicy:
                 raise ValueError(f"accept_sources: unknown source {s!r} (allowed: {', '.join(SOURCES)})")
         if self.mode == "off" and not self.allow_off:
             raise ValueError("mode = 'off' needs allow_off = true in the site's own policy")
+        if self.assume_shard_amplification and self.mode != "sanitize":
+            raise ValueError("assume_shard_amplification applies to mode = 'sanitize' only")
+
+    def assumptions(self) -> tuple[str, ...]:
+        """Accounting assumptions this policy opts into (recorded in, and bound by, the ledger)."""
+        from secgan.privacy.ledger import SHARD_AMPLIFICATION
+
+        return (SHARD_AMPLIFICATION,) if self.mode == "sanitize" and self.assume_shard_amplification else ()
 
     def accounting_hash(self) -> str:
         """SHA-256 over the fields a privacy ledger is bound to (``ACCOUNTED_FIELDS``)."""

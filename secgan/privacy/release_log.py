@@ -8,6 +8,15 @@ the fact, that every release the site made is covered by its ledger (``verify_re
 
 Order at the site: ledger reserve (durable) -> log append (durable) -> send. So after a crash the
 log may miss the last reserved step (the ledger over-counts), never the reverse.
+
+One writer: before every append (and, through the ledger, before every reserve) the writer checks
+that the file still ends where its own last append ended (size and last hash), so a second writer
+by any path is detected before the next release, never after.
+
+A ``carry_over`` entry (kinds ``["carry_over"]``, written only by ``secgan ledger recover``) starts
+a new chain after a broken log was archived; its ``carried`` field records the releases and the
+epsilon carried over (the larger of ledger and old log, never less) and the archived file's hash.
+It counts as ``carried["releases"]`` releases.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from secgan.logs import get_logger
 LOG_FILE = "releases.jsonl"
 GENESIS = "0" * 64
 _FIELDS = ("step", "round", "run_id", "kinds", "shapes", "sha256", "epsilon_after", "prev_hash")
+CARRY_OVER = "carry_over"
+RECOVER_HINT = "see `secgan ledger recover --help` (SECURITY.md, \"Recovering a broken release log\")"
 
 log = get_logger(__name__)
 
@@ -36,7 +47,21 @@ def _canonical(obj: Mapping[str, Any]) -> bytes:
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_canonical({k: entry[k] for k in _FIELDS})).hexdigest()
+    """SHA-256 of the entry's canonical JSON without ``hash`` (every other key is covered)."""
+    return hashlib.sha256(_canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+
+
+def entry_releases(entry: Mapping[str, Any]) -> int:
+    """How many releases one entry stands for: 1, or the count a carry-over entry carries."""
+    if entry.get("kinds") == [CARRY_OVER]:
+        return int(entry["carried"]["releases"])
+    return 1
+
+
+def entry_rows(entry: Mapping[str, Any]) -> int:
+    """Rows of the released gradient (its first dimension); 0 for a carry-over entry."""
+    shape = (entry.get("shapes") or {}).get("grad") or [0]
+    return int(shape[0]) if shape else 0
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -58,10 +83,46 @@ class ReleaseLog:
         self._repair_torn_tail()
         result = verify_chain(self.path)
         if not result.ok:
-            raise PrivacyError(f"{self.path}: release log is broken ({'; '.join(result.problems)}); refusing to append")
+            raise PrivacyError(
+                f"{self.path}: release log is broken ({'; '.join(result.problems)}); refusing to append. {RECOVER_HINT}"
+            )
         self.entries = result.entries
+        self.releases = result.releases
         self.last_hash = result.last_hash
         self.max_epsilon = result.max_epsilon
+        self.max_rows = result.max_rows
+        self.hashes = result.hashes
+        self._size = self.path.stat().st_size if self.path.exists() else 0
+
+    def check_tail(self) -> None:
+        """Raise PrivacyError unless the file still ends with this writer's last append.
+
+        Called before every reserve and every append: another writer (a second process, a restored
+        file, a hand edit) shows up as a different size or a different last hash."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0  # as good as empty; a log that had entries then differs in size
+        if size == self._size and (size == 0 or self._last_line_hash() == self.last_hash):
+            return
+        raise PrivacyError(
+            f"{self.path}: the release log changed under this process (expected {self._size} bytes ending in "
+            f"entry {self.last_hash[:12]}..., found {size} bytes): another writer touched this "
+            f"site's state; refusing to release. {RECOVER_HINT}"
+        )
+
+    def _last_line_hash(self) -> str | None:
+        with self.path.open("rb") as fh:
+            fh.seek(max(0, self._size - 65536))
+            tail = fh.read()
+        lines = [ln for ln in tail.split(b"\n") if ln]
+        if not lines:
+            return None
+        try:
+            entry = json.loads(lines[-1])
+        except ValueError:
+            return None
+        return entry.get("hash") if isinstance(entry, dict) else None
 
     def _repair_torn_tail(self) -> None:
         """Drop a final line without its newline: a crash mid-append, whose release was never sent
@@ -86,6 +147,7 @@ class ReleaseLog:
         tensors: Mapping[str, torch.Tensor],
         epsilon_after: float | None,
     ) -> dict[str, Any]:
+        self.check_tail()
         entry: dict[str, Any] = {
             "step": int(step),
             "round": int(round),
@@ -98,33 +160,77 @@ class ReleaseLog:
         }
         entry["hash"] = entry_hash(entry)
         line = _canonical(entry) + b"\n"
+        self._write_line(line)
+        self.entries += 1
+        self.releases += 1
+        self.last_hash = entry["hash"]
+        self.hashes.append(entry["hash"])
+        self.max_rows = max(self.max_rows, entry_rows(entry))
+        if epsilon_after is not None:
+            self.max_epsilon = max(self.max_epsilon or 0.0, float(epsilon_after))
+        return entry
+
+    def append_carry_over(self, *, carried: Mapping[str, Any], epsilon: float | None, archived_sha256: str) -> dict[str, Any]:
+        """The first entry of a new chain (``secgan ledger recover``); the log must be empty."""
+        if self.entries:
+            raise PrivacyError(f"{self.path}: a carry-over entry only starts a new chain")
+        entry: dict[str, Any] = {
+            "step": -1,
+            "round": -1,
+            "run_id": "",
+            "kinds": [CARRY_OVER],
+            "shapes": {},
+            "sha256": archived_sha256,
+            "epsilon_after": None if epsilon is None else float(epsilon),
+            "prev_hash": GENESIS,
+            "carried": dict(carried),
+        }
+        entry["hash"] = entry_hash(entry)
+        self._write_line(_canonical(entry) + b"\n")
+        self.entries = 1
+        self.releases = entry_releases(entry)
+        self.last_hash = entry["hash"]
+        self.hashes.append(entry["hash"])
+        self.max_epsilon = entry["epsilon_after"]
+        return entry
+
+    def _write_line(self, line: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line)
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.entries += 1
-        self.last_hash = entry["hash"]
-        if epsilon_after is not None:
-            self.max_epsilon = max(self.max_epsilon or 0.0, float(epsilon_after))
-        return entry
+        self._size += len(line)
 
 
 @dataclass
 class VerifyResult:
     ok: bool
-    entries: int = 0
+    entries: int = 0  # lines of the chain that verified
+    releases: int = 0  # releases those lines stand for (a carry-over entry counts its carried releases)
     last_hash: str = GENESIS
     max_epsilon: float | None = None
+    max_rows: int = 0
+    hashes: list[str] = field(default_factory=list)  # entry hashes in order (the first is line 1)
     problems: list[str] = field(default_factory=list)
     ledger_releases: int | None = None
     ledger_epsilon: float | None = None
+
+    def position(self, h: str) -> int | None:
+        """Line number of the entry whose hash is ``h`` (0 for GENESIS), or None."""
+        if h == GENESIS:
+            return 0
+        try:
+            return self.hashes.index(h) + 1
+        except ValueError:
+            return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "entries": self.entries,
+            "releases": self.releases,
             "max_epsilon_logged": self.max_epsilon,
             "ledger_releases": self.ledger_releases,
             "ledger_epsilon": self.ledger_epsilon,
@@ -147,7 +253,13 @@ def verify_chain(path: str | Path) -> VerifyResult:
             if not isinstance(entry, dict) or any(k not in entry for k in _FIELDS + ("hash",)):
                 raise ValueError("missing fields")
             computed = entry_hash(entry)
-        except (ValueError, TypeError) as exc:
+            n_rel = entry_releases(entry)
+            rows = entry_rows(entry)
+            if isinstance(n_rel, bool) or n_rel < 0:
+                raise ValueError("negative carried releases")
+            if entry.get("kinds") == [CARRY_OVER] and n != 1:
+                raise ValueError("a carry-over entry that is not the first line")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             res.problems.append(f"line {n}: not a valid log entry ({exc})")
             res.ok = False
             break
@@ -161,6 +273,9 @@ def verify_chain(path: str | Path) -> VerifyResult:
             break
         prev = entry["hash"]
         res.entries += 1
+        res.releases += n_rel
+        res.max_rows = max(res.max_rows, rows)
+        res.hashes.append(prev)
         eps = entry["epsilon_after"]
         if eps is not None:
             res.max_epsilon = max(res.max_epsilon or 0.0, float(eps))
@@ -182,10 +297,64 @@ def verify_release_log(state_dir: str | Path) -> VerifyResult:
         return res
     res.ledger_releases = ledger.releases
     res.ledger_epsilon = ledger.epsilon
-    if ledger.releases < res.entries:
+    if ledger.releases < res.releases:
         res.ok = False
-        res.problems.append(f"ledger counts {ledger.releases} releases but the log holds {res.entries}")
+        res.problems.append(f"ledger counts {ledger.releases} releases but the log holds {res.releases}")
     if res.max_epsilon is not None and (ledger.epsilon is None or ledger.epsilon < res.max_epsilon):
         res.ok = False
         res.problems.append(f"ledger epsilon {ledger.epsilon} is below the largest logged epsilon {res.max_epsilon}")
+    tail = ledger.log_tail
+    if res.ok and tail is not None:
+        pos = res.position(tail)
+        if pos is None:
+            res.ok = False
+            res.problems.append(
+                f"the release log does not hold entry {tail[:12]}..., the last one this ledger saw "
+                "(log removed, replaced by an older or another site's log, or rewritten)"
+            )
+        elif res.entries > pos + 1:
+            res.ok = False
+            res.problems.append(
+                f"{res.entries - pos - 1} logged release(s) after the last one this ledger accounted "
+                "(ledger restored from an older state?)"
+            )
+    if not res.ok:
+        res.problems.append(RECOVER_HINT)
     return res
+
+
+@dataclass
+class Salvage:
+    """What every readable line of a (possibly broken) log claims, chain or no chain."""
+
+    lines: int = 0
+    releases: int = 0
+    unreadable: int = 0
+    max_epsilon: float | None = None
+    max_rows: int = 0
+
+
+def salvage(path: str | Path) -> Salvage:
+    """Count the releases of every parseable line, ignoring the chain (``secgan ledger recover``:
+    a broken log may hold more releases than its valid prefix, e.g. two writers' lines)."""
+    path = Path(path)
+    out = Salvage()
+    if not path.exists():
+        return out
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
+            continue
+        out.lines += 1
+        try:
+            entry = json.loads(raw)
+            n_rel, rows = entry_releases(entry), entry_rows(entry)
+            eps = entry.get("epsilon_after")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            out.unreadable += 1
+            out.releases += 1  # it may have been a release: count it (over-count, never under)
+            continue
+        out.releases += max(int(n_rel), 1) if not isinstance(n_rel, bool) else 1
+        out.max_rows = max(out.max_rows, rows)
+        if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps == eps:
+            out.max_epsilon = max(out.max_epsilon or 0.0, float(eps))
+    return out
