@@ -155,6 +155,11 @@ class SiteLearner:
                 self._modules = [(self._dp.module, self._dp.optimizer)]
             else:
                 self._modules = [(D, torch.optim.Adam(D.parameters(), lr=train.lr_d, betas=betas))]
+        from secgan.privacy.recovery import cover_saved_state, saved_releases
+
+        cover_saved_state(self.ledger, saved_releases=saved_releases([self._state_file(i) for i in range(len(self._modules))]),
+                          cost=lambda rows: (self._accounted_noise(rows), self.sample_rate),
+                          rows=max(self.release_log.max_rows, train.batch_size), what="discriminator state")
         self._restore()
         self._since_save = 0
         log.info(

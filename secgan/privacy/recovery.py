@@ -118,6 +118,38 @@ def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost) -> tu
     return ledger, rlog
 
 
+def cover_saved_state(ledger: PrivacyLedger, *, saved_releases: int, cost: Cost, rows: int, what: str) -> None:
+    """A model state saved after more releases than the ledger counts (the ledger was removed or
+    restored, and rebuilt from a log that missed releases reserved before a crash) is paid for:
+    the ledger is raised to ``saved_releases`` at the price of ``rows`` rows."""
+    if saved_releases <= ledger.releases:
+        return
+    sigma, q = cost(max(rows, 1))
+    before = ledger.releases
+    ledger.account_missing(
+        steps=saved_releases - before, releases_floor=saved_releases, sigma=sigma, q=q, epsilon_floor=None,
+        log_tail=None, reason=f"{what} saved after {saved_releases} releases, ledger counted {before}",
+    )
+    log.warning("ledger_behind_saved_state", releases_before=before, releases=ledger.releases, epsilon=ledger.epsilon)
+
+
+def saved_releases(paths: list[Path]) -> int:
+    """The largest release count recorded in the metadata of saved module states (0 if none)."""
+    from safetensors import safe_open
+
+    most = 0
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                header = json.loads((fh.metadata() or {}).get("secgan", "{}"))
+            most = max(most, int((header.get("meta") or {}).get("releases", 0)))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise PrivacyError(f"{path}: unreadable discriminator state ({type(exc).__name__})") from None
+    return most
+
+
 def _worst_price(history: list[tuple[float, float, int]]) -> tuple[float, float] | None:
     """A (sigma, q) at least as expensive as every entry: the smallest sigma with the largest q."""
     if not history:

@@ -17,14 +17,21 @@ depend on one D. We account each release as a Gaussian mechanism with sensitivit
 with effective noise multiplier sigma_eff = sigma C / Delta = sigma / (2 sqrt(B))
 (``effective_noise_multiplier``), which is what the ledger records.
 
-Amplification (the assumption). With probability 1 - 1/K the chosen D does not hold the patient and
-the output distribution is unchanged. We account at q = 1/K with the Poisson subsampled-Gaussian
-RDP bound, as GS-WGAN does. Strictly, removing the patient *substitutes* one mixture component
-(D_k with vs without the patient) rather than removing it, and the bound used is the add/remove
-one; because every component's output is clipped, all components lie within Delta of each other,
-which is the regime where this bound is believed tight, but it is an assumption, not a theorem
-proved here. A site that does not accept it should use ``dpsgd`` or K = 1 (q = 1: no amplification,
-an exact Gaussian-mechanism bound).
+Amplification: proven by default, assumed only on request. Each release is a Gaussian
+mechanism of sensitivity Delta whatever shard was picked and whatever state the discriminators are
+in: for every fixed value of the hidden picks, neighbouring data sets move the released mean by at
+most Delta, and a mixture over picks that do not depend on the data has Renyi divergence at most
+the worst component's. So the default accounting charges q = 1 per release (no amplification):
+a theorem, independent of K.
+
+GS-WGAN instead charges q = 1/K ("with probability 1 - 1/K the chosen D does not hold the patient").
+The standard argument that this amplification survives composition needs each step's state to
+depend only on what was released; here the discriminators that were not picked carry state that
+depends on which shard was picked earlier, a history that stays hidden, and removing a patient
+substitutes one mixture component rather than removing it. That figure is therefore an assumption,
+not a proof. A site may opt into it with ``policy.assume_shard_amplification = true``; the ledger
+then records the assumption ``sanitize_shard_amplification`` (a bound field: a restart that flips it
+is refused), the audit report names it and SECURITY.md states it.
 """
 
 from __future__ import annotations

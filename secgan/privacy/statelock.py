@@ -49,7 +49,8 @@ def _holder_of(path: Path) -> str:
 
 
 class StateLock:
-    """A held state lock. ``release()`` (or the end of the process) lets it go."""
+    """A held state lock. ``release()``, the handle's garbage collection or the end of the process
+    lets it go (the kernel lock goes with the process's last handle)."""
 
     def __init__(self, path: Path, key: str) -> None:
         self.path = path
@@ -97,6 +98,12 @@ class StateLock:
                     fcntl.flock(entry[0], fcntl.LOCK_UN)
                 finally:
                     os.close(entry[0])
+
+    def __del__(self) -> None:  # a holder that is gone (e.g. a discarded learner) holds nothing
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the kernel drops the lock anyway
+            pass
 
     def __enter__(self) -> "StateLock":
         return self

@@ -49,14 +49,59 @@ def test_calibrated_noise_plans_to_the_target(tmp_path):
     assert acc.epsilon_rdp(noise_multiplier=site.noise_multiplier, sample_rate=q, steps=30, delta=1e-5) <= 4.0
 
 
-def test_sanitize_accounts_the_batch_level_sensitivity(tmp_path):
+def test_sanitize_accounts_the_batch_level_sensitivity_without_amplification_by_default(tmp_path):
     site = make(tmp_path, policy("sanitize", noise_multiplier=4.0, shards=2))
     for msg in batches(2, rows=4):
         reply = site.serve(msg)
     sig_eff = effective_noise_multiplier(4.0, rows=4)
     assert sig_eff == pytest.approx(4.0 / (2 * 2))
-    assert site.ledger.history == [(sig_eff, 0.5, 2)]
-    assert reply.epsilon == pytest.approx(acc.epsilon_rdp(noise_multiplier=sig_eff, sample_rate=0.5, steps=2, delta=1e-5))
+    # the proven figure: q = 1 per release (no shard amplification), whatever K is
+    assert site.sample_rate == 1.0 and site.ledger.history == [(sig_eff, 1.0, 2)]
+    assert site.ledger.assumptions == []
+    assert reply.epsilon == pytest.approx(acc.epsilon_rdp(noise_multiplier=sig_eff, sample_rate=1.0, steps=2, delta=1e-5))
+
+
+def test_sanitize_default_known_answer(tmp_path):
+    """sigma 4, 4 rows: sigma_eff = 4 / (2 * 2) = 1. Two releases of the Gaussian mechanism at
+    sigma_eff = 1 (q = 1) cost epsilon 7.0774 at delta 1e-5 (RDP 2a/2 at order a,
+    Balle et al. 2020 conversion), against 5.3770 under the q = 1/2 shard-amplification assumption."""
+    import math
+
+    site = make(tmp_path, policy("sanitize", noise_multiplier=4.0, shards=2))
+    for msg in batches(2, rows=4):
+        reply = site.serve(msg)
+    a = np.asarray(acc.ORDERS)
+    closed = float(np.min(2 * a / 2 - (math.log(1e-5) + np.log(a)) / (a - 1) + np.log((a - 1) / a)))
+    assert reply.epsilon == pytest.approx(closed, rel=1e-9) and reply.epsilon == pytest.approx(7.077391578, rel=1e-8)
+    amplified = make(tmp_path, policy("sanitize", noise_multiplier=4.0, shards=2, assume_shard_amplification=True), sub="amp")
+    for msg in batches(2, rows=4):
+        amp = amplified.serve(msg)
+    assert amp.epsilon == pytest.approx(5.377021461, rel=1e-8) and amp.epsilon < reply.epsilon
+
+
+def test_shard_amplification_is_an_opt_in_recorded_in_the_ledger_and_bound(tmp_path):
+    amp = policy("sanitize", noise_multiplier=4.0, shards=2, assume_shard_amplification=True)
+    site = make(tmp_path, amp)
+    for msg in batches(2, rows=4):
+        site.serve(msg)
+    led = json.loads((tmp_path / "site" / "ledger.json").read_text())
+    assert led["assumptions"] == ["sanitize_shard_amplification"]
+    assert site.ledger.history == [(1.0, 0.5, 2)]
+    # flipping the assumption on restart is refused, naming the field, in both directions
+    with pytest.raises(PrivacyError, match="'assumptions'"):
+        make(tmp_path, policy("sanitize", noise_multiplier=4.0, shards=2))
+    make(tmp_path, policy("sanitize", noise_multiplier=4.0, shards=2), sub="proven")
+    with pytest.raises(PrivacyError, match="'assumptions'"):
+        make(tmp_path, amp, sub="proven")
+    with pytest.raises(ValueError, match="sanitize"):
+        policy("dpsgd", assume_shard_amplification=True)
+
+
+def test_sanitize_calibration_plans_to_the_target_at_q_1(tmp_path):
+    site = make(tmp_path, policy("sanitize", noise_multiplier=None, target_epsilon=8.0, planned_steps=20, shards=4))
+    sig_eff = effective_noise_multiplier(site.noise_multiplier, rows=TRAIN.batch_size)
+    assert acc.epsilon_rdp(noise_multiplier=sig_eff, sample_rate=1.0, steps=20, delta=1e-5) <= 8.0
+    assert acc.epsilon_rdp(noise_multiplier=sig_eff * 0.97, sample_rate=1.0, steps=20, delta=1e-5) > 8.0 * 0.9
 
 
 def test_gradient_functions_take_no_real_data():
