@@ -22,7 +22,7 @@ from audits import membership as mia
 from audits import report as rep
 from audits.cohort import make_cohort
 from audits.core import AuditConfig, audit_arrays
-from audits.rubric import grade, load_rubric, worst
+from audits.rubric import LEVELS, grade, load_rubric, worst
 from audits.signing import (
     ANNEX_HTML,
     REPORT_HTML,
@@ -99,6 +99,50 @@ def read_ledger(state_dir: Path) -> dict | None:
     return data
 
 
+BROKEN_LEDGER_CHOICES = ("refuse", "mark")
+
+
+def verify_ledger_state(state_dir: Path) -> dict:
+    """Ledger and release log verified together, as ``secgan ledger verify`` does:
+    {"ok", "problems", "log_releases", "log_max_epsilon"}. A log without a ledger is a problem."""
+    from secgan.privacy.ledger import LEDGER_FILE
+    from secgan.privacy.release_log import LOG_FILE, verify_chain, verify_release_log
+
+    state_dir = Path(state_dir)
+    chain = verify_chain(state_dir / LOG_FILE)
+    if not (state_dir / LEDGER_FILE).exists():
+        problems = list(chain.problems)
+        if chain.releases:
+            problems.append(f"the release log holds {chain.releases} releases but there is no ledger")
+        return {"ok": not problems, "problems": problems, "log_releases": chain.releases,
+                "log_max_epsilon": chain.max_epsilon}
+    res = verify_release_log(state_dir)
+    return {"ok": res.ok, "problems": list(res.problems), "log_releases": res.releases,
+            "log_max_epsilon": res.max_epsilon}
+
+
+def _ledger_findings(claim: dict) -> list[dict]:
+    """Findings the rubric cannot see: a ledger that fails verification (always Critical: its epsilon
+    is no bound) and accounting that rests on an assumption rather than a proof (Amber)."""
+    out = []
+    v = claim.get("ledger_verification") or {}
+    if v and not v.get("ok", True):
+        out.append({
+            "level": "Critical", "area": "epsilon", "subject": "privacy ledger",
+            "reason": ("the site's privacy ledger FAILS verification against its release log, so the claimed "
+                       "epsilon is not a valid bound: " + "; ".join(v.get("problems") or [])[:600]),
+            "values": {"problems": list(v.get("problems") or [])},
+        })
+    for a in claim.get("assumptions") or []:
+        out.append({
+            "level": "Amber", "area": "epsilon", "subject": "privacy accounting",
+            "reason": (f"the claimed epsilon rests on the assumption '{a}' (opted into by the site's policy), not on "
+                       "a proof; the proven figure is larger (see SECURITY.md)"),
+            "values": {"assumption": a},
+        })
+    return out
+
+
 def _claim(ledger: dict | None, policy) -> dict:
     mode = (ledger or {}).get("mode") or policy.mode
     claimed = None if ledger is None else ledger.get("epsilon")
@@ -119,6 +163,7 @@ def _claim(ledger: dict | None, policy) -> dict:
         "delta": float((ledger or {}).get("delta", policy.delta)),
         "target": float((ledger or {}).get("target_epsilon", policy.target_epsilon)),
         "ledger_found": ledger is not None,
+        "assumptions": list((ledger or {}).get("assumptions") or []),
     }
 
 
@@ -206,6 +251,8 @@ def build_report(
     eps.update(claim)
     graded = {"attacks": result["attacks"], "memorisation": result["memorisation"], "epsilon": eps}
     verdict, findings = grade(graded, rubric)
+    findings = sorted(findings + _ledger_findings(eps), key=lambda f: -LEVELS.index(f["level"]))
+    verdict = worst([verdict, *(f["level"] for f in findings)])
     report = {
         "format": REPORT_FORMAT,
         "format_version": REPORT_FORMAT_VERSION,
@@ -252,11 +299,17 @@ def run_audit(
     seed: int = 0,
     annex: bool = False,
     config: AuditConfig | None = None,
+    broken_ledger: str = "refuse",
 ) -> dict:
     """Audit one site's synthetic release and write ``out_dir/report.json`` + ``report.html``.
 
     Members are the site's training patients, non-members its held-out ("test") patients.
     Returns the signed report dict. SecganError subclasses name whatever is wrong.
+
+    The ledger and the release log are verified first. A ledger that fails is refused
+    (``PrivacyError``, nothing written) unless ``broken_ledger="mark"``: then the report carries the
+    problems (JSON ``ledger_verification`` and a Critical finding, so the verdict is Critical), and
+    the claimed epsilon is at least the largest one the log shows.
     """
     from secgan import __version__
     from secgan.data.dataset import load_site
@@ -275,6 +328,15 @@ def run_audit(
     signing_key = Path(site.signing_key)
     if not signing_key.is_file():
         raise ConfigError(f"{signing_key}: the site's signing key (signing_key in {site_config_path.name}) is missing")
+    if broken_ledger not in BROKEN_LEDGER_CHOICES:
+        raise ConfigError(f"broken_ledger must be one of {', '.join(BROKEN_LEDGER_CHOICES)}, got {broken_ledger!r}")
+    verification = verify_ledger_state(Path(site.state_dir))
+    if not verification["ok"] and broken_ledger == "refuse":
+        raise PrivacyError(
+            f"{site.state_dir}: the site's privacy ledger fails verification, so its epsilon cannot be signed as a "
+            f"bound: {'; '.join(verification['problems'])}. Recover it first (`secgan ledger verify` / `secgan "
+            "ledger recover`), or audit with --mark-broken-ledger to sign a report marked Critical"
+        )
     cfg = config or AuditConfig(seed=seed, device=site.device)
     if config is None and seed != cfg.seed:  # pragma: no cover - defensive
         cfg = dataclasses.replace(cfg, seed=seed)
@@ -294,8 +356,16 @@ def run_audit(
     nonmembers = make_cohort("non-members (held-out patients)", ni, nc, ng)
     synthetic = make_cohort("synthetic", syn_images, syn_conds)
 
-    ledger = read_ledger(Path(site.state_dir))
+    try:
+        ledger = read_ledger(Path(site.state_dir))
+    except DataError:
+        if broken_ledger == "refuse":
+            raise
+        ledger = None
     claim = _claim(ledger, site.policy)
+    claim["ledger_verification"] = verification
+    if not verification["ok"] and verification["log_max_epsilon"] is not None and claim["claimed"] is not None:
+        claim["claimed"] = max(claim["claimed"], float(verification["log_max_epsilon"]))
     cfg = dataclasses.replace(cfg, delta=claim["delta"])
 
     D, d_reason = _load_discriminators(site, Path(site.state_dir))

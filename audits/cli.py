@@ -15,7 +15,7 @@ from pathlib import Path
 
 HELP = "privacy audits of synthetic data: run at a site, verify signed reports, merge them"
 
-_RUN_OPTIONS = ("site_config", "synthetic", "out", "rubric", "generator", "seed", "annex", "device")
+_RUN_OPTIONS = ("site_config", "synthetic", "out", "rubric", "generator", "seed", "annex", "device", "mark_broken_ledger")
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -30,6 +30,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument("--device", default=d, choices=["cpu", "cuda"], help="device for the attacks (default: the site's)")
     p.add_argument("--annex", action="store_true", default=argparse.SUPPRESS if suppress else False,
                    help="also write annex.html with the closest synthetic/training pairs (REAL PATIENT IMAGES; local only)")
+    p.add_argument("--mark-broken-ledger", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="audit even when the site's ledger fails verification: the signed report is marked "
+                        "Critical with the problems (default: refuse)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=getattr(args, "seed", 0),
         annex=getattr(args, "annex", False),
         config=config,
+        broken_ledger="mark" if getattr(args, "mark_broken_ledger", False) else "refuse",
     )
     e = report["epsilon"]
     print(f"verdict: {report['verdict']}")

@@ -133,6 +133,13 @@ def plain_summary(report: dict) -> list[str]:
     v = report["verdict"]
     out = [MEANING[v]]
     e = report["epsilon"]
+    lv = e.get("ledger_verification") or {}
+    if lv and not lv.get("ok", True):
+        out.append("WARNING: this site's privacy ledger fails verification against its release log, so the "
+                   "epsilon it claims is NOT a valid privacy bound; recover the ledger before relying on any figure here.")
+    if e.get("assumptions"):
+        out.append("The claimed epsilon rests on an accounting assumption the site opted into "
+                   f"({', '.join(e['assumptions'])}), not on a proof.")
     if e.get("mode") == "off":
         out.append("This site trained without differential privacy, so there is no formal privacy guarantee.")
     elif e.get("claimed") is None:
