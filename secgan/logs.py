@@ -5,6 +5,8 @@
 
 Rules (SECURITY.md): never pass keys, payloads, tensors, file contents or patient identifiers as
 fields. Fields whose name suggests a secret are replaced by ``<redacted>`` as a last line of defence.
+A count is logged as ``<thing>_count`` (``patient_count=15``), never under the plural (``patients``
+stays redacted, being ambiguous); tests/unit/base/test_log_fields.py keeps every call site so.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import time
 from typing import Any
 
 _SECRET_HINTS = ("secret", "key", "password", "token", "payload", "patient", "case_id")
+_SAFE_SUFFIXES = ("_count", "_id_hash")  # a count, or a salted hash: never the secret itself
 
 
 def _safe(name: str, value: Any) -> Any:
-    if any(h in name.lower() for h in _SECRET_HINTS) and not name.lower().endswith(("_count", "_id_hash")):
+    if any(h in name.lower() for h in _SECRET_HINTS) and not name.lower().endswith(_SAFE_SUFFIXES):
         return "<redacted>"
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{len(value)} bytes>"

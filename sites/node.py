@@ -335,10 +335,16 @@ class SiteNode:
     # -- loop --------------------------------------------------------------------------------------
 
     def write_status(self) -> None:
-        eps = self.learner.epsilon() if hasattr(self.learner, "epsilon") else None
+        # epsilon and releases are the ledger's own (already durable) figures, one read of one object,
+        # so site.json never disagrees with ledger.json; counts are this process's only
+        ledger = getattr(self.learner, "ledger", None)
+        if ledger is not None:
+            eps, releases = ledger.epsilon, ledger.releases
+        else:
+            eps, releases = (self.learner.epsilon() if hasattr(self.learner, "epsilon") else None), None
         atomic_write_json(Path(self.cfg.state_dir) / "site.json", {
             "site_id": self.cfg.site_id, "run_id": self.run_id, "welcomed": self.welcomed,
-            "epsilon": eps, "counts": dict(self.counts), "exit_reason": self.exit_reason,
+            "epsilon": eps, "releases": releases, "counts": dict(self.counts), "exit_reason": self.exit_reason,
         })
 
     def open(self) -> None:

@@ -162,7 +162,7 @@ def ensure_data(cfg: SweepConfig, data_root: Path) -> Path:
     if data_root.exists():
         return data_root
     p = cfg.phantom
-    log.info("phantom_generating", sites=p.sites, patients=p.patients, size=p.size, seed=p.seed)
+    log.info("phantom_generating", sites=p.sites, patient_count=p.patients, size=p.size, seed=p.seed)
     tmp = data_root.with_name(data_root.name + ".partial")
     if tmp.exists():
         import shutil
@@ -189,7 +189,7 @@ def ensure_atlas(cfg: SweepConfig, data_root: Path) -> Path:
         return bank
     a, p = cfg.atlas, cfg.phantom
     if not (root / "site-1" / "split.json").is_file():
-        log.info("atlas_generating", sites=a.sites, patients=a.patients, seed=a.seed)
+        log.info("atlas_generating", sites=a.sites, patient_count=a.patients, seed=a.seed)
         write_phantom(root, sites=a.sites, patients=a.patients, seed=a.seed, size=p.size, slices=p.slices)
     conds = np.concatenate([load_real_slices(root, site=None, image_size=cfg.image_size, split=part)[1]
                             for part in ("train", "test")])
