@@ -333,3 +333,25 @@ def test_ledger_never_under_counts_the_log_whatever_the_order_of_crashes_and_res
             site = make(state)
         check(site)
     assert verify_release_log(state).ok
+
+
+# ------------------------------------------------------------------ site.json agrees with the ledger
+
+
+def test_site_json_epsilon_and_releases_are_the_ledgers(tmp_path):
+    from secgan.spec import ImageSpec
+    from sites.node import NodeConfig, SiteNode
+
+    state = tmp_path / "site"
+    site = make(state)
+    serve(site, 2)
+    (state / LEDGER_FILE).unlink()  # a restart that rebuilds the ledger: this process served none of them
+    site = make(state)
+    serve(site, 1, start=2)
+    node = SiteNode(NodeConfig(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
+                               server_public=b"", state_dir=state, image=ImageSpec(size=16),
+                               policy_summary={"mode": "dpsgd"}, accept_sources=("procedural",)), site)
+    node.write_status()
+    status = json.loads((state / "site.json").read_text())
+    ledger = json.loads((state / LEDGER_FILE).read_text())
+    assert (status["epsilon"], status["releases"]) == (ledger["epsilon"], ledger["releases"]) and ledger["releases"] == 3
