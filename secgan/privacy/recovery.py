@@ -34,6 +34,7 @@ from secgan.logs import get_logger
 from secgan.privacy.ledger import LEDGER_FILE, LedgerParams, PrivacyLedger
 from secgan.privacy.release_log import (
     CARRY_OVER,
+    GENESIS,
     LOG_FILE,
     RECOVER_HINT,
     ReleaseLog,
@@ -92,8 +93,8 @@ def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost) -> tu
     ledger = PrivacyLedger.open(state_dir, params=params)
     unaccounted = 0
     if ledger.log_tail is not None:
-        res = verify_chain(rlog.path)
-        pos = res.position(ledger.log_tail)
+        tail = ledger.log_tail
+        pos = 0 if tail == GENESIS else (rlog.hashes.index(tail) + 1 if tail in rlog.hashes else None)
         if pos is None:
             raise PrivacyError(
                 f"{state_dir / LOG_FILE}: the release log does not hold entry {ledger.log_tail[:12]}..., the last one "
