@@ -98,6 +98,10 @@ class SiteLearner:
         from secgan.privacy.statelock import StateLock
 
         self._lock = StateLock.acquire(self.state_dir)
+
+        def cost(rows: int) -> tuple[float | None, float | None]:  # what the ledger charges a release of `rows` rows
+            return self._accounted_noise(rows), self.sample_rate
+
         self.ledger, self.release_log = open_state(
             self.state_dir,
             params=LedgerParams(
@@ -109,7 +113,7 @@ class SiteLearner:
                 policy_hash=policy.accounting_hash(),
                 assumptions=policy.assumptions(),
             ),
-            cost=lambda rows: (self._accounted_noise(rows), self.sample_rate),
+            cost=cost,
         )
 
         # --- private randomness (sampling + noise) -------------------------------------------
@@ -158,8 +162,7 @@ class SiteLearner:
         from secgan.privacy.recovery import cover_saved_state, saved_releases
 
         cover_saved_state(self.ledger, saved_releases=saved_releases([self._state_file(i) for i in range(len(self._modules))]),
-                          cost=lambda rows: (self._accounted_noise(rows), self.sample_rate),
-                          rows=max(self.release_log.max_rows, train.batch_size), what="discriminator state")
+                          cost=cost, rows=max(self.release_log.max_rows, train.batch_size), what="discriminator state")
         self._restore()
         self._since_save = 0
         log.info(
