@@ -90,7 +90,8 @@ SILENT_CODES = frozenset({"stale"})
 # one descriptor until the handshake timeout drops it)
 OPEN_FILES_CAP = 65536
 OPEN_FILES_LOW = 4096
-CHECKPOINT_RETRY_S = 5.0  # a failed periodic checkpoint is tried again this much later  # below this after raising, a warning says so
+CHECKPOINT_RETRY_S = 5.0
+REJECTION_LOG_EVERY_S = 5.0  # handshake_rejected: at most one warning per reason this often  # a failed periodic checkpoint is tried again this much later  # below this after raising, a warning says so
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ class Coordinator:
         self._next_waiting_warn: float | None = None
         self._checkpoint_due = False
         self._checkpoint_retry_at = 0.0
+        self._rejection_log: dict[str, tuple[float | None, int]] = {}
         self._unencodable = 0  # messages this process could not encode (a batch above the wire limits)
 
     # -- model -------------------------------------------------------------------------------------
@@ -498,9 +500,21 @@ class Coordinator:
                 log.info("handshake_rejected", reason=name, self_check=True)
             elif name is not None:
                 self.runlog.handshake_failures[name] += 1
-                log.warning("handshake_rejected", reason=name)
+                self._log_rejection(name)
             elif event == zmq.EVENT_DISCONNECTED:
-                log.info("peer_disconnected")
+                log.debug("peer_disconnected")
+
+    def _log_rejection(self, reason: str) -> None:
+        """Every rejection is counted (run.json); the warning is rate-limited per reason, so a crowd
+        of idle connections cannot flood the log: at most one line per reason every few seconds,
+        with how many were not logged since."""
+        now = time.monotonic()
+        last, quiet = self._rejection_log.get(reason, (None, 0))
+        if last is not None and now - last < REJECTION_LOG_EVERY_S:
+            self._rejection_log[reason] = (last, quiet + 1)
+            return
+        self._rejection_log[reason] = (now, 0)
+        log.warning("handshake_rejected", reason=reason, **({"not_logged_since": quiet} if quiet else {}))
 
     # -- main loop ---------------------------------------------------------------------------------
 
