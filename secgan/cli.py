@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "sample": "secgan.commands.sample",
     "gmm": "secgan.commands.gmm",
     "provision": "secgan.commands.provision",
+    "keys": "secgan.commands.keys",
     "coordinator": "coordinator.cli",
     "site": "sites.cli",
     "ledger": "sites.ledger_cli",

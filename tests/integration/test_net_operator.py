@@ -7,18 +7,33 @@
    starts: a ``waiting_for_sites`` warning names it, and run.json lists it under ``no_hello``. The
    start-up self-check's refusal of its own probe is logged as info and not counted as hostile.
 2. ``--resume`` (two more steps) continues run.json's counters instead of starting them from zero.
+3. A federation provisioned from public keys the sites generated themselves (``secgan keys
+   generate`` -> ``secgan provision --site-keys``) runs to completion.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
+import subprocess
 import sys
 
 import pytest
 
-from tests.integration.net_helpers import Proc, free_port, make_kit, site_proc, update_toml
+from tests.integration.net_helpers import (
+    REPO,
+    TINY_IMAGE,
+    TINY_MODEL,
+    TINY_TRAIN,
+    Proc,
+    child_env,
+    free_port,
+    make_kit,
+    site_proc,
+    update_toml,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -112,3 +127,44 @@ def test_idle_connections_under_a_low_fd_limit_and_a_silent_site(tmp_path, phant
         assert again["handshake_failures"].get(code, 0) >= n
     assert again["wall_time_s"] > run["wall_time_s"]
     assert sys.platform.startswith("linux")  # RLIMIT_NOFILE and preexec semantics above are Linux's
+
+
+def _secgan(*argv: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "secgan", *argv], cwd=REPO, env=child_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_federation_from_site_made_keys_runs(tmp_path, phantom_root):
+    port = free_port()
+    sites = ("site-1", "site-2")
+    for sid in sites:  # at each site: its own keys, only the public file leaves
+        _secgan("keys", "generate", "--site-id", sid, "--out", str(tmp_path / sid))
+    kit = tmp_path / "kit"
+    _secgan("provision", "--out", str(kit), "--port", str(port), "--data-root", str(phantom_root),
+            "--image-size", str(TINY_IMAGE["size"]),
+            *sum((["--site-keys", str(tmp_path / sid / f"{sid}.public.json")] for sid in sites), []))
+    secrets = sorted(str(p.relative_to(kit)) for p in kit.rglob("*") if p.is_file() and p.suffix in (".key_secret", ".pem", ".x25519"))
+    assert secrets == ["coordinator/keys/coordinator.key_secret", "coordinator/signing.pem"]  # no site secret
+    paths = {"coordinator": kit / "coordinator" / "coordinator.toml"}
+    update_toml(paths["coordinator"], {"min_sites": 2, "heartbeat_timeout_s": 4.0, "run_json_every_s": 1.0,
+                                       "model": TINY_MODEL, "train": TINY_TRAIN})
+    for sid in sites:  # the site copies the kit's (public) files next to its keys
+        for f in (kit / sid).iterdir():
+            shutil.copy(f, tmp_path / sid / f.name)
+        paths[sid] = tmp_path / sid / "site.toml"
+        update_toml(paths[sid], {"heartbeat_interval_s": 0.5, "hello_retry_s": 1.0, "model": TINY_MODEL,
+                                 "train": TINY_TRAIN,
+                                 "policy": {"mode": "off", "allow_off": True, "target_epsilon": 10.0, "delta": 1e-5}})
+    logs = tmp_path / "logs"
+    procs = [Proc(["-m", "coordinator", "--config", str(paths["coordinator"])], logs / "coordinator.log")]
+    procs += [site_proc(paths, sid, logs / f"{sid}.log") for sid in sites]
+    try:
+        assert procs[0].wait(timeout=180) == 0, procs[0].tail()
+        for p in procs[1:]:
+            assert p.wait(timeout=30) == 0, p.tail()
+    finally:
+        for p in procs:
+            p.close()
+    run = json.loads((kit / "coordinator" / "state" / "run.json").read_text())
+    assert run["status"] == "completed" and all(run["sites"][s]["steps_served"] == 4 for s in sites)
