@@ -19,7 +19,7 @@ TABLE: tuple[tuple[int, str], ...] = (
     (USAGE, "usage error: bad arguments, configuration, file or endpoint"),
     (QUORUM_LOST, "quorum lost (coordinator) / run refused by the site's policy (site)"),
     (AUDIT_FLAGGED, "audit verdict at or above --fail-on"),
-    (INTERRUPTED, "interrupted by SIGINT/SIGTERM (state saved; coordinator: --resume)"),
+    (INTERRUPTED, "interrupted (coordinator: SIGINT/SIGTERM, state saved, continue with --resume)"),
 )
 
 
