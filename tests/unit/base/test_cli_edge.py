@@ -11,12 +11,15 @@ from secgan import exitcodes
 from secgan.cli import build_parser, main
 
 
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
 def _bad_paths(tmp: Path) -> dict[str, Path]:
     d = tmp / "a-folder"
     d.mkdir()
     f = tmp / "a-file.txt"
     f.write_text("not what was expected\n")
-    return {"dir": d, "file": f, "missing": tmp / "missing"}
+    return {"dir": d, "file": f, "missing": tmp / "missing", "examples": EXAMPLES}
 
 
 CASES = [
@@ -38,6 +41,11 @@ CASES = [
     ("audit merge {dir} --out {missing} --public-key {dir}", "{dir}"),
     ("evaluate --train-source synthetic --data {file} --out {missing} --checkpoint {dir}", ""),
     ("sweep --config {dir} --out {missing}", "{dir}"),
+    ("sweep --config {examples}/sweep-tiny.toml --out {file}", "{file}"),
+    ("train --config {examples}/inprocess.toml --out {file}", "{file}"),
+    ("demo --out {file}", "{file}"),
+    ("keys generate --site-id site-1 --out {file}", "{file}"),
+    ("provision --out {missing} --site-keys {dir}", "{dir}"),
 ]
 
 
