@@ -89,9 +89,9 @@ SILENT_CODES = frozenset({"stale"})
 # the soft RLIMIT_NOFILE is raised to the hard limit, at most this (each idle TCP connection holds
 # one descriptor until the handshake timeout drops it)
 OPEN_FILES_CAP = 65536
-OPEN_FILES_LOW = 4096
-CHECKPOINT_RETRY_S = 5.0
-REJECTION_LOG_EVERY_S = 5.0  # handshake_rejected: at most one warning per reason this often  # a failed periodic checkpoint is tried again this much later  # below this after raising, a warning says so
+OPEN_FILES_LOW = 4096  # below this after raising, a warning says so
+CHECKPOINT_RETRY_S = 5.0  # a failed periodic checkpoint is tried again this much later
+REJECTION_LOG_EVERY_S = 5.0  # handshake_rejected: at most one warning per reason this often
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,18 @@ in use (one line, naming the endpoint). Real sockets on 127.0.0.1 with CURVE."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import threading
+import time
 
 import pytest
+import torch
 import zmq
 
 from secgan import wire
 from secgan.errors import ConfigError, SecganError
-from secgan.messages import Hello
+from secgan.messages import FakeBatch, GradientReply, Hello, Welcome
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.settings import load_coordinator_config
 from secgan.spec import ImageSpec
@@ -58,12 +61,10 @@ def _service(tmp_path, port, **changes):
     return cfg, (cpub, csec)
 
 
-def test_a_round_that_cannot_be_encoded_stops_the_run_with_a_reason_not_a_traceback(tmp_path):
-    port = _free_port()
-    cfg, (cpub, csec) = _service(tmp_path, port)
-    coord = Coordinator(cfg)
-    # past the start-up check (as if limits changed underneath): 2 x 4 x 16 x 16 x 4 bytes > 1 KiB
-    coord.cfg = dataclasses.replace(cfg, limits=wire.WireLimits(max_tensor_bytes=1024))
+def _serve_with_one_site(coord: Coordinator, cfg: ServiceConfig, client: tuple[bytes, bytes]) -> dict:
+    """Run ``coord.serve`` in a thread while this thread plays site-1 (Hello, then a gradient of
+    ones for every batch) until the run ends; {"run": final run.json} or {"error": exception}."""
+    cpub, csec = client
     result: dict = {}
 
     def serve() -> None:
@@ -75,24 +76,45 @@ def test_a_round_that_cannot_be_encoded_stops_the_run_with_a_reason_not_a_traceb
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     ctx = zmq.Context()
+    seq = wire.initial_seq()
+
+    def send(msg, **env) -> None:
+        nonlocal seq
+        seq += 1
+        try:
+            sock.send_multipart(wire.encode(msg, site="site-1", seq=seq, **env), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
     try:
         sock = make_dealer(ctx, endpoint=cfg.bind, client_public=cpub, client_secret=csec,
                            server_public=cfg.server_public, limits=wire.WireLimits())
-        seq = wire.initial_seq()
-        deadline = 60.0
-        while t.is_alive() and deadline > 0:
-            seq += 1
-            try:
-                sock.send_multipart(wire.encode(Hello(versions=(1,), policy=POLICY), run_id="", round=0, step=0,
-                                                site="site-1", seq=seq), flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-            t.join(0.5)
-            deadline -= 0.5
+        deadline = time.monotonic() + 60
+        welcomed = False
+        while t.is_alive() and time.monotonic() < deadline:
+            if not welcomed:
+                send(Hello(versions=(1,), policy=POLICY), run_id="", round=0, step=0)
+            if sock.poll(200):
+                _, msg = wire.decode(sock.recv_multipart())
+                welcomed = welcomed or isinstance(msg, Welcome)
+                if isinstance(msg, FakeBatch):
+                    send(GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step,
+                                       grad=torch.ones_like(msg.fake)), run_id=msg.run_id, round=msg.round,
+                         step=msg.step)
         sock.close(0)
     finally:
         ctx.destroy(linger=0)
     t.join(10)
+    return result
+
+
+def test_a_round_that_cannot_be_encoded_stops_the_run_with_a_reason_not_a_traceback(tmp_path):
+    port = _free_port()
+    cfg, client = _service(tmp_path, port)
+    coord = Coordinator(cfg)
+    # past the start-up check (as if limits changed underneath): 2 x 4 x 16 x 16 x 4 bytes > 1 KiB
+    coord.cfg = dataclasses.replace(cfg, limits=wire.WireLimits(max_tensor_bytes=1024))
+    result = _serve_with_one_site(coord, coord.cfg, client)
     assert "error" not in result, repr(result.get("error"))
     run = result["run"]
     assert run["status"] == "stopped" and run["stop_reason"] == "batch_unencodable"
@@ -112,3 +134,21 @@ def test_a_port_in_use_is_one_error_naming_the_endpoint(tmp_path):
     finally:
         squatter.close(0)
         ctx.destroy(linger=0)
+
+
+def test_checkpoint_and_run_json_writes_that_fail_do_not_end_the_run(tmp_path):
+    port = _free_port()
+    cfg, client = _service(tmp_path, port)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3, checkpoint_every=1))
+    coord = Coordinator(cfg)
+    state = tmp_path / "state"
+    (state / "checkpoint.safetensors").mkdir()  # every checkpoint write fails (a folder in the way)
+    (state / "run.json").mkdir()  # and so does every run.json write
+    result = _serve_with_one_site(coord, cfg, client)
+    assert "error" not in result, repr(result.get("error"))
+    run = result["run"]
+    assert run["status"] == "completed" and run["steps_done"] == 3
+    assert run["checkpoint_failures"] >= 3 and run["run_json_write_failures"] >= 1
+    (state / "run.json").rmdir()  # the disk is back: the next write lands
+    coord.runlog.write(registry=coord.registry, scheduler=coord.scheduler, status="completed", stop_reason=None)
+    assert json.loads((state / "run.json").read_text())["checkpoint_failures"] == run["checkpoint_failures"]
