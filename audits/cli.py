@@ -1,10 +1,14 @@
 """``secgan audit``: run a privacy audit at a site, verify a report, merge reports into a summary.
 
     secgan audit run --site-config site.toml --synthetic DIR --out REPORT_DIR [--rubric FILE]
-                     [--generator CHECKPOINT] [--seed N] [--annex]
+                     [--generator CHECKPOINT] [--seed N] [--annex] [--force] [--fail-on LEVEL]
     secgan audit --site-config ...            (short form of "run")
     secgan audit verify REPORT_DIR/report.json (--public-key FILE | --manifest FILE --coordinator-key FILE)
     secgan audit merge REPORT... --out DIR [--manifest FILE --coordinator-key FILE | --public-key FILE...]
+
+``audit run`` refuses an ``--out`` that already holds a report (a signed report is never silently
+replaced) unless ``--force``; with ``--fail-on LEVEL`` it exits 4 (:data:`secgan.exitcodes.AUDIT_FLAGGED`)
+when the verdict is at or above LEVEL (or is not a rubric level at all).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from pathlib import Path
 
 HELP = "privacy audits of synthetic data: run at a site, verify signed reports, merge them"
 
-_RUN_OPTIONS = ("site_config", "synthetic", "out", "rubric", "generator", "seed", "annex", "device", "mark_broken_ledger")
+_RUN_OPTIONS = ("site_config", "synthetic", "out", "rubric", "generator", "seed", "annex", "device", "mark_broken_ledger",
+                "force", "fail_on")
+FAIL_ON = ("amber", "red", "critical")
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -33,6 +39,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument("--mark-broken-ledger", action="store_true", default=argparse.SUPPRESS if suppress else False,
                    help="audit even when the site's ledger fails verification: the signed report is marked "
                         "Critical with the problems (default: refuse)")
+    p.add_argument("--force", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="replace a report already in --out (default: refuse)")
+    p.add_argument("--fail-on", type=str.lower, choices=FAIL_ON, default=d, metavar="LEVEL",
+                   help=f"exit 4 when the verdict is at or above LEVEL ({', '.join(FAIL_ON)}); default: exit 0 "
+                        "whatever the verdict")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     missing = [f"--{n.replace('_', '-')}" for n in ("site_config", "synthetic", "out") if getattr(args, n, None) is None]
     if missing:
         raise ConfigError(f"audit run: missing {', '.join(missing)}")
+    previous = _check_run_paths(args)
     import dataclasses
 
     from audits.api import run_audit
@@ -83,6 +95,11 @@ def _run(args: argparse.Namespace) -> int:
         config=config,
         broken_ledger="mark" if getattr(args, "mark_broken_ledger", False) else "refuse",
     )
+    from audits.signing import ANNEX_HTML
+
+    stale_annex = Path(args.out) / ANNEX_HTML
+    if stale_annex in previous and not getattr(args, "annex", False):
+        stale_annex.unlink(missing_ok=True)  # the previous report's annex: not this report's
     e = report["epsilon"]
     print(f"verdict: {report['verdict']}")
     print(f"epsilon claimed: {e.get('claimed')}  empirical lower bound: {e['empirical_lb']:.3f}  "
@@ -93,7 +110,52 @@ def _run(args: argparse.Namespace) -> int:
     print(f"report: {Path(args.out) / 'report.json'} and report.html")
     if getattr(args, "annex", False):
         print(f"annex (contains patient images, keep local): {Path(args.out) / 'annex.html'}")
-    return 0
+    return verdict_exit_code(report["verdict"], getattr(args, "fail_on", None))
+
+
+def verdict_exit_code(verdict: str, fail_on: str | None) -> int:
+    """0, or AUDIT_FLAGGED when ``fail_on`` is given and the verdict reaches it (an unknown verdict,
+    e.g. one that could not be decided, always does: a limitation is never a pass)."""
+    from secgan import exitcodes
+
+    from audits.rubric import LEVELS
+
+    if fail_on is None:
+        return exitcodes.OK
+    levels = [lvl.lower() for lvl in LEVELS]
+    v = verdict.lower() if isinstance(verdict, str) else ""
+    if v not in levels or levels.index(v) >= levels.index(fail_on):
+        return exitcodes.AUDIT_FLAGGED
+    return exitcodes.OK
+
+
+def _check_run_paths(args: argparse.Namespace) -> list[Path]:
+    """Every path of ``audit run`` checked before minutes of attacks, each error naming its option.
+    Returns the previous report's files in ``--out`` (only with ``--force``): the new report replaces
+    them once it is written, so a failed run leaves the previous report as it was."""
+    from audits.signing import ANNEX_HTML, REPORT_HTML, REPORT_JSON
+    from secgan.checkpoint import checkpoint_file
+    from secgan.errors import ConfigError
+
+    if not Path(args.site_config).is_file():
+        raise ConfigError(f"--site-config {args.site_config}: not a file")
+    if not Path(args.synthetic).exists():
+        raise ConfigError(f"--synthetic {args.synthetic}: synthetic data file not found")
+    rubric = getattr(args, "rubric", None)
+    if rubric is not None and not Path(rubric).is_file():
+        raise ConfigError(f"--rubric {rubric}: not a file")
+    generator = getattr(args, "generator", None)
+    if generator is not None and not checkpoint_file(generator).is_file():
+        raise ConfigError(f"--generator {generator}: no generator checkpoint there "
+                          f"(a .safetensors file, or a folder holding {checkpoint_file('.').name})")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    previous = [out / n for n in (REPORT_JSON, REPORT_HTML, ANNEX_HTML) if (out / n).exists()]
+    if previous and not getattr(args, "force", False):
+        raise ConfigError(f"--out {out} already holds a report ({previous[0].name}); pass --force to replace it, "
+                          "or choose another folder")
+    return previous
 
 
 def _verify(args: argparse.Namespace) -> int:

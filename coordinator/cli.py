@@ -1,8 +1,9 @@
 """``secgan coordinator --config FILE [--resume]`` (also ``python -m coordinator``).
 
 The edge: load and verify the configuration and the signed manifest, turn them into a
-:class:`~coordinator.service.ServiceConfig`, run the service. Exit codes: 0 completed or
-interrupted by a signal (state saved; continue with ``--resume``), 3 stopped for lack of a quorum.
+:class:`~coordinator.service.ServiceConfig`, run the service. Exit codes (:mod:`secgan.exitcodes`):
+0 completed, 130 interrupted by SIGTERM/SIGINT (state saved; continue with ``--resume``), 3 stopped
+for lack of a quorum, 2 any other stop or a refused start.
 """
 
 from __future__ import annotations
@@ -73,4 +74,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{cfg.state_dir} already holds a checkpoint of run {cfg.run_id!r}: pass --resume to continue it")
     service = Coordinator(build_service_config(cfg, manifest, progress=args.progress), resume=args.resume)
     result = service.serve()
-    return 0 if result["status"] in ("completed", "interrupted") else 3
+    return exit_code(result)
+
+
+def exit_code(result: dict) -> int:
+    """run.json's final status -> the process exit code."""
+    from secgan import exitcodes
+
+    if result["status"] == "completed":
+        return exitcodes.OK
+    if result["status"] == "interrupted":
+        return exitcodes.INTERRUPTED
+    if result.get("stop_reason") in ("quorum_lost", "quorum_impossible"):
+        return exitcodes.QUORUM_LOST
+    return exitcodes.USAGE

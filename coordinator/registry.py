@@ -28,6 +28,10 @@ class SiteRecord:
     welcomed_at: float | None = None
     hellos: int = 0
     steps_served: int = 0
+    # batches this site was sent whose gradient never counted: no answer by the round's deadline
+    # (late), or an answer discarded because its round failed for lack of a quorum (dropped)
+    gradients_late: int = 0
+    gradients_dropped: int = 0
     refusals: Counter = field(default_factory=Counter)
     drops: Counter = field(default_factory=Counter)  # inbound messages dropped, by ProtocolError code
     deaths: int = 0
@@ -35,25 +39,32 @@ class SiteRecord:
     bytes_out: int = 0
     step_bytes_in: list[int] = field(default_factory=list)  # per served step: reply size
     step_bytes_out: list[int] = field(default_factory=list)  # per served step: batch size
+    # (steps, bytes in, bytes out) of earlier incarnations (--resume), for the per-step means
+    prior_step_bytes: tuple[int, int, int] = (0, 0, 0)
     epsilon: float | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     stop_reason: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        def mean(xs: list[int]) -> float | None:
-            return round(sum(xs) / len(xs), 1) if xs else None
+        n0, in0, out0 = self.prior_step_bytes
+
+        def mean(xs: list[int], prior: int) -> float | None:
+            n = len(xs) + n0
+            return round((sum(xs) + prior) / n, 1) if n else None
 
         return {
             "state": self.state,
             "hellos": self.hellos,
             "steps_served": self.steps_served,
+            "gradients_late": self.gradients_late,
+            "gradients_dropped": self.gradients_dropped,
             "refusals": dict(self.refusals),
             "drops": dict(self.drops),
             "deaths": self.deaths,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
-            "mean_bytes_in_per_step": mean(self.step_bytes_in),
-            "mean_bytes_out_per_step": mean(self.step_bytes_out),
+            "mean_bytes_in_per_step": mean(self.step_bytes_in, in0),
+            "mean_bytes_out_per_step": mean(self.step_bytes_out, out0),
             "epsilon": self.epsilon,
             "mode": self.policy.get("mode"),
             "stop_reason": self.stop_reason,

@@ -192,6 +192,7 @@ class Scheduler:
         for site in timed_out:
             self.core.drop(run_id=self.run_id, round=rnd.number, step=rnd.step, site=site)
             self.registry[site].drops["deadline"] += 1
+            self.registry[site].gradients_late += 1
         answered = len(rnd.replies)
         if answered >= self.policy.min_sites:
             for site, (reply, nbytes) in sorted(rnd.replies.items()):
@@ -207,6 +208,7 @@ class Scheduler:
             return RoundResult(True, step, answered, stats={**stats, "timed_out": timed_out})
         for site in rnd.replies:
             self.core.drop(run_id=self.run_id, round=rnd.number, step=rnd.step, site=site)
+            self.registry[site].gradients_dropped += 1  # answered in time, but the round failed
         self.core.finish_step()  # nothing applied: no optimiser step, just clears what is in flight
         self.attempt += 1
         self._event("retry", answered=answered, needed=self.policy.min_sites, timed_out=timed_out)

@@ -173,6 +173,7 @@ class SecureSumScheduler(Scheduler):
             for site in missing:
                 if site not in rnd.lost:
                     self.registry[site].drops["deadline"] += 1
+                    self.registry[site].gradients_late += 1
             try:
                 ann = self.agg.retry(exclude=missing)
             except SecAggRoundFailed as exc:

@@ -16,6 +16,13 @@ Lifecycle:
    checkpoint and run.json. SIGTERM/SIGINT -> checkpoint and run.json (status ``interrupted``) but
    NO Stop, so the sites keep waiting and rejoin a ``--resume``.
 
+Staying up: the soft limit on open files is raised at start (idle TCP connections each hold one
+until the CURVE handshake timeout drops them); a run.json or periodic checkpoint write that fails is
+counted, logged and retried, never the end of the run; a batch the wire limits cannot carry is
+refused when the configuration loads and, should one still occur, stops the run with a reason
+(``batch_unencodable``) instead of a traceback. Sites of the manifest that never said Hello are
+named in a periodic ``waiting_for_sites`` warning and in run.json (``no_hello``).
+
 Inbound checks, in order: the sender's identity is the ZAP User-Id on the frame (never the header's
 ``site``; a mismatch is ``identity_mismatch``) -> wire.decode -> ReplayGuard (per identity; a
 Hello starts a new session, so a restarted site is not "stale") -> protocol stage for that peer ->
@@ -24,6 +31,7 @@ the scheduler's checks against the batch that site was sent.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -62,7 +70,7 @@ from secgan.transport import (
     self_check_rejects_unknown,
 )
 
-from coordinator.registry import DEAD, REMOVED, WELCOMED, Registry
+from coordinator.registry import DEAD, KNOWN, REMOVED, WELCOMED, Registry
 from coordinator.runlog import RunLog
 from coordinator.scheduler import START, STOP, QuorumPolicy, Scheduler
 from coordinator.stages import check_stage
@@ -78,6 +86,12 @@ SECURE_SUM_SOURCES = ("procedural", "bank")
 ROUND_MARK = "secure_sum_round.json"
 # Which protocol errors are answered (to the identified sender) and which only counted.
 SILENT_CODES = frozenset({"stale"})
+# the soft RLIMIT_NOFILE is raised to the hard limit, at most this (each idle TCP connection holds
+# one descriptor until the handshake timeout drops it)
+OPEN_FILES_CAP = 65536
+OPEN_FILES_LOW = 4096  # below this after raising, a warning says so
+CHECKPOINT_RETRY_S = 5.0  # a failed periodic checkpoint is tried again this much later
+REJECTION_LOG_EVERY_S = 5.0  # handshake_rejected: at most one warning per reason this often
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,9 @@ class ServiceConfig:
     tuning: SocketTuning = field(default_factory=SocketTuning)
     progress: bool | None = None  # None: a bar when stderr is a TTY
     run_json_every_s: float = 5.0
+    # "waiting_for_sites" names the manifest's sites without a Hello, first after the start-up
+    # grace (quorum.startup_grace_s), then every this many seconds while any is missing
+    waiting_warn_every_s: float = 60.0
     self_check: bool = True
     device: str = "cpu"
 
@@ -117,6 +134,35 @@ def _time_stats(xs: list[float]) -> dict[str, float | int | None]:
 
 def _nbytes(frames: list[Any]) -> int:
     return sum(len(f) for f in frames)
+
+
+def raise_open_files_limit(cap: int = OPEN_FILES_CAP) -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (at most ``cap``). (before, after), or None
+    where the platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target
+
+
+class _SelfCheckDenialIsInfo(logging.Filter):
+    """While the start-up self-check runs, the ZAP handler's refusal of its throwaway key is the
+    expected outcome: logged as info (``self_check=True``), not as a warning about a stranger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "zap_denied":
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.secgan_fields = {**getattr(record, "secgan_fields", {}), "self_check": True}
+        return True
 
 
 class Coordinator:
@@ -145,6 +191,12 @@ class Coordinator:
         self.monitor: zmq.Socket | None = None
         self.zap: ZapAuthenticator | None = None
         self.policy = AllowListPolicy(cfg.site_keys)
+        from secgan.wirefit import batch_wire_problem
+
+        problem = batch_wire_problem(image=cfg.image, batch_size=cfg.train.batch_size, limits=cfg.limits,
+                                     aggregation=cfg.aggregation)
+        if problem is not None:
+            raise SecganError(problem)
         self._build_core()
         previous = None
         run_json = self.state_dir / RUN_JSON
@@ -154,8 +206,20 @@ class Coordinator:
             try:
                 previous = json.loads(run_json.read_text())
             except ValueError:
+                log.warning("run_json_not_continued", reason="previous run.json is not valid JSON")
                 previous = None
         self.runlog = RunLog(run_json, run_id=cfg.run_id, previous=previous)
+        self.runlog.restore_sites(self.registry)
+        self.scheduler.stale += self.runlog.prior_counter("stale_replies")
+        self._prior_auth = (self.runlog.prior_counter("auth", "allowed"), self.runlog.prior_counter("auth", "denied"))
+        self._self_check_denials = 0  # refusals of the start-up probe: not counted as hostile
+        self._self_check_events = 0  # its monitor event(s) still to be recognised
+        self._opened_at: float | None = None
+        self._next_waiting_warn: float | None = None
+        self._checkpoint_due = False
+        self._checkpoint_retry_at = 0.0
+        self._rejection_log: dict[str, tuple[float | None, int]] = {}
+        self._unencodable = 0  # messages this process could not encode (a batch above the wire limits)
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -250,19 +314,41 @@ class Coordinator:
     def open(self) -> str:
         """Start ZAP, bind, self-check. Returns the bound endpoint."""
         cfg = self.cfg
+        limits = raise_open_files_limit()
+        if limits is not None:
+            before, after = limits
+            (log.warning if after < OPEN_FILES_LOW else log.info)(
+                "open_files_limit", soft_before=before, soft=after,
+                **({"note": "low: idle connections may exhaust it; raise the hard limit (ulimit -Hn)"}
+                   if after < OPEN_FILES_LOW else {}))
         self.ctx = zmq.Context()
         self.zap = ZapAuthenticator(self.ctx, self.policy).start()
-        self.router = make_router(self.ctx, bind=cfg.bind, server_secret=cfg.server_secret,
-                                  server_public=cfg.server_public, limits=cfg.limits, tuning=cfg.tuning)
+        try:
+            self.router = make_router(self.ctx, bind=cfg.bind, server_secret=cfg.server_secret,
+                                      server_public=cfg.server_public, limits=cfg.limits, tuning=cfg.tuning)
+        except zmq.ZMQError as exc:
+            hint = " (is another coordinator running on this port?)" if exc.errno == zmq.EADDRINUSE else ""
+            raise SecganError(f"cannot listen on {cfg.bind}: {exc.strerror}{hint}") from None
         endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.monitor = self.router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         if cfg.self_check:
-            self_check_rejects_unknown(self.ctx, endpoint=endpoint, server_public=cfg.server_public,
-                                       policy=self.policy, limits=cfg.limits)
+            note = _SelfCheckDenialIsInfo()
+            zap_log = logging.getLogger("secgan.transport")
+            denied_before = self.policy.denied
+            zap_log.addFilter(note)
+            try:
+                self_check_rejects_unknown(self.ctx, endpoint=endpoint, server_public=cfg.server_public,
+                                           policy=self.policy, limits=cfg.limits)
+            finally:
+                zap_log.removeFilter(note)
+                self._self_check_denials = self.policy.denied - denied_before
+                self._self_check_events = self._self_check_denials
+        self._opened_at = time.monotonic()
+        self._next_waiting_warn = self._opened_at + max(cfg.quorum.startup_grace_s, 1.0)
         log.info("coordinator_listening", endpoint=endpoint, run_id=cfg.run_id, sites=len(cfg.site_keys),
-                 step=self.scheduler.step, min_sites=cfg.quorum.min_sites)
+                 step=self.scheduler.step, min_sites=cfg.quorum.min_sites, incarnation=self.runlog.incarnation)
         return endpoint
 
     def close(self) -> None:
@@ -289,8 +375,13 @@ class Coordinator:
         self.seq += 1
         rnd = getattr(msg, "round", self.scheduler.round_number)
         step = getattr(msg, "step", self.scheduler.step)
-        frames = wire.encode(msg, run_id=getattr(msg, "run_id", self.cfg.run_id), round=rnd, step=step,
-                             site=site, seq=self.seq, limits=self.cfg.limits)
+        try:
+            frames = wire.encode(msg, run_id=getattr(msg, "run_id", self.cfg.run_id), round=rnd, step=step,
+                                 site=site, seq=self.seq, limits=self.cfg.limits)
+        except ProtocolError as exc:  # e.g. a batch above wire.max_tensor_bytes: refused here, never sent
+            self._unencodable += 1
+            log.error("send_unencodable", site=site, type=msg.TYPE, code=exc.code)
+            return None
         try:
             self.router.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
@@ -404,11 +495,26 @@ class Coordinator:
                 zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
                 zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
             }.get(event)
-            if name is not None:
+            if name == "auth" and self._self_check_events > 0:
+                self._self_check_events -= 1  # the start-up probe's own refusal: expected
+                log.info("handshake_rejected", reason=name, self_check=True)
+            elif name is not None:
                 self.runlog.handshake_failures[name] += 1
-                log.warning("handshake_rejected", reason=name)
+                self._log_rejection(name)
             elif event == zmq.EVENT_DISCONNECTED:
-                log.info("peer_disconnected")
+                log.debug("peer_disconnected")
+
+    def _log_rejection(self, reason: str) -> None:
+        """Every rejection is counted (run.json); the warning is rate-limited per reason, so a crowd
+        of idle connections cannot flood the log: at most one line per reason every few seconds,
+        with how many were not logged since."""
+        now = time.monotonic()
+        last, quiet = self._rejection_log.get(reason, (None, 0))
+        if last is not None and now - last < REJECTION_LOG_EVERY_S:
+            self._rejection_log[reason] = (last, quiet + 1)
+            return
+        self._rejection_log[reason] = (now, 0)
+        log.warning("handshake_rejected", reason=reason, **({"not_logged_since": quiet} if quiet else {}))
 
     # -- main loop ---------------------------------------------------------------------------------
 
@@ -426,17 +532,59 @@ class Coordinator:
         return tqdm(total=self.cfg.train.steps, initial=self.scheduler.step, file=sys.stderr,
                     disable=not show, unit="step", dynamic_ncols=True)
 
+    def _no_hello(self) -> list[str]:
+        """Sites of the manifest that have not said Hello to this process."""
+        return sorted(s for s, r in self.registry.sites.items() if r.state == KNOWN)
+
+    def _warn_waiting(self, now: float) -> None:
+        if self._next_waiting_warn is None or now < self._next_waiting_warn:
+            return
+        self._next_waiting_warn = now + self.cfg.waiting_warn_every_s
+        missing = self._no_hello()
+        if missing:
+            log.warning("waiting_for_sites", sites=", ".join(missing),
+                        seconds=int(now - (self._opened_at or now)), note="no Hello yet")
+
     def _write_run_json(self, status: str, stop_reason: str | None) -> dict[str, Any]:
+        allowed0, denied0 = self._prior_auth
         return self.runlog.write(registry=self.registry, scheduler=self.scheduler, status=status,
                                  stop_reason=stop_reason,
                                  extra={"stale_replies": self.scheduler.stale,
-                                        "auth": {"allowed": self.policy.allowed, "denied": self.policy.denied},
+                                        "no_hello": self._no_hello(),
+                                        "unencodable_messages": self._unencodable,
+                                        # the start-up self-check's own probe is not a hostile handshake
+                                        "auth": {"allowed": allowed0 + self.policy.allowed,
+                                                 "denied": denied0 + self.policy.denied - self._self_check_denials},
                                         "min_sites": self.cfg.quorum.min_sites,
                                         "aggregation": self.cfg.aggregation,
                                         "condition_source": self.cfg.condition_source,
                                         "step_time_s": self._step_time(),
                                         **({"secure_sum": self.scheduler.summary()}
                                            if self.cfg.aggregation == "secure-sum" else {})})
+
+    def _try_checkpoint(self) -> bool:
+        """Checkpoint now; a failure (disk full, no descriptor left) is counted, logged, and retried
+        at the next pass of the loop instead of ending the run."""
+        try:
+            self.checkpoint()
+        except OSError as exc:
+            self.runlog.checkpoint_failures += 1
+            self._checkpoint_due = True
+            self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
+            if self.runlog.checkpoint_failures == 1 or self.runlog.checkpoint_failures % 100 == 0:
+                log.error("checkpoint_failed", error=exc.strerror or type(exc).__name__,
+                          failures=self.runlog.checkpoint_failures, note="retried; the run goes on")
+            return False
+        self._checkpoint_due = False
+        return True
+
+    def _try_round_mark(self) -> bool:
+        try:
+            self._write_round_mark(self.scheduler.round_number + 1)
+        except OSError as exc:
+            log.error("round_mark_failed", error=exc.strerror or type(exc).__name__, note="round postponed")
+            return False
+        return True
 
     def _step_time(self) -> dict[str, Any]:
         stats: dict[str, Any] = _time_stats(self.step_seconds)
@@ -494,7 +642,7 @@ class Coordinator:
                         self.step_seconds.append(now - step_started)
                         self._last_step_at = now
                         if self.scheduler.step % self.cfg.train.checkpoint_every == 0:
-                            self.checkpoint()
+                            self._try_checkpoint()  # a failure is retried later in the loop
                     if result.stop_reason:
                         status, stop_reason = "stopped", result.stop_reason
                         break
@@ -506,14 +654,25 @@ class Coordinator:
                             step_started = now
                         if self._first_round_at is None:
                             self._first_round_at = now
-                        if self.cfg.aggregation == "secure-sum":
-                            self._write_round_mark(self.scheduler.round_number + 1)
-                        self.scheduler.start_round(now, lambda s, m: self._send(s, m))
+                        if self.cfg.aggregation == "secure-sum" and not self._try_round_mark():
+                            continue  # never a round whose number could be reused; retried next pass
+                        unencodable = self._unencodable
+                        try:
+                            rnd = self.scheduler.start_round(now, lambda s, m: self._send(s, m))
+                        except SecganError as exc:  # e.g. an unreadable condition bank: that round only
+                            log.error("round_start_failed", error=str(exc)[:200])
+                            rnd = self.scheduler.current
+                        if rnd is not None and not rnd.in_flight and self._unencodable > unencodable:
+                            status, stop_reason = "stopped", "batch_unencodable"
+                            break
                     elif decision == STOP:
                         status, stop_reason = ("completed" if reason == "completed" else "stopped"), reason
                         break
+                if self._checkpoint_due and now >= self._checkpoint_retry_at:
+                    self._try_checkpoint()
+                self._warn_waiting(now)
                 if now - last_json > self.cfg.run_json_every_s:
-                    self._write_run_json("running", None)
+                    self._write_run_json("running", None)  # a failed write is counted and retried
                     last_json = now
             if status != "interrupted":
                 for site, rec in self.registry.sites.items():
@@ -522,7 +681,8 @@ class Coordinator:
             for rec in self.registry.sites.values():  # why each site stopped, for run.json
                 if rec.stop_reason is None:
                     rec.stop_reason = stop_reason or status
-            self.checkpoint()
+            if not self._try_checkpoint():
+                log.error("final_checkpoint_failed", note="a --resume continues from the last checkpoint written")
             final = self._write_run_json(status, stop_reason)
             log.info("run_finished", status=status, reason=stop_reason, steps=self.scheduler.step,
                      rounds=self.scheduler.round_number)

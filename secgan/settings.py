@@ -126,6 +126,12 @@ class CoordinatorConfig:
             self.model.check_fits(self.image)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        from secgan.wirefit import batch_wire_problem
+
+        problem = batch_wire_problem(image=self.image, batch_size=self.train.batch_size, limits=self.wire,
+                                     aggregation=self.aggregation)
+        if problem is not None:
+            raise ValueError(problem)
 
     @property
     def bind(self) -> str:

@@ -8,9 +8,13 @@ Layout written under ``--out DIR`` (directories 0700, secret files 0600 from cre
 
 ``site-K.x25519`` is the site's X25519 secure-sum agreement key (0600); its public half is in the
 signed manifest as ``x25519_public``, so sites take each other's keys from the manifest and the
-coordinator only relays them. Each folder is what one party keeps; only public files are copied between them. In a real
-deployment each site would generate its own keys and send only public keys to the coordinator;
-this command does everything in one place for demos and tests, and says so.
+coordinator only relays them. Each folder is what one party keeps; only public files are copied between them.
+
+In a real deployment each site generates its own keys (``secgan keys generate``) and sends only its
+public-keys file; ``--site-keys FILE`` (once per site) lists those keys in the manifest, and that
+site's folder then holds no secret at all (site.toml, manifest.json, coordinator.key,
+coordinator-signing.pub: the site copies them next to its own keys). Without ``--site-keys`` this
+command generates every party's keys in one place, for demos and tests.
 """
 
 from __future__ import annotations
@@ -27,7 +31,11 @@ HELP = "generate a federation kit: CURVE and Ed25519 keys, configs and a signed 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sites", type=int, required=True, help="number of sites (1-1024)")
+    parser.add_argument("--sites", type=int, default=None,
+                        help="number of sites (1-1024); with --site-keys, the number of files (may be omitted)")
+    parser.add_argument("--site-keys", type=Path, action="append", default=None, metavar="FILE",
+                        help="a site's public-keys file from `secgan keys generate` (once per site): its keys are "
+                             "listed in the manifest and none of its secrets is generated here")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the kit into")
     parser.add_argument("--host", default="127.0.0.1", help="coordinator bind host (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5555, help="coordinator port (default 5555)")
@@ -88,20 +96,31 @@ def provision(
     image_size: int = 64,
     aggregation: str = "routed",
     force: bool = False,
+    site_keys: list[Path] | None = None,
 ) -> dict[str, Path]:
-    """Write the kit; returns {"coordinator": config path, "site-K": config path, ...}."""
+    """Write the kit; returns {"coordinator": config path, "site-K": config path, ...}.
+
+    ``site_keys``: public-keys files (``secgan keys generate``); the sites are then exactly those,
+    with their own keys, and ``sites`` is their number (or None)."""
     from secgan import keys
     from secgan.errors import ConfigError
     from secgan.secagg import generate_agreement_key, write_agreement_key
     from secgan.spec import ImageSpec
     from secgan.settings import CoordinatorConfig, LOOPBACK_HOSTS, load_coordinator_config, load_site_config, verify_federation
 
+    supplied = _read_site_keys(site_keys or [])
+    if supplied:
+        if sites is not None and sites != len(supplied):
+            raise ConfigError(f"--sites {sites} but {len(supplied)} --site-keys file(s) were given")
+        sites = len(supplied)
+    if sites is None:
+        raise ConfigError("give --sites N, or one --site-keys FILE per site")
     if not 1 <= sites <= 1024:
         raise ConfigError(f"--sites must be between 1 and 1024, got {sites}")
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}")
     out = Path(out)
-    site_ids = [f"site-{k}" for k in range(1, sites + 1)]
+    site_ids = list(supplied) if supplied else [f"site-{k}" for k in range(1, sites + 1)]
     existing = [p for p in [out / "coordinator", *(out / s for s in site_ids)] if p.exists()]
     existing += [p for p in out.glob("site-*") if p.is_dir() and p not in existing]
     if existing and not force:
@@ -137,6 +156,10 @@ def provision(
     for sid in site_ids:
         sdir = out / sid
         _mkdir(sdir)
+        if sid in supplied:  # the site made its keys itself: only its public keys come in
+            pk = supplied[sid]
+            members.append((sid, pk.curve_public, pk.ed25519_public, pk.x25519_public))
+            continue
         _mkdir(sdir / "keys")
         spub_path, _ = keys.write_curve_keypair(sdir / "keys", sid)
         ssign = keys.generate_signing_key()
@@ -225,8 +248,27 @@ def provision(
     # never hand out a kit that does not load and verify
     verify_federation(load_coordinator_config(ctoml))
     for sid in site_ids:
-        verify_federation(load_site_config(written[sid]))
+        if sid not in supplied:  # a site with its own keys runs this check itself at start
+            verify_federation(load_site_config(written[sid]))
     return written
+
+
+def _read_site_keys(paths: list[Path]) -> dict:
+    """site id -> SitePublicKeys, in the order given; refuses two files for one site or one key twice."""
+    from secgan.commands.keys import read_site_public_keys
+    from secgan.errors import ConfigError
+
+    out: dict = {}
+    seen: dict[bytes, str] = {}
+    for path in paths:
+        pk = read_site_public_keys(path)
+        if pk.site_id in out:
+            raise ConfigError(f"{path}: a second public-keys file for {pk.site_id}")
+        if pk.curve_public in seen:
+            raise ConfigError(f"{path}: {pk.site_id} has the same CURVE key as {seen[pk.curve_public]}")
+        seen[pk.curve_public] = pk.site_id
+        out[pk.site_id] = pk
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -244,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         aggregation=args.aggregation,
         force=args.force,
+        site_keys=args.site_keys,
     )
-    get_logger(__name__).info("provisioned", sites=args.sites, out=str(args.out))
+    get_logger(__name__).info("provisioned", sites=len(written) - 1, out=str(args.out))
     print(f"federation kit written to {args.out}:")
     for name, path in written.items():
         print(f"  {name:12s} {path}")

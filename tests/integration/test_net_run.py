@@ -84,7 +84,8 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
     assert run["status"] == "completed" and run["stop_reason"] == "completed"
     assert run["steps_done"] == 4 and run["rounds"] == 4 and run["incarnation"] == 1
     assert run["step_time_s"]["n"] == 4 and run["wall_time_s"] > 0
-    assert run["auth"]["denied"] >= 2 and run["handshake_failures"].get("auth", 0) >= 2
+    # the intruder (perhaps more than once: it may reconnect); the self-check probe is not counted
+    assert run["auth"]["denied"] >= 1 and run["handshake_failures"].get("auth", 0) >= 1
     assert run["drops_by_code"] == {} and run["protocol_errors"] == {}
     for k in (1, 2, 3):
         s = run["sites"][f"site-{k}"]

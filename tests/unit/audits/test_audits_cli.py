@@ -194,3 +194,18 @@ def test_short_form_and_subcommands_parse() -> None:
     assert c.audit_command == "verify" and str(c.public_key) == "k.pub"
     d = parser.parse_args(["audit", "merge", "a.json", "b.json", "--out", "x"])
     assert d.audit_command == "merge" and len(d.reports) == 2
+
+
+@pytest.mark.slow
+def test_rerun_needs_force_and_fail_on_red_exits_4(kit: dict, tmp_path: Path, capsys) -> None:
+    root = kit["root"]
+    shutil.copytree(kit["out"], tmp_path / "again")
+    base = ["audit", "run", "--site-config", str(root / "site.toml"), "--synthetic", str(root / "syn"),
+            "--out", str(tmp_path / "again"), "--seed", "1"]
+    signed = (tmp_path / "again" / "report.json").read_bytes()
+    assert main(base) == 2
+    assert "already holds a report" in capsys.readouterr().err
+    assert (tmp_path / "again" / "report.json").read_bytes() == signed
+    assert main(base + ["--force", "--fail-on", "red"]) == 4  # this fixture's report is Red or Critical
+    assert not (tmp_path / "again" / "annex.html").exists()  # the previous run's annex is not left beside it
+    assert _verify(tmp_path / "again", "--public-key", str(root / "site.pub")) == 0
