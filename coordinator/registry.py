@@ -35,7 +35,9 @@ class SiteRecord:
     bytes_out: int = 0
     step_bytes_in: list[int] = field(default_factory=list)  # per served step: reply size
     step_bytes_out: list[int] = field(default_factory=list)  # per served step: batch size
-    epsilon: float | None = None
+    # the site's last reported fraction of its privacy budget left, in coarse steps (None: DP off
+    # or nothing served yet); the exact epsilon stays in the site's ledger
+    budget_left: float | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     stop_reason: str | None = None
 
@@ -54,7 +56,7 @@ class SiteRecord:
             "bytes_out": self.bytes_out,
             "mean_bytes_in_per_step": mean(self.step_bytes_in),
             "mean_bytes_out_per_step": mean(self.step_bytes_out),
-            "epsilon": self.epsilon,
+            "budget_left": self.budget_left,
             "mode": self.policy.get("mode"),
             "stop_reason": self.stop_reason,
         }

@@ -177,6 +177,10 @@ class SiteConfig:
     hello_retry_s: float = field(default=2.0, metadata=_POSITIVE)
     # how often state_dir/site.json is rewritten
     status_every_s: float = field(default=5.0, metadata=_POSITIVE)
+    # no message from the coordinator for this many heartbeat intervals: reconnect and say Hello again
+    dead_link_heartbeats: int = field(default=10, metadata=rng(min=2, max=10000))
+    # no message from the coordinator for this long: warn (and again every this often)
+    no_answer_warn_s: float = field(default=60.0, metadata=_POSITIVE)
     image: ImageSpec = field(default_factory=ImageSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

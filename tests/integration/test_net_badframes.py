@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secgan import keys, wire
-from secgan.messages import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
+from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
@@ -252,7 +252,8 @@ def test_site_survives_bad_frames_from_its_coordinator(tmp_path, phantom_root):
         assert site.p.poll() is None
 
         # (the envelope's round must not go back: the refused batch above was round 1)
-        me.send(Welcome(version=1, run_id=run_id, image_size=32, model={}, condition_source="procedural"),
+        me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural",
+                        planned_steps=4),
                 run=run_id, round=1)
         site.wait_for(r"welcomed site=site-1", timeout=10)
         seq = me.next_seq()

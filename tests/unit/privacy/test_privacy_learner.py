@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import random
 
 import numpy as np
@@ -35,8 +36,9 @@ def test_dpsgd_epsilon_equals_opacus_accountant_and_accounting(tmp_path):
         assert isinstance(reply, GradientReply) and reply.grad.shape == msg.fake.shape
     q = 3 / 10
     want = acc.epsilon_rdp(noise_multiplier=1.3, sample_rate=q, steps=4, delta=site.policy.delta)
-    assert reply.epsilon == pytest.approx(want, rel=1e-12)
     assert site.epsilon() == pytest.approx(want, rel=1e-12)
+    # the reply carries only the coarse budget left (floor to tenths of the target), never epsilon
+    assert reply.budget_left == math.floor(10 * (1 - want / site.policy.target_epsilon)) / 10
     assert site._dp.accountant.history == [(1.3, q, 4)]
     assert site._dp.accountant.get_epsilon(delta=site.policy.delta) == pytest.approx(want, rel=1e-12)
     ledger = json.loads((tmp_path / "site" / "ledger.json").read_text())
@@ -56,7 +58,7 @@ def test_sanitize_accounts_the_batch_level_sensitivity(tmp_path):
     sig_eff = effective_noise_multiplier(4.0, rows=4)
     assert sig_eff == pytest.approx(4.0 / (2 * 2))
     assert site.ledger.history == [(sig_eff, 0.5, 2)]
-    assert reply.epsilon == pytest.approx(acc.epsilon_rdp(noise_multiplier=sig_eff, sample_rate=0.5, steps=2, delta=1e-5))
+    assert site.epsilon() == pytest.approx(acc.epsilon_rdp(noise_multiplier=sig_eff, sample_rate=0.5, steps=2, delta=1e-5))
 
 
 def test_gradient_functions_take_no_real_data():
@@ -119,7 +121,7 @@ def test_budget_exhausted_is_a_final_refusal(tmp_path):
     # once refused, always refused; the epsilon never passed the target
     first = replies.index(refusals[0])
     assert all(isinstance(r, Refusal) for r in replies[first:])
-    assert len(served) == 4 and site.epsilon() <= 2.0 and max(r.epsilon for r in served) <= 2.0
+    assert len(served) == 4 and site.epsilon() <= 2.0 and min(r.budget_left for r in served) >= 0.0
     assert site.ledger.releases == len(served) and verify_release_log(tmp_path / "site").ok
 
 
