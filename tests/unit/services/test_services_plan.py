@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from pathlib import Path
 
 import pytest
-import torch
 
 from secgan import wire
 from secgan.cli import main
