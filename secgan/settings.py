@@ -74,7 +74,7 @@ class CoordinatorConfig:
     round_deadline_s: float = field(default=120.0, metadata=_POSITIVE)
     # a step retried this often without a quorum stops the run (quorum_lost)
     max_round_attempts: int = field(default=3, metadata=rng(min=1, max=100))
-    # kept for symmetry with sites; the coordinator itself sends no heartbeats
+    # kept for symmetry with sites; the coordinator sends no heartbeats of its own, it answers each site's
     heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
     # an idle site silent this long is marked dead (readmitted when it says Hello again)
     heartbeat_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
