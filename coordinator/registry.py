@@ -41,7 +41,9 @@ class SiteRecord:
     step_bytes_out: list[int] = field(default_factory=list)  # per served step: batch size
     # (steps, bytes in, bytes out) of earlier incarnations (--resume), for the per-step means
     prior_step_bytes: tuple[int, int, int] = (0, 0, 0)
-    epsilon: float | None = None
+    # the site's last reported fraction of its privacy budget left, in coarse steps (None: DP off
+    # or nothing served yet); the exact epsilon stays in the site's ledger
+    budget_left: float | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     stop_reason: str | None = None
 
@@ -65,7 +67,7 @@ class SiteRecord:
             "bytes_out": self.bytes_out,
             "mean_bytes_in_per_step": mean(self.step_bytes_in, in0),
             "mean_bytes_out_per_step": mean(self.step_bytes_out, out0),
-            "epsilon": self.epsilon,
+            "budget_left": self.budget_left,
             "mode": self.policy.get("mode"),
             "stop_reason": self.stop_reason,
         }

@@ -156,8 +156,8 @@ class Scheduler:
             raise ProtocolError("non_finite", "gradient has NaN or infinite entries")
         del rnd.in_flight[site]
         rnd.replies[site] = (reply, nbytes)
-        if reply.epsilon is not None:
-            self.registry[site].epsilon = float(reply.epsilon)
+        if reply.budget_left is not None:  # coarse: the site never sends its exact epsilon
+            self.registry[site].budget_left = float(reply.budget_left)
 
     def on_masked(self, site: str, msg: Any, nbytes: int) -> None:
         raise ProtocolError("unexpected_message", "routed run: masked contributions are not expected")

@@ -137,8 +137,8 @@ class SecureSumScheduler(Scheduler):
         self.agg.accept(site, msg)  # ProtocolError: stale attempt, wrong digest, bad vector, ...
         rnd.in_flight.pop(site, None)
         rnd.wire_up += nbytes
-        if msg.epsilon is not None:
-            self.registry[site].epsilon = float(msg.epsilon)
+        if msg.budget_left is not None:  # coarse: the site never sends its exact epsilon
+            self.registry[site].budget_left = float(msg.budget_left)
 
     def _leave_round(self, site: str, *, refusal: str | None) -> None:
         # No per-site batch to drop here: the aggregator hears of a refusal, a lost site waits for

@@ -450,7 +450,7 @@ class Coordinator:
         elif isinstance(msg, ErrorReply):
             log.warning("peer_error", site=site, code=msg.code)
         elif isinstance(msg, Heartbeat):
-            pass
+            self._send(site, Heartbeat())  # the site's dead-link check needs to hear from us (sites.node)
 
     def _on_hello(self, site: str, routing_id: bytes, msg: Hello, now: float) -> None:
         if PROTOCOL_VERSION not in msg.versions:
@@ -481,7 +481,7 @@ class Coordinator:
                  resume_step=msg.resume_step, state=rec.state)
         self._send(site, Welcome(version=PROTOCOL_VERSION, run_id=self.cfg.run_id, image_size=self.cfg.image.size,
                                  model=to_dict(self.cfg.model), condition_source=self.cfg.condition_source,
-                                 aggregation=self.cfg.aggregation))
+                                 planned_steps=self.cfg.train.steps, aggregation=self.cfg.aggregation))
         if rec.state == REMOVED:
             self._send(site, Stop(run_id=self.cfg.run_id, reason=rec.stop_reason or "removed"))
 

@@ -13,7 +13,10 @@ from typing import Any, ClassVar
 
 import torch
 
-PROTOCOL_VERSION = 1
+# 2: Welcome carries planned_steps; GradientReply and SecAggMasked carry a coarse budget_left
+# instead of the exact epsilon (which gave away the cohort size); the coordinator answers
+# heartbeats. Version 1 peers are refused (unsupported_version), never half understood.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class Welcome:
     image_size: int
     model: dict[str, Any]
     condition_source: str
+    # the run's generator steps (coordinator train.steps): each asks every site for one private D
+    # update, plus one more for every failed round that is retried; a site compares it with the
+    # steps its noise was calibrated for (policy.planned_steps)
+    planned_steps: int
     aggregation: str = "routed"
 
 
@@ -61,7 +68,9 @@ class GradientReply:
     round: int
     step: int
     grad: torch.Tensor  # same shape as fake, float32 (or int64 fixed point in secure-sum mode)
-    epsilon: float | None = None  # the site's accounted epsilon after this release (None if DP off)
+    # fraction of the site's budget left after this release, rounded DOWN to a coarse step
+    # (secgan.privacy.disclosure); None if DP is off. Never the exact epsilon (it reveals n).
+    budget_left: float | None = None
     attempt: int = 0
 
 
@@ -133,7 +142,7 @@ class SecAggMasked:
     attempt: int
     set_digest: str
     masked: torch.Tensor  # announced shape, int64
-    epsilon: float | None = None  # the site's accounted epsilon after this step (None if DP off)
+    budget_left: float | None = None  # as GradientReply.budget_left (None if DP off)
 
 
 Message = (

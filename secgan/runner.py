@@ -198,7 +198,7 @@ def run_inprocess(
                 if isinstance(reply, GradientReply):
                     core.apply(reply, site=name)
                     status[name]["steps_served"] += 1
-                    status[name]["epsilon"] = reply.epsilon
+                    status[name]["epsilon"] = learners[name].epsilon()  # in-process: the site's own ledger
                 elif isinstance(reply, Refusal):
                     core.drop(run_id=cfg.run_id, round=rnd, step=step, site=name)
                     status[name]["refusals"][reply.code] = status[name]["refusals"].get(reply.code, 0) + 1

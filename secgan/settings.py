@@ -74,7 +74,7 @@ class CoordinatorConfig:
     round_deadline_s: float = field(default=120.0, metadata=_POSITIVE)
     # a step retried this often without a quorum stops the run (quorum_lost)
     max_round_attempts: int = field(default=3, metadata=rng(min=1, max=100))
-    # kept for symmetry with sites; the coordinator itself sends no heartbeats
+    # kept for symmetry with sites; the coordinator sends no heartbeats of its own, it answers each site's
     heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
     # an idle site silent this long is marked dead (readmitted when it says Hello again)
     heartbeat_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
@@ -183,6 +183,10 @@ class SiteConfig:
     hello_retry_s: float = field(default=2.0, metadata=_POSITIVE)
     # how often state_dir/site.json is rewritten
     status_every_s: float = field(default=5.0, metadata=_POSITIVE)
+    # no message from the coordinator for this many heartbeat intervals: reconnect and say Hello again
+    dead_link_heartbeats: int = field(default=10, metadata=rng(min=2, max=10000))
+    # no message from the coordinator for this long: warn (and again every this often)
+    no_answer_warn_s: float = field(default=60.0, metadata=_POSITIVE)
     image: ImageSpec = field(default_factory=ImageSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -308,8 +308,17 @@ class GeneratorCore:
 # the plain (mode "off") site learner
 
 
+# The values a site accepts in a FakeBatch, checked before anything is charged or trained on.
+# fake: G ends in tanh (secgan.models.ConditionalGenerator), like the real images in [-1, 1];
+# cond: one-hot label maps (secgan.spec), resampled ones stay in [0, 1].
+VALUE_RANGES: dict[str, tuple[float, float]] = {"fake": (-1.0, 1.0), "cond": (0.0, 1.0)}
+
+
 def check_fake_batch(msg: FakeBatch, image: ImageSpec, *, max_batch: int = 4096) -> None:
-    """Shape/dtype/finiteness checks a site runs on a received batch (ProtocolError on failure)."""
+    """Shape/dtype/finiteness/range checks a site runs on a received batch (ProtocolError on failure).
+
+    Finite values far outside the generator's range (e.g. 3e38) would overflow D's update and
+    poison it, so they are refused (``out_of_range``) like NaN (``non_finite``)."""
     for name in ("cond", "fake"):
         t = getattr(msg, name)
         if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
@@ -320,6 +329,9 @@ def check_fake_batch(msg: FakeBatch, image: ImageSpec, *, max_batch: int = 4096)
             raise ProtocolError("bad_shape", f"{name} batch size {t.shape[0]} out of range")
         if not bool(torch.isfinite(t).all()):
             raise ProtocolError("non_finite", f"{name} has NaN or infinite entries")
+        lo, hi = VALUE_RANGES[name]
+        if bool((t < lo).any()) or bool((t > hi).any()):
+            raise ProtocolError("out_of_range", f"{name} has values outside [{lo:g}, {hi:g}]")
     if msg.cond.shape != msg.fake.shape:
         raise ProtocolError("bad_shape", "cond and fake shapes differ")
 
@@ -405,5 +417,5 @@ class PlainSiteLearner:
         discriminator_step(self.discriminator, self.optimizer, real_cond, real_img, cond, fake, loss=self.train.loss)
         grad = generator_gradient(self.discriminator, cond, fake, loss=self.train.loss).cpu()
         self.steps_served += 1
-        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=grad, epsilon=None, attempt=msg.attempt)
+        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=grad, budget_left=None, attempt=msg.attempt)
 

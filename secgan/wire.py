@@ -363,9 +363,10 @@ BODY_SPECS: dict[str, dict[str, _Spec]] = {
         "model": _JsonObject(),
         "condition_source": _Id(1, 32),
         "aggregation": _Id(1, 32),
+        "planned_steps": _Int(1, MAX_INT),
     },
     "fake_batch": {"attempt": _Int(0, 2**16)},
-    "gradient": {"epsilon": _OptFloat(), "attempt": _Int(0, 2**16)},
+    "gradient": {"budget_left": _OptFloat(0.0, 1.0), "attempt": _Int(0, 2**16)},
     "refusal": {"code": _Id(1, 64), "reason": _Text(), "final": _Bool()},
     "heartbeat": {},
     "stop": {"reason": _Text()},
@@ -379,7 +380,7 @@ BODY_SPECS: dict[str, dict[str, _Spec]] = {
         "shape": _IntList(1, 2**31, 1, 8),
         "set_digest": _Hex(64),
     },
-    "secagg_masked": {"attempt": _Int(0, 2**16), "set_digest": _Hex(64), "epsilon": _OptFloat()},
+    "secagg_masked": {"attempt": _Int(0, 2**16), "set_digest": _Hex(64), "budget_left": _OptFloat(0.0, 1.0)},
 }
 
 # Codec allow-list: wire name -> (torch dtype, itemsize, floating?)

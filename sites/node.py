@@ -8,7 +8,18 @@ Session rule (documented in the README's operator notes):
   know this session (it restarted, or declared the site dead): the site forgets the coordinator's
   replay state and says Hello again at once. This is how it rejoins after either side restarts;
 - the DEALER itself reconnects with exponential backoff (RECONNECT_IVL .. RECONNECT_IVL_MAX);
-  while disconnected, sends fail immediately (IMMEDIATE) and are dropped rather than queued.
+  while disconnected, sends fail immediately (IMMEDIATE) and are dropped rather than queued;
+- dead link: the coordinator answers every Heartbeat, so silence means the link is gone (libzmq
+  drops a connection on a frame above MAXMSGSIZE and never reconnects it). No message of any kind
+  for ``dead_link_heartbeats`` heartbeat intervals: the site warns, closes and reopens its DEALER
+  and says Hello again (repeated every such interval while the silence lasts);
+- no answer at all (wrong port, coordinator not started yet): a ``no_answer`` warning naming the
+  endpoint every ``no_answer_warn_s`` while the silence lasts.
+
+Run plan (Welcome.planned_steps): the site compares the run's steps with the steps its noise was
+calibrated for (``policy.planned_steps``) and logs both numbers and the epsilon the run will
+actually spend; on a mismatch it warns, or, with ``policy.on_steps_mismatch = "refuse"``, answers
+the first batch with a final Refusal ``steps_mismatch`` (nothing charged) and exits with code 2.
 
 Secure-sum mode (the Welcome says ``aggregation = "secure-sum"``): a FakeBatch is served by the
 learner as usual (which accounts and writes its ledger before returning) but the gradient is HELD,
@@ -71,7 +82,7 @@ class _Held:
 
     key: tuple[int, int]  # (round, step)
     grad: Any  # torch.Tensor; never sent as is
-    epsilon: float | None
+    budget_left: float | None
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 
 
@@ -93,6 +104,12 @@ class NodeConfig:
     heartbeat_s: float = 1.0
     hello_retry_s: float = 2.0
     status_every_s: float = 5.0
+    # silence (no inbound message) for this many heartbeat intervals: reopen the DEALER, Hello again
+    dead_link_heartbeats: int = 10
+    # silence this long: warn "no answer from <endpoint>", again every this often
+    no_answer_warn_s: float = 60.0
+    # a run whose steps differ from the calibrated plan: "warn" or "refuse"
+    on_steps_mismatch: str = "warn"
 
 
 class SiteNode:
@@ -122,6 +139,11 @@ class SiteNode:
         self._signal: str | None = None
         self._last_sent = 0.0
         self._last_hello = -1e9
+        self._last_recv = time.monotonic()  # any inbound message; the dead-link clock
+        self._last_reconnect = self._last_recv
+        self._last_warned = self._last_recv
+        self._refuse_run: str | None = None  # a run this site's policy refuses (steps_mismatch)
+        self._plan_checked: str | None = None  # run id whose plan was checked
         self.ctx: zmq.Context | None = None
         self.sock: zmq.Socket | None = None
 
@@ -234,7 +256,28 @@ class SiteNode:
         self.run_id = msg.run_id
         self.welcomed = True
         log.info("welcomed", site=self.cfg.site_id, run_id=msg.run_id, source=msg.condition_source,
-                 aggregation=msg.aggregation)
+                 aggregation=msg.aggregation, planned_steps=msg.planned_steps)
+        if self._plan_checked != msg.run_id:
+            self._plan_checked = msg.run_id
+            self._check_plan(msg.planned_steps)
+
+    def _check_plan(self, run_steps: int) -> None:
+        """Compare the run's steps with the steps this site's noise was planned for (site log only:
+        the exact epsilon never goes on the wire)."""
+        plan = self.learner.plan(run_steps) if hasattr(self.learner, "plan") else None
+        if plan is None:  # nothing accounted (mode "off")
+            return
+        fields = {k: plan[k] for k in ("run_steps", "planned_steps", "epsilon_run", "target_epsilon",
+                                       "budget_lasts_steps")}
+        if not plan["mismatch"]:
+            log.info("run_plan", **fields)
+            return
+        if self.cfg.on_steps_mismatch == "refuse":
+            log.error("steps_mismatch", action="refuse", **fields)
+            self._refuse_run = (f"the run plans {run_steps} steps but this site's noise is calibrated for "
+                                f"{plan['planned_steps']}; its policy refuses such a run (on_steps_mismatch)")
+        else:
+            log.warning("steps_mismatch", action="continue", **fields)
 
     def _on_batch(self, msg: FakeBatch) -> None:
         if not self.welcomed:
@@ -245,6 +288,12 @@ class SiteNode:
         if key in self.served:
             raise ProtocolError("replay", "this round was already served")
         self.last_round, self.last_step = msg.round, msg.step
+        if self._refuse_run is not None:  # nothing is charged: the learner never sees the batch
+            self.counts["refused_steps_mismatch"] += 1
+            self._send(Refusal(run_id=msg.run_id, round=msg.round, step=msg.step, code="steps_mismatch",
+                               reason=self._refuse_run[:200], final=True))
+            self._fatal("steps_mismatch", 2)
+            return
         secure = self.aggregation == "secure-sum"
         t0 = time.perf_counter()
         try:
@@ -271,13 +320,13 @@ class SiteNode:
             log.warning("step_refused", code=reply.code, final=reply.final)
         if secure and isinstance(reply, GradientReply):
             # never sent in the clear: held until this step's announcement masks it
-            self._held = _Held(key=key, grad=reply.grad, epsilon=reply.epsilon)
+            self._held = _Held(key=key, grad=reply.grad, budget_left=reply.budget_left)
             log.info("batch_held", round=msg.round, step=msg.step, seconds=round(time.perf_counter() - t0, 4),
-                     epsilon=reply.epsilon)
+                     budget_left=reply.budget_left)
             return
         self._send(reply)
         log.info("batch_served", round=msg.round, step=msg.step, reply=reply.TYPE,
-                 seconds=round(time.perf_counter() - t0, 4), epsilon=getattr(reply, "epsilon", None))
+                 seconds=round(time.perf_counter() - t0, 4), budget_left=getattr(reply, "budget_left", None))
 
     def _on_announce(self, ann: SecAggAnnounce) -> None:
         from secgan.secagg import SecAggRefusal
@@ -301,9 +350,11 @@ class SiteNode:
             if held is not None and hasattr(self.learner, "record_distributed_noise"):
                 self.learner.record_distributed_noise(threshold=client.threshold, participants=len(ann.participants),
                                                       first_attempt=first)
+            policy = getattr(self.learner, "policy", None)
             masked = client.contribute(ann, held.grad if (first and held is not None) else None,
                                        noise_std=noise_std, generator=generator,
-                                       epsilon=held.epsilon if held is not None else None)
+                                       secure_noise=bool(getattr(policy, "secure_noise", True)),
+                                       budget_left=held.budget_left if held is not None else None)
         except SecAggRefusal as exc:
             self._refuse_attempt(ann, exc.code, exc.detail or exc.code)
             return
@@ -314,7 +365,7 @@ class SiteNode:
         self.counts["masked" if first else "remasked"] += 1
         self._send(masked)
         log.info("masked_sent", round=ann.round, step=ann.step, attempt=ann.attempt,
-                 participants=len(ann.participants), epsilon=masked.epsilon)
+                 participants=len(ann.participants), budget_left=masked.budget_left)
 
     def _refuse_attempt(self, ann: SecAggAnnounce, code: str, reason: str) -> None:
         self.counts[f"refused_{code}"] += 1
@@ -360,6 +411,33 @@ class SiteNode:
         if self.ctx is not None:
             self.ctx.term()
 
+    def _check_link(self, now: float) -> None:
+        """Warn about, and recover from, a coordinator that has not been heard for a while."""
+        cfg = self.cfg
+        silent = now - self._last_recv
+        if silent >= cfg.no_answer_warn_s and now - self._last_warned >= cfg.no_answer_warn_s:
+            self._last_warned = now
+            log.warning("no_answer", endpoint=cfg.endpoint, seconds=round(silent, 1), welcomed=self.welcomed,
+                        hint=f"no answer from {cfg.endpoint} for {silent:.0f} s: is the coordinator running, "
+                             "and is coordinator_endpoint its address and port?")
+        dead_after = cfg.dead_link_heartbeats * cfg.heartbeat_s
+        if silent >= dead_after and now - self._last_reconnect >= dead_after:
+            self._last_reconnect = now
+            self.counts["reconnects"] += 1
+            log.warning("dead_link", endpoint=cfg.endpoint, seconds=round(silent, 1), welcomed=self.welcomed,
+                        action="reconnect", reconnects=self.counts["reconnects"])
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Close the DEALER (dropping whatever it still queues) and open a fresh one, then Hello."""
+        cfg = self.cfg
+        if self.sock is not None:
+            self.sock.close(linger=0)
+        self.sock = make_dealer(self.ctx, endpoint=cfg.endpoint, client_public=cfg.client_public,
+                                client_secret=cfg.client_secret, server_public=cfg.server_public,
+                                limits=cfg.limits, tuning=cfg.tuning)
+        self._hello()
+
     def serve(self, *, install_signals: bool = True) -> int:
         if install_signals:
             def handler(signum: int, _frame: Any) -> None:
@@ -369,6 +447,7 @@ class SiteNode:
                 signal.signal(sig, handler)
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         self.open()
+        self._last_recv = self._last_reconnect = self._last_warned = time.monotonic()
         log.info("site_started", site=self.cfg.site_id, endpoint=self.cfg.endpoint)
         last_status = 0.0
         try:
@@ -388,8 +467,13 @@ class SiteNode:
                         except zmq.Again:
                             break
                         self.handle(frames)
+                        # any message, even a rejected one, shows the link works; the clock starts
+                        # after handling, so a long local step is not counted as silence
+                        self._last_recv = time.monotonic()
                         if self.exit_reason is not None:
                             break
+                if self.exit_reason is None:
+                    self._check_link(time.monotonic())
                 if now - last_status > self.cfg.status_every_s:
                     self.write_status()
                     last_status = now

@@ -150,6 +150,19 @@ def stage_provision(cfg: DemoConfig) -> dict[str, Path]:
     return kits
 
 
+def _ledger_epsilon(site_toml: Path | None) -> float | None:
+    from secgan.errors import SecganError
+    from secgan.privacy.ledger import PrivacyLedger
+    from secgan.settings import load_site_config
+
+    if site_toml is None:
+        return None
+    try:
+        return PrivacyLedger.read(load_site_config(site_toml).state_dir).epsilon
+    except SecganError:
+        return None
+
+
 def stage_train(cfg: DemoConfig, kits: dict[str, Path]) -> dict:
     """Coordinator and sites as separate OS processes over CURVE; progress from run.json."""
     from tqdm import tqdm
@@ -310,6 +323,9 @@ def run(args: argparse.Namespace) -> int:
                           f"(target epsilon {cfg.target_epsilon:g} per site)")
     run_summary = stage_train(cfg, kits)
     for site, info in sorted(run_summary.get("sites", {}).items()):
+        # the coordinator is told only a coarse budget_left; the demo runs every party, so it reads
+        # each site's own ledger for the exact epsilon spent
+        info["epsilon"] = _ledger_epsilon(kits.get(site))
         eps = info.get("epsilon")
         print(f"      {site}: epsilon spent {eps if eps is None else f'{eps:.2f}'}, "
               f"steps served {info.get('steps_served')}, stopped: {info.get('stop_reason') or '-'}", flush=True)

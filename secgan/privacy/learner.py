@@ -11,7 +11,18 @@ One ``serve`` call, in this order (the order is the privacy argument):
 4. compute the gradient for the fakes with a function that takes no real data
    (``secgan.step.generator_gradient`` / ``sanitize.sanitized_gradient``);
 5. append the release to the hash-chained log (fsynced), then return ``GradientReply`` carrying only
-   that gradient and the accounted epsilon. No loss, score or count computed on real data leaves.
+   that gradient and the coarse budget left (``secgan.privacy.disclosure``: the exact epsilon would
+   reveal the cohort size). No loss, score or count computed on real data leaves.
+
+Numerical safety: a batch outside the generator's value range is refused before step 2
+(``check_fake_batch``), so it is never charged. If D (or its optimiser state) or the gradient is
+not finite after the update anyway, D and its optimiser are rolled back to their state before the
+step, so a poisoned D is never kept, saved or restored. In ``dpsgd`` and ``off`` modes the step is
+then answered ``Refusal(code="non_finite")``: that refusal is a function of the private update,
+so the step stays charged (the ledger over-counts by the discarded step, never under-counts).
+In ``sanitize`` mode a refusal would be a function of the non-private shard discriminator, which
+no charge covers, so the release goes ahead through the rolled-back D_k (rows that are not finite
+become zero before clipping), a release like any other.
 
 D and its optimiser are saved every ``train.checkpoint_every`` releases and on ``save()`` (always
 after the ledger write they depend on) and restored from ``state_dir`` on construction.
@@ -30,6 +41,7 @@ import torch
 from secgan.errors import BudgetExhausted, PrivacyError
 from secgan.logs import get_logger
 from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.privacy.disclosure import EXHAUSTED_REASON, budget_left
 from secgan.privacy.guards import check_policy, source_refusal
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.privacy.release_log import ReleaseLog
@@ -194,10 +206,53 @@ class SiteLearner:
     def epsilon(self) -> float | None:
         return self.ledger.epsilon
 
+    def budget_left(self) -> float | None:
+        """What the coordinator is told: the coarse fraction of the budget left (None if DP is off)."""
+        return budget_left(epsilon=self.ledger.epsilon, target_epsilon=self.ledger.target_epsilon)
+
+    def plan(self, run_steps: int) -> dict[str, Any] | None:
+        """The run's steps against this site's plan (None in mode "off": nothing is accounted).
+
+        ``epsilon_run``: what a run of ``run_steps`` releases spends from a fresh ledger at this
+        site's sigma and q, stopping where the budget does (``budget_lasts_steps``, the most
+        releases the target allows). ``mismatch``: the noise was calibrated for another number
+        of steps, or the budget runs out before the run ends. Exact figures: for the site's own log.
+        """
+        if self.policy.mode == "off":
+            return None
+        from secgan.privacy.accounting import epsilon_rdp
+
+        sigma = self._accounted_noise(self.train.batch_size)
+        target = self.ledger.target_epsilon
+
+        def eps(k: int) -> float:
+            return epsilon_rdp(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=k, delta=self.ledger.delta)
+
+        run_steps = int(run_steps)
+        lasts = run_steps
+        if eps(run_steps) > target:  # bisection: largest k with eps(k) <= target
+            lo, hi = 0, run_steps
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if eps(mid) <= target else (lo, mid)
+            lasts = lo
+        calibrated = self.policy.noise_multiplier is None
+        return {
+            "run_steps": run_steps,
+            "planned_steps": self.policy.planned_steps if calibrated else None,
+            "epsilon_run": round(eps(lasts), 4),
+            "target_epsilon": target,
+            "budget_lasts_steps": lasts,
+            "mismatch": (calibrated and run_steps != self.policy.planned_steps) or lasts < run_steps,
+        }
+
     def save(self) -> None:
         from secgan.checkpoint import save_module_state
 
         for i, (module, opt) in enumerate(self._modules):
+            if not self._finite(i):  # never reached after a rolled-back step; never write a poisoned D
+                log.error("discriminator_not_saved", index=i, reason="non_finite")
+                continue
             save_module_state(self._state_file(i), module, opt, {"mode": self.policy.mode, "releases": self.ledger.releases})
         self._since_save = 0
 
@@ -218,28 +273,27 @@ class SiteLearner:
         try:
             eps = self.ledger.reserve_step(noise_multiplier=sigma_acc, sample_rate=self.sample_rate)
         except BudgetExhausted as exc:
-            log.warning("budget_exhausted", epsilon=self.ledger.epsilon, target=self.ledger.target_epsilon)
-            return Refusal(
-                run_id=msg.run_id,
-                round=msg.round,
-                step=msg.step,
-                code="budget_exhausted",
-                reason=(
-                    f"privacy budget exhausted: epsilon after this release would be {exc.epsilon_after:.4f} > "
-                    f"target {exc.target_epsilon:.4f} (delta {self.ledger.delta:g}); spent so far "
-                    f"{self.ledger.epsilon:.4f}. This site serves no further steps of this run."
-                ),
-                final=True,
-            )
+            # the exact figures stay here (the site's own log); the coordinator gets no number
+            log.warning("budget_exhausted", epsilon=self.ledger.epsilon, epsilon_after=exc.epsilon_after,
+                        target=self.ledger.target_epsilon)
+            return Refusal(run_id=msg.run_id, round=msg.round, step=msg.step, code="budget_exhausted",
+                           reason=EXHAUSTED_REASON, final=True)
         if self._on_reserved is not None:
             self._on_reserved(self.ledger.releases)
         grad = self._update_and_release(msg, distributed_noise=distributed_noise)
+        if grad is None:  # D rolled back, nothing released; the step stays charged (see the module doc)
+            log.warning("update_discarded", step=msg.step, round=msg.round, reason="non_finite",
+                        releases=self.ledger.releases)
+            return Refusal(run_id=msg.run_id, round=msg.round, step=msg.step, code="non_finite",
+                           reason="the discriminator update of this step was not finite and was discarded; "
+                                  "the site keeps serving from its last good state")
         self.release_log.append(step=msg.step, round=msg.round, run_id=msg.run_id, tensors={"grad": grad}, epsilon_after=eps)
         self._since_save += 1
         if self._since_save >= self.train.checkpoint_every:
             self.save()
         log.info("site_release", step=msg.step, round=msg.round, epsilon=eps, releases=self.ledger.releases)
-        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=grad, epsilon=eps, attempt=msg.attempt)
+        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=grad,
+                             budget_left=self.budget_left(), attempt=msg.attempt)
 
     # ------------------------------------------------------------------ internals
 
@@ -307,8 +361,9 @@ class SiteLearner:
         self.ledger.annotate(DISTRIBUTED_NOISE_KEY, note)
         return note
 
-    def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False) -> torch.Tensor:
-        """D update (mode-specific) and the gradient to send; returns a CPU float32 tensor."""
+    def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False) -> torch.Tensor | None:
+        """D update (mode-specific) and the gradient to send; returns a CPU float32 tensor, or None
+        when the update (or the gradient through it) was not finite and D was rolled back."""
         from secgan.step import discriminator_step, generator_gradient
 
         cond = msg.cond.to(self.device)
@@ -319,8 +374,13 @@ class SiteLearner:
         if mode == "dpsgd":
             idx = poisson_patients(n, rate=self.sample_rate, generator=self._rng)
             real_cond, real_img = self._real_rows(idx)
+            good = self._snapshot(0)
             self._dp.step(real_cond, real_img, cond, fake, loss=loss)
+            if not self._finite(0):
+                return self._roll_back(0, good)
             grad = generator_gradient(self._dp.for_gradient, cond, fake, loss=loss)
+            if not bool(torch.isfinite(grad).all()):
+                return self._roll_back(0, good)
         elif mode == "sanitize":
             from secgan.privacy.sanitize import sanitized_gradient
 
@@ -329,7 +389,10 @@ class SiteLearner:
             take = min(self.train.batch_size, len(members))
             idx = self._rng.choice(members, size=take, replace=False) if take else np.zeros(0, np.int64)
             real_cond, real_img = self._real_rows(idx)
+            good = self._snapshot(k)
             self._shards.train_step(k, real_cond, real_img, cond, fake, loss=loss)
+            if not self._finite(k):  # release through the last good D_k (no data-dependent refusal)
+                self._roll_back(k, good)
             if distributed_noise:  # clipped only: the noise share is added inside the masked vector
                 from secgan.privacy.sanitize import clip_rows
 
@@ -349,10 +412,46 @@ class SiteLearner:
             D, opt = self._modules[0]
             idx = self._rng.choice(n, size=min(self.train.batch_size, n), replace=False)
             real_cond, real_img = self._real_rows(idx)
+            good = self._snapshot(0)
             D.train()
             discriminator_step(D, opt, real_cond, real_img, cond, fake, loss=loss)
+            if not self._finite(0):
+                return self._roll_back(0, good)
             grad = generator_gradient(D, cond, fake, loss=loss)
+            if not bool(torch.isfinite(grad).all()):
+                return self._roll_back(0, good)
         return grad.detach().to("cpu", torch.float32).contiguous()
+
+    # ------------------------------------------------------------------ last good state
+
+    def _parts(self, i: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """The plain module and the torch optimiser that owns the state (Opacus wrappers removed)."""
+        module, opt = self._modules[i]
+        return getattr(module, "_module", module), getattr(opt, "original_optimizer", opt)
+
+    def _finite(self, i: int) -> bool:
+        """D_i's parameters, buffers and optimiser state are all finite."""
+        module, opt = self._parts(i)
+        tensors = [*module.state_dict().values()]
+        tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+    def _snapshot(self, i: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        import copy
+
+        module, opt = self._parts(i)
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}, copy.deepcopy(opt.state_dict())
+
+    def _roll_back(self, i: int, state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> None:
+        module, opt = self._parts(i)
+        module.load_state_dict(state[0])
+        opt.load_state_dict(state[1])
+        for p in module.parameters():  # no half-computed gradient or per-sample state survives
+            p.grad = None
+            if hasattr(p, "grad_sample"):
+                p.grad_sample = None
+        log.warning("discriminator_rolled_back", index=i, reason="non_finite")
+        return None
 
     def _state_file(self, i: int) -> Path:
         name = "discriminator.safetensors" if self.policy.mode != "sanitize" else f"discriminator-{i}.safetensors"
@@ -364,7 +463,13 @@ class SiteLearner:
         for i, (module, opt) in enumerate(self._modules):
             path = self._state_file(i)
             if path.exists():
+                fresh = self._snapshot(i)
                 meta = load_module_state(path, module, opt)
+                if not self._finite(i):
+                    # a poisoned D (written by an older version) is never restored: start this D
+                    # afresh (data-independent initialisation); the ledger keeps everything it charged
+                    self._roll_back(i, fresh)
+                    log.warning("discriminator_state_discarded", path=path.name, reason="non_finite")
                 if meta.get("mode") != self.policy.mode:
                     raise PrivacyError(f"{path}: saved for privacy mode {meta.get('mode')!r}, not {self.policy.mode!r}")
                 if int(meta.get("releases", 0)) > self.ledger.releases:

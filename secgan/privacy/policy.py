@@ -36,6 +36,8 @@ class PrivacyPolicy:
     noise_multiplier: float | None = field(default=None, metadata=rng(min=0.0))
     # steps the noise is calibrated for when noise_multiplier is not given
     planned_steps: int = field(default=200, metadata=rng(min=1))
+    # a run whose steps (the coordinator's train.steps) differ from planned_steps: warn or refuse it
+    on_steps_mismatch: str = field(default="warn", metadata=choices("warn", "refuse"))
     # patients sampled per step on average (Poisson rate q = this / patients)
     expected_batch_size: int = field(default=8, metadata=rng(min=1))
     # condition sources this site serves; 'site' discloses label maps and is refused with DP

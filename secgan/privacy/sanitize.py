@@ -65,7 +65,12 @@ def gaussian_noise(shape: torch.Size, *, std: float, generator: torch.Generator,
 
 
 def clip_rows(g: torch.Tensor, clip_norm: float) -> torch.Tensor:
-    """Scale each row (dim 0) to L2 norm at most ``clip_norm``."""
+    """Scale each row (dim 0) to L2 norm at most ``clip_norm``. A row holding a non-finite entry
+    becomes zero: it stays inside the C-ball, so the sensitivity argument above is unchanged and
+    the release is never NaN."""
+    finite = torch.isfinite(g.flatten(1)).all(dim=1)
+    if not bool(finite.all()):
+        g = torch.where(finite.view(-1, *([1] * (g.dim() - 1))), g, torch.zeros((), dtype=g.dtype, device=g.device))
     norms = g.flatten(1).norm(dim=1).clamp_min(1e-12)
     factor = (clip_norm / norms).clamp(max=1.0)
     return g * factor.view(-1, *([1] * (g.dim() - 1)))

@@ -34,11 +34,20 @@ def noise_share_std(sigma_total: float, *, threshold: int) -> float:
     return sigma_total / math.sqrt(threshold)
 
 
-def draw_noise_share(shape: tuple[int, ...], std: float, *, generator: torch.Generator) -> np.ndarray:
-    """float64 Gaussian share from the caller's generator (never the global RNG)."""
+def draw_noise_share(shape: tuple[int, ...], std: float, *, generator: torch.Generator,
+                     secure: bool = True) -> np.ndarray:
+    """float64 Gaussian share N(0, std^2) from the caller's generator (never the global RNG).
+
+    ``secure`` (the site's ``policy.secure_noise``, as for DP-SGD and sanitize noise): the sum of
+    4 draws halved, same std, so the low-order bits of one draw do not reveal it."""
     if std == 0:
         return np.zeros(shape, dtype=np.float64)
-    return (torch.randn(shape, generator=generator, dtype=torch.float64) * std).numpy()
+    if not secure:
+        return (torch.randn(shape, generator=generator, dtype=torch.float64) * std).numpy()
+    out = torch.zeros(shape, dtype=torch.float64)
+    for _ in range(4):
+        out += torch.randn(shape, generator=generator, dtype=torch.float64)
+    return (out * (std / 2.0)).numpy()
 
 
 def distributed_noise_statement(*, sigma_total: float, threshold: int, participants: int) -> dict:

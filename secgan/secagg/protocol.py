@@ -267,7 +267,8 @@ class SecureSumClient:
     # -- the contribution (commits state) ---------------------------------------------------
     def contribute(
         self, ann: SecAggAnnounce, gradient: torch.Tensor | np.ndarray | None = None, *,
-        noise_std: float = 0.0, generator: torch.Generator | None = None, epsilon: float | None = None,
+        noise_std: float = 0.0, generator: torch.Generator | None = None, budget_left: float | None = None,
+        secure_noise: bool = True,
     ) -> SecAggMasked:
         """Mask this site's value for one attempt.
 
@@ -290,7 +291,7 @@ class SecureSumClient:
                     raise ConfigError("secure-sum: a noise share needs an explicit torch.Generator")
                 if not ctx.codec.supports(len(ctx.ids), noise_std_total=noise_std * math.sqrt(len(ctx.ids))):
                     raise SecAggRefusal("secagg_bad_params", "modulus leaves no room for the noise")
-                noise = draw_noise_share((ctx.length,), noise_std, generator=generator)
+                noise = draw_noise_share((ctx.length,), noise_std, generator=generator, secure=secure_noise)
             self._value = _StepValue(key, clipped, noise, ctx.codec.frac_bits, ctx.codec.clip, n_clipped)
         else:
             if gradient is not None:
@@ -311,7 +312,7 @@ class SecureSumClient:
         return SecAggMasked(run_id=self.run_id, round=ann.round, step=ann.step, attempt=ann.attempt,
                             set_digest=ann.set_digest,
                             masked=torch.from_numpy(masked.view(np.int64).reshape(ctx.shape).copy()),
-                            epsilon=epsilon)
+                            budget_left=budget_left)
 
     @property
     def clipped_count(self) -> int:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secgan import keys, wire
-from secgan.messages import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
+from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
@@ -157,13 +157,13 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         # handshake refusals: a version it does not speak, a policy refusing this run's condition source
         me.send(Hello(versions=(99,), policy=POLICY), run="")
         assert me.expect(ErrorReply)[1].code == "unsupported_version"
-        me.send(Hello(versions=(1,), policy={**POLICY, "accept_sources": ["bank"]}), run="")
+        me.send(Hello(versions=(PROTOCOL_VERSION,), policy={**POLICY, "accept_sources": ["bank"]}), run="")
         err = me.expect(ErrorReply)[1]
         assert err.code == "source_refused" and "procedural" in err.detail
         coord.wait_for(r"site_excluded site=site-1 reason=source_refused", timeout=10)
 
         # the next good messages work: Hello -> Welcome, then a correct gradient for our batch
-        me.send(Hello(versions=(1,), policy=POLICY), run="")
+        me.send(Hello(versions=(PROTOCOL_VERSION,), policy=POLICY), run="")
         welcome = me.expect(Welcome, timeout=30)[1]
         assert welcome.run_id == run_id and welcome.image_size == 32
         _, batch = me.expect(FakeBatch, timeout=30)
@@ -181,7 +181,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         me.send(Refusal(run_id=run_id, round=nxt.round, step=nxt.step, code="budget_exhausted",
                         reason="epsilon after this release would exceed the target", final=True), run=run_id)
         coord.wait_for(r"site_refused site=site-1 code=budget_exhausted final=True", timeout=10)
-        me.send(Hello(versions=(1,), policy=POLICY), run="")
+        me.send(Hello(versions=(PROTOCOL_VERSION,), policy=POLICY), run="")
         assert me.expect(Stop, timeout=10)[1].reason == "budget_exhausted"  # no readmission
         sock.close(0)
 
@@ -252,7 +252,8 @@ def test_site_survives_bad_frames_from_its_coordinator(tmp_path, phantom_root):
         assert site.p.poll() is None
 
         # (the envelope's round must not go back: the refused batch above was round 1)
-        me.send(Welcome(version=1, run_id=run_id, image_size=32, model={}, condition_source="procedural"),
+        me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural",
+                        planned_steps=4),
                 run=run_id, round=1)
         site.wait_for(r"welcomed site=site-1", timeout=10)
         seq = me.next_seq()

@@ -15,7 +15,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from secgan import wire
-from secgan.messages import Hello
+from secgan.messages import PROTOCOL_VERSION, Hello
 from secgan.transport import make_dealer
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
@@ -35,7 +35,7 @@ def _intruder(endpoint: str, server_public: bytes, *, plaintext: bool) -> int:
                        limits=wire.WireLimits(), insecure_loopback_for_tests=plaintext)
     mon = sock.get_monitor_socket(FAILED)
     try:
-        hello = wire.encode(Hello(versions=(1,), policy={"mode": "off", "accept_sources": ["procedural"]}),
+        hello = wire.encode(Hello(versions=(PROTOCOL_VERSION,), policy={"mode": "off", "accept_sources": ["procedural"]}),
                             run_id="", round=0, step=0, site="site-1", seq=1)
         try:
             sock.send_multipart(hello, flags=zmq.NOBLOCK)
@@ -90,7 +90,7 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
     for k in (1, 2, 3):
         s = run["sites"][f"site-{k}"]
         assert s["steps_served"] == 4 and s["mode"] == "off" and s["hellos"] >= 1
-        assert s["stop_reason"] == "completed" and s["epsilon"] is None
+        assert s["stop_reason"] == "completed" and s["budget_left"] is None and "epsilon" not in s
         assert s["mean_bytes_in_per_step"] > 2 * 4 * 32 * 32 * 4  # at least the float32 gradient
         assert s["mean_bytes_out_per_step"] > s["mean_bytes_in_per_step"]  # cond + fake out, grad in
     # nothing about patients in the logs or run.json

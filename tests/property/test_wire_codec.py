@@ -58,6 +58,7 @@ def messages(draw):
     elif kind == "welcome":
         msg = Welcome(version=draw(st.integers(1, 1000)), run_id=run, image_size=draw(st.integers(1, 4096)),
                       model=draw(json_obj), condition_source=draw(ids.filter(lambda s: len(s) <= 32)),
+                      planned_steps=draw(st.integers(1, 2**53 - 1)),
                       aggregation=draw(st.sampled_from(["routed", "secure-sum"])))
     elif kind == "fake":
         cond = draw(tensor4())
@@ -65,7 +66,7 @@ def messages(draw):
         msg = FakeBatch(run_id=run, round=rnd, step=step, cond=cond, fake=fake, attempt=draw(st.integers(0, 2**16)))
     elif kind == "grad":
         msg = GradientReply(run_id=run, round=rnd, step=step, grad=draw(tensor4((torch.float32, torch.int64))),
-                            epsilon=draw(st.none() | st.floats(0, 1e12)), attempt=draw(st.integers(0, 2**16)))
+                            budget_left=draw(st.none() | st.floats(0, 1)), attempt=draw(st.integers(0, 2**16)))
     elif kind == "refusal":
         msg = Refusal(run_id=run, round=rnd, step=step, code=draw(ids), reason=draw(texts), final=draw(st.booleans()))
     elif kind == "heartbeat":

@@ -238,7 +238,7 @@ def test_plain_site_learner_serves_a_reply_and_updates_its_discriminator() -> No
     d_before = [p.detach().clone() for p in site.discriminator.parameters()]
     reply = site.serve(batch)
     assert isinstance(reply, GradientReply)
-    assert reply.epsilon is None and site.epsilon() is None
+    assert reply.budget_left is None and site.epsilon() is None
     assert (reply.run_id, reply.round, reply.step) == ("r", 0, 0)
     assert reply.grad.shape == batch.fake.shape
     assert len(data.requests) == 1 and len(set(data.requests[0])) == 3

@@ -36,9 +36,9 @@ def test_messages_round_trip():
     assert env.type == "secagg_announce" and got.participants == _ann().participants
     assert list(got.shape) == [2, 4, 8, 8] and got.clip == 64.0 and got.set_digest == "0f" * 32
     masked = torch.tensor([-1, 0, 2**62, -(2**63)], dtype=torch.int64).reshape(2, 2)
-    m = SecAggMasked(run_id="r", round=3, step=2, attempt=0, set_digest="aa" * 32, masked=masked, epsilon=None)
+    m = SecAggMasked(run_id="r", round=3, step=2, attempt=0, set_digest="aa" * 32, masked=masked, budget_left=None)
     _, back = wire.decode(_enc(m))
-    assert torch.equal(back.masked, masked) and back.epsilon is None and back.attempt == 0
+    assert torch.equal(back.masked, masked) and back.budget_left is None and back.attempt == 0
 
 
 @pytest.mark.parametrize("field, value, code", [

@@ -11,6 +11,7 @@ import torch
 from secgan import wire
 from secgan.errors import ProtocolError
 from secgan.messages import (
+    PROTOCOL_VERSION,
     MESSAGE_TYPES,
     ErrorReply,
     FakeBatch,
@@ -54,7 +55,7 @@ def test_round_trip_fake_batch_is_exact_and_owned():
     msg = batch()
     frames = frames_of(msg)
     env, out = wire.decode(frames)
-    assert env == wire.Envelope(version=1, type="fake_batch", run_id="run-1", round=2, step=5, site="site-1", seq=9)
+    assert env == wire.Envelope(version=PROTOCOL_VERSION, type="fake_batch", run_id="run-1", round=2, step=5, site="site-1", seq=9)
     assert torch.equal(out.cond, msg.cond) and torch.equal(out.fake, msg.fake)
     assert out.cond.dtype == torch.float32 and out.cond.is_contiguous()
     # writable, and not aliasing the frame buffer: changing it leaves a second decode unchanged
@@ -83,9 +84,10 @@ def test_header_layout_is_documented_shape():
 def test_every_message_type_round_trips():
     msgs = [
         Hello(versions=(1,), policy={"mode": "dpsgd", "target_epsilon": 3.0, "accept_sources": ["procedural"]}),
-        Welcome(version=1, run_id="run-1", image_size=64, model={"g_width": 32}, condition_source="procedural"),
+        Welcome(version=1, run_id="run-1", image_size=64, model={"g_width": 32}, condition_source="procedural",
+                planned_steps=200),
         batch(),
-        GradientReply(run_id="run-1", round=2, step=5, grad=torch.randn(2, 4, 8, 8), epsilon=1.5, attempt=1),
+        GradientReply(run_id="run-1", round=2, step=5, grad=torch.randn(2, 4, 8, 8), budget_left=0.7, attempt=1),
         GradientReply(run_id="run-1", round=2, step=5, grad=torch.arange(2 * 4 * 4 * 4).reshape(2, 4, 4, 4)),
         Refusal(run_id="run-1", round=2, step=5, code="budget_exhausted", reason="epsilon 3.1 > 3.0", final=True),
         Heartbeat(),
@@ -155,7 +157,9 @@ def test_bad_json(header):
 
 def test_version_and_type():
     frames = frames_of()
-    assert code_of(with_header(frames, lambda h: h.update(v=2))) == "unsupported_version"
+    assert code_of(with_header(frames, lambda h: h.update(v=PROTOCOL_VERSION + 1))) == "unsupported_version"
+    # protocol 1 sent the exact epsilon with every reply: a version 1 peer is refused, not half understood
+    assert code_of(with_header(frames, lambda h: h.update(v=1))) == "unsupported_version"
     assert code_of(with_header(frames, lambda h: h.update(v=True))) == "unsupported_version"
     assert code_of(with_header(frames, lambda h: h.pop("v"))) == "unsupported_version"
     assert code_of(with_header(frames, lambda h: h.update(type="pickle"))) == "unknown_type"
@@ -184,9 +188,12 @@ def test_ranges():
     assert code_of(with_header(frames, lambda h: h.update(run="bad run"))) == "out_of_range"
     assert code_of(with_header(frames, lambda h: h.update(run=""))) == "out_of_range"  # fake_batch needs a run
     assert code_of(with_header(frames, lambda h: h["body"].update(attempt=2**20))) == "out_of_range"
-    g = frames_of(GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros(1, 4, 2, 2), epsilon=1.0))
-    assert code_of(with_header(g, lambda h: h["body"].update(epsilon=-0.5))) == "out_of_range"
-    assert code_of(with_header(g, lambda h: h["body"].update(epsilon="1"))) == "bad_type"
+    g = frames_of(GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros(1, 4, 2, 2), budget_left=1.0))
+    assert code_of(with_header(g, lambda h: h["body"].update(budget_left=-0.5))) == "out_of_range"
+    assert code_of(with_header(g, lambda h: h["body"].update(budget_left=1.5))) == "out_of_range"
+    assert code_of(with_header(g, lambda h: h["body"].update(budget_left="1"))) == "bad_type"
+    # the exact epsilon is no field of protocol 2 (it reveals the cohort size)
+    assert code_of(with_header(g, lambda h: h["body"].update(epsilon=1.0))) == "bad_fields"
     r = frames_of(Refusal(run_id="run-1", round=2, step=5, code="x", reason="fine"))
     assert code_of(with_header(r, lambda h: h["body"].update(reason="line\nbreak"))) == "out_of_range"
     assert code_of(with_header(r, lambda h: h["body"].update(final=1))) == "bad_type"
@@ -390,8 +397,8 @@ def test_frozen_wire_examples():
                                cond=torch.tensor(m["cond"], dtype=dtype), fake=torch.tensor(m["fake"], dtype=dtype))
             assert torch.equal(msg.cond, expect.cond) and torch.equal(msg.fake, expect.fake)
         else:
-            expect = GradientReply(run_id=env.run_id, round=env.round, step=env.step, epsilon=m["epsilon"],
+            expect = GradientReply(run_id=env.run_id, round=env.round, step=env.step, budget_left=m["budget_left"],
                                    attempt=m["attempt"], grad=torch.tensor(m["grad"], dtype=dtype))
-            assert torch.equal(msg.grad, expect.grad) and msg.epsilon == expect.epsilon
+            assert torch.equal(msg.grad, expect.grad) and msg.budget_left == expect.budget_left
         # and encoding the expected message reproduces the frozen bytes exactly
         assert wire.encode(expect, **case["envelope"]) == frames

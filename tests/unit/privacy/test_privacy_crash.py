@@ -75,7 +75,7 @@ def test_kill_after_ledger_write_before_send(tmp_path, capsys):
     assert site.ledger.releases == 3
     reply = site.serve(next(iter(batches(1))))
     assert isinstance(reply, GradientReply) and site.ledger.releases == 4
-    assert reply.epsilon > ledger["epsilon"]
+    assert site.epsilon() > ledger["epsilon"]
 
     # the command line agrees
     capsys.readouterr()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import random
 
 import numpy as np
@@ -35,8 +36,9 @@ def test_dpsgd_epsilon_equals_opacus_accountant_and_accounting(tmp_path):
         assert isinstance(reply, GradientReply) and reply.grad.shape == msg.fake.shape
     q = 3 / 10
     want = acc.epsilon_rdp(noise_multiplier=1.3, sample_rate=q, steps=4, delta=site.policy.delta)
-    assert reply.epsilon == pytest.approx(want, rel=1e-12)
     assert site.epsilon() == pytest.approx(want, rel=1e-12)
+    # the reply carries only the coarse budget left (floor to tenths of the target), never epsilon
+    assert reply.budget_left == math.floor(10 * (1 - want / site.policy.target_epsilon)) / 10
     assert site._dp.accountant.history == [(1.3, q, 4)]
     assert site._dp.accountant.get_epsilon(delta=site.policy.delta) == pytest.approx(want, rel=1e-12)
     ledger = json.loads((tmp_path / "site" / "ledger.json").read_text())
@@ -58,7 +60,7 @@ def test_sanitize_accounts_the_batch_level_sensitivity_without_amplification_by_
     # the proven figure: q = 1 per release (no shard amplification), whatever K is
     assert site.sample_rate == 1.0 and site.ledger.history == [(sig_eff, 1.0, 2)]
     assert site.ledger.assumptions == []
-    assert reply.epsilon == pytest.approx(acc.epsilon_rdp(noise_multiplier=sig_eff, sample_rate=1.0, steps=2, delta=1e-5))
+    assert site.epsilon() == pytest.approx(acc.epsilon_rdp(noise_multiplier=sig_eff, sample_rate=1.0, steps=2, delta=1e-5))
 
 
 def test_sanitize_default_known_answer(tmp_path):
@@ -72,11 +74,11 @@ def test_sanitize_default_known_answer(tmp_path):
         reply = site.serve(msg)
     a = np.asarray(acc.ORDERS)
     closed = float(np.min(2 * a / 2 - (math.log(1e-5) + np.log(a)) / (a - 1) + np.log((a - 1) / a)))
-    assert reply.epsilon == pytest.approx(closed, rel=1e-9) and reply.epsilon == pytest.approx(7.077391578, rel=1e-8)
+    assert site.epsilon() == pytest.approx(closed, rel=1e-9) and site.epsilon() == pytest.approx(7.077391578, rel=1e-8)
     amplified = make(tmp_path, policy("sanitize", noise_multiplier=4.0, shards=2, assume_shard_amplification=True), sub="amp")
     for msg in batches(2, rows=4):
         amp = amplified.serve(msg)
-    assert amp.epsilon == pytest.approx(5.377021461, rel=1e-8) and amp.epsilon < reply.epsilon
+    assert amplified.epsilon() == pytest.approx(5.377021461, rel=1e-8) and amplified.epsilon() < site.epsilon()
 
 
 def test_shard_amplification_is_an_opt_in_recorded_in_the_ledger_and_bound(tmp_path):
@@ -164,7 +166,7 @@ def test_budget_exhausted_is_a_final_refusal(tmp_path):
     # once refused, always refused; the epsilon never passed the target
     first = replies.index(refusals[0])
     assert all(isinstance(r, Refusal) for r in replies[first:])
-    assert len(served) == 4 and site.epsilon() <= 2.0 and max(r.epsilon for r in served) <= 2.0
+    assert len(served) == 4 and site.epsilon() <= 2.0 and min(r.budget_left for r in served) >= 0.0
     assert site.ledger.releases == len(served) and verify_release_log(tmp_path / "site").ok
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from secgan import wire
-from secgan.messages import ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
+from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
 from secgan.spec import ImageSpec
 
 from sites.node import NodeConfig, SiteNode
@@ -57,7 +57,8 @@ class _Coordinator:
 
 
 def _welcome(run="r1"):
-    return Welcome(version=1, run_id=run, image_size=16, model={}, condition_source="procedural")
+    return Welcome(version=PROTOCOL_VERSION, run_id=run, image_size=16, model={}, condition_source="procedural",
+                   planned_steps=200)
 
 
 def _batch(rnd):
@@ -104,7 +105,8 @@ def test_fatal_codes_and_image_mismatch(tmp_path):
     assert node.exit_code == 3
     node, sock, _ = _node(tmp_path)
     node._hello()
-    node.handle(c.frames(Welcome(version=1, run_id="r1", image_size=32, model={}, condition_source="procedural")))
+    node.handle(c.frames(Welcome(version=PROTOCOL_VERSION, run_id="r1", image_size=32, model={}, condition_source="procedural",
+                                     planned_steps=200)))
     assert node.exit_code == 2 and node.exit_reason == "image_size_mismatch" and not node.welcomed
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secgan import wire
 from secgan.errors import ProtocolError
-from secgan.messages import FakeBatch, GradientReply, Refusal, SecAggAnnounce, SecAggMasked, Welcome
+from secgan.messages import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, SecAggAnnounce, SecAggMasked, Welcome
 from secgan.models import build_generator
 from secgan.runconfig import ModelConfig
 from secgan.secagg import SecureSumAggregator, SecureSumClient, public_hex
@@ -229,8 +229,8 @@ class _Coord:
 
 
 def _welcome():
-    return Welcome(version=1, run_id="r", image_size=IMAGE.size, model={}, condition_source="procedural",
-                   aggregation="secure-sum")
+    return Welcome(version=PROTOCOL_VERSION, run_id="r", image_size=IMAGE.size, model={},
+                   condition_source="procedural", planned_steps=200, aggregation="secure-sum")
 
 
 def test_node_holds_the_gradient_and_sends_only_masked_vectors(tmp_path):
