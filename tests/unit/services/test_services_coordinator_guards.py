@@ -16,7 +16,7 @@ import zmq
 
 from secgan import wire
 from secgan.errors import ConfigError, SecganError
-from secgan.messages import FakeBatch, GradientReply, Hello, Welcome
+from secgan.messages import PROTOCOL_VERSION, FakeBatch, GradientReply, Hello, Welcome
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.settings import load_coordinator_config
 from secgan.spec import ImageSpec
@@ -93,7 +93,7 @@ def _serve_with_one_site(coord: Coordinator, cfg: ServiceConfig, client: tuple[b
         welcomed = False
         while t.is_alive() and time.monotonic() < deadline:
             if not welcomed:
-                send(Hello(versions=(1,), policy=POLICY), run_id="", round=0, step=0)
+                send(Hello(versions=(PROTOCOL_VERSION,), policy=POLICY), run_id="", round=0, step=0)
             if sock.poll(200):
                 _, msg = wire.decode(sock.recv_multipart())
                 welcomed = welcomed or isinstance(msg, Welcome)
