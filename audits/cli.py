@@ -179,7 +179,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from audits.api import merge_reports
     from audits.signing import load_public_keys
-    from secgan.keys import load_verify_key
+    from secgan.keys.signing import load_verify_key
 
     site_keys = None
     keys = None

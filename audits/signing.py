@@ -1,4 +1,4 @@
-"""Signing and verifying audit reports: a thin layer over ``secgan.keys``.
+"""Signing and verifying audit reports: a thin layer over ``secgan.keys.signing``.
 
 A report is a JSON object signed with the site's Ed25519 key over its canonical JSON; the object
 carries the SHA-256 of its HTML page (``artifacts["report.html"]``), so verifying the JSON and
@@ -34,7 +34,7 @@ def sha256_file(path: Path) -> str:
 
 
 def sign_report(report: dict[str, Any], signing_key_path: Path) -> dict[str, Any]:
-    from secgan.keys import load_signing_key, sign_json
+    from secgan.keys.signing import load_signing_key, sign_json
 
     return sign_json(report, load_signing_key(signing_key_path))
 
@@ -81,7 +81,8 @@ def read_report_json(path: Path) -> dict[str, Any]:
 def load_public_keys(*, public_key: Path | None = None, manifest: Path | None = None,
                      coordinator_key: Path | None = None) -> tuple[dict[str, Any] | None, Any]:
     """(site_id -> key from the manifest, or None; a single key, or None). ConfigError when unusable."""
-    from secgan.keys import load_manifest, load_verify_key
+    from secgan.keys.manifest import load_manifest
+    from secgan.keys.signing import load_verify_key
 
     if manifest is not None:
         if coordinator_key is None:
@@ -100,7 +101,7 @@ def verify_report(path: Path, *, site_keys: dict[str, Any] | None = None, key: A
     site the report names. Every file the report lists (the HTML page, the annex) that is present next
     to it must match its signed SHA-256; a missing HTML page is reported by the caller, not an error here.
     """
-    from secgan.keys import verify_json
+    from secgan.keys.signing import verify_json
 
     path = Path(path)
     if path.is_dir():

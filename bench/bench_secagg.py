@@ -31,7 +31,8 @@ ROUTED_HEADER_BYTES = 160  # a GradientReply header, roughly; same order as the 
 def _federation(n: int):
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from secgan.secagg import SecureSumAggregator, SecureSumClient, public_hex
+    from secgan.keys.agreement import public_hex
+    from secgan.secagg import SecureSumAggregator, SecureSumClient
 
     keys = {f"s{i:02d}": X25519PrivateKey.from_private_bytes(hashlib.sha256(b"bench%d" % i).digest())
             for i in range(n)}

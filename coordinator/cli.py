@@ -25,12 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_service_config(cfg, manifest, *, progress: bool | None = None):
     """CoordinatorConfig + verified Manifest -> ServiceConfig (keys read here, at the edge)."""
-    from secgan import keys
+    from secgan.keys.curve import load_curve_keypair
 
     from coordinator.scheduler import QuorumPolicy
     from coordinator.service import ServiceConfig
 
-    public, secret = keys.load_curve_keypair(cfg.keys_dir, cfg.key_name)
+    public, secret = load_curve_keypair(cfg.keys_dir, cfg.key_name)
     return ServiceConfig(
         bind=cfg.bind,
         server_public=public,

@@ -39,8 +39,3 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, mode: int = 0o644) -> None:
     data = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
     atomic_write_bytes(path, data, mode=mode)
-
-
-def write_secret(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a secret (key material) with mode 0600 from the first byte on."""
-    atomic_write_bytes(path, data, mode=0o600)

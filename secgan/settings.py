@@ -27,7 +27,7 @@ from secgan.transport import SocketTuning
 from secgan.wire import WireLimits
 
 if TYPE_CHECKING:
-    from secgan.keys import Manifest
+    from secgan.keys.manifest import Manifest
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 AGGREGATIONS = ("routed", "secure-sum")
@@ -269,11 +269,13 @@ def load_site_config(path: str | Path) -> SiteConfig:
 def verify_coordinator_federation(cfg: CoordinatorConfig) -> "Manifest":
     """Verify the manifest with the coordinator's own signing key and check that it lists this
     coordinator's CURVE key, that the quorum is reachable and that run ids agree."""
-    from secgan import keys
+    from secgan.keys.curve import load_curve_keypair
+    from secgan.keys.manifest import load_manifest
+    from secgan.keys.signing import load_signing_key
 
-    signing = keys.load_signing_key(cfg.signing_key)
-    manifest = keys.load_manifest(cfg.manifest, coordinator_verify_key=signing.public_key())
-    public, _ = keys.load_curve_keypair(cfg.keys_dir, cfg.key_name)
+    signing = load_signing_key(cfg.signing_key)
+    manifest = load_manifest(cfg.manifest, coordinator_verify_key=signing.public_key())
+    public, _ = load_curve_keypair(cfg.keys_dir, cfg.key_name)
     if public != manifest.coordinator.curve_public:
         raise ConfigError(f"keys_dir: {cfg.key_name}.key is not the coordinator key listed in {cfg.manifest}")
     if cfg.min_sites > len(manifest.sites):
@@ -299,29 +301,29 @@ def verify_coordinator_federation(cfg: CoordinatorConfig) -> "Manifest":
 def verify_site_federation(cfg: SiteConfig) -> "Manifest":
     """Verify the manifest with the coordinator's signing key (pinned in the site's kit), and
     check that the pinned coordinator CURVE key and this site's own keys are those it lists."""
-    from secgan import keys
+    from secgan.keys.agreement import load_agreement_key, public_hex
+    from secgan.keys.curve import load_curve_keypair, load_curve_public
+    from secgan.keys.manifest import load_manifest
+    from secgan.keys.signing import load_signing_key, load_verify_key, public_raw
 
-    verify_key = keys.load_verify_key(cfg.coordinator_signing_key)
-    manifest = keys.load_manifest(cfg.manifest, coordinator_verify_key=verify_key)
-    pinned = keys.load_curve_public(cfg.coordinator_public_key)
+    verify_key = load_verify_key(cfg.coordinator_signing_key)
+    manifest = load_manifest(cfg.manifest, coordinator_verify_key=verify_key)
+    pinned = load_curve_public(cfg.coordinator_public_key)
     if pinned != manifest.coordinator.curve_public:
         raise ConfigError("coordinator_public_key: not the coordinator key listed in the manifest")
     entry = manifest.site(cfg.site_id)
     if entry is None:
         raise ConfigError(f"site_id = {cfg.site_id!r} is not a member of federation {manifest.federation!r}")
-    public, _ = keys.load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
+    public, _ = load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
     if public != entry.curve_public:
         raise ConfigError(f"keys_dir: {cfg.curve_key_name}.key is not the key the manifest lists for {cfg.site_id}")
-    signing = keys.load_signing_key(cfg.signing_key)
-    if keys.public_raw(signing) != keys.public_raw(entry.ed25519_public):
+    signing = load_signing_key(cfg.signing_key)
+    if public_raw(signing) != public_raw(entry.ed25519_public):
         raise ConfigError(f"signing_key: not the Ed25519 key the manifest lists for {cfg.site_id}")
     if cfg.agreement_key_path.exists():
-        from secgan.errors import CryptoError
-        from secgan.secagg import load_agreement_key, public_hex
-
         try:
             agreement = public_hex(load_agreement_key(cfg.agreement_key_path))
-        except CryptoError as exc:
+        except ConfigError as exc:
             raise ConfigError(f"agreement_key: {exc}") from None
         if agreement != entry.x25519_public:
             raise ConfigError(f"agreement_key: not the x25519 key the manifest lists for {cfg.site_id}")

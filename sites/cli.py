@@ -73,8 +73,9 @@ def build_secure_sum(cfg: Any, manifest: Any) -> Callable[[str], Any] | None:
     if any(s.x25519_public is None for s in manifest.sites):
         return None
     from secgan.errors import ConfigError
+    from secgan.keys.agreement import load_agreement_key
     from secgan.logs import get_logger
-    from secgan.secagg import SecureSumClient, load_agreement_key, resolve_threshold
+    from secgan.secagg import SecureSumClient, resolve_threshold
 
     key = load_agreement_key(path)
     roster = manifest.agreement_roster()
@@ -92,8 +93,8 @@ def build_secure_sum(cfg: Any, manifest: Any) -> Callable[[str], Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secgan import keys
     from secgan.data.dataset import load_site
+    from secgan.keys.curve import load_curve_keypair
     from secgan.logs import get_logger
     from secgan.privacy.statelock import StateLock
     from secgan.settings import load_site_config, verify_federation
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data_dir=str(args.data.expanduser().resolve()))
     manifest = verify_federation(cfg)  # also checks the pinned coordinator key against the manifest
-    public, secret = keys.load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
+    public, secret = load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit
     dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad)

@@ -58,47 +58,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generate_site_keys(out: Path, *, site_id: str, force: bool = False) -> Path:
     """Write the key pairs and the public-keys file; returns the public-keys file's path."""
-    import os
-
-    from secgan import keys
     from secgan.errors import ConfigError
-    from secgan.fsio import atomic_write_bytes
-    from secgan.secagg import generate_agreement_key, write_agreement_key
+    from secgan.keys.agreement import generate_agreement_key, write_agreement_key
+    from secgan.keys.curve import curve_key_paths, load_curve_public, write_curve_keypair
+    from secgan.keys.files import make_private_dir, write_public_file
+    from secgan.keys.signing import generate_signing_key, public_b64, write_signing_key, write_verify_key
 
     if _SITE_ID_RE.fullmatch(site_id) is None:
         raise ConfigError(f"--site-id {site_id!r}: must be 1-64 of [a-z0-9_-], starting with a letter or digit")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    pub_path, secret_path = keys.curve_key_paths(out / "keys", site_id)
+    pub_path, secret_path = curve_key_paths(out / "keys", site_id)
     existing = [p for p in (secret_path, out / "signing.pem", out / "keys" / f"{site_id}.x25519") if p.exists()]
     if existing and not force:
         raise ConfigError(f"{existing[0]} already exists: these are {site_id}'s keys; pass --force to replace them")
     for folder in (out, out / "keys"):
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-    keys.write_curve_keypair(out / "keys", site_id)
-    signing = keys.generate_signing_key()
-    keys.write_signing_key(out / "signing.pem", signing)
-    keys.write_verify_key(out / "signing.pub", signing)
+        make_private_dir(folder)
+    write_curve_keypair(out / "keys", site_id)
+    signing = generate_signing_key()
+    write_signing_key(out / "signing.pem", signing)
+    write_verify_key(out / "signing.pub", signing)
     x25519_public = write_agreement_key(out / "keys" / f"{site_id}.x25519", generate_agreement_key())
     public = {
         "format": PUBLIC_FORMAT,
         "site_id": site_id,
-        "curve_public": keys.load_curve_public(pub_path).decode("ascii"),
-        "ed25519_public": keys.public_b64(signing),
+        "curve_public": load_curve_public(pub_path).decode("ascii"),
+        "ed25519_public": public_b64(signing),
         "x25519_public": x25519_public,
     }
     path = out / public_file_name(site_id)
-    atomic_write_bytes(path, (json.dumps(public, indent=2) + "\n").encode("utf-8"), mode=0o644)
+    write_public_file(path, (json.dumps(public, indent=2) + "\n").encode("utf-8"))
     return path
 
 
 def read_site_public_keys(path: Path) -> SitePublicKeys:
     """Parse and check one public-keys file; ConfigError naming the file and the field otherwise."""
-    from secgan import keys
     from secgan.errors import ConfigError, CryptoError
-    from secgan.secagg import parse_public_hex
+    from secgan.keys.agreement import parse_public_hex
+    from secgan.keys.curve import is_z85_key
+    from secgan.keys.signing import verify_key_from_b64
 
     path = Path(path)
     try:
@@ -113,10 +112,10 @@ def read_site_public_keys(path: Path) -> SitePublicKeys:
     sid = data["site_id"]
     if not isinstance(sid, str) or _SITE_ID_RE.fullmatch(sid) is None:
         raise ConfigError(f"{path}: site_id must be 1-64 of [a-z0-9_-]")
-    if not keys.is_z85_key(data["curve_public"]):
+    if not is_z85_key(data["curve_public"]):
         raise ConfigError(f"{path}: curve_public is not a z85 CURVE public key")
     try:
-        ed = keys.verify_key_from_b64(data["ed25519_public"]) if isinstance(data["ed25519_public"], str) else None
+        ed = verify_key_from_b64(data["ed25519_public"]) if isinstance(data["ed25519_public"], str) else None
     except (CryptoError, ValueError):
         ed = None
     if ed is None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import time
 from pathlib import Path
@@ -76,11 +75,6 @@ def to_toml(data: dict[str, Any], *, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mkdir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
 def _write_text(path: Path, text: str) -> None:
     from secgan.fsio import atomic_write_bytes
 
@@ -107,9 +101,12 @@ def provision(
 
     ``site_keys``: public-keys files (``secgan keys generate``); the sites are then exactly those,
     with their own keys, and ``sites`` is their number (or None)."""
-    from secgan import keys
     from secgan.errors import ConfigError
-    from secgan.secagg import generate_agreement_key, write_agreement_key
+    from secgan.keys.agreement import generate_agreement_key, write_agreement_key
+    from secgan.keys.curve import load_curve_public, write_curve_keypair, write_curve_public
+    from secgan.keys.files import make_private_dir
+    from secgan.keys.manifest import manifest_dict, write_manifest
+    from secgan.keys.signing import generate_signing_key, write_signing_key, write_verify_key
     from secgan.spec import ImageSpec
     from secgan.settings import CoordinatorConfig, LOOPBACK_HOSTS, load_coordinator_config, load_site_config, verify_federation
 
@@ -149,33 +146,33 @@ def provision(
     fresh_run = run_id or f"run-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}"
 
     if not out.exists():
-        _mkdir(out)
+        make_private_dir(out)
     cdir = out / "coordinator"
-    _mkdir(cdir)
-    _mkdir(cdir / "keys")
-    cpub_path, _ = keys.write_curve_keypair(cdir / "keys", "coordinator")
-    coordinator_curve = keys.load_curve_public(cpub_path)
-    csign = keys.generate_signing_key()
-    keys.write_signing_key(cdir / "signing.pem", csign)
-    keys.write_verify_key(cdir / "signing.pub", csign)
+    make_private_dir(cdir)
+    make_private_dir(cdir / "keys")
+    cpub_path, _ = write_curve_keypair(cdir / "keys", "coordinator")
+    coordinator_curve = load_curve_public(cpub_path)
+    csign = generate_signing_key()
+    write_signing_key(cdir / "signing.pem", csign)
+    write_verify_key(cdir / "signing.pub", csign)
 
     members = []
     for sid in site_ids:
         sdir = out / sid
-        _mkdir(sdir)
+        make_private_dir(sdir)
         if sid in supplied:  # the site made its keys itself: only its public keys come in
             pk = supplied[sid]
             members.append((sid, pk.curve_public, pk.ed25519_public, pk.x25519_public))
             continue
-        _mkdir(sdir / "keys")
-        spub_path, _ = keys.write_curve_keypair(sdir / "keys", sid)
-        ssign = keys.generate_signing_key()
-        keys.write_signing_key(sdir / "signing.pem", ssign)
-        keys.write_verify_key(sdir / "signing.pub", ssign)
+        make_private_dir(sdir / "keys")
+        spub_path, _ = write_curve_keypair(sdir / "keys", sid)
+        ssign = generate_signing_key()
+        write_signing_key(sdir / "signing.pem", ssign)
+        write_verify_key(sdir / "signing.pub", ssign)
         x25519_public = write_agreement_key(sdir / "keys" / f"{sid}.x25519", generate_agreement_key())
-        members.append((sid, keys.load_curve_public(spub_path), ssign, x25519_public))
+        members.append((sid, load_curve_public(spub_path), ssign, x25519_public))
 
-    manifest = keys.manifest_dict(
+    manifest = manifest_dict(
         federation=federation,
         coordinator_curve_public=coordinator_curve,
         coordinator_verify_key=csign,
@@ -184,7 +181,7 @@ def provision(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         run_id=run_id,
     )
-    keys.write_manifest(cdir / "manifest.json", manifest, csign)
+    write_manifest(cdir / "manifest.json", manifest, csign)
     signed_manifest = (cdir / "manifest.json").read_bytes()
 
     written: dict[str, Path] = {}
@@ -218,8 +215,8 @@ def provision(
 
     for sid, *_ in members:
         sdir = out / sid
-        keys.write_curve_public(sdir / "coordinator.key", coordinator_curve)
-        keys.write_verify_key(sdir / "coordinator-signing.pub", csign)
+        write_curve_public(sdir / "coordinator.key", coordinator_curve)
+        write_verify_key(sdir / "coordinator-signing.pub", csign)
         _write_text(sdir / "manifest.json", signed_manifest.decode("utf-8"))
         data_dir = str((data_root / sid).resolve()) if data_root is not None else "data"
         stoml = sdir / "site.toml"

@@ -5,14 +5,16 @@ Use the recipes below. The modules ``kdf``, ``prg`` and ``masking`` hold raw pri
 derivation, keystream, pairwise masks) that are only safe inside the protocol's state machines
 (fresh, context-bound keys per attempt); they are deliberately not exported here.
 
-Site:        key = load_agreement_key(path); client = SecureSumClient(site_id=..., agreement_key=key,
-             roster=manifest x25519_public map, run_id=..., policy_threshold=policy.secure_sum_threshold)
+Site:        key = load_agreement_key(path)  (secgan.keys.agreement)
+             client = SecureSumClient(site_id=..., agreement_key=key, roster=manifest x25519_public
+             map, run_id=..., policy_threshold=policy.secure_sum_threshold)
              reply = client.contribute(announce, gradient)          # or a SecAggRefusal is raised
 Coordinator: agg = SecureSumAggregator(run_id=..., roster=...); ann = agg.begin(round=, step=,
              participants=, shape=); agg.accept(site_id, masked); ... agg.retry() on deadline;
              total = agg.result()
-Provisioning: public_hex = write_agreement_key(path, generate_agreement_key()) and publish it in the
-             signed manifest as the site's "x25519_public".
+Provisioning: the agreement key and its file are ``secgan.keys.agreement``: public_hex =
+             write_agreement_key(path, generate_agreement_key()), published in the signed manifest
+             as the site's "x25519_public".
 
 The services use these recipes: ``coordinator.secure_sum.SecureSumScheduler`` and the secure-sum
 path of ``sites.node.SiteNode`` (``aggregation = "secure-sum"`` in coordinator.toml; the messages
@@ -20,13 +22,6 @@ live in ``secgan.messages``; ``masked`` travels in the announced gradient shape)
 """
 
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec, modulus_bits_for
-from secgan.secagg.kdf import (
-    generate_agreement_key,
-    load_agreement_key,
-    parse_public_hex,
-    public_hex,
-    write_agreement_key,
-)
 from secgan.secagg.messages import SECAGG_MESSAGE_TYPES, SecAggAnnounce, SecAggMasked
 from secgan.secagg.noise import ASSUMPTION, distributed_noise_statement, draw_noise_share, noise_share_std
 from secgan.secagg.protocol import (
@@ -58,13 +53,8 @@ __all__ = [
     "SecureSumClient",
     "distributed_noise_statement",
     "draw_noise_share",
-    "generate_agreement_key",
-    "load_agreement_key",
     "modulus_bits_for",
     "noise_share_std",
-    "parse_public_hex",
-    "public_hex",
     "resolve_threshold",
     "summarize_rounds",
-    "write_agreement_key",
 ]

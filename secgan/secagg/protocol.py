@@ -34,8 +34,8 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from secgan.errors import ConfigError, CryptoError, ProtocolError, SecganError
+from secgan.keys.agreement import parse_public_hex, public_hex
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec
-from secgan.secagg.kdf import parse_public_hex, public_hex
 from secgan.secagg.masking import pairwise_mask
 from secgan.secagg.messages import SecAggAnnounce, SecAggMasked
 from secgan.secagg.noise import draw_noise_share

@@ -19,7 +19,10 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan import keys, wire
+from secgan import wire
+from secgan.keys.curve import load_curve_keypair, load_curve_public
+from secgan.keys.manifest import load_manifest
+from secgan.keys.signing import load_signing_key
 from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
@@ -112,8 +115,8 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
     try:
         run_id = coord.wait_for(r"coordinator_listening .*run_id=(\S+)", timeout=90).group(1)
         coord.wait_for(r"step_done step=1 ", timeout=90)  # site-2 is training
-        pub, sec = keys.load_curve_keypair(tmp_path / "kit" / "site-1" / "keys", "site-1")
-        spub = keys.load_curve_public(tmp_path / "kit" / "site-1" / "coordinator.key")
+        pub, sec = load_curve_keypair(tmp_path / "kit" / "site-1" / "keys", "site-1")
+        spub = load_curve_public(tmp_path / "kit" / "site-1" / "coordinator.key")
         sock = make_dealer(ctx, endpoint=f"tcp://127.0.0.1:{port}", client_public=pub, client_secret=sec,
                            server_public=spub, limits=LIMITS)
         me = Peer(sock, site="site-1")
@@ -217,9 +220,9 @@ def test_site_survives_bad_frames_from_its_coordinator(tmp_path, phantom_root):
     port = free_port()
     kit = make_kit(tmp_path / "kit", data_root=phantom_root, sites=1, port=port)
     cdir = tmp_path / "kit" / "coordinator"
-    manifest = keys.load_manifest(cdir / "manifest.json",
-                                  coordinator_verify_key=keys.load_signing_key(cdir / "signing.pem").public_key())
-    spub, ssec = keys.load_curve_keypair(cdir / "keys", "coordinator")
+    manifest = load_manifest(cdir / "manifest.json",
+                             coordinator_verify_key=load_signing_key(cdir / "signing.pem").public_key())
+    spub, ssec = load_curve_keypair(cdir / "keys", "coordinator")
     ctx = zmq.Context()
     zap = ZapAuthenticator(ctx, AllowListPolicy({s.site_id: s.curve_public for s in manifest.sites})).start()
     router = make_router(ctx, bind=f"tcp://127.0.0.1:{port}", server_secret=ssec, server_public=spub, limits=LIMITS)

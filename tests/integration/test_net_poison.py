@@ -10,7 +10,10 @@ import pytest
 import torch
 import zmq
 
-from secgan import keys, wire
+from secgan import wire
+from secgan.keys.curve import load_curve_keypair
+from secgan.keys.manifest import load_manifest
+from secgan.keys.signing import load_signing_key
 from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
 from secgan.transport import AllowListPolicy, ZapAuthenticator, make_router
 from tests.integration.net_helpers import free_port, make_kit, site_proc, update_toml
@@ -25,9 +28,9 @@ def test_live_site_refuses_a_poisoned_batch_and_keeps_serving(tmp_path, phantom_
     update_toml(kit["site-1"], {"policy": {"mode": "dpsgd", "allow_off": False, "target_epsilon": 10.0,
                                            "delta": 1e-5, "planned_steps": 200, "expected_batch_size": 2}})
     cdir = tmp_path / "kit" / "coordinator"
-    manifest = keys.load_manifest(cdir / "manifest.json",
-                                  coordinator_verify_key=keys.load_signing_key(cdir / "signing.pem").public_key())
-    spub, ssec = keys.load_curve_keypair(cdir / "keys", "coordinator")
+    manifest = load_manifest(cdir / "manifest.json",
+                             coordinator_verify_key=load_signing_key(cdir / "signing.pem").public_key())
+    spub, ssec = load_curve_keypair(cdir / "keys", "coordinator")
     ctx = zmq.Context()
     zap = ZapAuthenticator(ctx, AllowListPolicy({s.site_id: s.curve_public for s in manifest.sites})).start()
     router = make_router(ctx, bind=f"tcp://127.0.0.1:{port}", server_secret=ssec, server_public=spub, limits=LIMITS)

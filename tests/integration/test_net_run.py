@@ -62,7 +62,7 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
     try:
         coord.wait_for(r"auth_self_check_passed", timeout=90)
         coord.wait_for(r"coordinator_listening", timeout=30)
-        from secgan.keys import load_curve_public
+        from secgan.keys.curve import load_curve_public
 
         spub = load_curve_public(tmp_path / "kit" / "coordinator" / "keys" / "coordinator.key")
         endpoint = f"tcp://127.0.0.1:{port}"

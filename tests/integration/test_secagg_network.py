@@ -53,7 +53,8 @@ def site_main(config_path: str) -> int:
     import zmq
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from secgan.secagg import SecAggAnnounce, SecAggRefusal, SecureSumClient, load_agreement_key
+    from secgan.keys.agreement import load_agreement_key
+    from secgan.secagg import SecAggAnnounce, SecAggRefusal, SecureSumClient
 
     cfg = json.loads(Path(config_path).read_text())
     signed = json.loads(Path(cfg["manifest"]).read_text())
@@ -115,16 +116,9 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
     import zmq.auth.thread
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from secgan.secagg import (
-        SecAggMasked,
-        SecAggRoundFailed,
-        SecureSumAggregator,
-        generate_agreement_key,
-        public_hex,
-        summarize_rounds,
-        write_agreement_key,
-    )
     from secgan.errors import ProtocolError
+    from secgan.keys.agreement import generate_agreement_key, public_hex, write_agreement_key
+    from secgan.secagg import SecAggMasked, SecAggRoundFailed, SecureSumAggregator, summarize_rounds
 
     ids = [f"site-{i}" for i in range(1, 5)]
     coord_pub, coord_sec = zmq.curve_keypair()

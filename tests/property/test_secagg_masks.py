@@ -17,7 +17,8 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from scipy import stats
 
-from secgan.secagg import SecureSumAggregator, SecureSumClient, public_hex
+from secgan.keys.agreement import public_hex
+from secgan.secagg import SecureSumAggregator, SecureSumClient
 
 N = 1 << 15
 P_MIN = 1e-4

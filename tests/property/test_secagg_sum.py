@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from secgan.secagg import SecureSumAggregator, SecureSumClient, public_hex
+from secgan.keys.agreement import public_hex
+from secgan.secagg import SecureSumAggregator, SecureSumClient
 
 KEYS = {f"s{i}": X25519PrivateKey.from_private_bytes(hashlib.sha256(b"prop%d" % i).digest()) for i in range(7)}
 

@@ -19,7 +19,7 @@ SMALL_MODEL = {"g_width": 8, "d_width": 8, "g_depth": 2, "d_layers": 2, "noise_d
 
 
 def _site(root: Path, *, assumption: bool = False) -> tuple[Path, float]:
-    from secgan import keys
+    from secgan.keys.signing import generate_signing_key, write_signing_key
     from secgan.data.dataset import load_site
     from secgan.data.phantom import write_phantom
     from secgan.privacy.ledger import SHARD_AMPLIFICATION, LedgerParams, PrivacyLedger
@@ -27,7 +27,7 @@ def _site(root: Path, *, assumption: bool = False) -> tuple[Path, float]:
     from secgan.synthetic import write_synthetic
 
     (site_dir,) = write_phantom(root / "data", sites=1, patients=16, seed=5, size=32, slices=8)
-    keys.write_signing_key(root / "signing.pem", keys.generate_signing_key())
+    write_signing_key(root / "signing.pem", generate_signing_key())
     (root / "site.toml").write_text(
         'site_id = "site-1"\ndata_dir = "data/site-1"\nstate_dir = "state"\nsigning_key = "signing.pem"\n'
         "[image]\nsize = 32\n[model]\n" + "\n".join(f"{k} = {v}" for k, v in SMALL_MODEL.items()) + "\n"
@@ -97,10 +97,10 @@ def test_audit_refuses_a_broken_ledger_by_default_and_marks_it_critical_on_reque
 
 
 def _pub(root: Path) -> Path:
-    from secgan import keys
+    from secgan.keys.signing import load_signing_key, write_verify_key
 
     pub = root / "site.pub"
-    keys.write_verify_key(pub, keys.load_signing_key(root / "signing.pem"))
+    write_verify_key(pub, load_signing_key(root / "signing.pem"))
     return pub
 
 

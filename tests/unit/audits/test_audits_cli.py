@@ -25,7 +25,9 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     'synthetic' release made of its own training slices (a memorising generator)."""
     import torch
 
-    from secgan import keys
+    from secgan.keys.curve import generate_curve_keypair
+    from secgan.keys.manifest import manifest_dict, write_manifest
+    from secgan.keys.signing import generate_signing_key, write_signing_key, write_verify_key
     from secgan.checkpoint import save_checkpoint, save_module_state
     from secgan.config import to_dict
     from secgan.data.dataset import load_site
@@ -38,16 +40,16 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     root = tmp_path_factory.mktemp("audit-kit")
     (site_dir,) = write_phantom(root / "data", sites=1, patients=16, seed=11, size=32, slices=8)
-    site_key, coord_key, other_key = (keys.generate_signing_key() for _ in range(3))
-    keys.write_signing_key(root / "signing.pem", site_key)
-    keys.write_verify_key(root / "site.pub", site_key)
-    keys.write_verify_key(root / "other.pub", other_key)
-    keys.write_verify_key(root / "coordinator.pub", coord_key)
-    manifest = keys.manifest_dict(
-        federation="fed", coordinator_curve_public=keys.generate_curve_keypair()[0], coordinator_verify_key=coord_key,
-        endpoint="tcp://127.0.0.1:5555", sites=[("site-1", keys.generate_curve_keypair()[0], site_key)], created="now",
+    site_key, coord_key, other_key = (generate_signing_key() for _ in range(3))
+    write_signing_key(root / "signing.pem", site_key)
+    write_verify_key(root / "site.pub", site_key)
+    write_verify_key(root / "other.pub", other_key)
+    write_verify_key(root / "coordinator.pub", coord_key)
+    manifest = manifest_dict(
+        federation="fed", coordinator_curve_public=generate_curve_keypair()[0], coordinator_verify_key=coord_key,
+        endpoint="tcp://127.0.0.1:5555", sites=[("site-1", generate_curve_keypair()[0], site_key)], created="now",
     )
-    keys.write_manifest(root / "manifest.json", manifest, coord_key)
+    write_manifest(root / "manifest.json", manifest, coord_key)
     (root / "site.toml").write_text(
         'site_id = "site-1"\ndata_dir = "data/site-1"\nstate_dir = "state"\nsigning_key = "signing.pem"\n'
         f"[image]\nsize = 32\n[model]\n{_toml_table(SMALL_MODEL)}\n"

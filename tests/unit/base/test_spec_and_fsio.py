@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from secgan.fsio import atomic_write_bytes, atomic_write_json, write_secret
+from secgan.fsio import atomic_write_bytes, atomic_write_json
 from secgan.logs import get_logger, setup_logging
 from secgan.spec import ImageSpec, decode_condition, encode_condition
 
@@ -56,15 +56,12 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert json.loads(target.read_text()) == {"a": 2}  # a failed write leaves the old content
 
 
-def test_secret_files_are_0600(tmp_path: Path) -> None:
-    p = tmp_path / "k.secret"
+def test_atomic_writes_default_to_0644(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        write_secret(p, b"x")
+        atomic_write_bytes(tmp_path / "pub", b"y")
     finally:
         os.umask(old)
-    assert stat.S_IMODE(p.stat().st_mode) == 0o600
-    atomic_write_bytes(tmp_path / "pub", b"y")
     assert stat.S_IMODE((tmp_path / "pub").stat().st_mode) == 0o644
 
 

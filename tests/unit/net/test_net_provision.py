@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from secgan import keys
 from secgan.cli import main
 from secgan.errors import ConfigError
+from secgan.keys.manifest import load_manifest
+from secgan.keys.signing import key_id, load_verify_key, public_raw
 from secgan.settings import load_coordinator_config, load_site_config, verify_federation
 
 
@@ -103,9 +104,9 @@ def test_manifest_is_signed_by_the_coordinator_key(tmp_path):
 
     provision(tmp_path / "k", sites=2)
     c = tmp_path / "k" / "coordinator"
-    pub = keys.load_verify_key(c / "signing.pub")
-    m = keys.load_manifest(c / "manifest.json", coordinator_verify_key=pub)
-    site_pub = keys.load_verify_key(tmp_path / "k" / "site-1" / "signing.pub")
-    assert keys.public_raw(m.site("site-1").ed25519_public) == keys.public_raw(site_pub)
+    pub = load_verify_key(c / "signing.pub")
+    m = load_manifest(c / "manifest.json", coordinator_verify_key=pub)
+    site_pub = load_verify_key(tmp_path / "k" / "site-1" / "signing.pub")
+    assert public_raw(m.site("site-1").ed25519_public) == public_raw(site_pub)
     data = json.loads((c / "manifest.json").read_text())
-    assert data["signature"]["key_id"] == keys.key_id(pub)
+    assert data["signature"]["key_id"] == key_id(pub)

@@ -10,11 +10,14 @@ import stat
 import pytest
 import torch
 
-from secgan import keys, wire
+from secgan import wire
 from secgan.commands.provision import provision
 from secgan.errors import ConfigError, ProtocolError
+from secgan.keys.agreement import generate_agreement_key, load_agreement_key, public_hex, write_agreement_key
+from secgan.keys.curve import generate_curve_keypair
+from secgan.keys.manifest import manifest_dict, parse_manifest
+from secgan.keys.signing import generate_signing_key
 from secgan.messages import SecAggAnnounce, SecAggMasked
-from secgan.secagg import generate_agreement_key, load_agreement_key, public_hex, write_agreement_key
 from secgan.settings import CoordinatorConfig, load_coordinator_config, load_site_config, verify_federation
 
 H = "ab" * 32
@@ -67,34 +70,34 @@ def test_masked_vector_must_be_int64():
 
 
 def _manifest(**site_extra):
-    csign = keys.generate_signing_key()
+    csign = generate_signing_key()
     sites = []
     for i in (1, 2, 3):
-        entry = (f"site-{i}", keys.generate_curve_keypair()[0], keys.generate_signing_key(),
+        entry = (f"site-{i}", generate_curve_keypair()[0], generate_signing_key(),
                  public_hex(generate_agreement_key()))
         sites.append(entry)
-    return keys.manifest_dict(federation="f", coordinator_curve_public=keys.generate_curve_keypair()[0],
-                              coordinator_verify_key=csign, endpoint="tcp://127.0.0.1:5555", sites=sites,
-                              created="now")
+    return manifest_dict(federation="f", coordinator_curve_public=generate_curve_keypair()[0],
+                         coordinator_verify_key=csign, endpoint="tcp://127.0.0.1:5555", sites=sites,
+                         created="now")
 
 
 def test_manifest_carries_and_checks_x25519_public():
     body = _manifest()
-    m = keys.parse_manifest(body)
+    m = parse_manifest(body)
     roster = m.agreement_roster()
     assert sorted(roster) == ["site-1", "site-2", "site-3"] and all(len(v) == 64 for v in roster.values())
     for bad in ("AB" * 32, "ab" * 31, "00" * 32, 7, None):
         b = copy.deepcopy(body)
         b["sites"][0]["x25519_public"] = bad
         with pytest.raises(ConfigError, match="x25519_public"):
-            keys.parse_manifest(b)
+            parse_manifest(b)
     b = copy.deepcopy(body)
     b["sites"][1]["x25519_public"] = b["sites"][0]["x25519_public"]
     with pytest.raises(ConfigError, match="unique"):
-        keys.parse_manifest(b)
+        parse_manifest(b)
     b = copy.deepcopy(body)
     del b["sites"][2]["x25519_public"]  # an older kit still loads, but cannot run secure-sum
-    m = keys.parse_manifest(b)
+    m = parse_manifest(b)
     assert m.sites[2].x25519_public is None
     with pytest.raises(ConfigError, match="site-3"):
         m.agreement_roster()

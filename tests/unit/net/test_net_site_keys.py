@@ -47,10 +47,11 @@ def test_generate_writes_private_secrets_and_a_public_file_without_them(tmp_path
 
         assert raw.hex() not in text and base64.b64encode(raw).decode() not in text
     pk = read_site_public_keys(public)
-    from secgan import keys
+    from secgan.keys.curve import load_curve_public
+    from secgan.keys.signing import load_verify_key, public_raw
 
-    assert pk.curve_public == keys.load_curve_public(d / "keys" / "site-1.key")
-    assert keys.public_raw(pk.ed25519_public) == keys.public_raw(keys.load_verify_key(d / "signing.pub"))
+    assert pk.curve_public == load_curve_public(d / "keys" / "site-1.key")
+    assert public_raw(pk.ed25519_public) == public_raw(load_verify_key(d / "signing.pub"))
     # a second run would replace the site's keys: refused without --force
     capsys.readouterr()
     assert main(["keys", "generate", "--site-id", "site-1", "--out", str(d)]) == 2
@@ -77,7 +78,7 @@ def test_a_malformed_public_keys_file_is_refused_naming_the_field(tmp_path, chan
 
 
 def test_provision_from_site_made_keys_holds_no_site_secret_and_verifies(tmp_path):
-    from secgan import keys
+    from secgan.keys.curve import load_curve_public
     from secgan.settings import load_coordinator_config, load_site_config, verify_federation
 
     files = [_generate(tmp_path, sid) for sid in ("site-a", "site-b")]
@@ -99,7 +100,7 @@ def test_provision_from_site_made_keys_holds_no_site_secret_and_verifies(tmp_pat
         for p in folder.iterdir():
             shutil.copy(p, own / p.name)
         cfg = load_site_config(own / "site.toml")
-        assert verify_federation(cfg).site(sid).curve_public == keys.load_curve_public(own / "keys" / f"{sid}.key")
+        assert verify_federation(cfg).site(sid).curve_public == load_curve_public(own / "keys" / f"{sid}.key")
 
 
 def test_provision_refuses_duplicates_and_a_count_mismatch(tmp_path, capsys):

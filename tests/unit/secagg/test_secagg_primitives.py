@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from secgan.errors import ConfigError, CryptoError, SecganError
-from secgan.secagg import (
-    FixedPointCodec,
-    RoundContext,
-    generate_agreement_key,
-    load_agreement_key,
-    modulus_bits_for,
-    parse_public_hex,
-    public_hex,
-    write_agreement_key,
-)
+from secgan.keys.agreement import generate_agreement_key, public_hex
+from secgan.secagg import FixedPointCodec, RoundContext, modulus_bits_for
 from secgan.secagg.kdf import pair_info, pair_key, shared_secret
 from secgan.secagg.masking import pairwise_mask
 from secgan.secagg.prg import expand_mask, keystream
@@ -175,38 +164,3 @@ def test_expand_mask_uses_whole_key_and_stays_in_ring():
     assert np.count_nonzero(a == b) < 10
     with pytest.raises(CryptoError):
         expand_mask(bytes(16), 4, 20)
-
-
-# -- key files --------------------------------------------------------------------------------
-def test_agreement_key_file_round_trip_and_permissions(tmp_path):
-    key = generate_agreement_key()
-    path = tmp_path / "site-1.x25519.pem"
-    pub = write_agreement_key(path, key)
-    assert os.stat(path).st_mode & 0o777 == 0o600
-    assert public_hex(load_agreement_key(path)) == pub == public_hex(key)
-    assert parse_public_hex(pub) is not None
-    os.chmod(path, 0o640)
-    with pytest.raises(CryptoError, match="group/others"):
-        load_agreement_key(path)
-
-
-def test_agreement_key_loader_refuses_other_key_types(tmp_path):
-    path = tmp_path / "ed.pem"
-    pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption())
-    path.write_bytes(pem)
-    os.chmod(path, 0o600)
-    with pytest.raises(CryptoError, match="X25519"):
-        load_agreement_key(path)
-    (tmp_path / "junk.pem").write_bytes(b"not a key")
-    os.chmod(tmp_path / "junk.pem", 0o600)
-    with pytest.raises(CryptoError, match="PEM"):
-        load_agreement_key(tmp_path / "junk.pem")
-    with pytest.raises(CryptoError):
-        load_agreement_key(tmp_path / "missing.pem")
-
-
-@pytest.mark.parametrize("text", ["", "00" * 31, "AB" * 32, "zz" * 32, 42])
-def test_parse_public_hex_rejects_malformed(text):
-    with pytest.raises(CryptoError):
-        parse_public_hex(text)

@@ -11,15 +11,14 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secgan.errors import ConfigError, ProtocolError, SecganError
+from secgan.keys.agreement import generate_agreement_key, public_hex
 from secgan.secagg import (
     SecAggRefusal,
     SecAggRoundFailed,
     SecureSumAggregator,
     SecureSumClient,
     distributed_noise_statement,
-    generate_agreement_key,
     noise_share_std,
-    public_hex,
     resolve_threshold,
     summarize_rounds,
 )

@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secgan import wire
 from secgan.errors import ProtocolError
+from secgan.keys.agreement import public_hex
 from secgan.messages import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, SecAggAnnounce, SecAggMasked, Welcome
 from secgan.models import build_generator
 from secgan.runconfig import ModelConfig
-from secgan.secagg import SecureSumAggregator, SecureSumClient, public_hex
+from secgan.secagg import SecureSumAggregator, SecureSumClient
 from secgan.spec import ImageSpec
 from secgan.step import GeneratorCore
 
