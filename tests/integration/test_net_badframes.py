@@ -19,7 +19,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan import keys, wire
+from secgan import keys, transport, wire
 from secgan.messages import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
@@ -151,7 +151,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         garbage()
 
         # a frame above ZMQ_MAXMSGSIZE: libzmq drops the connection, the DEALER reconnects by itself
-        sock.send_multipart([b"{}", b"\0" * (wire.max_message_bytes(LIMITS) + 1)])
+        sock.send_multipart([b"{}", b"\0" * (transport.max_message_bytes(LIMITS) + 1)])
         assert not sock.poll(1500)
 
         # handshake refusals: a version it does not speak, a policy refusing this run's condition source
