@@ -64,16 +64,19 @@ class SocketTuning:
 # command is "\x07MESSAGE" (8) + nonce (8) + flags (1) + Poly1305 tag (16) around the frame.
 # tests/unit/net/test_net_maxmsgsize.py measures it against the libzmq in use.
 CURVE_FRAME_OVERHEAD = 33
+# The CURVE handshake's own commands (INITIATE with its metadata: about 300 bytes) are checked
+# against ZMQ_MAXMSGSIZE too, so it never goes below this, whatever the wire limits.
+CURVE_HANDSHAKE_FLOOR = 1024
 
 
 def max_message_bytes(limits: Any) -> int:
     """ZMQ_MAXMSGSIZE for ``limits``. libzmq checks it per frame, on the frame as CURVE carries it
     (plaintext + :data:`CURVE_FRAME_OVERHEAD`), and drops a peer that exceeds it: so it is the
-    largest frame :func:`secgan.wire.encode` can produce under ``limits`` plus that overhead, and
-    every frame encode lets through arrives."""
+    largest frame :func:`secgan.wire.encode` can produce under ``limits`` plus that overhead (and
+    at least :data:`CURVE_HANDSHAKE_FLOOR`), and every frame encode lets through arrives."""
     from secgan.wire import max_message_bytes as largest_frame
 
-    return largest_frame(limits) + CURVE_FRAME_OVERHEAD
+    return max(largest_frame(limits) + CURVE_FRAME_OVERHEAD, CURVE_HANDSHAKE_FLOOR)
 
 
 def _common(sock: zmq.Socket, limits: Any, tuning: SocketTuning) -> None:
