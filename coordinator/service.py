@@ -320,7 +320,8 @@ class Coordinator:
         logged (rate-limited) and answered; any other exception is counted and logged by type."""
         site: str | None = None
         try:
-            site = self._inbound(frames, now)
+            site = peer_user_id(frames[-1])  # the ZAP User-Id: who sent it, whatever it says
+            self._inbound(frames, site, now)
         except Exception as exc:  # noqa: BLE001 - defence in depth: one message never stops the federation
             name = type(exc).__name__
             if site is not None and site in self.registry:
@@ -330,18 +331,17 @@ class Coordinator:
             self.internal_errors[name] += 1
             self.log_limiter.warning(log, "inbound_failed", site=site, error=name)
 
-    def _inbound(self, frames: list[zmq.Frame], now: float) -> str | None:
+    def _inbound(self, frames: list[zmq.Frame], site: str | None, now: float) -> None:
         self.log_limiter.summarize(log)
         routing_id = frames[0].bytes
         payload = frames[1:]
-        site = peer_user_id(frames[-1])
         nbytes = _nbytes(payload)
         if site is None or site not in self.registry:
             # cannot happen behind ZAP; counted so a misconfiguration shows up in run.json
             self.registry.unattributed_drops["unauthenticated"] += 1
             self.runlog.protocol_errors["unauthenticated"] += 1
             self.log_limiter.warning(log, "inbound_rejected", code="unauthenticated")
-            return None
+            return
         self.registry.seen(site, now=now, nbytes=nbytes)
         rec = self.registry[site]
         try:
@@ -372,7 +372,6 @@ class Coordinator:
             rec.drops["internal"] += 1
             self.internal_errors[type(exc).__name__] += 1
             self.log_limiter.warning(log, "inbound_failed", site=site, error=type(exc).__name__)
-        return site
 
     def _dispatch(self, site: str, routing_id: bytes, msg: Message, nbytes: int, now: float) -> None:
         if isinstance(msg, Hello):
