@@ -304,7 +304,7 @@ class Coordinator:
             self.router.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             reason = "unroutable" if exc.errno == zmq.EHOSTUNREACH else "send_queue_full"
-            log.warning("send_failed", site=site, type=msg.TYPE, reason=reason)
+            self.log_limiter.warning(log, "send_failed", site=site, type=msg.TYPE, reason=reason)
             if rec is not None and reason == "unroutable" and self.registry.mark_dead(site, reason=reason):
                 self.scheduler.on_site_lost(site)
             return None
