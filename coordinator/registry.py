@@ -8,6 +8,10 @@ States:
 - ``dead``: silent past the heartbeat timeout; dropped from rounds until it says Hello again;
 - ``excluded``: its policy refuses this run's condition source (told why, never scheduled);
 - ``removed``: a final Refusal (e.g. ``budget_exhausted``); not scheduled for the rest of the run.
+
+``removed`` is final: :class:`SiteRecord` refuses to leave it (whoever assigns ``state``), so no
+sequence of messages (Hellos refusing or accepting the condition source, heartbeats, deaths) puts a
+removed site back into rounds, and its stop reason stays the one it was removed for.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ class SiteRecord:
     budget_left: float | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     stop_reason: str | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "state", None) == REMOVED and name in ("state", "stop_reason"):
+            return  # removed is final for this run; so is the reason it was removed for
+        object.__setattr__(self, name, value)
 
     def summary(self) -> dict[str, Any]:
         n0, in0, out0 = self.prior_step_bytes
@@ -103,6 +112,7 @@ class Registry:
             rec.stop_reason = None
 
     def exclude(self, site_id: str, *, routing_id: bytes, reason: str) -> None:
+        """A Hello refusing this run's condition source. A removed site stays removed."""
         rec = self.sites[site_id]
         rec.hellos += 1
         rec.routing_id = routing_id
@@ -110,9 +120,21 @@ class Registry:
         rec.stop_reason = reason
 
     def remove(self, site_id: str, *, reason: str) -> None:
+        """A final Refusal: the site serves no further step of this run (the first reason stays)."""
         rec = self.sites[site_id]
+        if rec.state != REMOVED:
+            rec.stop_reason = reason
         rec.state = REMOVED
+
+    def mark_dead(self, site_id: str, *, reason: str) -> bool:
+        """The site cannot be reached; True if it was scheduled (welcomed) and is now dead."""
+        rec = self.sites[site_id]
+        if rec.state != WELCOMED:
+            return False
+        rec.state = DEAD
+        rec.deaths += 1
         rec.stop_reason = reason
+        return True
 
     def reap(self, *, now: float, timeout_s: float, busy: frozenset[str] = frozenset()) -> list[str]:
         """Mark welcomed sites silent for longer than ``timeout_s`` as dead; return them.

@@ -24,9 +24,13 @@ refused when the configuration loads and, should one still occur, stops the run 
 named in a periodic ``waiting_for_sites`` warning and in run.json (``no_hello``).
 
 Inbound checks, in order: the sender's identity is the ZAP User-Id on the frame (never the header's
-``site``; a mismatch is ``identity_mismatch``) -> wire.decode -> ReplayGuard (per identity; a
-Hello starts a new session, so a restarted site is not "stale") -> protocol stage for that peer ->
-the scheduler's checks against the batch that site was sent.
+``site``; a mismatch is ``identity_mismatch``) -> wire.decode -> ReplayGuard check (per identity; a
+Hello starts a new session, so a restarted site is not "stale"; round and step never above what
+the coordinator has sent, seq at most a window ahead) -> protocol stage for that peer -> the
+scheduler's checks against the batch that site was sent -> ReplayGuard commit: a message refused
+at any stage never moves the peer's replay state. Rejections are logged through a
+:class:`~secgan.logs.LogLimiter` (first lines per site and code, then counts); every count is in
+run.json. Any other exception from one message is counted by type and the loop goes on.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import logging
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ import zmq
 from secgan import wire
 from secgan.config import to_dict
 from secgan.errors import ProtocolError, SecganError
-from secgan.logs import get_logger
+from secgan.logs import LogLimiter, get_logger
 from secgan.messages import (
     PROTOCOL_VERSION,
     ErrorReply,
@@ -91,7 +96,6 @@ SILENT_CODES = frozenset({"stale"})
 OPEN_FILES_CAP = 65536
 OPEN_FILES_LOW = 4096  # below this after raising, a warning says so
 CHECKPOINT_RETRY_S = 5.0  # a failed periodic checkpoint is tried again this much later
-REJECTION_LOG_EVERY_S = 5.0  # handshake_rejected: at most one warning per reason this often
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,10 @@ class Coordinator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(sorted(cfg.site_keys))
         self.guard = wire.ReplayGuard(run_id=cfg.run_id)
+        # repeated warnings (a flood of bad frames, refused handshakes): first lines per
+        # (event, site, code) and window, then one summary line with the count
+        self.log_limiter = LogLimiter(burst=10, window_s=60.0)
+        self.internal_errors: Counter = Counter()  # unexpected exceptions from one message, by type
         self.seq = wire.initial_seq()
         self._stop_signal: str | None = None
         self.step_seconds: list[float] = []  # wall time of each completed step (retries included)
@@ -218,7 +226,6 @@ class Coordinator:
         self._next_waiting_warn: float | None = None
         self._checkpoint_due = False
         self._checkpoint_retry_at = 0.0
-        self._rejection_log: dict[str, tuple[float | None, int]] = {}
         self._unencodable = 0  # messages this process could not encode (a batch above the wire limits)
 
     # -- model -------------------------------------------------------------------------------------
@@ -386,11 +393,8 @@ class Coordinator:
             self.router.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             reason = "unroutable" if exc.errno == zmq.EHOSTUNREACH else "send_queue_full"
-            log.warning("send_failed", site=site, type=msg.TYPE, reason=reason)
-            if rec is not None and rec.state not in (REMOVED,) and reason == "unroutable":
-                rec.state = DEAD
-                rec.deaths += 1
-                rec.stop_reason = reason
+            self.log_limiter.warning(log, "send_failed", site=site, type=msg.TYPE, reason=reason)
+            if rec is not None and reason == "unroutable" and self.registry.mark_dead(site, reason=reason):
                 self.scheduler.on_site_lost(site)
             return None
         n = _nbytes(frames)
@@ -401,15 +405,31 @@ class Coordinator:
     # -- inbound -----------------------------------------------------------------------------------
 
     def _handle_inbound(self, frames: list[zmq.Frame], now: float) -> None:
+        """One inbound message. Nothing it carries ends the loop: a ProtocolError is counted,
+        logged (rate-limited) and answered; any other exception is counted and logged by type."""
+        site: str | None = None
+        try:
+            site = peer_user_id(frames[-1])  # the ZAP User-Id: who sent it, whatever it says
+            self._inbound(frames, site, now)
+        except Exception as exc:  # noqa: BLE001 - defence in depth: one message never stops the federation
+            name = type(exc).__name__
+            if site is not None and site in self.registry:
+                self.registry[site].drops["internal"] += 1
+            else:
+                self.registry.unattributed_drops["internal"] += 1
+            self.internal_errors[name] += 1
+            self.log_limiter.warning(log, "inbound_failed", site=site, error=name)
+
+    def _inbound(self, frames: list[zmq.Frame], site: str | None, now: float) -> None:
+        self.log_limiter.summarize(log)
         routing_id = frames[0].bytes
         payload = frames[1:]
-        site = peer_user_id(frames[-1])
         nbytes = _nbytes(payload)
         if site is None or site not in self.registry:
             # cannot happen behind ZAP; counted so a misconfiguration shows up in run.json
             self.registry.unattributed_drops["unauthenticated"] += 1
             self.runlog.protocol_errors["unauthenticated"] += 1
-            log.warning("inbound_rejected", code="unauthenticated")
+            self.log_limiter.warning(log, "inbound_rejected", code="unauthenticated")
             return
         self.registry.seen(site, now=now, nbytes=nbytes)
         rec = self.registry[site]
@@ -417,25 +437,30 @@ class Coordinator:
             env, msg = wire.decode(payload, limits=self.cfg.limits)
             if env.site != site:
                 raise ProtocolError("identity_mismatch", "header names another site than the authenticated key")
-            if isinstance(msg, Hello):
-                self.guard.forget(site)  # a Hello starts a new session (e.g. a restarted site)
-            self.guard.check(env, peer=site)
+            # a Hello starts a new session (e.g. a restarted site): checked without the old
+            # round and seq, which it replaces only once accepted. Nothing the coordinator has
+            # not sent yet can be answered: round and step are bounded by its own counters.
+            fresh = isinstance(msg, Hello)
+            self.guard.check(env, peer=site, new_session=fresh,
+                             max_round=self.scheduler.round_number, max_step=self.scheduler.step)
             check_stage(state=rec.state, msg=msg, run_id=self.cfg.run_id,
                         current_round=self.scheduler.round_number or None,
                         in_flight=self.scheduler.in_flight_for(site))
             self._dispatch(site, routing_id, msg, nbytes, now)
+            self.guard.commit(env, peer=site, new_session=fresh)  # only what was accepted moves the guard
         except ProtocolError as exc:
             rec.drops[exc.code] += 1
             self.runlog.protocol_errors[exc.code] += 1
             if exc.code == "stale":
                 self.scheduler.stale += 1
-            log.warning("inbound_rejected", site=site, code=exc.code, bytes=nbytes)
+            self.log_limiter.warning(log, "inbound_rejected", site=site, code=exc.code, bytes=nbytes)
             if exc.code not in SILENT_CODES:
                 self._send(site, ErrorReply(code=exc.code, detail=wire.PROTOCOL_ERRORS.get(exc.code, "")[:200]),
                            routing_id=routing_id)
         except SecganError as exc:  # e.g. a condition bank that cannot be read: this peer only
             rec.drops["internal"] += 1
-            log.error("inbound_failed", site=site, error=type(exc).__name__)
+            self.internal_errors[type(exc).__name__] += 1
+            self.log_limiter.warning(log, "inbound_failed", site=site, error=type(exc).__name__)
 
     def _dispatch(self, site: str, routing_id: bytes, msg: Message, nbytes: int, now: float) -> None:
         if isinstance(msg, Hello):
@@ -465,6 +490,11 @@ class Coordinator:
                 or not all(isinstance(s, str) and s in SOURCES for s in sources)):
             raise ProtocolError("bad_policy", "policy summary needs mode and accept_sources")
         rec = self.registry[site]
+        if rec.state == REMOVED:  # final for this run, whatever this Hello says: told again, never welcomed
+            self.registry.welcome(site, routing_id=routing_id, now=now, policy=policy)  # counted; stays removed
+            log.info("site_still_removed", site=site, reason=rec.stop_reason)
+            self._send(site, Stop(run_id=self.cfg.run_id, reason=rec.stop_reason or "removed"))
+            return
         if not (rec.state == WELCOMED and rec.routing_id == routing_id):
             # a new connection (restart, reconnect): what it had in flight belonged to the old one;
             # a repeated Hello on the same connection is only a retry and changes nothing
@@ -482,8 +512,6 @@ class Coordinator:
         self._send(site, Welcome(version=PROTOCOL_VERSION, run_id=self.cfg.run_id, image_size=self.cfg.image.size,
                                  model=to_dict(self.cfg.model), condition_source=self.cfg.condition_source,
                                  planned_steps=self.cfg.train.steps, aggregation=self.cfg.aggregation))
-        if rec.state == REMOVED:
-            self._send(site, Stop(run_id=self.cfg.run_id, reason=rec.stop_reason or "removed"))
 
     def _handle_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -500,21 +528,9 @@ class Coordinator:
                 log.info("handshake_rejected", reason=name, self_check=True)
             elif name is not None:
                 self.runlog.handshake_failures[name] += 1
-                self._log_rejection(name)
+                self.log_limiter.warning(log, "handshake_rejected", reason=name)
             elif event == zmq.EVENT_DISCONNECTED:
                 log.debug("peer_disconnected")
-
-    def _log_rejection(self, reason: str) -> None:
-        """Every rejection is counted (run.json); the warning is rate-limited per reason, so a crowd
-        of idle connections cannot flood the log: at most one line per reason every few seconds,
-        with how many were not logged since."""
-        now = time.monotonic()
-        last, quiet = self._rejection_log.get(reason, (None, 0))
-        if last is not None and now - last < REJECTION_LOG_EVERY_S:
-            self._rejection_log[reason] = (last, quiet + 1)
-            return
-        self._rejection_log[reason] = (now, 0)
-        log.warning("handshake_rejected", reason=reason, **({"not_logged_since": quiet} if quiet else {}))
 
     # -- main loop ---------------------------------------------------------------------------------
 
@@ -555,6 +571,8 @@ class Coordinator:
                                         # the start-up self-check's own probe is not a hostile handshake
                                         "auth": {"allowed": allowed0 + self.policy.allowed,
                                                  "denied": denied0 + self.policy.denied - self._self_check_denials},
+                                        "internal_errors": dict(self.internal_errors),
+                                        "log_lines_suppressed": self.log_limiter.suppressed_total,
                                         "min_sites": self.cfg.quorum.min_sites,
                                         "aggregation": self.cfg.aggregation,
                                         "condition_source": self.cfg.condition_source,

@@ -84,3 +84,84 @@ def setup_logging(level: str = "INFO", *, as_json: bool = False, stream: Any = N
 
 def get_logger(name: str) -> StructuredLogger:
     return StructuredLogger(logging.getLogger(name))
+
+
+class LogLimiter:
+    """Bounds repeated warnings: per key, the first ``burst`` events of each ``window_s`` are
+    logged, the rest only counted; once a window with suppressed events has ended, one summary
+    line carries the count. Plain and deterministic: the clock is injected, nothing sleeps.
+
+        limiter = LogLimiter(burst=10, window_s=60.0)
+        limiter.warning(log, "inbound_rejected", site=site, code=code, bytes=n)
+
+    The key is the event name plus the fields named in ``key_fields`` (by default every field
+    except ``bytes``), so a flood of one code from one peer cannot hide another's first lines.
+    A summary line is the event with ``suppressed=K`` and the key fields, e.g.
+    ``inbound_rejected site=site-1 code=bad_json suppressed=4990``.
+    """
+
+    def __init__(self, *, burst: int = 10, window_s: float = 60.0, clock: Any = time.monotonic,
+                 max_keys: int = 4096) -> None:
+        if burst < 1 or window_s <= 0 or max_keys < 1:
+            raise ValueError("burst and max_keys must be >= 1 and window_s > 0")
+        self.burst, self.window_s, self.clock, self.max_keys = burst, window_s, clock, max_keys
+        # key -> [window start, events in this window, suppressed in this window]
+        self._windows: dict[tuple, list] = {}
+        self.suppressed_total = 0
+
+    def admit(self, key: tuple) -> tuple[bool, int]:
+        """(log this event of ``key``?, suppressed count of this key's window that ended just now,
+        to be reported before it; 0 if none)."""
+        now = self.clock()
+        w = self._windows.get(key)
+        ended = 0
+        if w is None or now - w[0] >= self.window_s:
+            if w is not None:
+                ended = w[2]
+            elif len(self._windows) >= self.max_keys:
+                self._evict(now)
+            w = self._windows[key] = [now, 0, 0]
+        w[1] += 1
+        if w[1] <= self.burst:
+            return True, ended
+        w[2] += 1
+        self.suppressed_total += 1
+        return False, ended
+
+    def flush(self) -> list[tuple[tuple, int]]:
+        """(key, suppressed) for every window that has ended with suppressed events; those
+        windows are closed."""
+        now = self.clock()
+        due = []
+        for key, w in list(self._windows.items()):
+            if now - w[0] >= self.window_s:
+                if w[2]:
+                    due.append((key, w[2]))
+                del self._windows[key]
+        return due
+
+    def _evict(self, now: float) -> None:
+        # too many distinct keys: forget ended windows; if none, the oldest one (its count is lost
+        # to the summary lines but stays in the caller's counters)
+        for key, w in list(self._windows.items()):
+            if now - w[0] >= self.window_s and not w[2]:
+                del self._windows[key]
+        if len(self._windows) >= self.max_keys:
+            del self._windows[min(self._windows, key=lambda k: self._windows[k][0])]
+
+    def warning(self, logger: "StructuredLogger", event: str, *, key_fields: tuple[str, ...] | None = None,
+                **fields: Any) -> None:
+        """Log ``event`` through ``logger`` unless suppressed; due summary lines come first."""
+        self.summarize(logger)
+        names = key_fields if key_fields is not None else tuple(k for k in fields if k != "bytes")
+        key = (event, *((k, fields.get(k)) for k in names))
+        ok, ended = self.admit(key)
+        if ended:
+            logger.warning(event, **dict(key[1:]), suppressed=ended)
+        if ok:
+            logger.warning(event, **fields)
+
+    def summarize(self, logger: "StructuredLogger") -> None:
+        """Write the summary lines that are due (call it periodically too, e.g. once a second)."""
+        for (event, *pairs), count in self.flush():
+            logger.warning(event, **dict(pairs), suppressed=count)

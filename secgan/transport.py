@@ -26,7 +26,7 @@ from zmq.utils import z85
 
 from secgan.config import rng
 from secgan.errors import ConfigError, CryptoError, SecganError
-from secgan.logs import get_logger
+from secgan.logs import LogLimiter, get_logger
 
 log = get_logger(__name__)
 
@@ -60,11 +60,23 @@ class SocketTuning:
     handshake_ivl_ms: int = field(default=5000, metadata=rng(min=0))
 
 
-def max_message_bytes(limits: Any) -> int:
-    """ZMQ_MAXMSGSIZE for ``limits``: libzmq checks it per frame and drops a peer that exceeds it."""
-    from secgan.wire import max_message_bytes as per_frame
+# Bytes CURVE adds to every frame before libzmq's ZMQ_MAXMSGSIZE check: the encrypted MESSAGE
+# command is "\x07MESSAGE" (8) + nonce (8) + flags (1) + Poly1305 tag (16) around the frame.
+# tests/unit/net/test_net_maxmsgsize.py measures it against the libzmq in use.
+CURVE_FRAME_OVERHEAD = 33
+# The CURVE handshake's own commands (INITIATE with its metadata: about 300 bytes) are checked
+# against ZMQ_MAXMSGSIZE too, so it never goes below this, whatever the wire limits.
+CURVE_HANDSHAKE_FLOOR = 1024
 
-    return per_frame(limits)
+
+def max_message_bytes(limits: Any) -> int:
+    """ZMQ_MAXMSGSIZE for ``limits``. libzmq checks it per frame, on the frame as CURVE carries it
+    (plaintext + :data:`CURVE_FRAME_OVERHEAD`), and drops a peer that exceeds it: so it is the
+    largest frame :func:`secgan.wire.encode` can produce under ``limits`` plus that overhead (and
+    at least :data:`CURVE_HANDSHAKE_FLOOR`), and every frame encode lets through arrives."""
+    from secgan.wire import max_message_bytes as largest_frame
+
+    return max(largest_frame(limits) + CURVE_FRAME_OVERHEAD, CURVE_HANDSHAKE_FLOOR)
 
 
 def _common(sock: zmq.Socket, limits: Any, tuning: SocketTuning) -> None:
@@ -251,6 +263,8 @@ class ZapAuthenticator:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="zap", daemon=True)
+        # refused handshakes come in floods (a scanner, a site retrying with a wrong key): bounded lines
+        self.log_limiter = LogLimiter(burst=10, window_s=60.0)
 
     def start(self) -> "ZapAuthenticator":
         self._thread.start()
@@ -290,7 +304,7 @@ class ZapAuthenticator:
         """One ZAP reply for one request (pure apart from the policy's counters)."""
         if len(request) < 6 or request[0] != ZAP_VERSION:
             request_id = request[1] if len(request) > 1 else b""
-            log.warning("zap_denied", reason="malformed_zap_request")
+            self.log_limiter.warning(log, "zap_denied", reason="malformed_zap_request")
             return [ZAP_VERSION, request_id, b"500", b"malformed request", b"", b""]
         _version, request_id, domain, address, _identity, mechanism, *credentials = request
         decision = self._policy.decide(
@@ -301,7 +315,8 @@ class ZapAuthenticator:
         if decision.allowed:
             log.debug("zap_allowed", site=decision.user_id)
         else:
-            log.warning("zap_denied", reason=decision.reason, address=address.decode("ascii", "replace"))
+            self.log_limiter.warning(log, "zap_denied", key_fields=("reason",), reason=decision.reason,
+                             address=address.decode("ascii", "replace"))
         return [ZAP_VERSION, request_id, decision.status_code, decision.reason.encode(),
                 decision.user_id.encode(), b""]
 

@@ -40,8 +40,9 @@ FIRST failed check (codes and meanings in :data:`PROTOCOL_ERRORS`):
 17. tensor semantics (shapes that must agree, e.g. FakeBatch [B,4,H,W]) ... bad_shape
 18. tensor values: floating tensors finite ........................ non_finite
 
-Protocol state (run id, round, sequence number) is checked afterwards by :class:`ReplayGuard`
-(wrong_run, stale, replay), by the caller, per authenticated peer.
+Protocol state (run id, round, step, sequence number) is checked afterwards by :class:`ReplayGuard`
+(wrong_run, future_round, stale, replay, seq_ahead), by the caller, per authenticated peer; the
+guard remembers a message only when the caller commits it after all of its own checks.
 
 Decoded tensors are fresh copies owned by torch (writable; they never alias ZeroMQ buffers).
 """
@@ -55,7 +56,7 @@ import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
@@ -95,6 +96,9 @@ PROTOCOL_ERRORS: dict[str, str] = {
     "wrong_run": "message belongs to another run",
     "stale": "message from an older round than already seen from this peer",
     "replay": "sequence number not greater than the last accepted from this peer",
+    "seq_ahead": "sequence number too far ahead of the last accepted (of the receiver's clock for a new session)",
+    "future_round": "round or step ahead of anything the receiver has sent or can plausibly have missed",
+    "malformed": "a value the codec could not check (a codec defect; reported by exception type only)",
     "reply_mismatch": "a reply does not answer the batch it claims to (run, round, step, attempt, shape)",
     "unexpected_message": "a valid message that the receiver does not expect in its current state",
     # raised by the services (coordinator/, sites/) on top of the codec
@@ -136,9 +140,9 @@ class WireLimits:
 
 
 def max_message_bytes(limits: WireLimits) -> int:
-    """Value for ZMQ_MAXMSGSIZE. libzmq applies it to every frame (message part) separately and
-    disconnects a peer that exceeds it, so this is the largest single frame; the total is
-    enforced by :func:`decode`."""
+    """The largest single frame :func:`encode` produces (and :func:`decode` accepts) under
+    ``limits``; the total of all frames is enforced by both. ZMQ_MAXMSGSIZE is this plus the
+    transport's per-frame overhead (:func:`secgan.transport.max_message_bytes`)."""
     return max(limits.max_header_bytes, limits.max_tensor_bytes)
 
 
@@ -198,6 +202,21 @@ class _Bool(_Spec):
         return True
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: int | float) -> bool:
+    """Finite without converting: a JSON integer may be far beyond float range (10**400), and
+    ``math.isfinite`` on such an int raises OverflowError. Python compares int and float exactly."""
+    return isinstance(v, int) or math.isfinite(v)
+
+
+def _as_float(v: int | float) -> float:
+    # only called on range-checked values (so within float range); + 0.0 turns -0.0 into 0.0
+    return float(v) + 0.0
+
+
 class _OptFloat(_Spec):
     """None or a finite float in [lo, hi]; a JSON integer is accepted as a number."""
 
@@ -205,13 +224,13 @@ class _OptFloat(_Spec):
         self.lo, self.hi = lo, hi
 
     def type_ok(self, v: Any) -> bool:
-        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        return v is None or _is_number(v)
 
     def range_ok(self, v: Any) -> bool:
-        return v is None or (math.isfinite(v) and self.lo <= v <= self.hi)
+        return v is None or (_finite(v) and self.lo <= v <= self.hi)
 
     def convert(self, v: Any) -> Any:
-        return None if v is None else float(v)
+        return None if v is None else _as_float(v)
 
 
 class _Id(_Spec):
@@ -262,13 +281,13 @@ class _Float(_Spec):
         self.lo, self.hi, self.lo_open = lo, hi, lo_open
 
     def type_ok(self, v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+        return _is_number(v)
 
     def range_ok(self, v: Any) -> bool:
-        return math.isfinite(v) and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+        return _finite(v) and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
 
     def convert(self, v: Any) -> Any:
-        return float(v)
+        return _as_float(v)
 
 
 _HEX_RE = re.compile(r"[0-9a-f]*")
@@ -327,7 +346,7 @@ class _JsonObject(_Spec):
             if isinstance(x, int):
                 return -MAX_INT <= x <= MAX_INT
             if isinstance(x, float):
-                return math.isfinite(x)
+                return math.isfinite(x)  # (strict JSON parsing already refuses overflowing floats)
             if isinstance(x, str):
                 return len(x) <= self.max_str and x.isprintable()
             if isinstance(x, list):
@@ -652,7 +671,18 @@ def decode(frames: Sequence[Any], *, limits: WireLimits = WireLimits()) -> tuple
     """Validate ``frames`` (bytes, bytearray, memoryview or zmq.Frame) and build the message.
 
     Raises only :class:`ProtocolError`; the code names the first failed check (module docstring).
+    An exception no check anticipated (a codec defect) becomes ``malformed``, named by its type
+    only: one frame never takes a receiver down.
     """
+    try:
+        return _decode(frames, limits)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the codec's promise: nothing but ProtocolError escapes
+        raise _fail("malformed", type(exc).__name__) from None
+
+
+def _decode(frames: Sequence[Any], limits: WireLimits) -> tuple[Envelope, Message]:
     try:
         views = [_as_view(f) for f in frames]
     except (TypeError, ValueError, BufferError):
@@ -690,55 +720,115 @@ def check_reply_matches(batch: FakeBatch, reply: GradientReply) -> None:
 # protocol state
 
 
-@dataclass
+@dataclass(frozen=True)
 class _PeerState:
     run_id: str
     round: int
+    step: int
     seq: int
 
 
+# A site's seq grows by one per message it sends (dropped sends included), so a gap larger than
+# this within one session is not a gap but a forged number. (The coordinator's seq is shared by
+# all its peers: sites bound it by the clock only.)
+MAX_SEQ_AHEAD = 2**20
+# A new session's first seq comes from :func:`initial_seq` (microseconds since the epoch) on the
+# sender's clock: at most this far ahead of the receiver's clock.
+MAX_CLOCK_AHEAD_US = 24 * 3600 * 10**6
+
+
 class ReplayGuard:
-    """Drops stale and replayed messages, per authenticated peer.
+    """Drops stale, replayed and implausible messages, per authenticated peer.
 
     Keep one guard per receiving socket and key it by the peer's authenticated identity (the ZAP
-    User-Id / CURVE public key), never by the ``site`` name a message claims. Rules, in order:
+    User-Id / CURVE public key), never by the ``site`` name a message claims.
+
+    :meth:`check` only looks; :meth:`commit` remembers. Call ``check`` before the receiver's own
+    checks and ``commit`` only once the message was accepted by all of them, so a message that is
+    refused later (a reply for a round never sent, a Welcome in the wrong stage) never moves the
+    peer's state. Rules, in order:
 
     - ``wrong_run``: the run id differs from ``run_id`` (when the guard was given one) or from the
       first run id accepted from this peer. An empty run id is tolerated only on ``hello`` (a site
       that does not know the run yet);
+    - ``future_round``: round above ``max_round`` / step above ``max_step`` (what the receiver has
+      sent, when it knows), or more than ``max_round_ahead`` rounds / steps beyond the newest
+      accepted from this peer (when it does not);
     - ``stale``: the round is older than the newest round accepted from this peer;
-    - ``replay``: the sequence number is not strictly greater than the last accepted one.
+    - ``replay``: the sequence number is not strictly greater than the last accepted one;
+    - ``seq_ahead``: the sequence number is more than ``max_clock_ahead_us`` beyond ``clock()``
+      (an :func:`initial_seq` grows by one a message, far slower than the clock), or more than
+      ``max_seq_ahead`` beyond the last accepted one (None: no such window, for a peer whose
+      numbering is shared with others, like the coordinator's).
 
-    Senders therefore keep ``seq`` increasing for the lifetime of a peer relationship; starting a
-    process at :func:`initial_seq` keeps it increasing across restarts. ``forget(peer)`` drops a
-    peer's state (call it after a fresh, authenticated handshake).
+    ``new_session=True`` (a Hello, or a "you have no session" error) checks and commits the
+    message as the first of a new session: the peer's old round and seq are not compared with and
+    are replaced on commit. Senders keep ``seq`` increasing within a session; starting a process at
+    :func:`initial_seq` keeps it plausible across restarts.
     """
 
-    def __init__(self, *, run_id: str | None = None) -> None:
+    def __init__(self, *, run_id: str | None = None, max_seq_ahead: int | None = MAX_SEQ_AHEAD,
+                 max_round_ahead: int | None = None, max_clock_ahead_us: int = MAX_CLOCK_AHEAD_US,
+                 clock: Callable[[], int] | None = None) -> None:
         self.run_id = run_id
+        self.max_seq_ahead = max_seq_ahead
+        self.max_round_ahead = max_round_ahead
+        self.max_clock_ahead_us = max_clock_ahead_us
+        self.clock = clock or initial_seq
         self._peers: dict[Hashable, _PeerState] = {}
         self.counts: Counter[str] = Counter()
 
-    def check(self, envelope: Envelope, *, peer: Hashable | None = None) -> None:
-        """Accept ``envelope`` (and remember it) or raise ProtocolError(wrong_run|stale|replay)."""
+    def _state(self, envelope: Envelope, peer: Hashable | None, new_session: bool) -> tuple[Hashable, _PeerState | None]:
         key = envelope.site if peer is None else peer
-        state = self._peers.get(key)
+        return key, (None if new_session else self._peers.get(key))
+
+    def check(self, envelope: Envelope, *, peer: Hashable | None = None, new_session: bool = False,
+              max_round: int | None = None, max_step: int | None = None) -> None:
+        """Raise ProtocolError(wrong_run|future_round|stale|replay|seq_ahead); change nothing."""
+        _, state = self._state(envelope, peer, new_session)
         run = envelope.run_id
         expected = self.run_id if self.run_id is not None else (state.run_id if state and state.run_id else None)
         if run == "" and envelope.type == "hello":
             pass
         elif expected is not None and run != expected:
             self._drop("wrong_run")
-        if state is not None:
-            if envelope.round < state.round:
-                self._drop("stale")
-            if envelope.seq <= state.seq:
-                self._drop("replay")
+        if max_round is not None and envelope.round > max_round:
+            self._drop("future_round")
+        if max_step is not None and envelope.step > max_step:
+            self._drop("future_round")
+        if envelope.seq > self.clock() + self.max_clock_ahead_us:
+            self._drop("seq_ahead")
+        if state is None:
+            return
+        if self.max_round_ahead is not None and (envelope.round > state.round + self.max_round_ahead
+                                                 or envelope.step > state.step + self.max_round_ahead):
+            self._drop("future_round")
+        if envelope.round < state.round:
+            self._drop("stale")
+        if envelope.seq <= state.seq:
+            self._drop("replay")
+        if self.max_seq_ahead is not None and envelope.seq > state.seq + self.max_seq_ahead:
+            self._drop("seq_ahead")
+
+    def commit(self, envelope: Envelope, *, peer: Hashable | None = None, new_session: bool = False) -> None:
+        """Remember an accepted message (call only after :meth:`check` and every later check passed)."""
+        key, state = self._state(envelope, peer, new_session)
         self._peers[key] = _PeerState(
-            run_id=(state.run_id if state and state.run_id else run),
+            run_id=(state.run_id if state and state.run_id else envelope.run_id),
             round=max(envelope.round, state.round if state else 0),
+            step=max(envelope.step, state.step if state else 0),
             seq=envelope.seq,
         )
+
+    def accept(self, envelope: Envelope, *, peer: Hashable | None = None, new_session: bool = False,
+               max_round: int | None = None, max_step: int | None = None) -> None:
+        """:meth:`check` then :meth:`commit`, for a receiver with no checks of its own in between."""
+        self.check(envelope, peer=peer, new_session=new_session, max_round=max_round, max_step=max_step)
+        self.commit(envelope, peer=peer, new_session=new_session)
+
+    def last_round(self, peer: Hashable) -> int | None:
+        state = self._peers.get(peer)
+        return None if state is None else state.round
 
     def forget(self, peer: Hashable) -> None:
         self._peers.pop(peer, None)

@@ -51,7 +51,7 @@ import zmq
 from secgan import wire
 from secgan.errors import ProtocolError, SecganError
 from secgan.fsio import atomic_write_json
-from secgan.logs import get_logger
+from secgan.logs import LogLimiter, get_logger
 from secgan.messages import (
     PROTOCOL_VERSION,
     ErrorReply,
@@ -71,7 +71,10 @@ from secgan.transport import SocketTuning, make_dealer
 log = get_logger(__name__)
 
 COORDINATOR = "coordinator"  # the replay-guard key of the one peer a site has
-REHELLO_CODES = frozenset({"not_welcomed", "unknown_peer", "wrong_run"})
+# the coordinator does not know this session (it restarted, declared us dead) or finds our
+# numbering implausible (ahead of a restored coordinator, or a seq it has seen): a new session
+REHELLO_CODES = frozenset({"not_welcomed", "unknown_peer", "wrong_run", "future_round", "replay", "seq_ahead"})
+MAX_ROUND_AHEAD = 2**16
 FATAL_CODES = frozenset({"unsupported_version", "source_refused"})
 AGGREGATIONS = ("routed", "secure-sum")
 
@@ -126,7 +129,14 @@ class SiteNode:
         self.secagg: Any = None  # SecureSumClient of the current run (kept across sessions: masks never repeat)
         self.aggregation = "routed"
         self._held: _Held | None = None
-        self.guard = wire.ReplayGuard()
+        # a coordinator sends every round to every welcomed site, so within a session its rounds
+        # and steps move by a few at a time; far beyond that is refused, not remembered
+        # (the coordinator numbers its messages to all sites in one sequence: no seq window, only
+        # the clock bound)
+        self.guard = wire.ReplayGuard(max_round_ahead=MAX_ROUND_AHEAD, max_seq_ahead=None)
+        self.sessions = 0  # Hellos sent: a new session forgets the coordinator's replay state
+        # repeated warnings (a flood of bad frames): first lines per code and window, then counts
+        self.log_limiter = LogLimiter(burst=10, window_s=60.0)
         self.seq = wire.initial_seq()
         self.run_id = ""
         self.welcomed = False
@@ -167,6 +177,7 @@ class SiteNode:
 
     def _hello(self) -> None:
         # a new session: the coordinator's numbering may restart (new incarnation)
+        self.sessions += 1
         self.guard.forget(COORDINATOR)
         self.served.clear()  # round numbers of an earlier coordinator incarnation may come again
         self.welcomed = False
@@ -188,18 +199,29 @@ class SiteNode:
     # -- receiving ---------------------------------------------------------------------------------
 
     def handle(self, frames: list[Any]) -> None:
-        """Validate and act on one inbound message; ProtocolError never escapes."""
+        """Validate and act on one inbound message; nothing escapes. A ProtocolError is counted,
+        logged (rate-limited) and answered; any other exception is counted and logged by type."""
+        self.log_limiter.summarize(log)
         try:
             env, msg = wire.decode(frames, limits=self.cfg.limits)
-            if isinstance(msg, ErrorReply) and msg.code in REHELLO_CODES:
-                self.guard.forget(COORDINATOR)  # the coordinator lost our session; so do we
-            self.guard.check(env, peer=COORDINATOR)
+            # "you have no session": the coordinator lost ours (e.g. it restarted), so its numbering
+            # may start afresh; checked as the first message of a new session
+            fresh = isinstance(msg, ErrorReply) and msg.code in REHELLO_CODES
+            self.guard.check(env, peer=COORDINATOR, new_session=fresh)
+            session = self.sessions
             self._dispatch(msg)
+            # only an accepted message moves the guard; none if it made us start a new session
+            if self.sessions == session:
+                self.guard.commit(env, peer=COORDINATOR, new_session=fresh)
         except ProtocolError as exc:
             self.counts[f"rejected_{exc.code}"] += 1
-            log.warning("inbound_rejected", code=exc.code)
+            self.log_limiter.warning(log, "inbound_rejected", code=exc.code)
             if exc.code not in ("stale",):
                 self._send(ErrorReply(code=exc.code, detail=wire.PROTOCOL_ERRORS.get(exc.code, "")[:200]))
+        except Exception as exc:  # noqa: BLE001 - defence in depth: one message never stops the site
+            self.counts["internal_error"] += 1
+            self.counts[f"internal_{type(exc).__name__}"] += 1
+            self.log_limiter.warning(log, "inbound_failed", error=type(exc).__name__)
 
     def _dispatch(self, msg: Message) -> None:
         if isinstance(msg, Welcome):
@@ -374,7 +396,8 @@ class SiteNode:
 
     def _on_error(self, msg: ErrorReply) -> None:
         log.warning("coordinator_error", code=msg.code)
-        if msg.code in REHELLO_CODES:
+        if msg.code in REHELLO_CODES and (msg.code != "seq_ahead" or self.welcomed):
+            # (a Hello refused as seq_ahead, a clock far ahead, is retried on the Hello timer)
             self._hello()
         elif msg.code in FATAL_CODES:
             self._fatal(msg.code, 3 if msg.code == "source_refused" else 2)

@@ -19,7 +19,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan import wire
+from secgan import transport, wire
 from secgan.keys.curve import load_curve_keypair, load_curve_public
 from secgan.keys.manifest import load_manifest
 from secgan.keys.signing import load_signing_key
@@ -131,10 +131,10 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         # identity: the header claims site-2, the key is site-1's
         me.send_raw(wire.encode(Heartbeat(), run_id=run_id, round=0, step=0, site="site-2", seq=me.next_seq()))
         assert me.expect(ErrorReply)[1].code == "identity_mismatch"
-        # replay: the same sequence number twice
+        # replay: the same sequence number twice. Only an accepted message is remembered (a refused
+        # one leaves the seq usable), so the first is one always allowed: an ErrorReply, answered by nothing
         seq = me.next_seq()
-        me.send(Heartbeat(), run=run_id, seq=seq)
-        me.expect(ErrorReply)
+        me.send(ErrorReply(code="bad_json"), run=run_id, seq=seq)
         me.send(Heartbeat(), run=run_id, seq=seq)
         assert me.expect(ErrorReply)[1].code == "replay"
         # hand-made bad frames
@@ -154,7 +154,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         garbage()
 
         # a frame above ZMQ_MAXMSGSIZE: libzmq drops the connection, the DEALER reconnects by itself
-        sock.send_multipart([b"{}", b"\0" * (wire.max_message_bytes(LIMITS) + 1)])
+        sock.send_multipart([b"{}", b"\0" * (transport.max_message_bytes(LIMITS) + 1)])
         assert not sock.poll(1500)
 
         # handshake refusals: a version it does not speak, a policy refusing this run's condition source
@@ -175,7 +175,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         assert me.expect(ErrorReply)[1].code == "bad_shape"
         other = GradientReply(run_id=run_id, round=batch.round, step=batch.step + 7, grad=torch.zeros_like(batch.fake))
         me.send(other, run=run_id)
-        assert me.expect(ErrorReply)[1].code == "unexpected_message"
+        assert me.expect(ErrorReply)[1].code == "future_round"  # a step the coordinator never sent
         me.send(GradientReply(run_id=run_id, round=batch.round, step=batch.step, grad=torch.zeros_like(batch.fake)),
                 run=run_id)
         _, nxt = me.expect(FakeBatch, timeout=30)

@@ -4,6 +4,7 @@ decoding real ZeroMQ frames received without copying."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import zmq
 from hypothesis import given, settings
@@ -27,9 +28,9 @@ def test_replay_guard_invariants(seq):
     for peer, run, rnd, s in seq:
         env = wire.Envelope(version=1, type="heartbeat", run_id=run, round=rnd, step=0, site="x", seq=s)
         try:
-            guard.check(env, peer=peer)
+            guard.accept(env, peer=peer)
         except ProtocolError as exc:
-            assert exc.code in ("wrong_run", "stale", "replay")
+            assert exc.code in ("wrong_run", "stale", "replay", "seq_ahead", "future_round")
             continue
         accepted.setdefault(peer, []).append((run, rnd, s))
     total_dropped = sum(guard.counts.values())
@@ -83,3 +84,74 @@ def test_decode_zero_copy_zmq_frames_gives_owned_tensors():
         a.close(0)
         b.close(0)
         ctx.term()
+
+
+# --- check, then commit: only accepted messages move the guard ----------------------------------
+
+guarded = st.lists(
+    st.tuples(st.sampled_from([b"A", b"B"]), st.sampled_from(["run-1", "run-2"]),
+              st.sampled_from([0, 1, 2, 3, 10**6, 2**53 - 1]), st.sampled_from([0, 1, 2, 10**6]),
+              st.integers(0, 12) | st.sampled_from([2**20, 2**20 + 13, 2**53 - 1]),
+              st.booleans(), st.booleans()),
+    max_size=40,
+)
+
+
+def _outcome(guard, env, **kw):
+    try:
+        guard.check(env, **kw)
+    except ProtocolError as exc:
+        return exc.code
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(guarded)
+def test_messages_refused_by_the_receiver_leave_no_trace(seq):
+    """A guard that saw messages the receiver refused after check() (stage, scheduler, ...) decides
+    exactly like a guard that never saw them; check() alone never changes anything."""
+    seen_all = wire.ReplayGuard(clock=lambda: 0, max_clock_ahead_us=2**53)
+    seen_accepted = wire.ReplayGuard(clock=lambda: 0, max_clock_ahead_us=2**53)
+    for peer, run, rnd, step, s, receiver_accepts, hello in seq:
+        env = wire.Envelope(version=1, type="hello" if hello else "heartbeat", run_id=run, round=rnd, step=step,
+                            site="x", seq=s)
+        before = dict(seen_all._peers)
+        got = _outcome(seen_all, env, peer=peer, new_session=hello, max_round=10**6)
+        assert seen_all._peers == before  # check() only looks
+        if got is None and receiver_accepts:
+            assert _outcome(seen_accepted, env, peer=peer, new_session=hello, max_round=10**6) is None
+            seen_all.commit(env, peer=peer, new_session=hello)
+            seen_accepted.commit(env, peer=peer, new_session=hello)
+        assert seen_all._peers == seen_accepted._peers
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**53 - 1), st.integers(0, 2**53 - 1), st.booleans()), max_size=30))
+def test_no_accepted_message_moves_seq_or_round_out_of_bounds(msgs):
+    now = 10**15
+    guard = wire.ReplayGuard(clock=lambda: now)
+    last_seq = None
+    for rnd, s, hello in msgs:
+        env = wire.Envelope(version=1, type="hello" if hello else "heartbeat", run_id="r", round=rnd, step=0,
+                            site="x", seq=s)
+        try:
+            guard.accept(env, peer=b"A", new_session=hello, max_round=1000)
+        except ProtocolError:
+            continue
+        assert rnd <= 1000 and s <= now + wire.MAX_CLOCK_AHEAD_US
+        if last_seq is not None and not hello:
+            assert last_seq < s <= last_seq + wire.MAX_SEQ_AHEAD
+        last_seq = s
+
+
+def test_site_side_round_window():
+    guard = wire.ReplayGuard(max_round_ahead=100, max_seq_ahead=None)
+    guard.accept(wire.Envelope(version=1, type="welcome", run_id="r", round=5, step=0, site="s", seq=10), peer="c")
+    with pytest.raises(ProtocolError) as exc:
+        guard.check(wire.Envelope(version=1, type="fake_batch", run_id="r", round=106, step=0, site="s", seq=11),
+                    peer="c")
+    assert exc.value.code == "future_round"
+    # the coordinator's seq is shared by all its peers: a big gap is fine without a window
+    guard.accept(wire.Envelope(version=1, type="fake_batch", run_id="r", round=105, step=0, site="s",
+                               seq=10 + 10**9), peer="c")
+    assert guard.last_round("c") == 105

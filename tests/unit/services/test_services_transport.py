@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from secgan import wire
+from secgan import transport, wire
 from secgan.errors import ConfigError, CryptoError
 from secgan.transport import (
     AllowListPolicy,
@@ -32,7 +32,7 @@ def test_router_options_are_set_explicitly(ctx):
     tuning = SocketTuning(sndhwm=7, rcvhwm=9, linger_ms=11, heartbeat_ivl_ms=123, heartbeat_timeout_ms=456)
     r = make_router(ctx, bind="tcp://127.0.0.1:0", server_secret=ssec, server_public=spub, limits=LIMITS,
                     tuning=tuning)
-    assert r.getsockopt(zmq.MAXMSGSIZE) == wire.max_message_bytes(LIMITS)
+    assert r.getsockopt(zmq.MAXMSGSIZE) == transport.max_message_bytes(LIMITS) > wire.max_message_bytes(LIMITS)
     assert (r.getsockopt(zmq.SNDHWM), r.getsockopt(zmq.RCVHWM), r.getsockopt(zmq.LINGER)) == (7, 9, 11)
     assert r.getsockopt(zmq.HEARTBEAT_IVL) == 123 and r.getsockopt(zmq.HEARTBEAT_TIMEOUT) == 456
     assert r.getsockopt(zmq.CURVE_SERVER) == 1 and r.getsockopt(zmq.ZAP_ENFORCE_DOMAIN) == 1
@@ -41,7 +41,7 @@ def test_router_options_are_set_explicitly(ctx):
     d = make_dealer(ctx, endpoint="tcp://127.0.0.1:9", client_public=cpub, client_secret=csec, server_public=spub,
                     limits=LIMITS, tuning=SocketTuning(reconnect_ivl_ms=50, reconnect_ivl_max_ms=800))
     assert d.getsockopt(zmq.RECONNECT_IVL) == 50 and d.getsockopt(zmq.RECONNECT_IVL_MAX) == 800
-    assert d.getsockopt(zmq.IMMEDIATE) == 1 and d.getsockopt(zmq.MAXMSGSIZE) == wire.max_message_bytes(LIMITS)
+    assert d.getsockopt(zmq.IMMEDIATE) == 1 and d.getsockopt(zmq.MAXMSGSIZE) == transport.max_message_bytes(LIMITS)
     d.close(0)
 
 
