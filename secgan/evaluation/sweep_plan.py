@@ -41,6 +41,11 @@ def is_gan_setting(setting: str) -> bool:
     return setting in (SYN_ALL, ASYNDGAN) or setting.startswith(DP_PREFIX)
 
 
+def is_real_subset(setting: str) -> bool:
+    """A Real-Subset-n baseline (one site's real slices alone, not augmented)."""
+    return setting.startswith("real-subset-") and "+" not in setting
+
+
 def missing_stem(mm: MissingModalityConfig) -> str:
     """The missing-modality setting (channel absent); ``+ "-completed"``: completed by G."""
     return f"missing-{mm.modality}-site-{mm.site}"
