@@ -12,6 +12,7 @@ from pathlib import Path
 
 from secgan.config import choices, load_dataclass, read_toml, rng
 from secgan.evaluation.segmenter import SegmenterConfig
+from secgan.runconfig import D_ARCHS, LOSSES
 from secgan.spec import IMAGE_CHANNELS
 
 
@@ -53,9 +54,9 @@ class GanConfig:
     noise_dim: int = field(default=8, metadata=rng(min=1, max=512))
     lr_g: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
     lr_d: float = field(default=2e-4, metadata=rng(min=0.0, max=1.0, min_exclusive=True))
-    loss: str = field(default="bce", metadata=choices("bce", "hinge", "minimax", "semantic"))
+    loss: str = field(default="bce", metadata=choices(*LOSSES))
     # "patch" (conditional PatchGAN) or "semantic" (per-pixel class discriminator, needs loss "semantic")
-    d_arch: str = field(default="patch", metadata=choices("patch", "semantic"))
+    d_arch: str = field(default="patch", metadata=choices(*D_ARCHS))
     beta1: float = field(default=0.5, metadata=rng(min=0.0, max=0.999))
     beta2: float = field(default=0.999, metadata=rng(min=0.0, max=0.9999))
     # decay of the moving average of G's weights that is sampled (0: off; see train.g_average)
