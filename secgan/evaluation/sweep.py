@@ -16,6 +16,10 @@ each GAN run lives in ``out/gans/<name>/`` (further runs of one setting, ``gan.r
 ``out/gans/<name>-runR/``) and is resumed from its checkpoint if it was cut off.
 ``results.csv``/``results.json``, the figure and the HTML page are rewritten from the finished
 settings after each one, so a partial sweep can already be read.
+
+This module is the driver; its parts: ``sweep_config`` (the TOML config), ``sweep_data`` (phantom
+and atlas), ``sweep_plan`` (settings, GAN runs, resume decisions), ``baseline`` (one GAN run),
+``sweep_pool`` (the ``--jobs`` workers) and ``sweep_outputs`` (CSV, JSON, figure, page).
 """
 from __future__ import annotations
 
@@ -33,13 +37,14 @@ from secgan.evaluation.sweep_outputs import write_outputs
 from secgan.evaluation.sweep_plan import (
     ASYNDGAN,
     DP_PREFIX,
+    MISSING_PREFIX,
     epsilon_of,
     gan_config,
     gan_dir_name,
     gan_runs,
     inputs_fingerprint,
     is_gan_setting,
-    missing_stem,
+    missing_settings,
     planned_settings,
     split_run,
     stale_reason,
@@ -203,9 +208,9 @@ class Sweep:
                 row["epsilon_spent"] = max((e for e in spent if e is not None), default=None)
             if cfg.quality:
                 row.update(self._quality(checkpoints[0]))
-        elif setting.startswith("missing-"):
+        elif setting.startswith(MISSING_PREFIX):
             mm = cfg.missing_modality
-            stem = missing_stem(mm)
+            absent_name, completed_name = missing_settings(mm)
             ck = self._gan(ASYNDGAN)[0]
             absent, completed = evaluate_missing_modality(
                 self.bench, site=mm.site, modality=mm.modality, checkpoint=ck, seeds=cfg.seeds,
@@ -213,8 +218,8 @@ class Sweep:
             )
             # both rows come from one computation: write the sibling too
             wall = round(time.perf_counter() - t0, 2)
-            rows = {stem: _row(stem, absent, wall_seconds=wall),
-                    stem + "-completed": _row(stem + "-completed", completed, wall_seconds=wall)}
+            rows = {absent_name: _row(absent_name, absent, wall_seconds=wall),
+                    completed_name: _row(completed_name, completed, wall_seconds=wall)}
             for name, r in rows.items():
                 r["inputs_sha256"] = inputs_fingerprint(self._given, name)
                 atomic_write_json(self.setting_path(name), r)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from secgan.config import to_dict
-from secgan.evaluation.sweep_plan import DP_PREFIX, is_real_subset, missing_stem
+from secgan.evaluation.sweep_plan import DP_PREFIX, is_real_subset, missing_settings
 from secgan.fsio import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def notes(cfg: SweepConfig, rows: list[dict]) -> list[str]:
     """The page's notes on how the rows were made."""
     by = {r["setting"]: r for r in rows}
     mm = cfg.missing_modality
-    stem = missing_stem(mm)
+    absent_name, completed_name = missing_settings(mm)
     out = [
         "Training uses tumour-bearing slices for every source; each test patient is scored on all of its "
         "brain slices (3-D Dice/HD95 per patient, then averaged).",
@@ -92,8 +92,8 @@ def notes(cfg: SweepConfig, rows: list[dict]) -> list[str]:
         "calibrated so the planned steps spend the target epsilon; epsilon_spent is the largest spent "
         "epsilon reported by a site.",
     ]
-    if stem in by and stem + "-completed" in by:
-        a, c = by[stem], by[stem + "-completed"]
+    if absent_name in by and completed_name in by:
+        a, c = by[absent_name], by[completed_name]
         out.append(
             f"Missing modality: a U-Net for site {mm.site} without {mm.modality} scores Dice {a['dice_mean']:.3f}; "
             f"with the channel completed by the AsynDGAN generator (best of {mm.draws} draws matched on the "

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # kept light: the figure, the page and the command import the
 SYN_ALL = "syn-all"
 ASYNDGAN = "asyndgan"
 DP_PREFIX = "asyndgan-dp-eps"
+MISSING_PREFIX = "missing-"
 
 
 def eps_name(eps: float) -> str:
@@ -46,9 +47,11 @@ def is_real_subset(setting: str) -> bool:
     return setting.startswith("real-subset-") and "+" not in setting
 
 
-def missing_stem(mm: MissingModalityConfig) -> str:
-    """The missing-modality setting (channel absent); ``+ "-completed"``: completed by G."""
-    return f"missing-{mm.modality}-site-{mm.site}"
+def missing_settings(mm: MissingModalityConfig) -> tuple[str, str]:
+    """The two missing-modality settings, made by one computation: the channel absent, and
+    completed by the AsynDGAN (no DP) generator."""
+    stem = f"{MISSING_PREFIX}{mm.modality}-site-{mm.site}"
+    return stem, stem + "-completed"
 
 
 def gan_dir_name(name: str, run: int) -> str:
@@ -63,8 +66,7 @@ def planned_settings(cfg: SweepConfig, sites: list[int]) -> list[str]:
         out += [f"real-subset-{k}+synthetic" for k in sites]
     mm = cfg.missing_modality
     if mm.enabled:
-        stem = missing_stem(mm)
-        out += [stem, stem + "-completed"]
+        out += list(missing_settings(mm))
     return out
 
 
@@ -156,7 +158,7 @@ def setting_inputs(cfg: SweepConfig, setting: str) -> dict:
     if setting.startswith(DP_PREFIX):
         out["privacy"] = {k: v for k, v in whole["privacy"].items() if k != "epsilons"}
         out["epsilon"] = epsilon_of(cfg, setting)
-    if setting.startswith("missing-"):
+    if setting.startswith(MISSING_PREFIX):
         out["missing_modality"] = whole["missing_modality"]
     return out
 
