@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from secgan.config import to_dict
-from secgan.evaluation.sweep_plan import DP_PREFIX, is_real_subset, missing_settings
+from secgan.evaluation.sweep_plan import ASYNDGAN, DP_PREFIX, is_real_subset, missing_settings
 from secgan.fsio import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
     """The issue's targets, evaluated honestly on the finished rows (missing rows: not checked)."""
     by = {r["setting"]: r for r in rows}
     out = []
-    a, ra = by.get("asyndgan"), by.get("real-all")
+    a, ra = by.get(ASYNDGAN), by.get("real-all")
     if a and ra:
         ratio = a["dice_mean"] / ra["dice_mean"] if ra["dice_mean"] > 0 else float("nan")
         out.append({"ok": ratio >= 0.9, "text": f"AsynDGAN Dice {a['dice_mean']:.3f} is {ratio:.2f} x Real-All "
