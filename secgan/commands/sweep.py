@@ -9,9 +9,11 @@ HELP = "utility sweep: Real-All, Real-Subset-n (+synthetic), Syn-All, AsynDGAN a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from secgan.evaluation.sweep_outputs import OUTPUT_FILES
+
     parser.add_argument("--config", required=True, type=Path, help="sweep config (TOML), e.g. examples/sweep.toml")
     parser.add_argument("--out", required=True, type=Path,
-                        help="output folder: results.csv, results.json, dice_vs_epsilon.png, report.html; "
+                        help=f"output folder: {', '.join(OUTPUT_FILES)}; "
                              "on a re-run, finished settings whose part of the config is unchanged are kept, the "
                              "others redone; a GAN folder trained with another config is refused")
     parser.add_argument("--jobs", type=int, default=1,
@@ -25,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from secgan.evaluation.sweep import run_sweep
+    from secgan.evaluation.sweep_outputs import OUTPUT_FILES
 
     t0 = time.perf_counter()
 
@@ -44,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         eps = "-" if r.get("epsilon") is None else f"{r['epsilon']:g}"
         print(f"{r['setting']:34} {eps:>8} {r['dice_mean']:.3f} +- {r['dice_std']:.3f} {r['hd95_mean']:7.2f}")
-    print(f"wrote {Path(args.out) / 'results.csv'}, results.json, dice_vs_epsilon.png, report.html")
+    first, *others = OUTPUT_FILES
+    print(f"wrote {Path(args.out) / first}, {', '.join(others)}")
     return 0

@@ -79,8 +79,9 @@ def _pooled_matches(out: Path, merged: dict) -> bool:
         return False
 
 
-def syn_all_config(cfg, pooled_dir: Path, n_sites: int):
-    """The Syn-All variant of an AsynDGAN run config: one pooled site, privacy off, K x the batch."""
+def syn_all_config(cfg, pooled_dir: Path, n_sites: int, *, run_id: str):
+    """The Syn-All variant of an AsynDGAN run config: one pooled site, privacy off, K x the batch;
+    named ``run_id``."""
     from secgan.privacy.policy import PrivacyPolicy
 
     return dataclasses.replace(
@@ -88,7 +89,7 @@ def syn_all_config(cfg, pooled_dir: Path, n_sites: int):
         data=dataclasses.replace(cfg.data, site_dirs=(str(Path(pooled_dir).resolve()),)),
         train=dataclasses.replace(cfg.train, batch_size=cfg.train.batch_size * n_sites),
         privacy=PrivacyPolicy(mode="off", allow_off=True, accept_sources=cfg.privacy.accept_sources),
-        run_id="syn-all",
+        run_id=run_id,
     )
 
 
@@ -133,10 +134,8 @@ def check_gan_folder(cfg, out_dir: Path) -> None:
     ConfigError names the keys that differ. A folder without a recorded configuration is refused
     too unless it holds nothing trained yet (no checkpoint, no summary).
     """
-    from secgan.checkpoint import checkpoint_file
-
     out_dir = Path(out_dir)
-    trained = run_finished(out_dir) is not None or checkpoint_file(out_dir / "checkpoint").is_file()
+    trained = run_finished(out_dir) is not None or gan_checkpoint(out_dir).is_file()
     if not trained:
         return
     recorded = out_dir / "sweep-run-config.json"
@@ -157,7 +156,6 @@ def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
 
     A folder trained with another configuration is refused (``check_gan_folder``), never reused.
     """
-    from secgan.checkpoint import checkpoint_file
     from secgan.runner import run_inprocess
 
     out_dir = Path(out_dir)
@@ -166,7 +164,7 @@ def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
     if done is not None:
         log.info("gan_run_skipped", run=cfg.run_id, reason="finished")
         return done
-    resume = checkpoint_file(out_dir / "checkpoint").is_file()
+    resume = gan_checkpoint(out_dir).is_file()
     if not resume and out_dir.exists():
         # a run that died before its first checkpoint: its site state would not match a fresh G
         shutil.rmtree(out_dir)
@@ -177,6 +175,7 @@ def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
 
 
 def gan_checkpoint(out_dir: Path) -> Path:
+    """The checkpoint file of the GAN run in ``out_dir`` (it may not exist yet)."""
     from secgan.checkpoint import checkpoint_file
 
     return checkpoint_file(Path(out_dir) / "checkpoint")

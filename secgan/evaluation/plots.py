@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from secgan.evaluation.sweep_outputs import best_real_subset
+from secgan.evaluation.sweep_plan import ASYNDGAN, DP_PREFIX, SYN_ALL
+
 # Baselines drawn as horizontal lines, in legend order, with their styles.
 _BASELINES = (
     ("real-all", "Real-All", "black", "-"),
     ("best-real-subset", "best Real-Subset-n", "grey", "--"),
-    ("syn-all", "Syn-All (pooled GAN)", "tab:purple", "-."),
-    ("asyndgan", "AsynDGAN, no DP", "tab:blue", ":"),
+    (SYN_ALL, "Syn-All (pooled GAN)", "tab:purple", "-."),
+    (ASYNDGAN, "AsynDGAN, no DP", "tab:blue", ":"),
 )
 
 
@@ -18,12 +21,11 @@ def baseline_values(rows: Sequence[Mapping]) -> dict[str, tuple[float, float]]:
     """``{key: (dice_mean, dice_std)}`` of the lines drawn; the best Real-Subset-n by mean Dice."""
     by = {r["setting"]: r for r in rows}
     out = {}
-    for key in ("real-all", "syn-all", "asyndgan"):
+    for key in ("real-all", SYN_ALL, ASYNDGAN):
         if key in by:
             out[key] = (float(by[key]["dice_mean"]), float(by[key]["dice_std"]))
-    subsets = [r for r in rows if str(r["setting"]).startswith("real-subset-") and "+" not in str(r["setting"])]
-    if subsets:
-        best = max(subsets, key=lambda r: r["dice_mean"])
+    best = best_real_subset(rows)
+    if best is not None:
         out["best-real-subset"] = (float(best["dice_mean"]), float(best["dice_std"]))
     return out
 
@@ -37,7 +39,7 @@ def plot_dice_vs_epsilon(rows: Sequence[Mapping], path: str | Path, *, title: st
 
     path = Path(path)
     dp = sorted(
-        (r for r in rows if r.get("epsilon") is not None and str(r["setting"]).startswith("asyndgan-dp")),
+        (r for r in rows if r.get("epsilon") is not None and str(r["setting"]).startswith(DP_PREFIX)),
         key=lambda r: r["epsilon"],
     )
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)

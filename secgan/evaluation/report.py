@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from secgan.evaluation.sweep_plan import DP_PREFIX
 from secgan.fsio import atomic_write_bytes
 
 _TEMPLATE = """<!doctype html>
@@ -26,7 +27,7 @@ tumour; mean &plusmn; sample std over {{ seeds }} seed(s)). Wall time {{ wall }}
 {% if figure %}<img alt="Dice against epsilon" src="data:image/png;base64,{{ figure }}">{% endif %}
 <h2>Results</h2>
 <table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for r in rows %}<tr class="{{ 'dp' if r.setting.startswith('asyndgan-dp') else '' }}">
+{% for r in rows %}<tr class="{{ 'dp' if r.setting.startswith(dp_prefix) else '' }}">
 {% for c in columns %}<td>{{ fmt(r.get(c)) }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% if claims %}<h2>Targets</h2><ul>
@@ -85,6 +86,7 @@ def render_report(
         seeds=seeds,
         wall=wall,
         fmt=_fmt,
+        dp_prefix=DP_PREFIX,
     )
 
 

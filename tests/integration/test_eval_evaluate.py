@@ -46,7 +46,8 @@ def test_evaluate_command_real_subset(phantom_root: Path, tmp_path: Path, capsys
 def test_evaluate_command_synthetic_sources(phantom_root: Path, tmp_path: Path):
     from secgan.evaluation.baseline import ensure_gan, gan_checkpoint
     from secgan.evaluation.sources import site_dirs
-    from secgan.evaluation.sweep import GanConfig, SweepConfig, gan_run_config
+    from secgan.evaluation.sweep_config import GanConfig, SweepConfig
+    from secgan.evaluation.sweep_plan import gan_run_config
 
     cfg = SweepConfig(image_size=32, gan=GanConfig(steps=2, batch_size=4, g_width=8, g_depth=2, d_width=8, d_layers=2, noise_dim=4))
     run = gan_run_config(cfg, list(site_dirs(phantom_root).values()), epsilon=None)

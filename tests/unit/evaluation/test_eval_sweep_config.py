@@ -1,0 +1,45 @@
+"""Sweep configuration: the example configs load, bad ones are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from secgan.errors import ConfigError
+from secgan.evaluation.sweep_config import load_sweep_config
+from secgan.evaluation.sweep_plan import gan_run_config, planned_settings
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+
+@pytest.mark.parametrize("name", ["sweep.toml", "sweep-small-sites.toml", "sweep-tiny.toml"])
+def test_example_configs_load(name):
+    cfg, data = load_sweep_config(EXAMPLES / name)
+    assert data.is_absolute()
+    assert cfg.seeds and cfg.privacy.epsilons
+    settings = planned_settings(cfg, list(range(1, cfg.phantom.sites + 1)))
+    assert settings[0] == "real-all" and "syn-all" in settings and "asyndgan" in settings
+    assert all(f"asyndgan-dp-eps{e:g}" in settings for e in cfg.privacy.epsilons)
+    dirs = [data / f"site-{k}" for k in range(1, cfg.phantom.sites + 1)]
+    dp = gan_run_config(cfg, dirs, epsilon=cfg.privacy.epsilons[0])
+    dp_steps = cfg.privacy.steps or cfg.gan.steps
+    assert dp.privacy.mode == "dpsgd" and dp.privacy.planned_steps == dp_steps == dp.train.steps
+    assert dp.privacy.target_epsilon == cfg.privacy.epsilons[0]
+    plain = gan_run_config(cfg, dirs, epsilon=None)
+    assert plain.privacy.mode == "off" and plain.train.steps == cfg.gan.steps
+
+
+
+def test_bad_sweep_config(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text("seeds = []\n")
+    with pytest.raises(ConfigError, match="seeds"):
+        load_sweep_config(p)
+    p.write_text("[privacy]\nepsilons = [1.0, -2.0]\n")
+    with pytest.raises(ConfigError, match="epsilon"):
+        load_sweep_config(p)
+    p.write_text("[gan]\nstepz = 3\n")
+    with pytest.raises(ConfigError, match="gan.stepz"):
+        load_sweep_config(p)
