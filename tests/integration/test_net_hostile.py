@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secgan import wire
+from secgan.exitcodes import INTERRUPTED
 from secgan.keys.curve import load_curve_keypair, load_curve_public
 from secgan.keys.manifest import load_manifest
 from secgan.keys.signing import load_signing_key
@@ -166,7 +167,7 @@ def test_live_coordinator_against_a_hostile_site(tmp_path, phantom_root):
         assert site2.count(r"batch_served") > served
         sock.close(0)
         coord.terminate()
-        assert coord.wait(timeout=60) == 0
+        assert coord.wait(timeout=60) == INTERRUPTED  # SIGTERM: state saved, continue with --resume
         site2.terminate()
         assert site2.wait(timeout=30) == 0
     finally:
