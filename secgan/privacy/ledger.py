@@ -334,13 +334,7 @@ class PrivacyLedger:
             )
         if new.get("epsilon") is not None and not math.isfinite(new["epsilon"]):
             raise BudgetExhausted(math.inf, self.target_epsilon)
-        old = self._data
-        self._data = new
-        try:
-            self._write()
-        except BaseException:
-            self._data = old
-            raise
+        self._commit(new)
         return self.epsilon
 
     def attach_release_log(self, release_log: Any) -> None:
@@ -399,23 +393,11 @@ class PrivacyLedger:
         new["recoveries"] = [*self._data.get("recoveries", []),
                              {"reason": reason, "added_releases": add, "before": before,
                               "after": {"releases": new["releases"], "epsilon": new["epsilon"]}}]
-        old = self._data
-        self._data = new
-        try:
-            self._write()
-        except BaseException:
-            self._data = old
-            raise
+        self._commit(new)
 
     def record_log_tail(self, log_tail: str) -> None:
         """Durably record the release log's last entry as seen (after ``secgan ledger recover``)."""
-        old = self._data
-        self._data = dict(old, log_tail=log_tail)
-        try:
-            self._write()
-        except BaseException:
-            self._data = old
-            raise
+        self._commit(dict(self._data, log_tail=log_tail))
 
     def annotate(self, key: str, value: Any) -> None:
         """Record a statement next to the accounting (e.g. the distributed-noise assumption of a
@@ -425,6 +407,16 @@ class PrivacyLedger:
             raise PrivacyError(f"ledger key {key!r} is set by the accounting itself, not by annotate()")
         old = dict(self._data)
         self._data[key] = value
+        try:
+            self._write()
+        except BaseException:
+            self._data = old
+            raise
+
+    def _commit(self, new: dict[str, Any]) -> None:
+        """Make ``new`` the ledger's state only once it is durably written; on failure keep the old."""
+        old = self._data
+        self._data = new
         try:
             self._write()
         except BaseException:
