@@ -128,7 +128,7 @@ def _ledger_findings(claim: dict) -> list[dict]:
     v = claim.get("ledger_verification") or {}
     if v and not v.get("ok", True):
         out.append({
-            "level": "Critical", "area": "epsilon", "subject": "privacy ledger",
+            "level": "Critical", "area": "epsilon", "subject": rep.LEDGER_SUBJECT,
             "reason": ("the site's privacy ledger FAILS verification against its release log, so the claimed "
                        "epsilon is not a valid bound: " + "; ".join(v.get("problems") or [])[:600]),
             "values": {"problems": list(v.get("problems") or [])},

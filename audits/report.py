@@ -16,6 +16,8 @@ import numpy as np
 
 from audits.rubric import LEVELS
 
+LEDGER_SUBJECT = "privacy ledger"  # the finding audits.api adds for a ledger that fails verification
+
 TEMPLATES = Path(__file__).with_name("templates")
 COLOURS = {"Green": "#1b7f3b", "Amber": "#b36b00", "Red": "#b3261e", "Critical": "#5c0a0a"}
 MEANING = {
@@ -131,12 +133,17 @@ def ct_plot(space: str, cells: list[dict]) -> str | None:
 def plain_summary(report: dict) -> list[str]:
     """Three to six sentences a non-specialist can act on."""
     v = report["verdict"]
-    out = [MEANING[v]]
     e = report["epsilon"]
     lv = e.get("ledger_verification") or {}
     if lv and not lv.get("ok", True):
-        out.append("WARNING: this site's privacy ledger fails verification against its release log, so the "
-                   "epsilon it claims is NOT a valid privacy bound; recover the ledger before relying on any figure here.")
+        # the verdict is Critical because of the ledger, not (necessarily) because of measured leakage
+        out = ["This site's privacy ledger fails verification against its release log, so the epsilon it "
+               "claims is NOT a valid privacy bound. Do not release; recover the ledger (`secgan ledger "
+               "recover`) and audit again."]
+        if any(f["level"] == "Critical" and f["subject"] != LEDGER_SUBJECT for f in report["findings"]):
+            out.append(MEANING["Critical"])
+    else:
+        out = [MEANING[v]]
     if e.get("assumptions"):
         out.append("The claimed epsilon rests on an accounting assumption the site opted into "
                    f"({', '.join(e['assumptions'])}), not on a proof.")
