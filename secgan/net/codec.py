@@ -14,8 +14,8 @@ Layout (in the style of "small header frame + raw buffers"):
   C-contiguous order, little-endian. (Raw buffers, not safetensors: the header already carries
   dtype and shape, and a second self-describing container would be a second parser to harden.)
 
-Message fields declared ``envelope()`` in :mod:`secgan.net.schema` (``run_id``, ``round``, ``step``) are carried once, in the envelope (``run``,
-``round``, ``step``), and left out of ``body``; :func:`encode` refuses a message whose fields
+Message fields declared ``envelope()`` in :mod:`secgan.net.schema` (``run_id``, ``round``,
+``step``) are carried once, in the envelope (``run``, ``round``, ``step``), and left out of ``body``; :func:`encode` refuses a message whose fields
 disagree with the envelope arguments (``envelope_mismatch``).
 
 :func:`decode` validates in a fixed order and raises :class:`ProtocolError` with the code of the
@@ -41,9 +41,11 @@ FIRST failed check (codes and meanings in :data:`secgan.net.errors.PROTOCOL_ERRO
 18. tensor values: floating tensors finite ........................ non_finite
 
 Body and tensor specs come from the declarations in :mod:`secgan.net.schema`. Protocol state
-(run id, round, step, sequence number) is checked afterwards by :class:`secgan.net.replay.ReplayGuard`
-(wrong_run, future_round, stale, replay, seq_ahead), by the caller, per authenticated peer; the
-guard remembers a message only when the caller commits it after all of its own checks.
+(run id, round, step, sequence number) is checked afterwards by
+:class:`secgan.net.replay.ReplayGuard` (wrong_run, future_round, stale, replay, seq_ahead), by the
+caller, per authenticated peer; the guard remembers a message only when the caller commits it
+after all of its own checks. :func:`check_tensors` runs stages 14, 17 and 18 on a message object,
+for a receiver handed one without the codec (the in-process runner).
 
 Decoded tensors are fresh copies owned by torch (writable; they never alias ZeroMQ buffers).
 """
