@@ -23,7 +23,7 @@ def _time(fn, reps: int) -> float:
 
 
 def measure(size: int, batch: int, reps: int) -> dict:
-    from secgan.messages import GradientReply
+    from secgan.net.schema import GradientReply
     from secgan.models import build_discriminator, build_generator, count_parameters
     from secgan.runconfig import ModelConfig
     from secgan.spec import ImageSpec

@@ -33,11 +33,13 @@ import zmq  # noqa: E402
 
 torch.set_num_threads(1)
 
-from secgan import wire  # noqa: E402
-from secgan.messages import FakeBatch, GradientReply, Hello  # noqa: E402
+
+from secgan.net import codec, replay  # noqa: E402
+from secgan.net.limits import WireLimits  # noqa: E402
+from secgan.net.schema import FakeBatch, GradientReply, Hello  # noqa: E402
 from secgan.runconfig import ModelConfig, TrainConfig  # noqa: E402
 from secgan.spec import ImageSpec  # noqa: E402
-from secgan.transport import SocketTuning, make_dealer, make_router  # noqa: E402
+from secgan.net.transport import SocketTuning, make_dealer, make_router  # noqa: E402
 
 IMAGE = ImageSpec(size=32)
 MODEL = ModelConfig(g_width=8, g_depth=2, d_width=8, d_layers=2, noise_dim=4)
@@ -122,13 +124,13 @@ def bench_step_time(tmp: Path, steps: int, batch: int, n_sites: int) -> tuple[fl
 
 
 def _round_trips(curve: bool, batch: int, n: int) -> float:
-    limits = wire.WireLimits()
+    limits = WireLimits()
     ctx = zmq.Context()
     spub, ssec = zmq.curve_keypair()
     cpub, csec = zmq.curve_keypair()
     zap = None
     if curve:
-        from secgan.transport import AllowListPolicy, ZapAuthenticator
+        from secgan.net.transport import AllowListPolicy, ZapAuthenticator
 
         zap = ZapAuthenticator(ctx, AllowListPolicy({"site-1": cpub})).start()
     router = make_router(ctx, bind="tcp://127.0.0.1:0", server_secret=ssec if curve else None,
@@ -142,17 +144,17 @@ def _round_trips(curve: bool, batch: int, n: int) -> float:
     fb = FakeBatch(run_id="b", round=1, step=0, cond=torch.rand(shape), fake=torch.rand(shape))
     gr = GradientReply(run_id="b", round=1, step=0, grad=torch.rand(shape))
     try:
-        dealer.send_multipart(wire.encode(Hello(versions=(1,), policy={}), run_id="", round=0, step=0,
+        dealer.send_multipart(codec.encode(Hello(versions=(1,), policy={}), run_id="", round=0, step=0,
                                           site="site-1", seq=1))
         rid = router.recv_multipart()[0]
         best = float("inf")
         for _rep in range(3):
             t0 = time.perf_counter()
             for i in range(n):
-                router.send_multipart([rid, *wire.encode(fb, run_id="b", round=1, step=0, site="site-1", seq=i + 2)])
-                wire.decode(dealer.recv_multipart(copy=False), limits=limits)
-                dealer.send_multipart(wire.encode(gr, run_id="b", round=1, step=0, site="site-1", seq=i + 2))
-                wire.decode(router.recv_multipart(copy=False)[1:], limits=limits)
+                router.send_multipart([rid, *codec.encode(fb, run_id="b", round=1, step=0, site="site-1", seq=i + 2)])
+                codec.decode(dealer.recv_multipart(copy=False), limits=limits)
+                dealer.send_multipart(codec.encode(gr, run_id="b", round=1, step=0, site="site-1", seq=i + 2))
+                codec.decode(router.recv_multipart(copy=False)[1:], limits=limits)
             best = min(best, (time.perf_counter() - t0) / n)
         return best
     finally:
@@ -171,9 +173,9 @@ def bytes_per_step(batch: int) -> tuple[int, int]:
     from secgan.models import build_generator, count_parameters
 
     shape = (batch, 4, IMAGE.size, IMAGE.size)
-    fb = wire.encode(FakeBatch(run_id="run", round=1, step=1, cond=torch.zeros(shape), fake=torch.zeros(shape)),
+    fb = codec.encode(FakeBatch(run_id="run", round=1, step=1, cond=torch.zeros(shape), fake=torch.zeros(shape)),
                      run_id="run", round=1, step=1, site="site-1", seq=1)
-    gr = wire.encode(GradientReply(run_id="run", round=1, step=1, grad=torch.zeros(shape)),
+    gr = codec.encode(GradientReply(run_id="run", round=1, step=1, grad=torch.zeros(shape)),
                      run_id="run", round=1, step=1, site="site-1", seq=2)
     ours = sum(len(f) for f in fb) + sum(len(f) for f in gr)
     fedavg = 2 * 4 * count_parameters(build_generator(MODEL, IMAGE))
@@ -185,27 +187,27 @@ def bytes_per_step(batch: int) -> tuple[int, int]:
 
 
 def _stand_ins(endpoint: str, spub: bytes, keys: dict[str, tuple[bytes, bytes]], stop: threading.Event) -> None:
-    limits = wire.WireLimits()
+    limits = WireLimits()
     ctx = zmq.Context()
     socks = {}
     poller = zmq.Poller()
     for sid, (pub, sec) in keys.items():
         s = make_dealer(ctx, endpoint=endpoint, client_public=pub, client_secret=sec, server_public=spub,
                         limits=limits)
-        socks[s] = [sid, wire.initial_seq()]
+        socks[s] = [sid, replay.initial_seq()]
         poller.register(s, zmq.POLLIN)
-        s.send_multipart(wire.encode(Hello(versions=(1,), policy=POLICY_OFF), run_id="", round=0, step=0,
+        s.send_multipart(codec.encode(Hello(versions=(1,), policy=POLICY_OFF), run_id="", round=0, step=0,
                                      site=sid, seq=socks[s][1]))
     try:
         while not stop.is_set():
             for s, _ in poller.poll(100):
-                env, msg = wire.decode(s.recv_multipart(copy=False), limits=limits)
+                env, msg = codec.decode(s.recv_multipart(copy=False), limits=limits)
                 if isinstance(msg, FakeBatch):
                     st = socks[s]
                     st[1] += 1
                     reply = GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step,
                                           grad=torch.zeros_like(msg.fake), attempt=msg.attempt)
-                    s.send_multipart(wire.encode(reply, run_id=msg.run_id, round=msg.round, step=msg.step,
+                    s.send_multipart(codec.encode(reply, run_id=msg.run_id, round=msg.round, step=msg.step,
                                                  site=st[0], seq=st[1]))
     finally:
         for s in socks:

@@ -68,7 +68,7 @@ def _secure_round(clients, agg, grads, round_: int, *, drop: int = 0) -> tuple[f
     import numpy as np
     import torch
 
-    from secgan.secagg import SecAggMasked
+    from secgan.net.schema import SecAggMasked
 
     ids = list(clients)
     t = time.perf_counter()

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    from secgan import wire
-    from secgan.messages import FakeBatch
+    from secgan.net import codec, limits as wire_limits
+    from secgan.net.schema import FakeBatch
 
     parser = argparse.ArgumentParser(prog="bench_wire", description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cond = torch.rand(batch, 4, 64, 64, generator=g)
         fake = torch.rand(batch, 4, 64, 64, generator=g) * 2 - 1
         msg = FakeBatch(run_id="bench", round=1, step=1, cond=cond, fake=fake)
-        limits = wire.WireLimits()
+        limits = wire_limits.WireLimits()
         nbytes = cond.numel() * 4 * 2
 
         def codec() -> None:
-            frames = wire.encode(msg, run_id="bench", round=1, step=1, site="site-1", seq=1)
-            wire.decode(frames, limits=limits)
+            frames = codec.encode(msg, run_id="bench", round=1, step=1, site="site-1", seq=1)
+            codec.decode(frames, limits=limits)
 
         arrays = [cond.numpy(), fake.numpy()]
 

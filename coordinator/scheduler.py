@@ -15,11 +15,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 
 from secgan.errors import ProtocolError
 from secgan.logs import get_logger
-from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.net.schema import FakeBatch, GradientReply, Refusal
 
 from coordinator.registry import Registry
 
@@ -143,17 +142,12 @@ class Scheduler:
         return frozenset(self.current.in_flight) if self.current is not None else frozenset()
 
     def on_gradient(self, site: str, reply: GradientReply, nbytes: int) -> None:
-        """Validate against the batch sent and buffer; ProtocolError leaves the site in flight."""
+        """Validate against the batch sent (the core's check) and buffer; ProtocolError leaves the
+        site in flight."""
         rnd = self.current
         if rnd is None or site not in rnd.in_flight:
             raise ProtocolError("unexpected_message", "no batch in flight for this site")
-        grad = reply.grad
-        if not isinstance(grad, torch.Tensor) or grad.dtype != torch.float32:
-            raise ProtocolError("bad_dtype", "gradient must be a float32 tensor")
-        if tuple(grad.shape) != rnd.in_flight[site]:
-            raise ProtocolError("bad_shape", f"gradient shape {tuple(grad.shape)} != batch shape {rnd.in_flight[site]}")
-        if not bool(torch.isfinite(grad).all()):
-            raise ProtocolError("non_finite", "gradient has NaN or infinite entries")
+        self.core.check(reply, site=site)
         del rnd.in_flight[site]
         rnd.replies[site] = (reply, nbytes)
         if reply.budget_left is not None:  # coarse: the site never sends its exact epsilon

@@ -1,9 +1,9 @@
 """Secure-sum rounds (``aggregation = "secure-sum"``): one shared batch, masked gradients, one sum.
 
 One round = one step. The coordinator draws ONE FakeBatch and sends the same batch to every live
-site, then the attempt's :class:`~secgan.messages.SecAggAnnounce` (participant set with the keys of
+site, then the attempt's :class:`~secgan.net.schema.SecAggAnnounce` (participant set with the keys of
 the signed manifest, ring parameters, context digest). Sites answer with a
-:class:`~secgan.messages.SecAggMasked` (or a Refusal); the coordinator can decode only the sum of
+:class:`~secgan.net.schema.SecAggMasked` (or a Refusal); the coordinator can decode only the sum of
 all participants' vectors, which it back-propagates through G once (``GeneratorCore.apply`` divides
 by the batch size exactly as for one routed reply, so a step is the sum over sites in both modes).
 
@@ -27,7 +27,7 @@ import torch
 
 from secgan.errors import ProtocolError
 from secgan.logs import get_logger
-from secgan.messages import GradientReply, SecAggAnnounce, SecAggMasked
+from secgan.net.schema import GradientReply, SecAggAnnounce, SecAggMasked
 from secgan.secagg import ASSUMPTION, RoundStats, SecAggRoundFailed, SecureSumAggregator, summarize_rounds
 
 from coordinator.registry import Registry

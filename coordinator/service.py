@@ -24,7 +24,7 @@ refused when the configuration loads and, should one still occur, stops the run 
 named in a periodic ``waiting_for_sites`` warning and in run.json (``no_hello``).
 
 Inbound checks, in order: the sender's identity is the ZAP User-Id on the frame (never the header's
-``site``; a mismatch is ``identity_mismatch``) -> wire.decode -> ReplayGuard check (per identity; a
+``site``; a mismatch is ``identity_mismatch``) -> codec.decode -> ReplayGuard check (per identity; a
 Hello starts a new session, so a restarted site is not "stale"; round and step never above what
 the coordinator has sent, seq at most a window ahead) -> protocol stage for that peer -> the
 scheduler's checks against the batch that site was sent -> ReplayGuard commit: a message refused
@@ -47,11 +47,13 @@ from typing import Any
 import torch
 import zmq
 
-from secgan import wire
+from secgan.net import codec, replay
+from secgan.net.errors import PROTOCOL_ERRORS
+from secgan.net.limits import WireLimits
 from secgan.config import to_dict
 from secgan.errors import ProtocolError, SecganError
 from secgan.logs import LogLimiter, get_logger
-from secgan.messages import (
+from secgan.net.schema import (
     PROTOCOL_VERSION,
     ErrorReply,
     GradientReply,
@@ -66,7 +68,7 @@ from secgan.messages import (
 from secgan.privacy.policy import MODES, SOURCES
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.spec import ImageSpec
-from secgan.transport import (
+from secgan.net.transport import (
     AllowListPolicy,
     SocketTuning,
     ZapAuthenticator,
@@ -118,7 +120,7 @@ class ServiceConfig:
     # site id -> x25519_public from the VERIFIED manifest (secure-sum only)
     agreement_roster: dict[str, str] | None = None
     heartbeat_timeout_s: float = 10.0
-    limits: wire.WireLimits = field(default_factory=wire.WireLimits)
+    limits: WireLimits = field(default_factory=WireLimits)
     tuning: SocketTuning = field(default_factory=SocketTuning)
     progress: bool | None = None  # None: a bar when stderr is a TTY
     run_json_every_s: float = 5.0
@@ -184,12 +186,12 @@ class Coordinator:
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(sorted(cfg.site_keys))
-        self.guard = wire.ReplayGuard(run_id=cfg.run_id)
+        self.guard = replay.ReplayGuard(run_id=cfg.run_id)
         # repeated warnings (a flood of bad frames, refused handshakes): first lines per
         # (event, site, code) and window, then one summary line with the count
         self.log_limiter = LogLimiter(burst=10, window_s=60.0)
         self.internal_errors: Counter = Counter()  # unexpected exceptions from one message, by type
-        self.seq = wire.initial_seq()
+        self.seq = replay.initial_seq()
         self._stop_signal: str | None = None
         self.step_seconds: list[float] = []  # wall time of each completed step (retries included)
         self._first_round_at: float | None = None
@@ -199,7 +201,7 @@ class Coordinator:
         self.monitor: zmq.Socket | None = None
         self.zap: ZapAuthenticator | None = None
         self.policy = AllowListPolicy(cfg.site_keys)
-        from secgan.wirefit import batch_wire_problem
+        from secgan.net.limits import batch_wire_problem
 
         problem = batch_wire_problem(image=cfg.image, batch_size=cfg.train.batch_size, limits=cfg.limits,
                                      aggregation=cfg.aggregation)
@@ -342,7 +344,7 @@ class Coordinator:
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         if cfg.self_check:
             note = _SelfCheckDenialIsInfo()
-            zap_log = logging.getLogger("secgan.transport")
+            zap_log = logging.getLogger("secgan.net.transport")
             denied_before = self.policy.denied
             zap_log.addFilter(note)
             try:
@@ -383,7 +385,7 @@ class Coordinator:
         rnd = getattr(msg, "round", self.scheduler.round_number)
         step = getattr(msg, "step", self.scheduler.step)
         try:
-            frames = wire.encode(msg, run_id=getattr(msg, "run_id", self.cfg.run_id), round=rnd, step=step,
+            frames = codec.encode(msg, run_id=getattr(msg, "run_id", self.cfg.run_id), round=rnd, step=step,
                                  site=site, seq=self.seq, limits=self.cfg.limits)
         except ProtocolError as exc:  # e.g. a batch above wire.max_tensor_bytes: refused here, never sent
             self._unencodable += 1
@@ -434,7 +436,7 @@ class Coordinator:
         self.registry.seen(site, now=now, nbytes=nbytes)
         rec = self.registry[site]
         try:
-            env, msg = wire.decode(payload, limits=self.cfg.limits)
+            env, msg = codec.decode(payload, limits=self.cfg.limits)
             if env.site != site:
                 raise ProtocolError("identity_mismatch", "header names another site than the authenticated key")
             # a Hello starts a new session (e.g. a restarted site): checked without the old
@@ -455,7 +457,7 @@ class Coordinator:
                 self.scheduler.stale += 1
             self.log_limiter.warning(log, "inbound_rejected", site=site, code=exc.code, bytes=nbytes)
             if exc.code not in SILENT_CODES:
-                self._send(site, ErrorReply(code=exc.code, detail=wire.PROTOCOL_ERRORS.get(exc.code, "")[:200]),
+                self._send(site, ErrorReply(code=exc.code, detail=PROTOCOL_ERRORS.get(exc.code, "")[:200]),
                            routing_id=routing_id)
         except SecganError as exc:  # e.g. a condition bank that cannot be read: this peer only
             rec.drops["internal"] += 1

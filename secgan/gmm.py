@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from secgan.messages import GradientReply
+from secgan.net.schema import GradientReply
 from secgan.step import GeneratorCore, discriminator_step, generator_gradient
 
 MIXTURE: tuple[tuple[float, float], ...] = ((-3.0, 2.0), (1.0, 1.0), (3.0, 0.5))

@@ -22,7 +22,7 @@ from secgan.config import to_dict
 from secgan.errors import ConfigError, DataError
 from secgan.fsio import atomic_write_json
 from secgan.logs import get_logger
-from secgan.messages import GradientReply, Refusal
+from secgan.net.schema import GradientReply, Refusal
 from secgan.runconfig import RunConfig
 
 log = get_logger(__name__)

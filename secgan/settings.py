@@ -23,8 +23,8 @@ from secgan.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.runconfig import CONDITION_SOURCES, ModelConfig, TrainConfig
 from secgan.spec import ImageSpec
-from secgan.transport import SocketTuning
-from secgan.wire import WireLimits
+from secgan.net.transport import SocketTuning
+from secgan.net.limits import WireLimits
 
 if TYPE_CHECKING:
     from secgan.keys.manifest import Manifest
@@ -126,7 +126,7 @@ class CoordinatorConfig:
             self.model.check_fits(self.image)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        from secgan.wirefit import batch_wire_problem
+        from secgan.net.limits import batch_wire_problem
 
         problem = batch_wire_problem(image=self.image, batch_size=self.train.batch_size, limits=self.wire,
                                      aggregation=self.aggregation)

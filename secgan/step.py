@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from secgan.errors import ConfigError, DataError, ProtocolError
-from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.net.codec import all_finite, check_tensors
+from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.runconfig import LOSSES, ModelConfig, TrainConfig
 from secgan.spec import ImageSpec
 
@@ -267,9 +268,12 @@ class GeneratorCore:
         """Forget a batch whose site refused or timed out (frees its graph)."""
         return self._pending.pop((run_id, round, step, site), None) is not None
 
-    def apply(self, reply: GradientReply, *, site: str = "") -> None:
-        key = (reply.run_id, reply.round, reply.step, site)
-        fake = self._pending.get(key)
+    def check(self, reply: GradientReply, *, site: str = "") -> torch.Tensor:
+        """The one check of a reply against what was sent (ProtocolError; the batch stays in flight):
+        a batch of this (run, round, step, site) is in flight and the gradient is a float32 tensor of
+        the fake's shape with finite values (the codec's own ``all_finite``: on the in-process path,
+        and for the toy GMM's fakes that are not images, no codec ran). Returns the fake."""
+        fake = self._pending.get((reply.run_id, reply.round, reply.step, site))
         if fake is None:
             raise ProtocolError("unexpected_reply", f"no batch in flight for round {reply.round} step {reply.step}")
         grad = reply.grad
@@ -279,9 +283,14 @@ class GeneratorCore:
             raise ProtocolError("bad_dtype", f"gradient dtype {grad.dtype} is not float32")
         if tuple(grad.shape) != tuple(fake.shape):
             raise ProtocolError("bad_shape", f"gradient shape {tuple(grad.shape)} != fake shape {tuple(fake.shape)}")
-        if not bool(torch.isfinite(grad).all()):
+        if not all_finite(grad):
             raise ProtocolError("non_finite", "gradient has NaN or infinite entries")
-        del self._pending[key]
+        return fake
+
+    def apply(self, reply: GradientReply, *, site: str = "") -> None:
+        fake = self.check(reply, site=site)
+        grad = reply.grad
+        del self._pending[(reply.run_id, reply.round, reply.step, site)]
         fake.backward(grad.to(fake.device) / fake.shape[0])
         self._applied += 1
 
@@ -315,25 +324,24 @@ VALUE_RANGES: dict[str, tuple[float, float]] = {"fake": (-1.0, 1.0), "cond": (0.
 
 
 def check_fake_batch(msg: FakeBatch, image: ImageSpec, *, max_batch: int = 4096) -> None:
-    """Shape/dtype/finiteness/range checks a site runs on a received batch (ProtocolError on failure).
+    """The checks a site runs on a received batch before anything is charged (ProtocolError).
 
+    First the schema's tensor checks (float32, cond and fake both the same [B, 4, H, W], finite:
+    ``codec.check_tensors``, the codec's own, for the in-process path where no codec ran), then what
+    only the site knows: its image size, a batch size in [1, max_batch], and the value ranges.
     Finite values far outside the generator's range (e.g. 3e38) would overflow D's update and
     poison it, so they are refused (``out_of_range``) like NaN (``non_finite``)."""
+    check_tensors(msg)
+    b, _, h, w = msg.fake.shape
+    if h != image.size or w != image.size:
+        raise ProtocolError("bad_shape", f"batch shape {tuple(msg.fake.shape)} is not [B, 4, {image.size}, {image.size}]")
+    if not 1 <= b <= max_batch:
+        raise ProtocolError("bad_shape", f"batch size {b} out of range")
     for name in ("cond", "fake"):
         t = getattr(msg, name)
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
-            raise ProtocolError("bad_dtype", f"{name} must be a float32 tensor")
-        if t.dim() != 4 or t.shape[1] != 4 or t.shape[2] != image.size or t.shape[3] != image.size:
-            raise ProtocolError("bad_shape", f"{name} shape {tuple(t.shape)} is not [B, 4, {image.size}, {image.size}]")
-        if not 1 <= t.shape[0] <= max_batch:
-            raise ProtocolError("bad_shape", f"{name} batch size {t.shape[0]} out of range")
-        if not bool(torch.isfinite(t).all()):
-            raise ProtocolError("non_finite", f"{name} has NaN or infinite entries")
         lo, hi = VALUE_RANGES[name]
         if bool((t < lo).any()) or bool((t > hi).any()):
             raise ProtocolError("out_of_range", f"{name} has values outside [{lo:g}, {hi:g}]")
-    if msg.cond.shape != msg.fake.shape:
-        raise ProtocolError("bad_shape", "cond and fake shapes differ")
 
 
 class PlainSiteLearner:

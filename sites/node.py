@@ -48,11 +48,13 @@ from typing import Any, Callable
 
 import zmq
 
-from secgan import wire
+from secgan.net import codec, replay
+from secgan.net.errors import PROTOCOL_ERRORS
+from secgan.net.limits import WireLimits
 from secgan.errors import ProtocolError, SecganError
 from secgan.fsio import atomic_write_json
 from secgan.logs import LogLimiter, get_logger
-from secgan.messages import (
+from secgan.net.schema import (
     PROTOCOL_VERSION,
     ErrorReply,
     FakeBatch,
@@ -66,7 +68,7 @@ from secgan.messages import (
     Welcome,
 )
 from secgan.spec import ImageSpec
-from secgan.transport import SocketTuning, make_dealer
+from secgan.net.transport import SocketTuning, make_dealer
 
 log = get_logger(__name__)
 
@@ -102,7 +104,7 @@ class NodeConfig:
     image: ImageSpec
     policy_summary: dict[str, Any]
     accept_sources: tuple[str, ...]
-    limits: wire.WireLimits = field(default_factory=wire.WireLimits)
+    limits: WireLimits = field(default_factory=WireLimits)
     tuning: SocketTuning = field(default_factory=SocketTuning)
     heartbeat_s: float = 1.0
     hello_retry_s: float = 2.0
@@ -133,11 +135,11 @@ class SiteNode:
         # and steps move by a few at a time; far beyond that is refused, not remembered
         # (the coordinator numbers its messages to all sites in one sequence: no seq window, only
         # the clock bound)
-        self.guard = wire.ReplayGuard(max_round_ahead=MAX_ROUND_AHEAD, max_seq_ahead=None)
+        self.guard = replay.ReplayGuard(max_round_ahead=MAX_ROUND_AHEAD, max_seq_ahead=None)
         self.sessions = 0  # Hellos sent: a new session forgets the coordinator's replay state
         # repeated warnings (a flood of bad frames): first lines per code and window, then counts
         self.log_limiter = LogLimiter(burst=10, window_s=60.0)
-        self.seq = wire.initial_seq()
+        self.seq = replay.initial_seq()
         self.run_id = ""
         self.welcomed = False
         self.last_round = 0
@@ -162,7 +164,7 @@ class SiteNode:
     def _send(self, msg: Message) -> bool:
         self.seq += 1
         run = getattr(msg, "run_id", self.run_id)
-        frames = wire.encode(msg, run_id=run, round=getattr(msg, "round", self.last_round),
+        frames = codec.encode(msg, run_id=run, round=getattr(msg, "round", self.last_round),
                              step=getattr(msg, "step", self.last_step), site=self.cfg.site_id, seq=self.seq,
                              limits=self.cfg.limits)
         try:
@@ -203,7 +205,7 @@ class SiteNode:
         logged (rate-limited) and answered; any other exception is counted and logged by type."""
         self.log_limiter.summarize(log)
         try:
-            env, msg = wire.decode(frames, limits=self.cfg.limits)
+            env, msg = codec.decode(frames, limits=self.cfg.limits)
             # "you have no session": the coordinator lost ours (e.g. it restarted), so its numbering
             # may start afresh; checked as the first message of a new session
             fresh = isinstance(msg, ErrorReply) and msg.code in REHELLO_CODES
@@ -217,7 +219,7 @@ class SiteNode:
             self.counts[f"rejected_{exc.code}"] += 1
             self.log_limiter.warning(log, "inbound_rejected", code=exc.code)
             if exc.code not in ("stale",):
-                self._send(ErrorReply(code=exc.code, detail=wire.PROTOCOL_ERRORS.get(exc.code, "")[:200]))
+                self._send(ErrorReply(code=exc.code, detail=PROTOCOL_ERRORS.get(exc.code, "")[:200]))
         except Exception as exc:  # noqa: BLE001 - defence in depth: one message never stops the site
             self.counts["internal_error"] += 1
             self.counts[f"internal_{type(exc).__name__}"] += 1

@@ -40,7 +40,7 @@ import torch
 
 from secgan.errors import BudgetExhausted, PrivacyError
 from secgan.logs import get_logger
-from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.privacy.disclosure import EXHAUSTED_REASON, budget_left
 from secgan.privacy.guards import check_policy, source_refusal
 from secgan.privacy.policy import PrivacyPolicy

@@ -18,11 +18,10 @@ Provisioning: the agreement key and its file are ``secgan.keys.agreement``: publ
 
 The services use these recipes: ``coordinator.secure_sum.SecureSumScheduler`` and the secure-sum
 path of ``sites.node.SiteNode`` (``aggregation = "secure-sum"`` in coordinator.toml; the messages
-live in ``secgan.messages``; ``masked`` travels in the announced gradient shape).
+live in ``secgan.net.schema``; ``masked`` travels in the announced gradient shape).
 """
 
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec, modulus_bits_for
-from secgan.secagg.messages import SECAGG_MESSAGE_TYPES, SecAggAnnounce, SecAggMasked
 from secgan.secagg.noise import ASSUMPTION, distributed_noise_statement, draw_noise_share, noise_share_std
 from secgan.secagg.protocol import (
     REFUSAL_CODES,
@@ -44,9 +43,6 @@ __all__ = [
     "REFUSAL_CODES",
     "RoundContext",
     "RoundStats",
-    "SECAGG_MESSAGE_TYPES",
-    "SecAggAnnounce",
-    "SecAggMasked",
     "SecAggRefusal",
     "SecAggRoundFailed",
     "SecureSumAggregator",

@@ -37,7 +37,7 @@ from secgan.errors import ConfigError, CryptoError, ProtocolError, SecganError
 from secgan.keys.agreement import parse_public_hex, public_hex
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec
 from secgan.secagg.masking import pairwise_mask
-from secgan.secagg.messages import SecAggAnnounce, SecAggMasked
+from secgan.net.schema import SecAggAnnounce, SecAggMasked
 from secgan.secagg.noise import draw_noise_share
 
 CONTEXT_VERSION = 1

@@ -19,19 +19,21 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan import transport, wire
+from secgan.net import codec, replay, transport
+from secgan.net.errors import PROTOCOL_ERRORS
+from secgan.net.limits import WireLimits
 from secgan.keys.curve import load_curve_keypair, load_curve_public
 from secgan.keys.manifest import load_manifest
 from secgan.keys.signing import load_signing_key
-from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
-from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
+from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
+from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 POLICY = {"mode": "off", "target_epsilon": None, "delta": None, "accept_sources": ["procedural"]}
-LIMITS = wire.WireLimits()
+LIMITS = WireLimits()
 
 
 def _mutate(frames: list[bytes], **changes) -> list[bytes]:
@@ -48,7 +50,7 @@ def _mutate(frames: list[bytes], **changes) -> list[bytes]:
 def bad_frames(*, run: str, site: str, seq: int, msg) -> list[tuple[str, list[bytes], str]]:
     """(name, frames, expected ProtocolError code) for one valid message ``msg`` with a tensor."""
     rnd, step = getattr(msg, "round", 0), getattr(msg, "step", 0)
-    good = wire.encode(msg, run_id=run, round=rnd, step=step, site=site, seq=seq)
+    good = codec.encode(msg, run_id=run, round=rnd, step=step, site=site, seq=seq)
     t = good[1]
     header = json.loads(good[0])
     return [
@@ -73,7 +75,7 @@ class Peer:
 
     def __init__(self, sock: zmq.Socket, *, site: str, routing_id: bytes | None = None) -> None:
         self.sock, self.site, self.routing_id = sock, site, routing_id
-        self.seq = wire.initial_seq()
+        self.seq = replay.initial_seq()
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -85,7 +87,7 @@ class Peer:
 
     def send(self, msg, *, run: str, round: int = 0, step: int = 0, seq: int | None = None) -> int:
         seq = self.next_seq() if seq is None else seq
-        self.send_raw(wire.encode(msg, run_id=getattr(msg, "run_id", run), round=getattr(msg, "round", round),
+        self.send_raw(codec.encode(msg, run_id=getattr(msg, "run_id", run), round=getattr(msg, "round", round),
                                   step=getattr(msg, "step", step), site=self.site, seq=seq))
         return seq
 
@@ -97,7 +99,7 @@ class Peer:
             frames = self.sock.recv_multipart()
             if self.routing_id is not None:
                 frames = frames[1:]
-            env, msg = wire.decode(frames)
+            env, msg = codec.decode(frames)
             if isinstance(msg, cls):
                 return env, msg
         raise AssertionError(f"no {cls.__name__} within {timeout}s")
@@ -129,7 +131,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         me.send(Heartbeat(), run=run_id)
         assert me.expect(ErrorReply)[1].code == "not_welcomed"
         # identity: the header claims site-2, the key is site-1's
-        me.send_raw(wire.encode(Heartbeat(), run_id=run_id, round=0, step=0, site="site-2", seq=me.next_seq()))
+        me.send_raw(codec.encode(Heartbeat(), run_id=run_id, round=0, step=0, site="site-2", seq=me.next_seq()))
         assert me.expect(ErrorReply)[1].code == "identity_mismatch"
         # replay: the same sequence number twice. Only an accepted message is remembered (a refused
         # one leaves the seq usable), so the first is one always allowed: an ErrorReply, answered by nothing
@@ -149,7 +151,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         @given(st.lists(st.binary(max_size=300), min_size=1, max_size=4))
         def garbage(frames):
             me.send_raw(frames)
-            assert me.expect(ErrorReply, timeout=10)[1].code in wire.PROTOCOL_ERRORS
+            assert me.expect(ErrorReply, timeout=10)[1].code in PROTOCOL_ERRORS
 
         garbage()
 
@@ -232,7 +234,7 @@ def test_site_survives_bad_frames_from_its_coordinator(tmp_path, phantom_root):
         assert router.poll(90_000), site.tail()
         frames = router.recv_multipart()
         me = Peer(router, site="site-1", routing_id=frames[0])
-        assert isinstance(wire.decode(frames[1:])[1], Hello)
+        assert isinstance(codec.decode(frames[1:])[1], Hello)
 
         shape = (2, 4, 32, 32)
         batch = FakeBatch(run_id=run_id, round=1, step=0, cond=torch.zeros(shape), fake=torch.zeros(shape))
@@ -249,7 +251,7 @@ def test_site_survives_bad_frames_from_its_coordinator(tmp_path, phantom_root):
         @given(st.lists(st.binary(max_size=300), min_size=1, max_size=4))
         def garbage(frames):
             me.send_raw(frames)
-            assert me.expect(ErrorReply, timeout=10)[1].code in wire.PROTOCOL_ERRORS
+            assert me.expect(ErrorReply, timeout=10)[1].code in PROTOCOL_ERRORS
 
         garbage()
         assert site.p.poll() is None

@@ -19,13 +19,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan import wire
 from secgan.exitcodes import INTERRUPTED
+from secgan.net import codec, fields
 from secgan.keys.curve import load_curve_keypair, load_curve_public
 from secgan.keys.manifest import load_manifest
 from secgan.keys.signing import load_signing_key
-from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Stop, Welcome
-from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
+from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Stop, Welcome
+from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
 from tests.integration.test_net_badframes import LIMITS, POLICY, Peer
@@ -56,7 +56,7 @@ def drain(sock: zmq.Socket, *, routed: bool) -> list:
     out = []
     while sock.poll(0):
         frames = sock.recv_multipart()
-        out.append(wire.decode(frames[1:] if routed else frames)[1])
+        out.append(codec.decode(frames[1:] if routed else frames)[1])
     return out
 
 
@@ -131,9 +131,9 @@ def test_live_coordinator_against_a_hostile_site(tmp_path, phantom_root):
         assert me.expect(ErrorReply)[1].code == "future_round"
         me.send(Heartbeat(), run=run_id, round=batch.round, step=batch.step + 10**6)
         assert me.expect(ErrorReply)[1].code == "future_round"
-        me.send(Heartbeat(), run=run_id, round=batch.round, seq=wire.MAX_INT)
+        me.send(Heartbeat(), run=run_id, round=batch.round, seq=fields.MAX_INT)
         assert me.expect(ErrorReply)[1].code == "seq_ahead"
-        me.send(Hello(versions=(PROTOCOL_VERSION,), policy=POLICY), run="", seq=wire.MAX_INT)
+        me.send(Hello(versions=(PROTOCOL_VERSION,), policy=POLICY), run="", seq=fields.MAX_INT)
         assert me.expect(ErrorReply)[1].code == "seq_ahead"
         me.send(GradientReply(run_id=run_id, round=batch.round, step=batch.step, grad=torch.zeros_like(batch.fake)),
                 run=run_id)
@@ -204,7 +204,7 @@ def test_live_site_against_a_hostile_coordinator(tmp_path, phantom_root):
         assert router.poll(90_000), site.tail()
         frames = router.recv_multipart()
         me = Peer(router, site="site-1", routing_id=frames[0])
-        assert isinstance(wire.decode(frames[1:])[1], Hello)
+        assert isinstance(codec.decode(frames[1:])[1], Hello)
         me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural", planned_steps=200),
                 run=run_id, round=1)
         site.wait_for(r"welcomed site=site-1", timeout=10)
@@ -213,7 +213,7 @@ def test_live_site_against_a_hostile_coordinator(tmp_path, phantom_root):
         me.send(FakeBatch(run_id=run_id, round=2 + 10**6, step=0, cond=torch.zeros(shape), fake=torch.zeros(shape)),
                 run=run_id)
         assert me.expect(ErrorReply)[1].code == "future_round"
-        me.send(Heartbeat(), run=run_id, round=1, seq=wire.MAX_INT)
+        me.send(Heartbeat(), run=run_id, round=1, seq=fields.MAX_INT)
         assert me.expect(ErrorReply)[1].code == "seq_ahead"
         me.send(FakeBatch(run_id=run_id, round=2, step=0, cond=torch.zeros(shape), fake=torch.rand(shape) * 2 - 1),
                 run=run_id)

@@ -10,12 +10,12 @@ import pytest
 import torch
 import zmq
 
-from secgan import wire
+from secgan.net import codec
 from secgan.keys.curve import load_curve_keypair
 from secgan.keys.manifest import load_manifest
 from secgan.keys.signing import load_signing_key
-from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
-from secgan.transport import AllowListPolicy, ZapAuthenticator, make_router
+from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
+from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_router
 from tests.integration.net_helpers import free_port, make_kit, site_proc, update_toml
 from tests.integration.test_net_badframes import LIMITS, Peer
 
@@ -41,7 +41,7 @@ def test_live_site_refuses_a_poisoned_batch_and_keeps_serving(tmp_path, phantom_
         assert router.poll(90_000), site.tail()
         frames = router.recv_multipart()
         me = Peer(router, site="site-1", routing_id=frames[0])
-        assert isinstance(wire.decode(frames[1:])[1], Hello)
+        assert isinstance(codec.decode(frames[1:])[1], Hello)
         me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={},
                         condition_source="procedural", planned_steps=200), run=run_id)
         site.wait_for(r"welcomed site=site-1", timeout=30)

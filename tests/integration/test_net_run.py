@@ -14,9 +14,10 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from secgan import wire
-from secgan.messages import PROTOCOL_VERSION, Hello
-from secgan.transport import make_dealer
+from secgan.net import codec
+from secgan.net.limits import WireLimits
+from secgan.net.schema import PROTOCOL_VERSION, Hello
+from secgan.net.transport import make_dealer
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
 
@@ -32,10 +33,10 @@ def _intruder(endpoint: str, server_public: bytes, *, plaintext: bool) -> int:
     pub, sec = zmq.curve_keypair()
     sock = make_dealer(ctx, endpoint=endpoint, client_public=None if plaintext else pub,
                        client_secret=None if plaintext else sec, server_public=None if plaintext else server_public,
-                       limits=wire.WireLimits(), insecure_loopback_for_tests=plaintext)
+                       limits=WireLimits(), insecure_loopback_for_tests=plaintext)
     mon = sock.get_monitor_socket(FAILED)
     try:
-        hello = wire.encode(Hello(versions=(PROTOCOL_VERSION,), policy={"mode": "off", "accept_sources": ["procedural"]}),
+        hello = codec.encode(Hello(versions=(PROTOCOL_VERSION,), policy={"mode": "off", "accept_sources": ["procedural"]}),
                             run_id="", round=0, step=0, site="site-1", seq=1)
         try:
             sock.send_multipart(hello, flags=zmq.NOBLOCK)

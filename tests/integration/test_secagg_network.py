@@ -54,7 +54,8 @@ def site_main(config_path: str) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from secgan.keys.agreement import load_agreement_key
-    from secgan.secagg import SecAggAnnounce, SecAggRefusal, SecureSumClient
+    from secgan.net.schema import SecAggAnnounce
+    from secgan.secagg import SecAggRefusal, SecureSumClient
 
     cfg = json.loads(Path(config_path).read_text())
     signed = json.loads(Path(cfg["manifest"]).read_text())
@@ -118,7 +119,8 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
 
     from secgan.errors import ProtocolError
     from secgan.keys.agreement import generate_agreement_key, public_hex, write_agreement_key
-    from secgan.secagg import SecAggMasked, SecAggRoundFailed, SecureSumAggregator, summarize_rounds
+    from secgan.net.schema import SecAggMasked
+    from secgan.secagg import SecAggRoundFailed, SecureSumAggregator, summarize_rounds
 
     ids = [f"site-{i}" for i in range(1, 5)]
     coord_pub, coord_sec = zmq.curve_keypair()

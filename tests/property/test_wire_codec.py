@@ -9,12 +9,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan import wire
+from secgan.net import codec, fields
+from secgan.net.errors import PROTOCOL_ERRORS
+from secgan.net.limits import WireLimits
 from secgan.errors import ProtocolError
-from secgan.messages import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
+from secgan.net.schema import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LIMITS = wire.WireLimits()
+LIMITS = WireLimits()
 
 ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-", min_size=1, max_size=64)
 texts = st.text(
@@ -28,7 +30,7 @@ json_obj = st.dictionaries(
     st.text(alphabet="abcdefghij_", min_size=1, max_size=10),
     st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text("abc", min_size=1, max_size=3), c, max_size=3), max_leaves=8),
     max_size=6,
-).filter(wire._JsonObject().range_ok)  # nesting deeper than the codec's limit is a separate, negative test
+).filter(fields.JsonObject().range_ok)  # nesting deeper than the codec's limit is a separate, negative test
 
 
 @st.composite
@@ -89,9 +91,9 @@ def same(a, b) -> bool:
 @given(messages())
 def test_round_trip(case):
     msg, env = case
-    frames = wire.encode(msg, **env, limits=LIMITS)
+    frames = codec.encode(msg, **env, limits=LIMITS)
     assert all(isinstance(f, bytes) for f in frames)
-    envelope, out = wire.decode(frames, limits=LIMITS)
+    envelope, out = codec.decode(frames, limits=LIMITS)
     assert (envelope.run_id, envelope.round, envelope.step, envelope.site, envelope.seq) == (
         env["run_id"], env["round"], env["step"], env["site"], env["seq"])
     assert envelope.type == type(msg).TYPE and type(out) is type(msg)
@@ -110,9 +112,9 @@ frame = st.binary(max_size=300) | st.builds(bytearray, st.binary(max_size=64)) |
 @given(st.lists(frame, max_size=10))
 def test_arbitrary_frames_raise_only_protocol_error(frames):
     try:
-        wire.decode(frames, limits=LIMITS)
+        codec.decode(frames, limits=LIMITS)
     except ProtocolError as exc:
-        assert exc.code in wire.PROTOCOL_ERRORS
+        assert exc.code in PROTOCOL_ERRORS
 
 
 json_any = st.recursive(json_leaf | st.sampled_from([2**60, -1, 1e308]),
@@ -123,7 +125,7 @@ json_any = st.recursive(json_leaf | st.sampled_from([2**60, -1, 1e308]),
 def mutated_headers(draw):
     """A valid message whose header has one key replaced by arbitrary JSON, plus random tensor frames."""
     msg, env = draw(messages())
-    frames = wire.encode(msg, **env)
+    frames = codec.encode(msg, **env)
     header = json.loads(frames[0])
     where = draw(st.sampled_from(["top", "body", "tensor"]))
     value = draw(json_any)
@@ -144,20 +146,20 @@ def mutated_headers(draw):
 @given(mutated_headers())
 def test_mutated_headers_raise_only_protocol_error(frames):
     try:
-        wire.decode(frames, limits=LIMITS)
+        codec.decode(frames, limits=LIMITS)
     except ProtocolError as exc:
-        assert exc.code in wire.PROTOCOL_ERRORS
+        assert exc.code in PROTOCOL_ERRORS
 
 
 @SETTINGS
 @given(messages(), st.data())
 def test_any_single_byte_flip_in_header_is_handled(case, data):
     msg, env = case
-    frames = wire.encode(msg, **env)
+    frames = codec.encode(msg, **env)
     head = bytearray(frames[0])
     i = data.draw(st.integers(0, len(head) - 1))
     head[i] = data.draw(st.integers(0, 255))
     try:
-        wire.decode([bytes(head), *frames[1:]], limits=LIMITS)
+        codec.decode([bytes(head), *frames[1:]], limits=LIMITS)
     except ProtocolError as exc:
-        assert exc.code in wire.PROTOCOL_ERRORS
+        assert exc.code in PROTOCOL_ERRORS

@@ -4,8 +4,9 @@ containers, very long strings, ...) either decodes to a valid message or raises 
 with a documented code, never anything else and never the codec's catch-all ``malformed`` (which
 would mean a check that itself crashed).
 
-Valid headers are built from the codec's own tables (BODY_SPECS, TENSOR_SPECS), so a field added
-to a message is covered without touching this file.
+Valid headers are built from the tables the codec reads (schema.BODY_SPECS, TENSOR_SPECS, derived
+from the messages' field declarations), so a field added to a message is covered without touching
+this file.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from secgan import wire
-from secgan.messages import PROTOCOL_VERSION
+from secgan.net import codec, fields, schema
+from secgan.net.errors import PROTOCOL_ERRORS
+from secgan.net.limits import WireLimits
+from secgan.net.schema import PROTOCOL_VERSION
 from secgan.errors import ProtocolError
-from secgan.messages import MESSAGE_TYPES
+from secgan.net.schema import MESSAGE_TYPES
 
-LIMITS = wire.WireLimits()
+LIMITS = WireLimits()
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 # values every check must survive, whatever the field
@@ -39,37 +42,38 @@ json_any = st.recursive(json_leaf, lambda c: st.lists(c, max_size=5) | st.dictio
                         max_leaves=25)
 
 
-def valid_value(spec: wire._Spec):
+def valid_value(spec: fields.Spec):
     """A value ``spec`` accepts (its smallest one)."""
-    if isinstance(spec, wire._IntList):
+    if isinstance(spec, fields.IntList):
         return [spec.item.lo] * spec.min_len
-    if isinstance(spec, wire._Int):
+    if isinstance(spec, fields.Int):
         return spec.lo
-    if isinstance(spec, wire._Bool):
+    if isinstance(spec, fields.Bool):
         return False
-    if isinstance(spec, wire._OptFloat):
+    if isinstance(spec, fields.OptFloat):
         return spec.lo
-    if isinstance(spec, wire._Float):
+    if isinstance(spec, fields.Float):
         return spec.hi
-    if isinstance(spec, wire._Id):
+    if isinstance(spec, fields.Id):
         return "a" * max(1, spec.min_len)
-    if isinstance(spec, wire._Text):
+    if isinstance(spec, fields.Text):
         return "text"
-    if isinstance(spec, wire._Hex):
+    if isinstance(spec, fields.Hex):
         return "0" * spec.length
-    if isinstance(spec, wire._IdKeyList):
+    if isinstance(spec, fields.IdKeyList):
         return [["site-1", "0" * 64]]
-    if isinstance(spec, wire._JsonObject):
+    if isinstance(spec, fields.JsonObject):
         return {"mode": "off"}
     raise AssertionError(f"no valid example for {type(spec).__name__}: add one here")
 
 
 def valid_frames(mtype: str) -> tuple[dict, list[bytes]]:
-    body = {k: valid_value(spec) for k, spec in wire.BODY_SPECS[mtype].items()}
+    body = {k: valid_value(spec) for k, spec in schema.BODY_SPECS[mtype].items()}
     table, frames = [], []
-    for name, dtypes in wire.TENSOR_SPECS.get(mtype, ()):
-        t = torch.zeros((1, 4, 2, 2), dtype=wire.DTYPES[dtypes[0]][0])
-        raw = wire._tensor_bytes(t)
+    for name, spec in schema.TENSOR_SPECS.get(mtype, ()):
+        dtypes = spec.dtypes
+        t = torch.zeros((1, 4, 2, 2), dtype=codec.DTYPES[dtypes[0]][0])
+        raw = codec._tensor_bytes(t)
         table.append({"name": name, "dtype": dtypes[0], "shape": list(t.shape), "nbytes": len(raw)})
         frames.append(raw)
     header = {"v": PROTOCOL_VERSION, "type": mtype, "run": "run-1", "round": 1, "step": 1, "site": "site-1", "seq": 5,
@@ -79,9 +83,9 @@ def valid_frames(mtype: str) -> tuple[dict, list[bytes]]:
 
 # (message type, where, key): every field the codec reads
 FIELDS = sorted(
-    [(m, "envelope", k) for m in MESSAGE_TYPES for k in sorted(wire.ENVELOPE_KEYS)]
-    + [(m, "body", k) for m in MESSAGE_TYPES for k in wire.BODY_SPECS[m]]
-    + [(m, "tensor", k) for m in MESSAGE_TYPES if wire.TENSOR_SPECS.get(m) for k in sorted(wire.TENSOR_KEYS)]
+    [(m, "envelope", k) for m in MESSAGE_TYPES for k in sorted(codec.ENVELOPE_KEYS)]
+    + [(m, "body", k) for m in MESSAGE_TYPES for k in schema.BODY_SPECS[m]]
+    + [(m, "tensor", k) for m in MESSAGE_TYPES if schema.TENSOR_SPECS.get(m) for k in sorted(codec.TENSOR_KEYS)]
 )
 
 
@@ -98,20 +102,20 @@ def substitute(mtype: str, where: str, key: str, value) -> list[bytes]:
 
 def decodes_or_refuses(frames: list[bytes]) -> None:
     try:
-        env, msg = wire.decode(frames, limits=LIMITS)
+        env, msg = codec.decode(frames, limits=LIMITS)
     except ProtocolError as exc:
-        assert exc.code in wire.PROTOCOL_ERRORS and exc.code != "malformed", (exc.code, exc.detail)
+        assert exc.code in PROTOCOL_ERRORS and exc.code != "malformed", (exc.code, exc.detail)
         return
     # a valid message: re-encoding it under the same limits must succeed (encode checks the same rules)
-    again = wire.encode(msg, run_id=env.run_id, round=env.round, step=env.step, site=env.site, seq=env.seq,
+    again = codec.encode(msg, run_id=env.run_id, round=env.round, step=env.step, site=env.site, seq=env.seq,
                         limits=LIMITS)
-    assert wire.decode(again, limits=LIMITS)[0] == env
+    assert codec.decode(again, limits=LIMITS)[0] == env
 
 
 def test_every_valid_base_message_decodes():
     for mtype in MESSAGE_TYPES:
         header, frames = valid_frames(mtype)
-        env, msg = wire.decode([json.dumps(header).encode(), *frames], limits=LIMITS)
+        env, msg = codec.decode([json.dumps(header).encode(), *frames], limits=LIMITS)
         assert type(msg) is MESSAGE_TYPES[mtype] and env.type == mtype
 
 
@@ -135,20 +139,20 @@ def test_huge_integer_budget_is_out_of_range(mtype):
     """The reported crash: 10**400 in a float field (then `epsilon`, now `budget_left`) was an
     OverflowError, not a ProtocolError."""
     with pytest.raises(ProtocolError) as exc:
-        wire.decode(substitute(mtype, "body", "budget_left", 10**400), limits=LIMITS)
+        codec.decode(substitute(mtype, "body", "budget_left", 10**400), limits=LIMITS)
     assert exc.value.code == "out_of_range"
 
 
 def test_huge_integer_clip_is_out_of_range():
     with pytest.raises(ProtocolError) as exc:
-        wire.decode(substitute("secagg_announce", "body", "clip", 10**400), limits=LIMITS)
+        codec.decode(substitute("secagg_announce", "body", "clip", 10**400), limits=LIMITS)
     assert exc.value.code == "out_of_range"
 
 
 def test_integer_and_negative_zero_floats_decode_as_plain_floats():
-    _, msg = wire.decode(substitute("gradient", "body", "budget_left", -0.0), limits=LIMITS)
+    _, msg = codec.decode(substitute("gradient", "body", "budget_left", -0.0), limits=LIMITS)
     assert msg.budget_left == 0.0 and str(msg.budget_left) == "0.0"
-    _, msg = wire.decode(substitute("gradient", "body", "budget_left", 1), limits=LIMITS)
+    _, msg = codec.decode(substitute("gradient", "body", "budget_left", 1), limits=LIMITS)
     assert type(msg.budget_left) is float and msg.budget_left == 1.0
 
 
@@ -157,7 +161,7 @@ def test_a_check_that_crashes_is_still_a_protocol_error(monkeypatch):
     def boom(self, v):
         raise OverflowError("a defect in a check")
 
-    monkeypatch.setattr(wire._Text, "range_ok", boom)
+    monkeypatch.setattr(fields.Text, "range_ok", boom)
     with pytest.raises(ProtocolError) as exc:
-        wire.decode(substitute("stop", "body", "reason", "x"), limits=LIMITS)
+        codec.decode(substitute("stop", "body", "reason", "x"), limits=LIMITS)
     assert exc.value.code == "malformed" and exc.value.detail == "OverflowError"

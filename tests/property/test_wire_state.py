@@ -10,9 +10,9 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secgan import wire
+from secgan.net import codec, replay, schema
 from secgan.errors import ProtocolError
-from secgan.messages import FakeBatch
+from secgan.net.schema import FakeBatch
 
 envelopes = st.lists(
     st.tuples(st.sampled_from([b"A", b"B"]), st.sampled_from(["run-1", "run-2"]), st.integers(0, 5), st.integers(0, 20)),
@@ -23,10 +23,10 @@ envelopes = st.lists(
 @settings(max_examples=100, deadline=None)
 @given(envelopes)
 def test_replay_guard_invariants(seq):
-    guard = wire.ReplayGuard()
+    guard = replay.ReplayGuard()
     accepted: dict[bytes, list[tuple[str, int, int]]] = {}
     for peer, run, rnd, s in seq:
-        env = wire.Envelope(version=1, type="heartbeat", run_id=run, round=rnd, step=0, site="x", seq=s)
+        env = schema.Envelope(version=1, type="heartbeat", run_id=run, round=rnd, step=0, site="x", seq=s)
         try:
             guard.accept(env, peer=peer)
         except ProtocolError as exc:
@@ -41,24 +41,24 @@ def test_replay_guard_invariants(seq):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(sorted(wire.DTYPES)), st.lists(st.integers(1, 5), min_size=0, max_size=4), st.integers(0, 2**32))
+@given(st.sampled_from(sorted(codec.DTYPES)), st.lists(st.integers(1, 5), min_size=0, max_size=4), st.integers(0, 2**32))
 def test_raw_layout_is_little_endian_c_order(dtype, shape, seed):
-    tdtype = wire.DTYPES[dtype][0]
+    tdtype = codec.DTYPES[dtype][0]
     g = torch.Generator().manual_seed(seed)
     if tdtype.is_floating_point:
         t = torch.randn(shape, generator=g).to(tdtype)
     else:
         t = torch.randint(0, 255, shape, generator=g).to(tdtype)
-    raw = wire._tensor_bytes(t)
-    assert len(raw) == t.numel() * wire.DTYPES[dtype][1]
-    back = wire._tensor_from(memoryview(raw), dtype, tuple(shape))
+    raw = codec._tensor_bytes(t)
+    assert len(raw) == t.numel() * codec.DTYPES[dtype][1]
+    back = codec._tensor_from(memoryview(raw), dtype, tuple(shape))
     assert back.dtype == tdtype and torch.equal(back, t)
     if dtype != "bfloat16":
         ref = np.asarray(t.numpy(), dtype=np.dtype(dtype).newbyteorder("<"), order="C").tobytes()
         assert raw == ref
     # the byte swap used on big-endian hosts is an involution and really reverses each element
-    swapped = wire._swap(t)
-    assert torch.equal(wire._swap(swapped), t)
+    swapped = codec._swap(t)
+    assert torch.equal(codec._swap(swapped), t)
     if t.element_size() > 1 and t.numel():
         flat = t.reshape(-1).view(torch.uint8).reshape(-1, t.element_size())
         assert torch.equal(swapped.reshape(-1).view(torch.uint8).reshape(-1, t.element_size()), flat.flip(-1))
@@ -73,9 +73,9 @@ def test_decode_zero_copy_zmq_frames_gives_owned_tensors():
         b.setsockopt(zmq.RCVTIMEO, 5000)
         cond = torch.rand(4, 4, 32, 32)
         msg = FakeBatch(run_id="r", round=1, step=2, cond=cond, fake=cond * 2 - 1)
-        a.send_multipart(wire.encode(msg, run_id="r", round=1, step=2, site="c", seq=1))
+        a.send_multipart(codec.encode(msg, run_id="r", round=1, step=2, site="c", seq=1))
         frames = b.recv_multipart(copy=False)
-        _, out = wire.decode(frames)
+        _, out = codec.decode(frames)
         del frames
         out.cond.mul_(0)  # writable
         assert torch.equal(out.fake, cond * 2 - 1)
@@ -110,10 +110,10 @@ def _outcome(guard, env, **kw):
 def test_messages_refused_by_the_receiver_leave_no_trace(seq):
     """A guard that saw messages the receiver refused after check() (stage, scheduler, ...) decides
     exactly like a guard that never saw them; check() alone never changes anything."""
-    seen_all = wire.ReplayGuard(clock=lambda: 0, max_clock_ahead_us=2**53)
-    seen_accepted = wire.ReplayGuard(clock=lambda: 0, max_clock_ahead_us=2**53)
+    seen_all = replay.ReplayGuard(clock=lambda: 0, max_clock_ahead_us=2**53)
+    seen_accepted = replay.ReplayGuard(clock=lambda: 0, max_clock_ahead_us=2**53)
     for peer, run, rnd, step, s, receiver_accepts, hello in seq:
-        env = wire.Envelope(version=1, type="hello" if hello else "heartbeat", run_id=run, round=rnd, step=step,
+        env = schema.Envelope(version=1, type="hello" if hello else "heartbeat", run_id=run, round=rnd, step=step,
                             site="x", seq=s)
         before = dict(seen_all._peers)
         got = _outcome(seen_all, env, peer=peer, new_session=hello, max_round=10**6)
@@ -129,29 +129,29 @@ def test_messages_refused_by_the_receiver_leave_no_trace(seq):
 @given(st.lists(st.tuples(st.integers(0, 2**53 - 1), st.integers(0, 2**53 - 1), st.booleans()), max_size=30))
 def test_no_accepted_message_moves_seq_or_round_out_of_bounds(msgs):
     now = 10**15
-    guard = wire.ReplayGuard(clock=lambda: now)
+    guard = replay.ReplayGuard(clock=lambda: now)
     last_seq = None
     for rnd, s, hello in msgs:
-        env = wire.Envelope(version=1, type="hello" if hello else "heartbeat", run_id="r", round=rnd, step=0,
+        env = schema.Envelope(version=1, type="hello" if hello else "heartbeat", run_id="r", round=rnd, step=0,
                             site="x", seq=s)
         try:
             guard.accept(env, peer=b"A", new_session=hello, max_round=1000)
         except ProtocolError:
             continue
-        assert rnd <= 1000 and s <= now + wire.MAX_CLOCK_AHEAD_US
+        assert rnd <= 1000 and s <= now + replay.MAX_CLOCK_AHEAD_US
         if last_seq is not None and not hello:
-            assert last_seq < s <= last_seq + wire.MAX_SEQ_AHEAD
+            assert last_seq < s <= last_seq + replay.MAX_SEQ_AHEAD
         last_seq = s
 
 
 def test_site_side_round_window():
-    guard = wire.ReplayGuard(max_round_ahead=100, max_seq_ahead=None)
-    guard.accept(wire.Envelope(version=1, type="welcome", run_id="r", round=5, step=0, site="s", seq=10), peer="c")
+    guard = replay.ReplayGuard(max_round_ahead=100, max_seq_ahead=None)
+    guard.accept(schema.Envelope(version=1, type="welcome", run_id="r", round=5, step=0, site="s", seq=10), peer="c")
     with pytest.raises(ProtocolError) as exc:
-        guard.check(wire.Envelope(version=1, type="fake_batch", run_id="r", round=106, step=0, site="s", seq=11),
+        guard.check(schema.Envelope(version=1, type="fake_batch", run_id="r", round=106, step=0, site="s", seq=11),
                     peer="c")
     assert exc.value.code == "future_round"
     # the coordinator's seq is shared by all its peers: a big gap is fine without a window
-    guard.accept(wire.Envelope(version=1, type="fake_batch", run_id="r", round=105, step=0, site="s",
+    guard.accept(schema.Envelope(version=1, type="fake_batch", run_id="r", round=105, step=0, site="s",
                                seq=10 + 10**9), peer="c")
     assert guard.last_round("c") == 105

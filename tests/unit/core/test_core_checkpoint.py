@@ -18,7 +18,7 @@ from secgan.checkpoint import (
 )
 from secgan.config import to_dict
 from secgan.errors import DataError
-from secgan.messages import GradientReply
+from secgan.net.schema import GradientReply
 from secgan.models import build_discriminator, build_generator
 from secgan.runconfig import ModelConfig, RunConfig, TrainConfig
 from secgan.spec import ImageSpec

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from opacus import GradSampleModule
 
 from secgan.errors import ConfigError, ProtocolError
-from secgan.messages import FakeBatch, GradientReply
+from secgan.net.schema import FakeBatch, GradientReply
 from secgan.models import build_discriminator, build_generator
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.spec import ImageSpec

@@ -1,5 +1,5 @@
 """ZMQ_MAXMSGSIZE against the real libzmq: CURVE's per-frame overhead is measured, not assumed,
-and every frame wire.encode lets through arrives through the project's own CURVE sockets."""
+and every frame codec.encode lets through arrives through the project's own CURVE sockets."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import pytest
 import torch
 import zmq
 
-from secgan import transport, wire
+from secgan.net import codec, transport
+from secgan.net.limits import WireLimits, max_message_bytes
 from secgan.errors import ProtocolError
-from secgan.messages import FakeBatch, GradientReply, Heartbeat
-from secgan.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
+from secgan.net.schema import FakeBatch, GradientReply, Heartbeat
+from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 
 
 @pytest.fixture
@@ -79,31 +80,31 @@ def _pair(ctx, limits):
 
 @pytest.mark.parametrize("direction", ["to_router", "to_dealer"])
 def test_a_frame_exactly_at_the_encode_limit_arrives(ctx, direction):
-    """The reported case, scaled down: a tensor frame of exactly max_tensor_bytes (there, batch
+    """The reported case, scaled down: a tensor frame of exactly limits.max_tensor_bytes (there, batch
     1024 at 32 px = 16 MiB) passed encode and was dropped by libzmq."""
     shape = (4, 4, 8, 8)
-    limits = wire.WireLimits(max_tensor_bytes=4 * 4 * 8 * 8 * 4, max_header_bytes=1024, max_total_bytes=1 << 20)
+    limits = WireLimits(max_tensor_bytes=4 * 4 * 8 * 8 * 4, max_header_bytes=1024, max_total_bytes=1 << 20)
     zap, router, dealer = _pair(ctx, limits)
     try:
         grad = GradientReply(run_id="r", round=1, step=0, grad=torch.ones(shape))
-        frames = wire.encode(grad, run_id="r", round=1, step=0, site="site-1", seq=1, limits=limits)
+        frames = codec.encode(grad, run_id="r", round=1, step=0, site="site-1", seq=1, limits=limits)
         assert len(frames[1]) == limits.max_tensor_bytes  # exactly at the limit
         if direction == "to_router":
             dealer.send_multipart(frames)
             assert router.poll(5000)
             got = router.recv_multipart()[1:]
         else:
-            dealer.send_multipart(wire.encode(grad, run_id="r", round=1, step=0, site="site-1", seq=2, limits=limits))
+            dealer.send_multipart(codec.encode(grad, run_id="r", round=1, step=0, site="site-1", seq=2, limits=limits))
             assert router.poll(5000)
             rid = router.recv_multipart()[0]
             router.send_multipart([rid, *frames])
             assert dealer.poll(5000)
             got = dealer.recv_multipart()
-        _, msg = wire.decode(got, limits=limits)
+        _, msg = codec.decode(got, limits=limits)
         assert torch.equal(msg.grad, grad.grad)
         # one element more is refused by encode, so no peer ever sends what the receiver drops
         with pytest.raises(ProtocolError) as exc:
-            wire.encode(GradientReply(run_id="r", round=1, step=0, grad=torch.ones(5, 4, 8, 8)), run_id="r", round=1,
+            codec.encode(GradientReply(run_id="r", round=1, step=0, grad=torch.ones(5, 4, 8, 8)), run_id="r", round=1,
                         step=0, site="site-1", seq=3, limits=limits)
         assert exc.value.code == "tensor_too_large"
     finally:
@@ -113,18 +114,18 @@ def test_a_frame_exactly_at_the_encode_limit_arrives(ctx, direction):
 
 
 def test_a_header_exactly_at_its_limit_arrives(ctx):
-    limits = wire.WireLimits(max_tensor_bytes=256, max_header_bytes=4096, max_total_bytes=1 << 20)
+    limits = WireLimits(max_tensor_bytes=256, max_header_bytes=4096, max_total_bytes=1 << 20)
     zap, router, dealer = _pair(ctx, limits)
     try:
         batch = FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(1, 4, 2, 2), fake=torch.zeros(1, 4, 2, 2))
-        head = wire.encode(batch, run_id="r", round=1, step=0, site="site-1", seq=1, limits=limits)
+        head = codec.encode(batch, run_id="r", round=1, step=0, site="site-1", seq=1, limits=limits)
         # JSON allows leading whitespace: the same header padded to exactly max_header_bytes, the
         # largest frame of these limits
         frame = b" " * (limits.max_header_bytes - len(head[0])) + head[0]
-        assert len(frame) == limits.max_header_bytes == wire.max_message_bytes(limits)
+        assert len(frame) == limits.max_header_bytes == max_message_bytes(limits)
         dealer.send_multipart([frame, *head[1:]])
         assert router.poll(5000)
-        _, msg = wire.decode(router.recv_multipart()[1:], limits=limits)
+        _, msg = codec.decode(router.recv_multipart()[1:], limits=limits)
         assert isinstance(msg, FakeBatch)
     finally:
         router.close(0)
@@ -133,12 +134,12 @@ def test_a_header_exactly_at_its_limit_arrives(ctx):
 
 
 def test_maxmsgsize_is_the_largest_frame_plus_the_overhead(ctx):
-    limits = wire.WireLimits()
+    limits = WireLimits()
     spub, ssec = zmq.curve_keypair()
     r = make_router(ctx, bind="tcp://127.0.0.1:0", server_secret=ssec, server_public=spub, limits=limits)
     try:
         largest = max(limits.max_header_bytes, limits.max_tensor_bytes)
-        assert wire.max_message_bytes(limits) == largest
+        assert max_message_bytes(limits) == largest
         assert r.getsockopt(zmq.MAXMSGSIZE) == largest + transport.CURVE_FRAME_OVERHEAD
     finally:
         r.close(0)
@@ -147,13 +148,13 @@ def test_maxmsgsize_is_the_largest_frame_plus_the_overhead(ctx):
 def test_the_smallest_limits_still_complete_the_curve_handshake(ctx):
     """The handshake's commands count against MAXMSGSIZE too: the floor keeps the smallest
     allowed limits connectable (without it, 256 + 33 bytes is below what INITIATE needs)."""
-    limits = wire.WireLimits(max_tensor_bytes=1, max_header_bytes=256, max_total_bytes=300)
+    limits = WireLimits(max_tensor_bytes=1, max_header_bytes=256, max_total_bytes=300)
     zap, router, dealer = _pair(ctx, limits)
     try:
-        dealer.send_multipart(wire.encode(Heartbeat(), run_id="", round=0, step=0, site="site-1", seq=1,
+        dealer.send_multipart(codec.encode(Heartbeat(), run_id="", round=0, step=0, site="site-1", seq=1,
                                           limits=limits))
         assert router.poll(5000)
-        assert isinstance(wire.decode(router.recv_multipart()[1:], limits=limits)[1], Heartbeat)
+        assert isinstance(codec.decode(router.recv_multipart()[1:], limits=limits)[1], Heartbeat)
     finally:
         router.close(0)
         dealer.close(0)

@@ -10,14 +10,14 @@ import stat
 import pytest
 import torch
 
-from secgan import wire
+from secgan.net import codec
 from secgan.commands.provision import provision
 from secgan.errors import ConfigError, ProtocolError
 from secgan.keys.agreement import generate_agreement_key, load_agreement_key, public_hex, write_agreement_key
 from secgan.keys.curve import generate_curve_keypair
 from secgan.keys.manifest import manifest_dict, parse_manifest
 from secgan.keys.signing import generate_signing_key
-from secgan.messages import SecAggAnnounce, SecAggMasked
+from secgan.net.schema import SecAggAnnounce, SecAggMasked
 from secgan.settings import CoordinatorConfig, load_coordinator_config, load_site_config, verify_federation
 
 H = "ab" * 32
@@ -31,16 +31,16 @@ def _ann(**kw):
 
 
 def _enc(msg):
-    return wire.encode(msg, run_id=msg.run_id, round=msg.round, step=msg.step, site="site-1", seq=5)
+    return codec.encode(msg, run_id=msg.run_id, round=msg.round, step=msg.step, site="site-1", seq=5)
 
 
 def test_messages_round_trip():
-    env, got = wire.decode(_enc(_ann()))
+    env, got = codec.decode(_enc(_ann()))
     assert env.type == "secagg_announce" and got.participants == _ann().participants
     assert list(got.shape) == [2, 4, 8, 8] and got.clip == 64.0 and got.set_digest == "0f" * 32
     masked = torch.tensor([-1, 0, 2**62, -(2**63)], dtype=torch.int64).reshape(2, 2)
     m = SecAggMasked(run_id="r", round=3, step=2, attempt=0, set_digest="aa" * 32, masked=masked, budget_left=None)
-    _, back = wire.decode(_enc(m))
+    _, back = codec.decode(_enc(m))
     assert torch.equal(back.masked, masked) and back.budget_left is None and back.attempt == 0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from secgan.data.dataset import PatientSlices
-from secgan.messages import FakeBatch
+from secgan.net.schema import FakeBatch
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.spec import ImageSpec

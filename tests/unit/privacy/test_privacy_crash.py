@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from secgan.cli import main as cli_main
-from secgan.messages import GradientReply
+from secgan.net.schema import GradientReply
 from secgan.privacy.learner import SiteLearner
 from secgan.privacy.release_log import LOG_FILE, verify_release_log
 

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secgan import wire
-from secgan.messages import GradientReply, Refusal
+from secgan.net import codec
+from secgan.net.schema import GradientReply, Refusal
 from secgan.privacy.disclosure import BUDGET_STEP, budget_left
 from secgan.privacy.learner import SiteLearner
 
@@ -51,7 +51,7 @@ def _run(tmp_path, n, sub):
 def _bodies(replies):
     out = []
     for r in replies:
-        frames = wire.encode(r, run_id=r.run_id, round=r.round, step=r.step, site="site-1", seq=1)
+        frames = codec.encode(r, run_id=r.run_id, round=r.round, step=r.step, site="site-1", seq=1)
         out.append(json.loads(bytes(frames[0]))["body"])
     return out
 

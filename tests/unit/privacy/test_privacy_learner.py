@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from secgan.errors import PrivacyError
-from secgan.messages import GradientReply, Refusal
+from secgan.net.schema import GradientReply, Refusal
 from secgan.privacy import accounting as acc
 from secgan.privacy.learner import SiteLearner
 from secgan.privacy.release_log import verify_release_log
@@ -201,7 +201,7 @@ def test_forbidden_combinations_are_refused(tmp_path):
 
 def test_wrong_shape_is_a_protocol_error_and_nothing_is_spent(tmp_path):
     from secgan.errors import ProtocolError
-    from secgan.messages import FakeBatch
+    from secgan.net.schema import FakeBatch
 
     site = make(tmp_path, policy("dpsgd"))
     bad = FakeBatch(run_id="run", round=0, step=0, cond=torch.zeros(2, 4, 32, 32), fake=torch.zeros(2, 4, 32, 32))

@@ -8,7 +8,7 @@ import torch
 
 from secgan.checkpoint import save_module_state
 from secgan.errors import ProtocolError
-from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.privacy.learner import SiteLearner
 from secgan.privacy.release_log import LOG_FILE
 from secgan.privacy.sanitize import clip_rows

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from secgan.cli import main as cli_main
 from secgan.errors import PrivacyError
-from secgan.messages import GradientReply
+from secgan.net.schema import GradientReply
 from secgan.privacy import accounting as acc
 from secgan.privacy.learner import SiteLearner
 from secgan.privacy.ledger import LEDGER_FILE, PrivacyLedger

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from secgan.messages import GradientReply
+from secgan.net.schema import GradientReply
 from secgan.privacy.learner import SiteLearner
 from secgan.secagg import ASSUMPTION
 

@@ -41,7 +41,7 @@ def test_the_site_node_passes_its_policy_to_the_noise_share(tmp_path):
     (same generator seeds): the flag reaches the share the site draws."""
     from tests.unit.services import test_services_secure_sum as h
 
-    from secgan.messages import FakeBatch, SecAggMasked
+    from secgan.net.schema import FakeBatch, SecAggMasked
     from secgan.secagg import SecureSumAggregator, SecureSumClient
     from sites.node import SiteNode
 

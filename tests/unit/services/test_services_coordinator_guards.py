@@ -14,13 +14,14 @@ import pytest
 import torch
 import zmq
 
-from secgan import wire
+from secgan.net import codec, replay
+from secgan.net.limits import WireLimits
 from secgan.errors import ConfigError, SecganError
-from secgan.messages import PROTOCOL_VERSION, FakeBatch, GradientReply, Hello, Welcome
+from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Hello, Welcome
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.settings import load_coordinator_config
 from secgan.spec import ImageSpec
-from secgan.transport import make_dealer
+from secgan.net.transport import make_dealer
 
 from coordinator.scheduler import QuorumPolicy
 from coordinator.service import Coordinator, ServiceConfig
@@ -76,26 +77,26 @@ def _serve_with_one_site(coord: Coordinator, cfg: ServiceConfig, client: tuple[b
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     ctx = zmq.Context()
-    seq = wire.initial_seq()
+    seq = replay.initial_seq()
 
     def send(msg, **env) -> None:
         nonlocal seq
         seq += 1
         try:
-            sock.send_multipart(wire.encode(msg, site="site-1", seq=seq, **env), flags=zmq.NOBLOCK)
+            sock.send_multipart(codec.encode(msg, site="site-1", seq=seq, **env), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass
 
     try:
         sock = make_dealer(ctx, endpoint=cfg.bind, client_public=cpub, client_secret=csec,
-                           server_public=cfg.server_public, limits=wire.WireLimits())
+                           server_public=cfg.server_public, limits=WireLimits())
         deadline = time.monotonic() + 60
         welcomed = False
         while t.is_alive() and time.monotonic() < deadline:
             if not welcomed:
                 send(Hello(versions=(PROTOCOL_VERSION,), policy=POLICY), run_id="", round=0, step=0)
             if sock.poll(200):
-                _, msg = wire.decode(sock.recv_multipart())
+                _, msg = codec.decode(sock.recv_multipart())
                 welcomed = welcomed or isinstance(msg, Welcome)
                 if isinstance(msg, FakeBatch):
                     send(GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step,
@@ -113,7 +114,7 @@ def test_a_round_that_cannot_be_encoded_stops_the_run_with_a_reason_not_a_traceb
     cfg, client = _service(tmp_path, port)
     coord = Coordinator(cfg)
     # past the start-up check (as if limits changed underneath): 2 x 4 x 16 x 16 x 4 bytes > 1 KiB
-    coord.cfg = dataclasses.replace(cfg, limits=wire.WireLimits(max_tensor_bytes=1024))
+    coord.cfg = dataclasses.replace(cfg, limits=WireLimits(max_tensor_bytes=1024))
     result = _serve_with_one_site(coord, coord.cfg, client)
     assert "error" not in result, repr(result.get("error"))
     run = result["run"]

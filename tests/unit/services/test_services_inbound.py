@@ -12,8 +12,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan import wire
-from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
+from secgan.net import codec, fields, replay
+from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.spec import ImageSpec
 
@@ -49,7 +49,7 @@ class Router:
         self.sent: list[tuple[bytes, object]] = []
 
     def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append((bytes(frames[0]), wire.decode(frames[1:])[1]))
+        self.sent.append((bytes(frames[0]), codec.decode(frames[1:])[1]))
 
     def last(self, rid: bytes, cls=object):
         for r, msg in reversed(self.sent):
@@ -63,7 +63,7 @@ class Site:
 
     def __init__(self, coord: Coordinator, site: str) -> None:
         self.coord, self.site, self.rid = coord, site, site.encode()
-        self.seq = wire.initial_seq()
+        self.seq = replay.initial_seq()
         self.now = 0.0
 
     def raw(self, frames: list[bytes]) -> None:
@@ -73,7 +73,7 @@ class Site:
     def send(self, msg, *, round: int = 0, step: int = 0, seq: int | None = None) -> None:
         if seq is None:
             self.seq += 1
-        self.raw(wire.encode(msg, run_id=getattr(msg, "run_id", "r" if not isinstance(msg, Hello) else ""),
+        self.raw(codec.encode(msg, run_id=getattr(msg, "run_id", "r" if not isinstance(msg, Hello) else ""),
                              round=getattr(msg, "round", round), step=getattr(msg, "step", step), site=self.site,
                              seq=self.seq if seq is None else seq))
 
@@ -141,7 +141,7 @@ def test_max_seq_does_not_lock_the_site_out(coord, kind):
     start_round(coord)
     batch = coord.router.last(s1.rid, FakeBatch)
     n = len(coord.router.sent)
-    top = wire.MAX_INT
+    top = fields.MAX_INT
     if kind == "heartbeat":
         s1.send(Heartbeat(), round=batch.round, seq=top)
     elif kind == "reply":
@@ -159,9 +159,9 @@ def test_max_seq_does_not_lock_the_site_out(coord, kind):
 def test_a_jump_within_the_window_is_accepted_beyond_it_refused(coord):
     s1 = Site(coord, "site-1")
     s1.hello()
-    s1.send(Heartbeat(), seq=s1.seq + wire.MAX_SEQ_AHEAD + 1)
+    s1.send(Heartbeat(), seq=s1.seq + replay.MAX_SEQ_AHEAD + 1)
     assert coord.router.last(s1.rid, ErrorReply).code == "seq_ahead"
-    s1.seq += wire.MAX_SEQ_AHEAD - 1  # dropped sends: a gap, not a forgery (next seq = last + window)
+    s1.seq += replay.MAX_SEQ_AHEAD - 1  # dropped sends: a gap, not a forgery (next seq = last + window)
     n = len(coord.router.sent)
     s1.send(Heartbeat())
     # accepted: answered with the coordinator's own heartbeat (the site's dead-link check), no error
@@ -185,7 +185,7 @@ def test_refused_messages_never_move_the_guard(coord):
     s1.send(Welcome(version=PROTOCOL_VERSION, run_id="r", image_size=16, model={}, condition_source="procedural", planned_steps=200),
             round=batch.round, seq=seq)
     assert coord.router.last(s1.rid, ErrorReply).code == "unexpected_message"
-    s1.raw(wire.encode(Heartbeat(), run_id="r", round=batch.round, step=0, site="site-2", seq=seq))
+    s1.raw(codec.encode(Heartbeat(), run_id="r", round=batch.round, step=0, site="site-2", seq=seq))
     assert coord.router.last(s1.rid, ErrorReply).code == "identity_mismatch"
     s1.reply(batch, seq=seq)  # the same seq: nothing before it was accepted
     assert "site-1" in coord.scheduler.current.replies
@@ -313,7 +313,7 @@ def test_the_decode_crash_of_the_report_is_a_protocol_error_now(coord):
     batch = coord.router.last(s1.rid, FakeBatch)
     import json
 
-    frames = wire.encode(GradientReply(run_id="r", round=batch.round, step=batch.step,
+    frames = codec.encode(GradientReply(run_id="r", round=batch.round, step=batch.step,
                                        grad=torch.zeros_like(batch.fake)),
                          run_id="r", round=batch.round, step=batch.step, site="site-1", seq=s1.seq + 1)
     header = json.loads(frames[0])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from secgan import wire
-from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
+from secgan.net import codec, replay
+from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
 from secgan.spec import ImageSpec
 
 from sites.node import NodeConfig, SiteNode
@@ -18,7 +18,7 @@ class _Sock:
         self.sent: list = []
 
     def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(wire.decode(frames)[1])
+        self.sent.append(codec.decode(frames)[1])
 
 
 class _Learner:
@@ -48,11 +48,11 @@ def _node(tmp_path: Path) -> tuple[SiteNode, _Sock, _Learner]:
 
 class _Coordinator:
     def __init__(self) -> None:
-        self.seq = wire.initial_seq()
+        self.seq = replay.initial_seq()
 
     def frames(self, msg, *, run="r1", round=0, step=0, seq=None):
         self.seq += 1
-        return wire.encode(msg, run_id=getattr(msg, "run_id", run), round=getattr(msg, "round", round),
+        return codec.encode(msg, run_id=getattr(msg, "run_id", run), round=getattr(msg, "round", round),
                            step=getattr(msg, "step", step), site="site-1", seq=self.seq if seq is None else seq)
 
 

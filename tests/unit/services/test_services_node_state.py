@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from secgan import wire
-from secgan.messages import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, SecAggAnnounce, Stop, Welcome
+from secgan.net import codec, fields, replay
+from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, SecAggAnnounce, Stop, Welcome
 from secgan.spec import ImageSpec
 
 from sites.node import MAX_ROUND_AHEAD, NodeConfig, SiteNode
@@ -25,7 +25,7 @@ class Sock:
         self.sent: list = []
 
     def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(wire.decode(frames)[1])
+        self.sent.append(codec.decode(frames)[1])
 
 
 class Learner:
@@ -49,12 +49,12 @@ class Learner:
 
 class Coord:
     def __init__(self) -> None:
-        self.seq = wire.initial_seq()
+        self.seq = replay.initial_seq()
 
     def frames(self, msg, *, round=0, step=0, seq=None):
         if seq is None:
             self.seq += 1
-        return wire.encode(msg, run_id=getattr(msg, "run_id", "r1"), round=getattr(msg, "round", round),
+        return codec.encode(msg, run_id=getattr(msg, "run_id", "r1"), round=getattr(msg, "round", round),
                            step=getattr(msg, "step", step), site="site-1", seq=self.seq if seq is None else seq)
 
 
@@ -92,7 +92,7 @@ def test_far_future_round_is_refused_and_the_next_batch_is_served(tmp_path):
 
 def test_max_seq_is_refused_and_the_next_batch_is_served(tmp_path):
     node, sock, learner, c = welcomed(tmp_path)
-    node.handle(c.frames(Heartbeat(), round=5, seq=wire.MAX_INT))
+    node.handle(c.frames(Heartbeat(), round=5, seq=fields.MAX_INT))
     assert sock.sent[-1].code == "seq_ahead"
     node.handle(c.frames(batch(6)))
     assert learner.served == [(6, 6)]

@@ -9,9 +9,9 @@ import tomllib
 
 import pytest
 
-from secgan import wire
+from secgan.net import codec
 from secgan.cli import main
-from secgan.messages import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, Welcome
+from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, Welcome
 from secgan.privacy import accounting as acc
 from secgan.privacy.learner import SiteLearner
 from secgan.settings import load_coordinator_config, load_site_config
@@ -25,7 +25,7 @@ class _Sock:
         self.sent: list = []
 
     def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(wire.decode(frames)[1])
+        self.sent.append(codec.decode(frames)[1])
 
 
 def _site(tmp_path, **pol):
@@ -44,7 +44,7 @@ def _node(tmp_path, learner, on_mismatch):
 
 
 def _frames(msg, seq, *, round=0):
-    return wire.encode(msg, run_id="r1", round=getattr(msg, "round", round), step=getattr(msg, "step", 0),
+    return codec.encode(msg, run_id="r1", round=getattr(msg, "round", round), step=getattr(msg, "step", 0),
                        site="site-1", seq=seq)
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from zmq.utils import z85
 
 from secgan.errors import ConfigError, CryptoError
-from secgan.transport import AllowListPolicy, ZapAuthenticator, ZAP_DOMAIN
+from secgan.net.transport import AllowListPolicy, ZapAuthenticator, ZAP_DOMAIN
 
 
 def _keys(n: int) -> list[bytes]:

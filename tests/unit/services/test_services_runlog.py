@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from secgan.messages import GradientReply
+from secgan.net.schema import GradientReply
 from secgan.models import build_generator
 from secgan.runconfig import ModelConfig
 from secgan.spec import ImageSpec

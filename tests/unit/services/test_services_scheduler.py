@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from secgan.errors import ProtocolError
-from secgan.messages import GradientReply, Heartbeat, Hello, Refusal, Stop
+from secgan.net.schema import GradientReply, Heartbeat, Hello, Refusal, Stop
 from secgan.models import build_generator
 from secgan.runconfig import ModelConfig
 from secgan.spec import ImageSpec
@@ -77,6 +77,25 @@ def test_bad_gradient_is_rejected_and_site_stays_in_flight():
     assert sched.in_flight_for("site-1") is not None
 
 
+def test_a_reply_for_another_batch_is_refused_on_arrival_not_when_the_round_closes():
+    # the scheduler asks the core (the one check against what was sent): a reply naming another
+    # run, round or step than the batch in flight for this site is refused now, the site stays in
+    # flight, and the round still closes and steps G with the right replies
+    _, _, _, sched = _setup()
+    sent = {}
+    sched.start_round(0.0, lambda s, m: sent.setdefault(s, m) and 1)
+    b = sent["site-1"]
+    for other in (dict(round=b.round + 1), dict(step=b.step + 1), dict(run_id="other")):
+        wrong = GradientReply(**{**dict(run_id="r", round=b.round, step=b.step), **other}, grad=torch.ones_like(b.fake))
+        with pytest.raises(ProtocolError) as err:
+            sched.on_gradient("site-1", wrong, 1)
+        assert err.value.code == "unexpected_reply"
+        assert sched.in_flight_for("site-1") is not None
+    for s, batch in sent.items():
+        sched.on_gradient(s, _reply(batch, s), 1)
+    assert sched.close_round().stepped
+
+
 def test_deadline_below_quorum_retries_without_touching_g_then_stops():
     G, core, reg, sched = _setup(min_sites=3, max_attempts=2)
     before = [p.detach().clone() for p in G.parameters()]
@@ -145,6 +164,8 @@ def test_dead_sites_wait_for_readmission_then_stop():
         (DEAD, Refusal(run_id="r", round=1, step=0, code="x", reason=""), None, "unexpected_message"),
         (WELCOMED, GradientReply(run_id="r", round=3, step=0, grad=torch.zeros(1)), None, "unexpected_message"),
         (WELCOMED, GradientReply(run_id="r", round=3, step=1, grad=torch.zeros(1)), (3, 0), "unexpected_message"),
+        (WELCOMED, GradientReply(run_id="r", round=4, step=0, grad=torch.zeros(1)), (3, 0), "unexpected_message"),
+        (WELCOMED, GradientReply(run_id="r", round=2, step=0, grad=torch.zeros(1)), (3, 0), "stale"),
         (WELCOMED, GradientReply(run_id="other", round=3, step=0, grad=torch.zeros(1)), (3, 0), "wrong_run"),
         (WELCOMED, Stop(run_id="r", reason="x"), None, "unexpected_message"),
     ],

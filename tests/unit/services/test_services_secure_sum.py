@@ -12,10 +12,10 @@ import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secgan import wire
+from secgan.net import codec, replay
 from secgan.errors import ProtocolError
 from secgan.keys.agreement import public_hex
-from secgan.messages import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, SecAggAnnounce, SecAggMasked, Welcome
+from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, SecAggAnnounce, SecAggMasked, Welcome
 from secgan.models import build_generator
 from secgan.runconfig import ModelConfig
 from secgan.secagg import SecureSumAggregator, SecureSumClient
@@ -187,7 +187,7 @@ class _Sock:
         self.sent: list = []
 
     def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(wire.decode(frames)[1])
+        self.sent.append(codec.decode(frames)[1])
 
 
 class _Learner:
@@ -221,11 +221,11 @@ def _node(tmp_path: Path, *, secure=True):
 
 class _Coord:
     def __init__(self) -> None:
-        self.seq = wire.initial_seq()
+        self.seq = replay.initial_seq()
 
     def frames(self, msg, *, round=1, step=0):
         self.seq += 1
-        return wire.encode(msg, run_id=getattr(msg, "run_id", "r"), round=getattr(msg, "round", round),
+        return codec.encode(msg, run_id=getattr(msg, "run_id", "r"), round=getattr(msg, "round", round),
                            step=getattr(msg, "step", step), site="site-1", seq=self.seq)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from secgan import transport, wire
+from secgan.net import transport
+from secgan.net.limits import WireLimits, max_message_bytes
 from secgan.errors import ConfigError, CryptoError
-from secgan.transport import (
+from secgan.net.transport import (
     AllowListPolicy,
     SocketTuning,
     ZapAuthenticator,
@@ -17,7 +18,7 @@ from secgan.transport import (
     self_check_rejects_unknown,
 )
 
-LIMITS = wire.WireLimits()
+LIMITS = WireLimits()
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def test_router_options_are_set_explicitly(ctx):
     tuning = SocketTuning(sndhwm=7, rcvhwm=9, linger_ms=11, heartbeat_ivl_ms=123, heartbeat_timeout_ms=456)
     r = make_router(ctx, bind="tcp://127.0.0.1:0", server_secret=ssec, server_public=spub, limits=LIMITS,
                     tuning=tuning)
-    assert r.getsockopt(zmq.MAXMSGSIZE) == transport.max_message_bytes(LIMITS) > wire.max_message_bytes(LIMITS)
+    assert r.getsockopt(zmq.MAXMSGSIZE) == transport.max_message_bytes(LIMITS) > max_message_bytes(LIMITS)
     assert (r.getsockopt(zmq.SNDHWM), r.getsockopt(zmq.RCVHWM), r.getsockopt(zmq.LINGER)) == (7, 9, 11)
     assert r.getsockopt(zmq.HEARTBEAT_IVL) == 123 and r.getsockopt(zmq.HEARTBEAT_TIMEOUT) == 456
     assert r.getsockopt(zmq.CURVE_SERVER) == 1 and r.getsockopt(zmq.ZAP_ENFORCE_DOMAIN) == 1

@@ -1,4 +1,5 @@
-"""Hand-made bad frames, validation order, replay guard, and the tables kept in step with messages."""
+"""The codec: round trips, hand-made bad frames (one per check), validation order, encode side, limits
+and the frozen wire examples."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import pytest
 import torch
 
-from secgan import wire
+from secgan.net import codec, schema
+from secgan.net.errors import PROTOCOL_ERRORS
+from secgan.net.limits import WireLimits, max_message_bytes
 from secgan.errors import ProtocolError
-from secgan.messages import (
+from secgan.net.schema import (
     PROTOCOL_VERSION,
     MESSAGE_TYPES,
     ErrorReply,
@@ -35,7 +38,7 @@ def batch(b: int = 2, size: int = 8) -> FakeBatch:
 
 
 def frames_of(msg=None, **env) -> list[bytes]:
-    return wire.encode(msg or batch(), **{**ENV, **env})
+    return codec.encode(msg or batch(), **{**ENV, **env})
 
 
 def with_header(frames: list[bytes], mutate) -> list[bytes]:
@@ -46,31 +49,31 @@ def with_header(frames: list[bytes], mutate) -> list[bytes]:
 
 def code_of(frames, **kw) -> str:
     with pytest.raises(ProtocolError) as exc:
-        wire.decode(frames, **kw)
-    assert exc.value.code in wire.PROTOCOL_ERRORS
+        codec.decode(frames, **kw)
+    assert exc.value.code in PROTOCOL_ERRORS
     return exc.value.code
 
 
 def test_round_trip_fake_batch_is_exact_and_owned():
     msg = batch()
     frames = frames_of(msg)
-    env, out = wire.decode(frames)
-    assert env == wire.Envelope(version=PROTOCOL_VERSION, type="fake_batch", run_id="run-1", round=2, step=5, site="site-1", seq=9)
+    env, out = codec.decode(frames)
+    assert env == schema.Envelope(version=PROTOCOL_VERSION, type="fake_batch", run_id="run-1", round=2, step=5, site="site-1", seq=9)
     assert torch.equal(out.cond, msg.cond) and torch.equal(out.fake, msg.fake)
     assert out.cond.dtype == torch.float32 and out.cond.is_contiguous()
     # writable, and not aliasing the frame buffer: changing it leaves a second decode unchanged
     out.fake.add_(1.0)
-    _, again = wire.decode(frames)
+    _, again = codec.decode(frames)
     assert torch.equal(again.fake, msg.fake)
     buf = bytearray(frames[1])
-    _, third = wire.decode([frames[0], buf, frames[2]])
+    _, third = codec.decode([frames[0], buf, frames[2]])
     buf[:] = b"\x00" * len(buf)
     assert torch.equal(third.cond, msg.cond)
 
 
 def test_accepts_memoryview_and_bytearray_frames():
     frames = frames_of()
-    env, out = wire.decode([memoryview(frames[0]), bytearray(frames[1]), memoryview(frames[2])])
+    env, out = codec.decode([memoryview(frames[0]), bytearray(frames[1]), memoryview(frames[2])])
     assert env.seq == 9 and out.cond.shape == (2, 4, 8, 8)
 
 
@@ -95,7 +98,7 @@ def test_every_message_type_round_trips():
         ErrorReply(code="replay", detail="seq"),
     ]
     for msg in msgs:
-        _, out = wire.decode(frames_of(msg))
+        _, out = codec.decode(frames_of(msg))
         assert type(out) is type(msg)
         for f in dataclasses.fields(msg):
             a, b = getattr(msg, f.name), getattr(out, f.name)
@@ -103,14 +106,6 @@ def test_every_message_type_round_trips():
                 assert a.dtype == b.dtype and torch.equal(a, b)
             else:
                 assert a == b
-
-
-def test_tables_cover_every_message_field():
-    assert set(wire.BODY_SPECS) == set(MESSAGE_TYPES)
-    for mtype, cls in MESSAGE_TYPES.items():
-        names = {f.name for f in dataclasses.fields(cls)}
-        tensors = {n for n, _ in wire.TENSOR_SPECS.get(mtype, ())}
-        assert names == set(wire.BODY_SPECS[mtype]) | tensors | (names & set(wire.MIRRORED)), mtype
 
 
 # --- hand-made bad frames, one per check ---------------------------------------------------------
@@ -131,10 +126,10 @@ def test_frame_count():
 
 def test_sizes():
     frames = frames_of()
-    small = wire.WireLimits(max_header_bytes=256, max_tensor_bytes=1024, max_total_bytes=4096)
+    small = WireLimits(max_header_bytes=256, max_tensor_bytes=1024, max_total_bytes=4096)
     assert code_of(frames, limits=small) == "tensor_too_large"
-    assert code_of([b" " * 300 + frames[0], *frames[1:]], limits=wire.WireLimits(max_header_bytes=256)) == "header_too_large"
-    assert code_of(frames, limits=wire.WireLimits(max_total_bytes=4000, max_header_bytes=1000)) == "message_too_large"
+    assert code_of([b" " * 300 + frames[0], *frames[1:]], limits=WireLimits(max_header_bytes=256)) == "header_too_large"
+    assert code_of(frames, limits=WireLimits(max_total_bytes=4000, max_header_bytes=1000)) == "message_too_large"
 
 
 @pytest.mark.parametrize(
@@ -152,7 +147,7 @@ def test_sizes():
     ],
 )
 def test_bad_json(header):
-    assert code_of([header], limits=wire.WireLimits(max_header_bytes=200_000, max_total_bytes=200_000)) == "bad_json"
+    assert code_of([header], limits=WireLimits(max_header_bytes=200_000, max_total_bytes=200_000)) == "bad_json"
 
 
 def test_version_and_type():
@@ -257,7 +252,7 @@ def test_validation_order():
     # unknown type AND too many frames for the header: count check (before JSON) wins
     assert code_of(with_header(frames, lambda h: h.update(type="nope")) + [b""] * 6) == "frame_count"
     # oversized tensor AND garbage header: size check wins
-    assert code_of([b"\xff", frames[1], frames[2]], limits=wire.WireLimits(max_tensor_bytes=16)) == "tensor_too_large"
+    assert code_of([b"\xff", frames[1], frames[2]], limits=WireLimits(max_tensor_bytes=16)) == "tensor_too_large"
     # missing envelope key AND bad body type: envelope keys first
     assert code_of(with_header(frames, lambda h: (h.pop("site"), h["body"].update(attempt="x")))) == "bad_header"
     # body type wrong AND envelope out of range: all types before all ranges
@@ -276,109 +271,47 @@ def test_validation_order():
 
 def test_encode_refuses_envelope_mismatch_and_bad_values():
     with pytest.raises(ProtocolError) as exc:
-        wire.encode(batch(), **{**ENV, "round": 3})
+        codec.encode(batch(), **{**ENV, "round": 3})
     assert exc.value.code == "envelope_mismatch"
     with pytest.raises(ProtocolError) as exc:
-        wire.encode(Heartbeat(), **{**ENV, "seq": -1})
+        codec.encode(Heartbeat(), **{**ENV, "seq": -1})
     assert exc.value.code == "out_of_range"
     with pytest.raises(ProtocolError) as exc:
-        wire.encode(GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros(1, 4, 2, 2, dtype=torch.float64)), **ENV)
+        codec.encode(GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros(1, 4, 2, 2, dtype=torch.float64)), **ENV)
     assert exc.value.code == "bad_dtype"
     with pytest.raises(ProtocolError) as exc:
-        wire.encode(batch(), **ENV, limits=wire.WireLimits(max_tensor_bytes=64))
+        codec.encode(batch(), **ENV, limits=WireLimits(max_tensor_bytes=64))
     assert exc.value.code == "tensor_too_large"
     with pytest.raises(ProtocolError) as exc:
-        wire.encode(Hello(versions=(1,), policy={"x": object()}), **ENV)
+        codec.encode(Hello(versions=(1,), policy={"x": object()}), **ENV)
     assert exc.value.code == "out_of_range"
 
 
 def test_encode_non_contiguous_tensor():
     fake = torch.rand(2, 8, 8, 4).permute(0, 3, 1, 2)
     msg = FakeBatch(run_id="run-1", round=2, step=5, cond=fake.clone(), fake=fake)
-    _, out = wire.decode(frames_of(msg))
+    _, out = codec.decode(frames_of(msg))
     assert torch.equal(out.fake, fake)
 
 
-def test_check_reply_matches():
-    b = batch()
-    ok = GradientReply(run_id="run-1", round=2, step=5, grad=torch.zeros_like(b.fake))
-    wire.check_reply_matches(b, ok)
-    for bad in (
-        dataclasses.replace(ok, step=6),
-        dataclasses.replace(ok, attempt=1),
-        dataclasses.replace(ok, grad=torch.zeros(1, 4, 8, 8)),
-    ):
-        with pytest.raises(ProtocolError) as exc:
-            wire.check_reply_matches(b, bad)
-        assert exc.value.code == "reply_mismatch"
-
-
 def test_limits_and_maxmsgsize():
-    lim = wire.WireLimits()
+    lim = WireLimits()
     assert 64 * 4 * 64 * 64 * 4 <= lim.max_tensor_bytes
     assert 2 * 64 * 4 * 64 * 64 * 4 + lim.max_header_bytes <= lim.max_total_bytes
-    assert wire.max_message_bytes(lim) == lim.max_tensor_bytes
+    assert max_message_bytes(lim) == lim.max_tensor_bytes
     with pytest.raises(ValueError):
-        wire.WireLimits(max_frames=0)
+        WireLimits(max_frames=0)
     with pytest.raises(ValueError):
-        wire.WireLimits(max_total_bytes=10, max_header_bytes=100)
+        WireLimits(max_total_bytes=10, max_header_bytes=100)
     # a batch of 64 at 64x64 decodes under the default limits
     big = FakeBatch(run_id="r", round=0, step=0, cond=torch.zeros(64, 4, 64, 64), fake=torch.zeros(64, 4, 64, 64))
-    wire.decode(wire.encode(big, run_id="r", round=0, step=0, site="", seq=0, limits=lim), limits=lim)
+    codec.decode(codec.encode(big, run_id="r", round=0, step=0, site="", seq=0, limits=lim), limits=lim)
 
 
 def test_error_codes_are_short_stable_strings():
-    for code, meaning in wire.PROTOCOL_ERRORS.items():
+    for code, meaning in PROTOCOL_ERRORS.items():
         assert code.isidentifier() and code.islower() and len(code) <= 24
         assert meaning and "\n" not in meaning
-
-
-# --- replay guard -----------------------------------------------------------------------------
-
-
-def env(run="run-1", rnd=0, seq=0, type="fake_batch", site="site-1") -> wire.Envelope:
-    return wire.Envelope(version=1, type=type, run_id=run, round=rnd, step=0, site=site, seq=seq)
-
-
-def guard_code(guard, e, **kw) -> str:
-    with pytest.raises(ProtocolError) as exc:
-        guard.check(e, **kw)
-    return exc.value.code
-
-
-def test_replay_guard_rules_and_counts():
-    g = wire.ReplayGuard(run_id="run-1")
-    g.accept(env(seq=1))
-    g.accept(env(seq=2, rnd=1))
-    assert guard_code(g, env(seq=2, rnd=1)) == "replay"
-    assert guard_code(g, env(seq=1, rnd=1)) == "replay"
-    assert guard_code(g, env(seq=3, rnd=0)) == "stale"
-    assert guard_code(g, env(seq=4, rnd=1, run="run-2")) == "wrong_run"
-    g.accept(env(seq=10, rnd=1))  # drops leave the state alone
-    assert guard_code(g, env(seq=10, rnd=1)) == "replay"
-    assert g.counts == {"replay": 3, "stale": 1, "wrong_run": 1}
-
-
-def test_replay_guard_is_per_peer_and_binds_run():
-    g = wire.ReplayGuard()
-    g.accept(env(seq=5, type="hello", run=""), peer=b"A")
-    g.accept(env(seq=6, run="run-7"), peer=b"A")  # first run id binds
-    assert guard_code(g, env(seq=7, run="run-8"), peer=b"A") == "wrong_run"
-    g.accept(env(seq=1, run="run-8"), peer=b"B")  # another peer, own state
-    # the peer key wins over the claimed site name
-    assert guard_code(g, env(seq=1, run="run-8", site="site-9"), peer=b"B") == "replay"
-    g.forget(b"B")
-    g.accept(env(seq=1, run="run-8"), peer=b"B")
-    # an empty run id is tolerated only on hello
-    g2 = wire.ReplayGuard(run_id="run-1")
-    g2.accept(env(seq=1, type="hello", run=""))
-    assert guard_code(g2, env(seq=2, type="heartbeat", run="")) == "wrong_run"
-
-
-def test_initial_seq_is_valid_and_grows():
-    a = wire.initial_seq()
-    b = wire.initial_seq()
-    assert 0 < a <= b < 2**53
 
 
 def test_frozen_wire_examples():
@@ -387,7 +320,7 @@ def test_frozen_wire_examples():
     data = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "wire_examples.json").read_text())
     for case in data["cases"]:
         frames = [case["frames"][0].encode("utf-8"), *(bytes.fromhex(h) for h in case["frames"][1:])]
-        env, msg = wire.decode(frames)
+        env, msg = codec.decode(frames)
         assert (env.run_id, env.round, env.step, env.site, env.seq) == tuple(case["envelope"][k] for k in
                                                                            ("run_id", "round", "step", "site", "seq"))
         m = case["message"]
@@ -401,4 +334,4 @@ def test_frozen_wire_examples():
                                    attempt=m["attempt"], grad=torch.tensor(m["grad"], dtype=dtype))
             assert torch.equal(msg.grad, expect.grad) and msg.budget_left == expect.budget_left
         # and encoding the expected message reproduces the frozen bytes exactly
-        assert wire.encode(expect, **case["envelope"]) == frames
+        assert codec.encode(expect, **case["envelope"]) == frames

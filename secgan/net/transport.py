@@ -72,9 +72,9 @@ CURVE_HANDSHAKE_FLOOR = 1024
 def max_message_bytes(limits: Any) -> int:
     """ZMQ_MAXMSGSIZE for ``limits``. libzmq checks it per frame, on the frame as CURVE carries it
     (plaintext + :data:`CURVE_FRAME_OVERHEAD`), and drops a peer that exceeds it: so it is the
-    largest frame :func:`secgan.wire.encode` can produce under ``limits`` plus that overhead (and
+    largest frame :func:`secgan.net.codec.encode` can produce under ``limits`` plus that overhead (and
     at least :data:`CURVE_HANDSHAKE_FLOOR`), and every frame encode lets through arrives."""
-    from secgan.wire import max_message_bytes as largest_frame
+    from secgan.net.limits import max_message_bytes as largest_frame
 
     return max(largest_frame(limits) + CURVE_FRAME_OVERHEAD, CURVE_HANDSHAKE_FLOOR)
 
