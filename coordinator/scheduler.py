@@ -19,7 +19,7 @@ import torch
 
 from secgan.errors import ProtocolError
 from secgan.logs import get_logger
-from secgan.messages import FakeBatch, GradientReply, Refusal
+from secgan.messages import GradientReply, Refusal
 
 from coordinator.registry import Registry
 
