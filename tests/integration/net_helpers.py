@@ -130,7 +130,7 @@ class Proc:
             fields["event"] = event
         return [e for e in json_events(self.text()) if _matches(e, fields, where)]
 
-    def wait_event(self, event: str, *, timeout: float, count: int = 1,
+    def wait_event(self, event: str | None, *, timeout: float, count: int = 1,
                    where: Callable[[dict[str, Any]], bool] | None = None, **fields: Any) -> dict[str, Any]:
         """Wait until ``count`` events match (see ``events``); return the ``count``-th."""
         def found() -> dict[str, Any] | None:
