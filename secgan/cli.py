@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from types import ModuleType
 
 from secgan import __version__, exitcodes
 from secgan.errors import CryptoError, SecganError
@@ -33,16 +32,6 @@ COMMANDS: dict[str, str] = {
     "sweep": "secgan.commands.sweep",
     "demo": "secgan.commands.demo",
 }
-
-
-def _load(module_name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only a command whose module does not exist (yet) is left out; a broken import is an error.
-        if exc.name == module_name:
-            return None
-        raise
 
 
 def _add_log_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -81,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
-        module = _load(module_name)
-        if module is None:
-            continue
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP, epilog=exitcodes.epilog(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)

@@ -261,9 +261,6 @@ class GeneratorCore:
         self._pending[key] = fake
         return FakeBatch(run_id=run_id, round=round, step=step, cond=cond.cpu(), fake=fake.detach().cpu())
 
-    def pending(self) -> list[str]:
-        return [k[3] for k in self._pending]
-
     def drop(self, *, run_id: str, round: int, step: int, site: str = "") -> bool:
         """Forget a batch whose site refused or timed out (frees its graph)."""
         return self._pending.pop((run_id, round, step, site), None) is not None

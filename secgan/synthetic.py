@@ -23,7 +23,7 @@ from safetensors.torch import save as st_save
 
 from secgan.errors import DataError
 from secgan.fsio import atomic_write_bytes, atomic_write_json
-from secgan.spec import COND_CHANNELS, IMAGE_CHANNELS, decode_condition
+from secgan.spec import IMAGE_CHANNELS, decode_condition
 
 SYNTHETIC_FILE = "synthetic.safetensors"
 MIN_CASE_SLICES = 8

@@ -17,50 +17,20 @@ from typing import Any, Callable
 
 HELP = "run a site node: local data, discriminator, the site's own privacy policy and budget"
 
-D_STATE_FILE = "discriminator.safetensors"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="site.toml (from `secgan provision`)")
     parser.add_argument("--data", type=Path, default=None, help="override data_dir (BraTS-layout folder with split.json)")
 
 
-def build_learner(cfg: Any, dataset: Any) -> tuple[Any, Callable[[], None] | None]:
-    """The site's learner and, when the learner keeps no state itself, a durable save hook.
+def build_learner(cfg: Any, dataset: Any) -> Any:
+    """The site's learner: every mode, "off" included, goes through
+    ``secgan.privacy.learner.SiteLearner`` (ledger before release, refusal past the budget), which
+    keeps its own durable state in the state folder."""
+    from secgan.privacy.learner import SiteLearner
 
-    Every mode goes through ``secgan.privacy.learner.SiteLearner`` (ledger before release, refusal
-    past the budget). SEAM: until that module exists, mode "off" (and only it) falls back to the
-    plain step-core learner, whose D + optimiser this node persists itself.
-    """
-    from secgan.errors import ConfigError
-
-    state_dir = Path(cfg.state_dir)
-    try:
-        from secgan.privacy.learner import SiteLearner
-    except ModuleNotFoundError as exc:
-        if exc.name != "secgan.privacy.learner":
-            raise
-        SiteLearner = None  # noqa: N806 - the seam above
-    if SiteLearner is not None:
-        learner = SiteLearner(dataset=dataset, policy=cfg.policy, model=cfg.model, image=cfg.image, train=cfg.train,
-                              state_dir=state_dir, generator_seed=cfg.seed, device=cfg.device)
-        return learner, None
-    if cfg.policy.mode != "off":
-        raise ConfigError(f"policy.mode = {cfg.policy.mode!r} needs secgan.privacy.learner, which is not installed")
-    from secgan.checkpoint import load_module_state, save_module_state
-    from secgan.step import PlainSiteLearner
-
-    learner = PlainSiteLearner(dataset=dataset, model=cfg.model, image=cfg.image, train=cfg.train,
-                               generator_seed=cfg.seed, device=cfg.device)
-    path = state_dir / D_STATE_FILE
-    if path.is_file():
-        meta = load_module_state(path, learner.discriminator, learner.optimizer)
-        learner.steps_served = int(meta.get("steps_served", 0))
-
-    def persist() -> None:
-        save_module_state(path, learner.discriminator, learner.optimizer, {"steps_served": learner.steps_served})
-
-    return learner, persist
+    return SiteLearner(dataset=dataset, policy=cfg.policy, model=cfg.model, image=cfg.image, train=cfg.train,
+                       state_dir=Path(cfg.state_dir), generator_seed=cfg.seed, device=cfg.device)
 
 
 def build_secure_sum(cfg: Any, manifest: Any) -> Callable[[str], Any] | None:
@@ -109,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit
     dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad)
-    learner, persist = build_learner(cfg, dataset)
+    learner = build_learner(cfg, dataset)
     get_logger(__name__).info("site_ready", site=cfg.site_id, patient_count=dataset.n_patients, mode=cfg.policy.mode)
     node = SiteNode(
         NodeConfig(
@@ -132,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
             on_steps_mismatch=cfg.policy.on_steps_mismatch,
         ),
         learner,
-        persist=persist,
         secure_sum=build_secure_sum(cfg, manifest),
     )
     try:

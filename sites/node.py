@@ -31,8 +31,7 @@ site adds its noise share inside the masked vector; the ledger records the distr
 statement first.
 
 Every release goes through the learner (which accounts and writes its ledger before returning
-and saves D on its own cadence); a learner without persistence gets a ``persist`` hook called
-after each served step, so a kill -9 + restart resumes either way. Malformed
+and saves D on its own cadence), so a kill -9 + restart resumes from the site's state. Malformed
 inbound frames are logged by code, answered with an ErrorReply and never end the loop. Stop,
 SIGTERM and SIGINT end it cleanly (exit code 0).
 """
@@ -118,15 +117,12 @@ class NodeConfig:
 
 
 class SiteNode:
-    def __init__(self, cfg: NodeConfig, learner: Any, *, persist: Callable[[], None] | None = None,
-                 secure_sum: Callable[[str], Any] | None = None) -> None:
-        """``learner``: serve(FakeBatch) -> GradientReply | Refusal, epsilon(), save().
-        ``persist``: extra durable save after each served step (e.g. D + optimiser of a learner
-        whose save() keeps nothing). ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient``
-        built from the verified manifest's roster (None: this site cannot join secure-sum runs)."""
+    def __init__(self, cfg: NodeConfig, learner: Any, *, secure_sum: Callable[[str], Any] | None = None) -> None:
+        """``learner``: serve(FakeBatch) -> GradientReply | Refusal, epsilon(), save(); it keeps its own
+        durable state. ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient`` built from the
+        verified manifest's roster (None: this site cannot join secure-sum runs)."""
         self.cfg = cfg
         self.learner = learner
-        self.persist = persist
         self.secure_sum_factory = secure_sum
         self.secagg: Any = None  # SecureSumClient of the current run (kept across sessions: masks never repeat)
         self.aggregation = "routed"
@@ -336,8 +332,6 @@ class SiteNode:
             self.served = {k for k in self.served if k[0] >= msg.round - 512}
         if isinstance(reply, GradientReply):
             # the learner saves its own state on its own cadence (ledger before every release)
-            if self.persist is not None:
-                self.persist()
             self.counts["served"] += 1
         else:
             self.counts[f"refused_{reply.code}"] += 1
@@ -505,8 +499,6 @@ class SiteNode:
             log.info("site_exiting", reason=self.exit_reason, served=self.counts.get("served", 0))
             try:
                 self.learner.save()
-                if self.persist is not None:
-                    self.persist()
             except SecganError as exc:
                 log.error("final_save_failed", error=type(exc).__name__)
             self.write_status()

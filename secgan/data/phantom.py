@@ -17,7 +17,6 @@ reproducible and one patient does not depend on how many others are generated.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

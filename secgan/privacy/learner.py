@@ -44,7 +44,6 @@ from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.privacy.disclosure import EXHAUSTED_REASON, budget_left
 from secgan.privacy.guards import check_policy, source_refusal
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.privacy.release_log import ReleaseLog
 from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rate
 from secgan.privacy.sanitize import effective_noise_multiplier
 from secgan.runconfig import ModelConfig, TrainConfig
@@ -78,7 +77,7 @@ class SiteLearner:
         on_reserved: Callable[[int], None] | None = None,
     ) -> None:
         from secgan.models import build_discriminator
-        from secgan.privacy.ledger import LedgerParams, PrivacyLedger  # Opacus is imported only when needed
+        from secgan.privacy.ledger import LedgerParams  # Opacus is imported only when needed
 
         check_policy(policy, l1_weight=train.l1_weight)
         if dataset.n_patients < 1:

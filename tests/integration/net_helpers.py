@@ -1,8 +1,10 @@
 """Helpers for the network integration tests: free ports, processes with their logs in files,
-waiting for a log line with a timeout, and federation kits made with ``secgan provision``."""
+waiting (with a deadline) for a structured log event, a process state or any condition, and
+federation kits made with ``secgan provision``."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,7 +14,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,8 +47,50 @@ def _die_with_parent() -> None:
         pass
 
 
+def wait_until(found: Callable[[], Any], *, timeout: float, what: str,
+               gave_up: Callable[[], str | None] = lambda: None) -> Any:
+    """Poll ``found()`` until it returns something truthy (returned); fail after ``timeout`` s, or
+    as soon as ``gave_up()`` names a reason (e.g. the process it waits on exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = found()
+        if result:
+            return result
+        reason = gave_up()
+        if reason is not None:
+            result = found()  # the last lines may have come with the exit
+            if result:
+                return result
+            raise AssertionError(f"{reason} before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)  # poll interval of a wait on a condition
+
+
+def json_events(text: str) -> list[dict[str, Any]]:
+    """The ``--log-json`` records in a log, in order; other lines (a library's warning, a
+    traceback) are skipped."""
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("event"), str):
+            events.append(obj)
+    return events
+
+
+def _matches(obj: dict[str, Any], fields: dict[str, Any], where: Callable[[dict[str, Any]], bool] | None) -> bool:
+    return all(k in obj and obj[k] == v for k, v in fields.items()) and (where is None or bool(where(obj)))
+
+
 class Proc:
-    """A child process whose stdout+stderr go to a log file we can search."""
+    """A child process whose stdout+stderr go to a log file we can search: started with
+    ``--log-json``, its structured events are read with ``events`` and ``wait_event``."""
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.args = args
@@ -63,18 +107,49 @@ class Proc:
     def count(self, pattern: str) -> int:
         return len(re.findall(pattern, self.text()))
 
+    def _wait(self, found: Callable[[], Any], *, timeout: float, what: str) -> Any:
+        exited = lambda: f"process exited ({self.p.returncode})" if self.p.poll() is not None else None  # noqa: E731
+        try:
+            return wait_until(found, timeout=timeout, what=what, gave_up=exited)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.tail()}") from None
+
     def wait_for(self, pattern: str, *, timeout: float, count: int = 1) -> re.Match:
         """Wait until ``pattern`` (regex) occurs ``count`` times in the log; fail with the log tail."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def found() -> re.Match | None:
             matches = list(re.finditer(pattern, self.text()))
-            if len(matches) >= count:
-                return matches[count - 1]
-            if self.p.poll() is not None and len(list(re.finditer(pattern, self.text()))) < count:
-                raise AssertionError(f"process exited ({self.p.returncode}) before {pattern!r}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {pattern!r}:\n{self.tail()}")
-            time.sleep(0.05)
+            return matches[count - 1] if len(matches) >= count else None
+
+        return self._wait(found, timeout=timeout, what=repr(pattern))
+
+    def events(self, event: str | None = None, *, where: Callable[[dict[str, Any]], bool] | None = None,
+               **fields: Any) -> list[dict[str, Any]]:
+        """The structured log events named ``event`` (any when None) whose fields equal ``fields``
+        and, when given, satisfy ``where``."""
+        if event is not None:
+            fields["event"] = event
+        return [e for e in json_events(self.text()) if _matches(e, fields, where)]
+
+    def wait_event(self, event: str | None, *, timeout: float, count: int = 1,
+                   where: Callable[[dict[str, Any]], bool] | None = None, **fields: Any) -> dict[str, Any]:
+        """Wait until ``count`` events match (see ``events``); return the ``count``-th."""
+        def found() -> dict[str, Any] | None:
+            hits = self.events(event, where=where, **fields)
+            return hits[count - 1] if len(hits) >= count else None
+
+        what = f"{count} x {event} {fields}" + (" (with a condition)" if where is not None else "")
+        return self._wait(found, timeout=timeout, what=what)
+
+    def stop(self, *, timeout: float = 10) -> None:
+        """SIGSTOP, returning once the kernel reports the process stopped (Linux /proc)."""
+        self.p.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.p.pid}/stat")
+
+        def stopped() -> bool:
+            # the state letter follows the parenthesised command name
+            return stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+        wait_until(stopped, timeout=timeout, what=f"process {self.p.pid} to stop")
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.text().splitlines()[-n:])
@@ -150,5 +225,5 @@ def coordinator_proc(kit: dict[str, Path], log: Path, *extra: str) -> Proc:
     return Proc(["-m", "coordinator", "--config", str(kit["coordinator"]), *extra], log)
 
 
-def site_proc(kit: dict[str, Path], site: str, log: Path) -> Proc:
-    return Proc(["-m", "sites", "--config", str(kit[site])], log)
+def site_proc(kit: dict[str, Path], site: str, log: Path, *extra: str) -> Proc:
+    return Proc(["-m", "sites", "--config", str(kit[site]), *extra], log)

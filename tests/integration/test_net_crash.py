@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
@@ -30,45 +29,44 @@ def test_site_and_coordinator_crashes(tmp_path, phantom_root):
                                 "train": {"steps": 100000, "checkpoint_every": CHECKPOINT_EVERY,
                                           "g_average": 0.9}})
     logs = tmp_path / "logs"
-    coord = coordinator_proc(kit, logs / "coordinator-1.log")
-    sites = {k: site_proc(kit, f"site-{k}", logs / f"site-{k}.log") for k in (1, 2, 3)}
+    coord = coordinator_proc(kit, logs / "coordinator-1.log", "--log-json")
+    sites = {k: site_proc(kit, f"site-{k}", logs / f"site-{k}.log", "--log-json") for k in (1, 2, 3)}
     procs = [coord, *sites.values()]
     try:
-        run_id = coord.wait_for(r"coordinator_listening .*run_id=(\S+)", timeout=90).group(1)
-        coord.wait_for(r"step_done step=\d+ answered=3", timeout=120, count=2)
+        run_id = coord.wait_event("coordinator_listening", timeout=90)["run_id"]
+        coord.wait_event("step_done", timeout=120, count=2, answered=3)
 
         # kill -9 a site: detected, dropped from rounds, the others go on
         sites[3].kill9()
-        coord.wait_for(r"(site_dead|send_failed) site=site-3", timeout=30)
-        done = coord.count(r"step_done step=\d+ answered=2")
-        coord.wait_for(r"step_done step=\d+ answered=2", timeout=60, count=done + 3)
+        coord.wait_event(None, timeout=30, site="site-3", where=lambda e: e["event"] in ("site_dead", "send_failed"))
+        done = len(coord.events("step_done", answered=2))
+        coord.wait_event("step_done", timeout=60, count=done + 3, answered=2)
 
         # it restarts from its state_dir and is readmitted
-        sites[3] = site_proc(kit, "site-3", logs / "site-3-restarted.log")
+        sites[3] = site_proc(kit, "site-3", logs / "site-3-restarted.log", "--log-json")
         procs.append(sites[3])
-        coord.wait_for(r"site_welcomed site=site-3 ", timeout=90, count=2)
-        sites[3].wait_for(r"batch_served", timeout=60)
-        coord.wait_for(r"step_done step=\d+ answered=3", timeout=60,
-                       count=coord.count(r"step_done step=\d+ answered=3") + 1)
+        coord.wait_event("site_welcomed", timeout=90, count=2, site="site-3")
+        sites[3].wait_event("batch_served", timeout=60)
+        coord.wait_event("step_done", timeout=60, count=len(coord.events("step_done", answered=3)) + 1, answered=3)
 
         # kill -9 the coordinator
         coord.kill9()
-        last = max(int(s) for s in re.findall(r"step_done step=(\d+)", coord.text()))
+        last = max(e["step"] for e in coord.events("step_done"))
         steps_done = last + 1
         update_toml(kit["coordinator"], {"train": {"steps": steps_done + 4}})
-        coord = coordinator_proc(kit, logs / "coordinator-2.log", "--resume")
+        coord = coordinator_proc(kit, logs / "coordinator-2.log", "--log-json", "--resume")
         procs.append(coord)
-        resumed = int(coord.wait_for(r"resumed step=(\d+)", timeout=90).group(1))
+        resumed = coord.wait_event("resumed", timeout=90)["step"]
         assert steps_done - CHECKPOINT_EVERY <= resumed <= steps_done
-        assert f"run_id={run_id}" in coord.wait_for(r"coordinator_listening.*", timeout=30).group(0)
+        assert coord.wait_event("coordinator_listening", timeout=30)["run_id"] == run_id
 
         assert coord.wait(timeout=120) == 0, coord.tail()
         for k, s in sites.items():
             assert s.wait(timeout=30) == 0, s.tail()
-            assert "stop_received reason=completed" in s.text(), k
+            assert s.events("stop_received", reason="completed"), k
             # how it noticed the new coordinator: its heartbeat answered not_welcomed, or (the
             # coordinator took longer to come back than the site's dead-link limit) its own silence check
-            assert "coordinator_error code=not_welcomed" in s.text() or "dead_link" in s.text(), k
+            assert s.events("coordinator_error", code="not_welcomed") or s.events("dead_link"), k
     finally:
         for p in procs:
             p.close()

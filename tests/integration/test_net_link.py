@@ -13,47 +13,14 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
-from tests.integration.net_helpers import Proc, coordinator_proc, free_port, make_kit, update_toml
+from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc, update_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAST_LINK = {"heartbeat_interval_s": 0.5, "dead_link_heartbeats": 4, "no_answer_warn_s": 1.0}
-
-
-def site_json_proc(kit, site, log) -> Proc:
-    return Proc(["-m", "sites", "--log-json", "--config", str(kit[site])], log)
-
-
-def events(proc: Proc, name: str) -> list[dict]:
-    out = []
-    for line in proc.text().splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and obj.get("event") == name:
-            out.append(obj)
-    return out
-
-
-def wait_event(proc: Proc, name: str, *, timeout: float, count: int = 1, where=lambda e: True) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in events(proc, name) if where(e)]
-        if len(found) >= count:
-            return found
-        if proc.p.poll() is not None:
-            found = [e for e in events(proc, name) if where(e)]
-            if len(found) >= count:
-                return found
-            raise AssertionError(f"process exited ({proc.p.returncode}) before {count} {name!r}:\n{proc.tail()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {count} {name!r}:\n{proc.tail()}")
-        time.sleep(0.05)
 
 
 def test_site_without_coordinator_warns_and_joins_when_it_comes_up(tmp_path, phantom_root):
@@ -61,15 +28,16 @@ def test_site_without_coordinator_warns_and_joins_when_it_comes_up(tmp_path, pha
     kit = make_kit(tmp_path / "kit", data_root=phantom_root, sites=1, port=port, coordinator={"min_sites": 1})
     update_toml(kit["site-1"], FAST_LINK)
     endpoint = f"tcp://127.0.0.1:{port}"
-    site = site_json_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
+    site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log", "--log-json")
     coord = None
     try:
-        warned = wait_event(site, "no_answer", timeout=90, count=3, where=lambda e: e.get("endpoint") == endpoint)
+        site.wait_event("no_answer", timeout=90, count=3, endpoint=endpoint)
+        warned = site.events("no_answer", endpoint=endpoint)
         assert all(e["level"] == "warning" and e["seconds"] >= 1.0 and not e["welcomed"] for e in warned)
         assert endpoint in warned[0]["hint"]
         assert warned[-1]["seconds"] > warned[0]["seconds"]  # repeated while the silence lasts
         coord = coordinator_proc(kit, tmp_path / "logs" / "coordinator.log")
-        wait_event(site, "welcomed", timeout=90)
+        site.wait_event("welcomed", timeout=90)
         assert site.wait(timeout=120) == 0  # the tiny run completes and Stop ends the site
         assert coord.wait(timeout=30) == 0
     finally:
@@ -85,22 +53,23 @@ def test_silent_coordinator_is_detected_and_the_site_rejoins(tmp_path, phantom_r
                                 "train": {"steps": 100000}})
     update_toml(kit["site-1"], FAST_LINK)
     coord = coordinator_proc(kit, tmp_path / "logs" / "coordinator.log")
-    site = site_json_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
+    site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log", "--log-json")
     stopped = False
     try:
-        wait_event(site, "batch_served", timeout=120)
-        before = len(events(site, "dead_link"))  # (the site may have started well before the coordinator)
-        wait_event(site, "batch_served", timeout=90, count=40)  # seconds of a working link (~10 steps a second)
-        assert len(events(site, "dead_link")) == before  # a working link is never declared dead
+        site.wait_event("batch_served", timeout=120)
+        before = len(site.events("dead_link"))  # (the site may have started well before the coordinator)
+        site.wait_event("batch_served", timeout=90, count=40)  # seconds of a working link (~10 steps a second)
+        assert len(site.events("dead_link")) == before  # a working link is never declared dead
         coord.p.send_signal(signal.SIGSTOP)
         stopped = True
-        dead = wait_event(site, "dead_link", timeout=30, count=2)
+        site.wait_event("dead_link", timeout=30, count=2)
+        dead = site.events("dead_link")
         assert dead[0]["level"] == "warning" and dead[0]["action"] == "reconnect" and dead[0]["seconds"] >= 2.0
-        served = len(events(site, "batch_served"))
+        served = len(site.events("batch_served"))
         coord.p.send_signal(signal.SIGCONT)
         stopped = False
-        wait_event(site, "welcomed", timeout=60, count=2)  # Hello again on the reopened DEALER
-        wait_event(site, "batch_served", timeout=60, count=served + 3)
+        site.wait_event("welcomed", timeout=60, count=2)  # Hello again on the reopened DEALER
+        site.wait_event("batch_served", timeout=60, count=served + 3)
         assert site.p.poll() is None and coord.p.poll() is None
     finally:
         if stopped:
@@ -118,11 +87,11 @@ def test_a_link_dropped_by_libzmq_is_reopened(tmp_path, phantom_root):
     update_toml(kit["site-1"], {**FAST_LINK, "no_answer_warn_s": 600.0,
                                 "wire": {"max_header_bytes": 4096, "max_tensor_bytes": 4096, "max_total_bytes": 65536}})
     coord = coordinator_proc(kit, tmp_path / "logs" / "coordinator.log")
-    site = site_json_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
+    site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log", "--log-json")
     try:
-        wait_event(site, "welcomed", timeout=120)
-        wait_event(site, "dead_link", timeout=60, count=2)
-        assert len(events(site, "welcomed")) >= 2  # each reopened DEALER said Hello and was welcomed again
+        site.wait_event("welcomed", timeout=120)
+        site.wait_event("dead_link", timeout=60, count=2)
+        assert len(site.events("welcomed")) >= 2  # each reopened DEALER said Hello and was welcomed again
         assert coord.count(r"site_welcomed site=site-1 ") >= 2
         assert site.p.poll() is None
     finally:
@@ -138,14 +107,14 @@ def test_a_site_refuses_a_run_it_did_not_plan(tmp_path, phantom_root):
                                            "delta": 1e-5, "planned_steps": 200, "expected_batch_size": 2,
                                            "on_steps_mismatch": "refuse"}})
     coord = coordinator_proc(kit, tmp_path / "logs" / "coordinator.log")
-    site = site_json_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
+    site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log", "--log-json")
     try:
         assert site.wait(timeout=150) == 2, site.tail()
         assert coord.wait(timeout=60) == 3, coord.tail()  # the only site left: no quorum
     finally:
         coord.close()
         site.close()
-    [ev] = events(site, "steps_mismatch")
+    [ev] = site.events("steps_mismatch")
     assert ev["level"] == "error" and ev["action"] == "refuse"
     assert ev["run_steps"] == 30 and ev["planned_steps"] == 200 and 0 < ev["epsilon_run"] < 10.0
     ledger = json.loads((tmp_path / "kit" / "site-1" / "state" / "ledger.json").read_text())

@@ -57,25 +57,26 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
     port = free_port()
     kit = make_kit(tmp_path / "kit", data_root=phantom_root, sites=3, port=port,
                    coordinator={"min_sites": 3})
-    coord = coordinator_proc(kit, tmp_path / "logs" / "coordinator.log")
+    coord = coordinator_proc(kit, tmp_path / "logs" / "coordinator.log", "--log-json")
     # the sites start loading while the intruders knock; the coordinator waits for all three
-    sites = [site_proc(kit, f"site-{k}", tmp_path / "logs" / f"site-{k}.log") for k in (1, 2, 3)]
+    sites = [site_proc(kit, f"site-{k}", tmp_path / "logs" / f"site-{k}.log", "--log-json") for k in (1, 2, 3)]
     try:
-        coord.wait_for(r"auth_self_check_passed", timeout=90)
-        coord.wait_for(r"coordinator_listening", timeout=30)
+        coord.wait_event("auth_self_check_passed", timeout=90)
+        coord.wait_event("coordinator_listening", timeout=30)
         from secgan.keys.curve import load_curve_public
 
         spub = load_curve_public(tmp_path / "kit" / "coordinator" / "keys" / "coordinator.key")
         endpoint = f"tcp://127.0.0.1:{port}"
         assert _intruder(endpoint, spub, plaintext=False) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
         assert _intruder(endpoint, spub, plaintext=True) != zmq.EVENT_HANDSHAKE_SUCCEEDED
-        coord.wait_for(r"handshake_rejected reason=auth", timeout=10, count=2)  # self-check + intruder
-        coord.wait_for(r"handshake_rejected reason=(protocol|no_detail)", timeout=10)  # the plaintext client
+        coord.wait_event("handshake_rejected", timeout=10, count=2, reason="auth")  # self-check + intruder
+        coord.wait_event("handshake_rejected", timeout=10,
+                         where=lambda e: e.get("reason") in ("protocol", "no_detail"))  # the plaintext client
 
         assert coord.wait(timeout=120) == 0, coord.tail()
         for s in sites:
             assert s.wait(timeout=30) == 0, s.tail()
-            assert "stop_received" in s.text()
+            assert s.events("stop_received"), s.tail()
     finally:
         for p in [coord, *sites]:
             p.close()

@@ -85,7 +85,12 @@ def site_main(config_path: str) -> int:
             fields = {k: v for k, v in header.items() if k != "type"}
             ann = SecAggAnnounce(**fields)
             if ann.round == cfg.get("stall_round"):
-                time.sleep(120)  # hang mid-round until the test kills this process
+                # say so (write, then rename: the test never reads half a file), then hang
+                # mid-round, the announcement received and nothing sent, until the test kills us
+                tmp = Path(cfg["status"] + ".tmp")
+                tmp.write_text(json.dumps({"stalled_round": ann.round}))
+                os.replace(tmp, cfg["status"])
+                time.sleep(120)
             try:
                 grad = torch.from_numpy(site_gradient(cfg["site_id"], ann.round)) if client.needs_gradient(ann) else None
                 m = client.contribute(ann, grad)
@@ -100,6 +105,10 @@ def site_main(config_path: str) -> int:
 
 
 # -- the test (coordinator side) -----------------------------------------------------------------
+def _stalled_round(status: Path) -> int | None:
+    return json.loads(status.read_text())["stalled_round"] if status.exists() else None
+
+
 class _AllowList:
     def __init__(self, keys: set[bytes]) -> None:
         self.keys = keys
@@ -121,6 +130,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
     from secgan.keys.agreement import generate_agreement_key, public_hex, write_agreement_key
     from secgan.net.schema import SecAggMasked
     from secgan.secagg import SecAggRoundFailed, SecureSumAggregator, summarize_rounds
+    from tests.integration.net_helpers import wait_until
 
     ids = [f"site-{i}" for i in range(1, 5)]
     coord_pub, coord_sec = zmq.curve_keypair()
@@ -154,7 +164,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
             cfg = {"site_id": i, "endpoint": endpoint, "manifest": str(tmp_path / "manifest.json"),
                    "federation_public": fed_pub, "agreement_key": str(tmp_path / f"{i}.x25519.pem"),
                    "curve_public": curve[i][0].decode(), "curve_secret": curve[i][1].decode(),
-                   "stall_round": 1 if i == "site-4" else None}
+                   "stall_round": 1 if i == "site-4" else None, "status": str(tmp_path / f"{i}.status.json")}
             (tmp_path / f"{i}.json").write_text(json.dumps(cfg))
             procs[i] = subprocess.Popen([sys.executable, "-m", "tests.integration.test_secagg_network",
                                          str(tmp_path / f"{i}.json")], cwd=repo, env=env)
@@ -190,9 +200,11 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
         for rnd in range(3):
             ann = agg.begin(round=rnd, step=0, participants=alive, shape=SHAPE)
             broadcast(ann, alive)
-            if rnd == 1:
-                time.sleep(0.2)
-                procs["site-4"].send_signal(signal.SIGKILL)  # killed mid-round, before replying
+            if rnd == 1:  # killed mid-round: once it has the announcement, before it replies
+                wait_until(lambda: _stalled_round(tmp_path / "site-4.status.json") == rnd, timeout=30,
+                           what="site-4 to stall in round 1",
+                           gave_up=lambda: "site-4 exited" if procs["site-4"].poll() is not None else None)
+                procs["site-4"].send_signal(signal.SIGKILL)
             while not agg.complete:
                 got = recv(time.monotonic() + ROUND_DEADLINE_S)
                 if got is None:

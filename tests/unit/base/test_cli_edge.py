@@ -99,3 +99,14 @@ def test_coordinator_exit_code_per_final_status():
     assert exit_code({"status": "stopped", "stop_reason": "quorum_lost"}) == exitcodes.QUORUM_LOST
     assert exit_code({"status": "stopped", "stop_reason": "quorum_impossible"}) == exitcodes.QUORUM_LOST
     assert exit_code({"status": "stopped", "stop_reason": "batch_unencodable"}) == exitcodes.USAGE
+
+
+def test_every_command_is_registered_and_a_missing_module_is_an_error(monkeypatch):
+    from secgan import cli
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(cli.COMMANDS)
+    # a command whose module is gone is an error at start, never a command silently left out
+    monkeypatch.setitem(cli.COMMANDS, "gone", "secgan.commands.no_such_command")
+    with pytest.raises(ModuleNotFoundError, match="no_such_command"):
+        build_parser()

@@ -155,7 +155,9 @@ def test_summing_two_site_replies_equals_backward_of_summed_mean_losses() -> Non
     b1 = core.make_batch(run_id="r", round=0, step=0, site="a")
     b2 = core.make_batch(run_id="r", round=0, step=0, site="b")
     assert not torch.equal(b1.cond, b2.cond)  # each site gets fresh conditions
-    assert core.pending() == ["a", "b"]
+    for site in ("a", "b"):  # both in flight
+        with pytest.raises(ProtocolError, match="duplicate_batch"):
+            core.make_batch(run_id="r", round=0, step=0, site=site)
     g1 = generator_gradient(D1, b1.cond, b1.fake, loss="bce")
     g2 = generator_gradient(D2, b2.cond, b2.fake, loss="bce")
     core.apply(GradientReply(run_id="r", round=0, step=0, grad=g2), site="b")
@@ -226,7 +228,7 @@ def test_finish_step_without_replies_does_not_step_and_drops_pending() -> None:
     info = core.finish_step()
     assert info == {"applied": 0, "dropped": 1, "grad_norm": 0.0, "stepped": False}
     assert all(torch.equal(a, b) for a, b in zip(before, core.G.parameters()))
-    assert core.pending() == []
+    assert not core.drop(run_id="r", round=0, step=0, site="a")  # nothing left in flight
 
 
 def test_plain_site_learner_serves_a_reply_and_updates_its_discriminator() -> None:

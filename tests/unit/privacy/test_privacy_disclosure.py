@@ -7,7 +7,6 @@ import json
 import math
 import re
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
