@@ -32,20 +32,21 @@ from typing import Any, Callable
 from secgan.config import to_dict
 from secgan.errors import ConfigError
 from secgan.evaluation.sweep_config import SweepConfig, load_sweep_config
-from secgan.evaluation.sweep_data import ensure_atlas, ensure_data
+from secgan.evaluation.sweep_data import ensure_atlas, ensure_data, ensure_validation, validation_root
 from secgan.evaluation.sweep_outputs import write_outputs
 from secgan.evaluation.sweep_plan import (
     ASYNDGAN,
-    DP_PREFIX,
     MISSING_PREFIX,
     epsilon_of,
     gan_config,
     gan_dir_name,
     gan_runs,
     inputs_fingerprint,
+    is_dp_setting,
     is_gan_setting,
     missing_settings,
     planned_settings,
+    runs_of,
     split_run,
     stale_reason,
 )
@@ -66,7 +67,10 @@ class Sweep:
                  progress: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self._given = cfg  # as configured (``_prepare`` may fill in the atlas bank's path)
-        self.data_root = Path(data_root)
+        # the configured data; with score_on = "validation" every GAN and U-Net works on a copy
+        # whose test patients are held-out training patients (``sweep_data.ensure_validation``)
+        self.source_root = Path(data_root)
+        self.data_root = validation_root(self.source_root) if cfg.score_on == "validation" else self.source_root
         self.out = Path(out)
         self.config_text = config_text
         self.progress = progress or (lambda _m: None)
@@ -166,10 +170,12 @@ class Sweep:
         from secgan.evaluation.sources import site_dirs
 
         self.out.mkdir(parents=True, exist_ok=True)
-        ensure_data(self.cfg, self.data_root)
+        ensure_data(self.cfg, self.source_root)
+        if self.cfg.score_on == "validation":
+            ensure_validation(self.source_root, self.data_root, fraction=self.cfg.validation_fraction)
         pool_sites(list(site_dirs(self.data_root).values()), self._pooled)
         if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
-            bank = ensure_atlas(self.cfg, self.data_root)
+            bank = ensure_atlas(self.cfg, self.source_root)
             self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))
 
     # -- one setting ----------------------------------------------------------------------------
@@ -191,7 +197,7 @@ class Sweep:
             from secgan.evaluation.metrics import summarise_runs
 
             results, summaries, checkpoints = [], [], []
-            for r in range(cfg.gan.runs):
+            for r in range(runs_of(cfg, setting)):
                 ck, summary = self._gan(setting, r)
                 results.append(evaluate_source(parse_source("synthetic"), self.bench, checkpoint=ck, **common))
                 summaries.append(summary)
@@ -199,10 +205,10 @@ class Sweep:
             per_seed = [s for res in results for s in res["per_seed"]]
             per_gan = [round(res["dice_mean"], 6) for res in results]
             merged = {**results[0], **summarise_runs(per_seed), "per_seed": per_seed}
-            row = _row(setting, merged, gan_runs=cfg.gan.runs, dice_per_gan=per_gan,
+            row = _row(setting, merged, gan_runs=len(results), dice_per_gan=per_gan,
                        gan_steps=summaries[0].get("steps_done"), gan_stopped=summaries[0].get("stopped"),
                        gan_wall_seconds=round(sum(float(s.get("wall_seconds") or 0) for s in summaries), 2))
-            if setting.startswith(DP_PREFIX):
+            if is_dp_setting(setting):
                 row["epsilon"] = epsilon_of(cfg, setting)
                 spent = [spent_epsilon(s) for s in summaries]
                 row["epsilon_spent"] = max((e for e in spent if e is not None), default=None)

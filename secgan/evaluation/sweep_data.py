@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from secgan.errors import ConfigError
 from secgan.evaluation.sweep_config import SweepConfig
 from secgan.logs import get_logger
 
@@ -53,3 +54,59 @@ def ensure_atlas(cfg: SweepConfig, data_root: Path) -> Path:
     save_file({"conds": torch.from_numpy(np.ascontiguousarray(conds))}, str(tmp))
     tmp.rename(bank / "conds.safetensors")
     return bank
+
+
+VALIDATION_TAG = 0x7A11  # seeds the choice of validation patients (with the site number)
+
+
+def validation_root(data_root: Path) -> Path:
+    """Where ``ensure_validation`` puts the validation copy of ``data_root``."""
+    return data_root.with_name(data_root.name + "-validation")
+
+
+def ensure_validation(data_root: Path, out: Path, *, fraction: float) -> Path:
+    """A copy of ``data_root`` for choosing settings without the test patients: each site keeps only
+    its training patients, and ``round(fraction * train)`` of them (at least one, chosen by a fixed
+    seed per site) become that copy's "test" patients. The original test patients are not copied, so
+    nothing scored on the copy can depend on them. Rebuilt when the fraction or the data changed."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from secgan.data.dataset import read_split
+    from secgan.evaluation.sources import site_dirs
+    from secgan.fsio import atomic_write_json
+
+    plan = {}
+    for k, site in site_dirs(data_root).items():
+        train = sorted(read_split(site)["train"])
+        if len(train) < 2:
+            raise ConfigError(f"{site}: score_on = 'validation' needs at least 2 training patients a site")
+        order = np.random.default_rng([VALIDATION_TAG, k]).permutation(len(train))
+        n_val = min(max(1, int(round(fraction * len(train)))), len(train) - 1)
+        val = sorted(train[i] for i in order[:n_val])
+        plan[k] = {"train": sorted(set(train) - set(val)), "test": val}
+    stamp = {"source": str(data_root.resolve()), "fraction": fraction, "splits": plan}
+    marker = out / "validation.json"
+    if marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == json.loads(json.dumps(stamp)):
+                return out
+        except ValueError:
+            pass
+    if out.exists():
+        shutil.rmtree(out)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    for k, site in site_dirs(data_root).items():
+        dest = tmp / site.name
+        dest.mkdir(parents=True)
+        for case in plan[k]["train"] + plan[k]["test"]:
+            shutil.copytree(site / case, dest / case)
+        atomic_write_json(dest / "split.json", plan[k])
+    atomic_write_json(tmp / "validation.json", stamp)
+    tmp.rename(out)
+    log.info("validation_split_written", sites=len(plan), fraction=fraction)
+    return out

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from secgan.config import to_dict
-from secgan.evaluation.sweep_plan import ASYNDGAN, DP_PREFIX, is_real_subset, missing_settings
+from secgan.evaluation.sweep_plan import ASYNDGAN, DP_PREFIX, LEVER_PREFIX, is_real_subset, missing_settings
 from secgan.fsio import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -64,12 +64,22 @@ def check_targets(rows: list[dict]) -> list[dict]:
                     "text": f"AsynDGAN Dice {a['dice_mean']:.3f} vs best Real-Subset-n ({best['setting']}) "
                             f"{best['dice_mean']:.3f} (target: above)"})
     dp = sorted((r for r in rows if r["setting"].startswith(DP_PREFIX)), key=lambda r: r["epsilon"])
+    for r in dp:  # the private-utility targets: a fraction of the no-DP AsynDGAN of the same sweep
+        need = next((f for e, f in DP_TARGETS if r["epsilon"] >= e), None)
+        if a and need is not None and a["dice_mean"] > 0:
+            ratio = r["dice_mean"] / a["dice_mean"]
+            out.append({"ok": ratio >= need, "text": f"DP epsilon {r['epsilon']:g}: Dice {r['dice_mean']:.3f} is "
+                                                     f"{ratio:.2f} x AsynDGAN without DP (target >= {need:.2f} x)"})
     if a and dp:
         below = all(r["dice_mean"] <= a["dice_mean"] + max(a["dice_std"], r["dice_std"]) for r in dp)
         pts = ", ".join(f"eps {r['epsilon']:g}: {r['dice_mean']:.3f}" for r in dp)
         out.append({"ok": below, "text": f"DP points ({pts}) at or below AsynDGAN without DP "
                                          f"{a['dice_mean']:.3f} within one std (the cost of privacy)"})
     return out
+
+
+# (epsilon at least, fraction of the no-DP AsynDGAN's Dice): the private-utility targets
+DP_TARGETS = ((10.0, 0.93), (3.0, 0.80), (1.0, 0.60))
 
 
 def figure_title(cfg: SweepConfig, n_sites: int) -> str:
@@ -92,6 +102,14 @@ def notes(cfg: SweepConfig, rows: list[dict]) -> list[str]:
         "calibrated so the planned steps spend the target epsilon; epsilon_spent is the largest spent "
         "epsilon reported by a site.",
     ]
+    if cfg.score_on == "validation":
+        out.insert(0, f"SCORED ON VALIDATION PATIENTS: {cfg.validation_fraction:g} of each site's training patients, "
+                      "held out from every GAN and U-Net; the test patients were not read. For choosing settings, "
+                      "not for reporting.")
+    levers = [r for r in rows if str(r["setting"]).startswith(LEVER_PREFIX)]
+    if levers:
+        out.append("Lever rows (lever-NAME-epsE): DP runs with the settings of [privacy] and [gan] changed as the "
+                   "variant NAME says (see the config below); they are in the table, not in the figure.")
     if absent_name in by and completed_name in by:
         a, c = by[absent_name], by[completed_name]
         out.append(

@@ -16,11 +16,12 @@ from secgan.config import to_dict
 from secgan.errors import ConfigError
 
 if TYPE_CHECKING:  # kept light: the figure, the page and the command import the names below
-    from secgan.evaluation.sweep_config import MissingModalityConfig, SweepConfig
+    from secgan.evaluation.sweep_config import MissingModalityConfig, SweepConfig, VariantConfig
 
 SYN_ALL = "syn-all"
 ASYNDGAN = "asyndgan"
 DP_PREFIX = "asyndgan-dp-eps"
+LEVER_PREFIX = "lever-"
 MISSING_PREFIX = "missing-"
 
 
@@ -28,18 +29,49 @@ def eps_name(eps: float) -> str:
     return f"{DP_PREFIX}{eps:g}"
 
 
+def lever_name(variant: VariantConfig, eps: float) -> str:
+    return f"{LEVER_PREFIX}{variant.name}-eps{eps:g}"
+
+
+def lever_settings(cfg: SweepConfig) -> dict[str, tuple[VariantConfig, float]]:
+    """``{setting: (variant, epsilon)}`` of every lever row, in order."""
+    return {lever_name(v, e): (v, e) for v in cfg.variants for e in v.epsilons}
+
+
 def epsilon_of(cfg: SweepConfig, setting: str) -> float:
-    """The target epsilon of the DP setting ``setting``."""
+    """The target epsilon of the DP setting ``setting`` (a main DP row or a lever row)."""
+    levers = lever_settings(cfg)
+    if setting in levers:
+        return levers[setting][1]
     return next(e for e in cfg.privacy.epsilons if eps_name(e) == setting)
 
 
+def is_dp_setting(setting: str) -> bool:
+    return setting.startswith(DP_PREFIX) or setting.startswith(LEVER_PREFIX)
+
+
+def config_of(cfg: SweepConfig, setting: str) -> SweepConfig:
+    """The sweep config ``setting``'s GAN runs are made with: the variant's for a lever row."""
+    from secgan.evaluation.sweep_config import variant_config
+
+    levers = lever_settings(cfg)
+    return variant_config(cfg, levers[setting][0]) if setting in levers else cfg
+
+
+def runs_of(cfg: SweepConfig, setting: str) -> int:
+    """GANs trained for GAN setting ``setting``."""
+    return config_of(cfg, setting).gan.runs
+
+
 def gan_settings(cfg: SweepConfig) -> list[str]:
-    """The settings scored on their own GAN runs, in order: Syn-All, AsynDGAN, one per epsilon."""
-    return [SYN_ALL, ASYNDGAN] + [eps_name(e) for e in cfg.privacy.epsilons]
+    """The settings scored on their own GAN runs, in order: Syn-All (if on), AsynDGAN, one per
+    epsilon, then the lever rows."""
+    head = [SYN_ALL] if cfg.syn_all else []
+    return head + [ASYNDGAN] + [eps_name(e) for e in cfg.privacy.epsilons] + list(lever_settings(cfg))
 
 
 def is_gan_setting(setting: str) -> bool:
-    return setting in (SYN_ALL, ASYNDGAN) or setting.startswith(DP_PREFIX)
+    return setting in (SYN_ALL, ASYNDGAN) or is_dp_setting(setting)
 
 
 def is_real_subset(setting: str) -> bool:
@@ -71,8 +103,8 @@ def planned_settings(cfg: SweepConfig, sites: list[int]) -> list[str]:
 
 
 def gan_runs(cfg: SweepConfig) -> list[str]:
-    """Every GAN run the sweep needs, as ``name:run`` (``gan.runs`` per GAN setting)."""
-    return [f"{n}:{r}" for n in gan_settings(cfg) for r in range(cfg.gan.runs)]
+    """Every GAN run the sweep needs, as ``name:run`` (``runs_of`` per GAN setting)."""
+    return [f"{n}:{r}" for n in gan_settings(cfg) for r in range(runs_of(cfg, n))]
 
 
 def split_run(item: str) -> tuple[str, int]:
@@ -81,38 +113,41 @@ def split_run(item: str) -> tuple[str, int]:
     return name, int(run)
 
 
-def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | None, run: int = 0):
+def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | None, run: int = 0,
+                   name: str | None = None, where: str = "privacy."):
     """RunConfig of an AsynDGAN run over ``site_dirs``; DP-SGD at ``epsilon`` or privacy off (None).
-    ``run`` (0-based) seeds the GAN with ``gan.seed + run``."""
+    ``run`` (0-based) seeds the GAN with ``gan.seed + run``; ``name`` (default: the setting's name
+    from ``epsilon``) names the run. DP runs take ``privacy.policy`` and ``privacy.train`` on top."""
+    from secgan.config import load_dataclass
     from secgan.privacy.policy import PrivacyPolicy
     from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
     from secgan.spec import ImageSpec
 
+    # ``where``: how a bad key of the override tables is named (``privacy.policy.<key>``)
     g = cfg.gan
     steps = g.steps
+    train = dict(steps=steps, batch_size=g.batch_size, lr_g=g.lr_g, lr_d=g.lr_d, loss=g.loss, beta1=g.beta1,
+                 beta2=g.beta2, g_average=g.g_average, seed=g.seed + run, checkpoint_every=max(1, min(100, steps)))
     if epsilon is None:
         policy = PrivacyPolicy(mode="off", allow_off=True)
-        run_id = ASYNDGAN
+        run_id = name or ASYNDGAN
+        train_cfg = TrainConfig(**train)
     else:
         steps = cfg.dp_steps()
-        policy = PrivacyPolicy(
-            mode="dpsgd",
-            target_epsilon=float(epsilon),
-            delta=cfg.privacy.delta,
-            clip_norm=cfg.privacy.clip_norm,
-            planned_steps=steps,
-            expected_batch_size=cfg.privacy.expected_batch_size,
-        )
-        run_id = eps_name(epsilon)
+        base = dict(mode="dpsgd", target_epsilon=float(epsilon), delta=cfg.privacy.delta,
+                    clip_norm=cfg.privacy.clip_norm, planned_steps=steps,
+                    expected_batch_size=cfg.privacy.expected_batch_size)
+        policy = load_dataclass(PrivacyPolicy, {**base, **(cfg.privacy.policy or {})}, prefix=f"{where}policy.")
+        train.update(steps=steps, checkpoint_every=max(1, min(100, steps)))
+        train_cfg = load_dataclass(TrainConfig, {**train, **(cfg.privacy.train or {})}, prefix=f"{where}train.")
+        run_id = name or eps_name(epsilon)
     run_id = gan_dir_name(run_id, run)
     try:
         return RunConfig(
             image=ImageSpec(size=cfg.image_size),
             model=ModelConfig(g_width=g.g_width, g_depth=g.g_depth, d_width=g.d_width, d_layers=g.d_layers,
                               noise_dim=g.noise_dim, d_arch=g.d_arch),
-            train=TrainConfig(steps=steps, batch_size=g.batch_size, lr_g=g.lr_g, lr_d=g.lr_d, loss=g.loss,
-                              beta1=g.beta1, beta2=g.beta2, g_average=g.g_average, seed=g.seed + run,
-                              checkpoint_every=max(1, min(100, steps))),
+            train=train_cfg,
             data=DataConfig(site_dirs=tuple(str(d) for d in site_dirs), condition_source=g.condition_source,
                             bank_dir=g.bank_dir),
             privacy=policy,
@@ -134,16 +169,20 @@ def gan_config(cfg: SweepConfig, site_dirs: list[Path], pooled: Path, name: str,
         return syn_all_config(plain, pooled, len(site_dirs), run_id=gan_dir_name(SYN_ALL, run))
     if name == ASYNDGAN:
         return gan_run_config(cfg, site_dirs, epsilon=None, run=run)
+    if name.startswith(LEVER_PREFIX):
+        return gan_run_config(config_of(cfg, name), site_dirs, epsilon=epsilon_of(cfg, name), run=run, name=name)
     return gan_run_config(cfg, site_dirs, epsilon=epsilon_of(cfg, name), run=run)
 
 
 def setting_inputs(cfg: SweepConfig, setting: str) -> dict:
     """The parts of the sweep config that ``setting``'s result depends on; a resumed sweep reuses a
     saved result only when they are unchanged (``inputs_fingerprint``)."""
-    whole = to_dict(cfg)
+    whole = to_dict(config_of(cfg, setting) if setting.startswith(LEVER_PREFIX) else cfg)
     seg = {k: v for k, v in whole["segmenter"].items() if k != "device"}
     out: dict[str, Any] = {"phantom": whole["phantom"], "image_size": cfg.image_size, "seeds": whole["seeds"],
                            "segmenter": seg}
+    if cfg.score_on != "test":  # (absent for "test", so results made before the option stay valid)
+        out["score_on"] = {"split": cfg.score_on, "validation_fraction": cfg.validation_fraction}
     real_only = setting.startswith("real-") and not setting.endswith("+synthetic")
     if real_only:
         return out
@@ -155,8 +194,11 @@ def setting_inputs(cfg: SweepConfig, setting: str) -> dict:
         out["quality"] = cfg.quality
     else:
         out["gan"] = {k: v for k, v in whole["gan"].items() if k != "runs"}  # these use the first GAN only
-    if setting.startswith(DP_PREFIX):
+    if is_dp_setting(setting):
         out["privacy"] = {k: v for k, v in whole["privacy"].items() if k != "epsilons"}
+        for extra in ("policy", "train"):  # (absent when unset, so earlier results stay valid)
+            if out["privacy"].get(extra) is None:
+                out["privacy"].pop(extra, None)
         out["epsilon"] = epsilon_of(cfg, setting)
     if setting.startswith(MISSING_PREFIX):
         out["missing_modality"] = whole["missing_modality"]

@@ -121,3 +121,31 @@ def test_sweep_refuses_bad_parallel_options(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert "unknown GAN run(s) nonsense:3" in err and "asyndgan:1" in err
     assert not (out / "gans" / "asyndgan").exists()  # nothing trained when the list is refused
+
+
+def test_a_validation_sweep_with_a_lever_row_never_reads_the_test_patients(tmp_path: Path):
+    """score_on = "validation": every GAN and U-Net works on held-out training patients; the lever row
+    trains with its own policy."""
+    text = _config(tmp_path).read_text()
+    text = text.replace("augment_subsets = true", 'augment_subsets = false\nsyn_all = false\nscore_on = "validation"\n'
+                                                   "validation_fraction = 0.25")
+    text = text.replace("runs = 2 ", "runs = 1 ").replace("[missing_modality]", "[missing_modality]\nenabled = false")
+    text += '\n[[variants]]\nname = "clip2"\nepsilons = [3.0]\nprivacy = { clip_norm = 2.0 }\n'
+    cfg = tmp_path / "sweep-val.toml"
+    cfg.write_text(text)
+    out = tmp_path / "out-val"
+    assert main(["sweep", "--config", str(cfg), "--out", str(out)]) == 0
+    rows = {r["setting"]: r for r in json.loads((out / "results.json").read_text())}
+    assert list(rows) == ["real-all", "real-subset-1", "real-subset-2", "asyndgan", "asyndgan-dp-eps3",
+                          "lever-clip2-eps3"]
+    test_ids = {c for k in (1, 2) for c in json.loads((tmp_path / "phantom" / f"site-{k}" / "split.json").read_text())["test"]}
+    val = tmp_path / "phantom-validation"
+    val_ids = {c for k in (1, 2) for c in json.loads((val / f"site-{k}" / "split.json").read_text())["test"]}
+    assert val_ids and not val_ids & test_ids
+    assert all(r["test_patients"] == len(val_ids) for r in rows.values())  # scored on the validation patients
+    for gan in ("asyndgan", "asyndgan-dp-eps3", "lever-clip2-eps3"):
+        run = json.loads((out / "gans" / gan / "sweep-run-config.json").read_text())
+        assert all(str(val) in d for d in run["data"]["site_dirs"])  # trained on the copy
+    lever = json.loads((out / "gans" / "lever-clip2-eps3" / "sweep-run-config.json").read_text())["privacy"]
+    assert lever["clip_norm"] == 2.0 and lever["target_epsilon"] == 3.0
+    assert "SCORED ON VALIDATION PATIENTS" in (out / "report.html").read_text()

@@ -28,15 +28,23 @@ ROWS = [
 
 def test_targets_are_checked_honestly():
     claims = check_targets(ROWS)
-    assert len(claims) == 3
-    ratio, subset, dp = claims
+    assert len(claims) == 6
+    ratio, subset, eps1, eps3, eps10, dp = claims
     assert ratio["ok"] and "0.92 x" in ratio["text"]  # 0.74 / 0.80 = 0.925
     assert subset["ok"]
     assert dp["ok"]
+    # private utility against the no-DP AsynDGAN (0.74): 0.30 = 0.41x (target 0.60), 0.45 = 0.61x (0.80),
+    # 0.55 = 0.74x (0.93): all missed, and each names its own target
+    assert [c["ok"] for c in (eps1, eps3, eps10)] == [False, False, False]
+    assert "0.41 x" in eps1["text"] and ">= 0.60 x" in eps1["text"] and ">= 0.93 x" in eps10["text"]
+    better = [dict(r, dice_mean=0.70) if r["setting"].startswith("asyndgan-dp-") else r for r in ROWS]
+    assert [c["ok"] for c in check_targets(better)[2:5]] == [True, True, True]  # 0.70 / 0.74 = 0.946
     worse = [dict(r, dice_mean=0.5) if r["setting"] == "asyndgan" else r for r in ROWS]
-    ratio, subset, dp = check_targets(worse)
+    ratio, subset, *_, dp = check_targets(worse)
     assert not ratio["ok"] and not subset["ok"] and not dp["ok"]
     assert check_targets([_row("real-all", 0.8)]) == []
+    # lever rows are not the main DP rows: they are never graded against the targets
+    assert len(check_targets(ROWS + [_row("lever-k4-eps10", 0.1, 10.0)])) == 6
 
 
 def test_csv_has_required_columns():
