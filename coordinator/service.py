@@ -267,6 +267,10 @@ class Coordinator:
                                   average=cfg.train.g_average)
         if self.resume:
             self.core.restore_average(average_state)
+        elif cfg.train.init_from:  # a fresh run starts from the pretrained G; a resumed one never
+            from secgan.pretrained import init_generator
+
+            init_generator(cfg.train.init_from, self.G, model=cfg.model, image=cfg.image, average=self.core.G_average)
         if cfg.aggregation == "secure-sum":
             from coordinator.secure_sum import SecureSumScheduler
 

@@ -20,6 +20,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 COMMANDS: dict[str, str] = {
     "phantom": "secgan.commands.phantom",
     "train": "secgan.commands.train",
+    "pretrain": "secgan.commands.pretrain",
     "sample": "secgan.commands.sample",
     "gmm": "secgan.commands.gmm",
     "provision": "secgan.commands.provision",

@@ -269,3 +269,38 @@ MODEL_VARIANTS: dict[str, ModelConfig] = dict(iter_model_variants())
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def discriminator_stages(D: nn.Module) -> list[nn.Module]:
+    """D's stages in forward order (input first), the units ``policy.freeze_d_stages`` counts.
+
+    Semantic D: the stem, each stride-2 encoder stage, each decoder stage, the head. PatchGAN: one
+    stage per convolution with the norm and activation that follow it. An Opacus wrapper is looked
+    through (its ``_module``).
+    """
+    D = getattr(D, "_module", D)
+    if isinstance(D, SemanticDiscriminator):
+        return [D.stem, *D.downs, *D.ups, D.head]
+    if isinstance(D, PatchDiscriminator):
+        stages: list[list[nn.Module]] = []
+        for layer in D.net:
+            if isinstance(layer, nn.Conv2d) or not stages:
+                stages.append([])
+            stages[-1].append(layer)
+        return [nn.Sequential(*s) for s in stages]
+    raise TypeError(f"not a discriminator of this module: {type(D).__name__}")
+
+
+def freeze_discriminator_stages(D: nn.Module, n: int) -> int:
+    """Freeze (``requires_grad = False``) the first ``n`` stages of D; returns how many parameters
+    stay trainable (what DP-SGD clips and noises). The last stage always stays trainable."""
+    from secgan.errors import ConfigError
+
+    stages = discriminator_stages(D)
+    if not 0 <= n < len(stages):
+        raise ConfigError(f"policy.freeze_d_stages = {n}: this discriminator has {len(stages)} stages and "
+                          f"its last must stay trainable, so at most {len(stages) - 1} can be frozen")
+    for stage in stages[:n]:
+        for p in stage.parameters():
+            p.requires_grad_(False)
+    return count_parameters(D)

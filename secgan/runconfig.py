@@ -95,6 +95,9 @@ class TrainConfig:
     seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
     # write a checkpoint every this many steps (and at the end)
     checkpoint_every: int = field(default=50, metadata=rng(min=1))
+    # a `secgan pretrain` output folder: a fresh run starts G (and its average) and each site's D
+    # from its weights (a site decides for its own D); a resumed run keeps its trained weights
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,8 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
         site_dirs=tuple(fix(p) for p in cfg.data.site_dirs),
         bank_dir=fix(cfg.data.bank_dir) if cfg.data.bank_dir else None,
     )
-    return dataclasses.replace(cfg, data=data)
+    train = dataclasses.replace(cfg.train, init_from=fix(cfg.train.init_from)) if cfg.train.init_from else cfg.train
+    return dataclasses.replace(cfg, data=data, train=train)
 
 
 def load_run_config(path: str | Path) -> RunConfig:

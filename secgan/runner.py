@@ -148,6 +148,10 @@ def run_inprocess(
     )
     core = GeneratorCore(G, opt, conditions, batch_size=cfg.train.batch_size, noise_dim=cfg.model.noise_dim,
                          generator=gen, device=device, average=cfg.train.g_average)
+    if cfg.train.init_from and not resume:  # a resumed run keeps its trained weights
+        from secgan.pretrained import init_generator
+
+        init_generator(cfg.train.init_from, G, model=cfg.model, image=cfg.image, average=core.G_average)
 
     start = 0
     rnd = 0  # rounds always advance, steps only when G was updated

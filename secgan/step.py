@@ -376,6 +376,10 @@ class PlainSiteLearner:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         if self.state_dir is not None and (self.state_dir / self.STATE_FILE).is_file():
             self._load()
+        elif train.init_from:  # only a fresh D starts from the pretrained one
+            from secgan.pretrained import init_discriminator
+
+            init_discriminator(train.init_from, self.discriminator, model=model, image=image)
 
     STATE_FILE = "discriminator.safetensors"
 

@@ -6,42 +6,53 @@ import argparse
 
 HELP = "write a procedural multi-site brain-tumour phantom (BraTS layout, NIfTI) for demos and tests"
 
+DEFAULT_SITES = 3
+DEFAULT_PUBLIC_SITES = 1
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (site-1 ... site-N are created in it)")
-    parser.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
+    parser.add_argument("--sites", type=int, default=None,
+                        help=f"number of sites (default {DEFAULT_SITES}; {DEFAULT_PUBLIC_SITES} with --public)")
     parser.add_argument("--patients", type=int, default=20, help="patients per site (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     parser.add_argument("--size", type=int, default=64, help="in-plane size in voxels (default 64)")
     parser.add_argument("--slices", type=int, default=32, help="axial slices per volume (default 32)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out patients per site (default 0.25)")
+    parser.add_argument("--public", action="store_true",
+                        help="a public cohort for pretraining: another phantom distribution (other contrasts, "
+                             "intensity curves, noise, bias, blur, tumour sizes; case ids Public1-P001...), "
+                             "see secgan.data.phantom")
 
 
 def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from secgan.data.phantom import write_phantom
+    from secgan.data.phantom import PUBLIC_STYLE, SITE_STYLE, write_phantom
     from secgan.errors import ConfigError
     from secgan.logs import get_logger
 
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    style = PUBLIC_STYLE if args.public else SITE_STYLE
+    sites = args.sites if args.sites is not None else (DEFAULT_PUBLIC_SITES if args.public else DEFAULT_SITES)
     start = time.perf_counter()
     try:
         site_dirs = write_phantom(
             Path(args.out),
-            sites=args.sites,
+            sites=sites,
             patients=args.patients,
             seed=args.seed,
             size=args.size,
             slices=args.slices,
             test_fraction=args.test_fraction,
+            style=style,
         )
     except ValueError as exc:
         raise ConfigError(f"phantom: {exc}") from None
     seconds = round(time.perf_counter() - start, 3)
-    get_logger(__name__).info("phantom_written", sites=len(site_dirs), patient_count=args.patients, seconds=seconds)
+    get_logger(__name__).info("phantom_written", style=style.name, sites=len(site_dirs), patient_count=args.patients, seconds=seconds)
     for d in site_dirs:
         print(d)
     return 0

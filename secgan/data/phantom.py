@@ -13,6 +13,38 @@ patient data. They look like brains at the level a small GAN or U-Net cares abou
 
 Every random draw comes from a numpy Generator seeded by (seed, site, patient), so a phantom is
 reproducible and one patient does not depend on how many others are generated.
+
+Styles. What the generator draws from is a small frozen :class:`PhantomStyle`: the tissue contrast
+table, a per-modality intensity curve (a gamma), the ranges the per-site scanner parameters are
+drawn from (gain, bias, noise, blur, tumour size) and an RNG stream tag. ``SITE_STYLE`` is the
+sites' world (the hospitals of every demo, test and sweep; its phantoms are byte-identical to
+those written before styles existed). ``PUBLIC_STYLE`` stands in for a *public* cohort, such as an
+earlier BraTS release scanned elsewhere, used for non-private pretraining. It is deliberately not
+the sites' distribution with another seed:
+
+=====================  ===================================  ======================================
+what                   sites (``SITE_STYLE``)               public (``PUBLIC_STYLE``)
+=====================  ===================================  ======================================
+contrasts              the table below (``_CONTRAST``)      an older scanner: weaker T1 grey/white
+                                                            contrast (0.55/0.70 vs 0.50/0.78),
+                                                            weaker T1ce enhancement (0.85 vs 1.0),
+                                                            FLAIR CSF less suppressed (0.25 vs
+                                                            0.10), necrosis brighter on FLAIR
+intensity curve        linear (gamma 1 everywhere)          gamma 0.8 / 1.2 / 0.85 / 1.25 on
+                                                            t1 / t1ce / t2 / flair
+bias field strength    0.05 - 0.30                          0.25 - 0.45
+Rician noise           0.01 - 0.06                          0.04 - 0.09
+blur sigma             0.0 - 0.9 voxels                     0.6 - 1.2 voxels
+tumour size            scale 0.7 - 1.3, spread 0.2          scale 1.35 - 1.6, spread 0.3 (larger,
+                                                            more varied tumours)
+gain                   600 - 1400                           1500 - 3000
+case ids               ``Site1-P001``                       ``Public1-P001`` (no id in common)
+random streams         (seed, site, patient)                the same plus the tag 0x9B1C, so a
+                                                            public patient is never a site's
+                                                            patient even for the same seed
+=====================  ===================================  ======================================
+
+``secgan phantom --public`` writes a public cohort in the same BraTS layout.
 """
 
 from __future__ import annotations
@@ -40,9 +72,61 @@ _CONTRAST = np.array(
     dtype=np.float32,
 )
 
+# The public style's contrast table (same layout as ``_CONTRAST``).
+_PUBLIC_CONTRAST = np.array(
+    [
+        # bg   scalp skull csf   gm    wm    ed    et    ncr
+        [0.0, 0.80, 0.12, 0.22, 0.55, 0.70, 0.45, 0.52, 0.30],  # t1
+        [0.0, 0.78, 0.12, 0.22, 0.55, 0.68, 0.47, 0.85, 0.28],  # t1ce
+        [0.0, 0.60, 0.10, 0.92, 0.66, 0.48, 0.80, 0.66, 0.88],  # t2
+        [0.0, 0.55, 0.10, 0.25, 0.60, 0.50, 0.92, 0.70, 0.55],  # flair
+    ],
+    dtype=np.float32,
+)
+
 _SITE_TAG = 0x51E
 _PATIENT_TAG = 0x9A7
 _SPLIT_TAG = 0x5B1
+
+
+@dataclass(frozen=True)
+class PhantomStyle:
+    """The distribution a phantom cohort is drawn from (see the module docstring's table)."""
+
+    # names the style in logs and docs
+    name: str
+    # case ids are ``<case_prefix><site>-P<patient>``
+    case_prefix: str
+    # [4, 9] mean relative intensity per modality (IMAGE_CHANNELS order) and tissue class
+    contrast: np.ndarray
+    # per-modality intensity curve: clean ** gamma (1: linear, skipped)
+    gamma: tuple[float, float, float, float]
+    # ranges (low, high) the per-site scanner parameters are drawn from
+    gain: tuple[float, float]
+    bias: tuple[float, float]
+    noise: tuple[float, float]
+    blur: tuple[float, float]
+    tumour_scale: tuple[float, float]
+    # sigma of the per-patient log-normal factor on the tumour radius
+    tumour_spread: float
+    # extra tag appended to every RNG seed (0: none, the sites' streams)
+    stream: int
+
+
+SITE_STYLE = PhantomStyle(
+    name="sites", case_prefix="Site", contrast=_CONTRAST, gamma=(1.0, 1.0, 1.0, 1.0), gain=(600.0, 1400.0),
+    bias=(0.05, 0.30), noise=(0.01, 0.06), blur=(0.0, 0.9), tumour_scale=(0.7, 1.3), tumour_spread=0.2, stream=0,
+)
+PUBLIC_STYLE = PhantomStyle(
+    name="public", case_prefix="Public", contrast=_PUBLIC_CONTRAST, gamma=(0.8, 1.2, 0.85, 1.25),
+    gain=(1500.0, 3000.0), bias=(0.25, 0.45), noise=(0.04, 0.09), blur=(0.6, 1.2), tumour_scale=(1.35, 1.6),
+    tumour_spread=0.3, stream=0x9B1C,
+)
+STYLES = {"sites": SITE_STYLE, "public": PUBLIC_STYLE}
+
+
+def _seed(style: PhantomStyle, *parts: int) -> list[int]:
+    return [*parts, style.stream] if style.stream else list(parts)
 
 
 @dataclass(frozen=True)
@@ -56,25 +140,27 @@ class SiteScanner:
     tumour_scale: float  # multiplies tumour radii
     dtype: str  # on-disk dtype: "int16" or "float32"
     origin_shift: np.ndarray  # [3] mm, added to the affine's origin
+    tumour_spread: float = 0.2  # sigma of the per-patient log-normal factor on tumour radii
 
 
-def site_scanner(seed: int, site: int) -> SiteScanner:
-    """Scanner parameters of site ``site`` (1-based), deterministic in (seed, site)."""
-    g = np.random.default_rng([seed, site, _SITE_TAG])
+def site_scanner(seed: int, site: int, style: PhantomStyle = SITE_STYLE) -> SiteScanner:
+    """Scanner parameters of site ``site`` (1-based), deterministic in (seed, site, style)."""
+    g = np.random.default_rng(_seed(style, seed, site, _SITE_TAG))
     return SiteScanner(
-        gain=(g.uniform(600.0, 1400.0) * g.uniform(0.85, 1.15, size=4)).astype(np.float32),
-        bias_strength=float(g.uniform(0.05, 0.30)),
-        noise=float(g.uniform(0.01, 0.06)),
-        blur=float(g.uniform(0.0, 0.9)),
-        tumour_scale=float(g.uniform(0.7, 1.3)),
+        gain=(g.uniform(*style.gain) * g.uniform(0.85, 1.15, size=4)).astype(np.float32),
+        bias_strength=float(g.uniform(*style.bias)),
+        noise=float(g.uniform(*style.noise)),
+        blur=float(g.uniform(*style.blur)),
+        tumour_scale=float(g.uniform(*style.tumour_scale)),
         dtype="int16" if site % 2 == 1 else "float32",
         origin_shift=g.uniform(-5.0, 5.0, size=3),
+        tumour_spread=float(style.tumour_spread),
     )
 
 
-def case_id(site: int, patient: int) -> str:
-    """Obviously synthetic case id, e.g. ``Site1-P007``."""
-    return f"Site{site}-P{patient:03d}"
+def case_id(site: int, patient: int, style: PhantomStyle = SITE_STYLE) -> str:
+    """Obviously synthetic case id, e.g. ``Site1-P007`` (``Public1-P007`` in the public style)."""
+    return f"{style.case_prefix}{site}-P{patient:03d}"
 
 
 def affine_for(shape: tuple[int, int, int], shift: np.ndarray) -> np.ndarray:
@@ -152,7 +238,7 @@ def _tissue_labels(g: np.random.Generator, shape, scanner: SiteScanner) -> np.nd
     tx = g.uniform(0.15, 0.5) * ax * g.choice([-1.0, 1.0]) + cx
     ty = g.uniform(-0.45, 0.45) * ay + cy
     tz = g.uniform(-0.25, 0.25) * sz
-    base = min(sx, sy) * 0.15 * scanner.tumour_scale * g.lognormal(0.0, 0.2)
+    base = min(sx, sy) * 0.15 * scanner.tumour_scale * g.lognormal(0.0, scanner.tumour_spread)
     radii = base * g.uniform(0.8, 1.25, size=3)
     radii[2] = max(radii[2] * sz / max(sx, sy) * 1.6, 2.5)  # spans several slices
     d = np.sqrt(((x - tx) / radii[0]) ** 2 + ((y - ty) / radii[1]) ** 2 + ((z - tz) / radii[2]) ** 2)
@@ -195,14 +281,15 @@ def _bias_field(g: np.random.Generator, shape, strength: float) -> np.ndarray:
     return np.exp(strength * field).astype(np.float32)
 
 
-def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: int, with_tissue: bool = False):
+def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: int, with_tissue: bool = False,
+                    style: PhantomStyle = SITE_STYLE):
     """One phantom case: (volumes name -> array in the site's dtype, seg uint8, affine[, tissue]).
 
-    Deterministic in (seed, site, patient, size, slices). ``with_tissue`` also returns the internal
-    tissue class map (uint8, classes BG..NCR of this module) so tests can check contrasts.
+    Deterministic in (seed, site, patient, size, slices, style). ``with_tissue`` also returns the
+    internal tissue class map (uint8, classes BG..NCR of this module) so tests can check contrasts.
     """
-    scanner = site_scanner(seed, site)
-    g = np.random.default_rng([seed, site, patient, _PATIENT_TAG])
+    scanner = site_scanner(seed, site, style)
+    g = np.random.default_rng(_seed(style, seed, site, patient, _PATIENT_TAG))
     shape = (size, size, slices)
     labels = _tissue_labels(g, shape, scanner)
     head = labels != BG
@@ -210,7 +297,9 @@ def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: in
     texture = 1.0 + 0.04 * _smooth_noise(g, _grid(shape), terms=10, wavelength=3.0)
     volumes: dict[str, np.ndarray] = {}
     for m, name in enumerate(IMAGE_CHANNELS):
-        clean = _CONTRAST[m][labels] * texture * bias
+        clean = style.contrast[m][labels] * texture * bias
+        if style.gamma[m] != 1.0:
+            clean = np.power(clean, np.float32(style.gamma[m]), dtype=np.float32)
         if scanner.blur > 0.05:
             clean = _blur(clean, (scanner.blur, scanner.blur, scanner.blur * 0.5))
         sigma = scanner.noise
@@ -232,11 +321,12 @@ def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: in
     return volumes, seg, affine
 
 
-def patient_split(seed: int, site: int, ids: list[str], test_fraction: float) -> dict[str, list[str]]:
-    """Patient-level train/test split, deterministic in (seed, site); both sides non-empty."""
+def patient_split(seed: int, site: int, ids: list[str], test_fraction: float,
+                  style: PhantomStyle = SITE_STYLE) -> dict[str, list[str]]:
+    """Patient-level train/test split, deterministic in (seed, site, style); both sides non-empty."""
     if len(ids) < 2:
         raise ValueError("a split needs at least 2 patients")
-    g = np.random.default_rng([seed, site, _SPLIT_TAG])
+    g = np.random.default_rng(_seed(style, seed, site, _SPLIT_TAG))
     order = g.permutation(len(ids))
     n_test = min(max(1, int(round(test_fraction * len(ids)))), len(ids) - 1)
     test = sorted(ids[i] for i in order[:n_test])
@@ -263,10 +353,12 @@ def write_phantom(
     size: int = 64,
     slices: int = 32,
     test_fraction: float = 0.25,
+    style: PhantomStyle = SITE_STYLE,
 ) -> list[Path]:
     """Write ``out/site-K/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` and ``out/site-K/split.json``.
 
     Returns the site directories (K = 1..sites). Raises ValueError for impossible arguments.
+    ``style``: the distribution drawn from (``SITE_STYLE``, or ``PUBLIC_STYLE`` for a public cohort).
     """
     from secgan.fsio import atomic_write_json
 
@@ -287,14 +379,14 @@ def write_phantom(
         site_dir.mkdir(parents=True, exist_ok=True)
         ids = []
         for patient in range(1, patients + 1):
-            cid = case_id(site, patient)
+            cid = case_id(site, patient, style)
             ids.append(cid)
             case_dir = site_dir / cid
             case_dir.mkdir(exist_ok=True)
-            volumes, seg, affine = synthesize_case(seed, site, patient, size=size, slices=slices)
+            volumes, seg, affine = synthesize_case(seed, site, patient, size=size, slices=slices, style=style)
             for name, vol in volumes.items():
                 _save_nifti(case_dir / f"{cid}_{name}.nii.gz", vol, affine)
             _save_nifti(case_dir / f"{cid}_seg.nii.gz", seg, affine)
-        atomic_write_json(site_dir / "split.json", patient_split(seed, site, ids, test_fraction))
+        atomic_write_json(site_dir / "split.json", patient_split(seed, site, ids, test_fraction, style))
         site_dirs.append(site_dir)
     return site_dirs

@@ -140,10 +140,25 @@ class SiteLearner:
         betas = (train.beta1, train.beta2)
         self._dp = None
         self._shards = None
+        # pretrained start (train.init_from) for a D that has no saved state yet, then frozen stages
+        fresh = not any(self._state_file(i).exists() for i in range(policy.shards if mode == "sanitize" else 1))
+
+        def prepare(D: torch.nn.Module) -> torch.nn.Module:
+            if train.init_from and fresh:
+                from secgan.pretrained import init_discriminator
+
+                init_discriminator(train.init_from, D, model=model, image=image)
+            if policy.freeze_d_stages:
+                from secgan.models import freeze_discriminator_stages
+
+                freeze_discriminator_stages(D, policy.freeze_d_stages)
+            return D
+
         if mode == "sanitize":
             from secgan.privacy.sanitize import ShardedDiscriminators
 
-            Ds = [build_discriminator(model, image, seed=_derive_seed(generator_seed, "D", k)).to(self.device) for k in range(policy.shards)]
+            Ds = [prepare(build_discriminator(model, image, seed=_derive_seed(generator_seed, "D", k)).to(self.device))
+                  for k in range(policy.shards)]
             self._shards = ShardedDiscriminators(
                 Ds, patient_shards(dataset, shards=policy.shards, seed=generator_seed), lr=train.lr_d, betas=betas
             )
@@ -151,7 +166,7 @@ class SiteLearner:
                 log.warning("sanitize_empty_shard", shards=policy.shards, patient_count=dataset.n_patients)
             self._modules = list(zip(Ds, self._shards.optimizers))
         else:
-            D = build_discriminator(model, image, seed=generator_seed).to(self.device)
+            D = prepare(build_discriminator(model, image, seed=generator_seed).to(self.device))
             if mode == "dpsgd":
                 from secgan.privacy.dpsgd import DPSGDDiscriminator
 

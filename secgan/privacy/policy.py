@@ -58,6 +58,9 @@ class PrivacyPolicy:
     reproducible_noise: bool = False
     # how Opacus computes per-sample gradients of D ("dpsgd" mode)
     grad_sample_mode: str = field(default="hooks", metadata=choices(*GRAD_SAMPLE_MODES))
+    # freeze the first N stages of this site's D (e.g. pretrained ones, train.init_from): they are
+    # not trained, so DP-SGD clips and noises only the rest
+    freeze_d_stages: int = field(default=0, metadata=rng(min=0, max=16))
 
     def __post_init__(self) -> None:
         for s in self.accept_sources:
