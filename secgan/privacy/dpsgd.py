@@ -11,6 +11,13 @@ their clipped gradients are a data-independent shift of the sum and cost nothing
 (no real rows) still runs the step with the fake rows: the noise is added and the step is
 accounted like any other.
 
+Several slices per patient (``PrivacyPolicy.slices_per_patient`` = k): real rows come in
+patient-major, ``[patients, k, 4, H, W]``; all ``patients * k`` rows go through one forward pass,
+then each patient's k per-sample gradients are averaged into ONE row before Opacus clips
+(``secgan.privacy.multislice.group_patient_rows``), so the argument above holds unchanged. A 4-D
+real batch is one slice per patient (k = 1). Expanded weights ("ew") keep no per-sample gradient
+to group, so k > 1 is refused with it (the policy refuses it at config time too).
+
 Per-sample state hygiene: ``zero_grad`` before every step (Opacus keeps grad_sample across
 backward passes otherwise), and G's gradient is computed with the per-sample hooks off
 (``secgan.step.generator_gradient`` does that) so it never leaks into the next private step.
@@ -28,6 +35,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from secgan.errors import PrivacyError
+from secgan.privacy.multislice import group_patient_rows
 from secgan.step import discriminator_loss
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
@@ -59,6 +67,7 @@ class DPSGDDiscriminator:
         if not isinstance(noise_generator, torch.Generator):
             raise PrivacyError("DP noise needs an explicit torch.Generator")
         self.grad_sample_mode = grad_sample_mode
+        self.last_rows = 0  # rows the last step clipped: sampled patients + fakes
         # loss_reduction "sum": the per-row losses are summed, so per-sample gradients come out
         # unscaled; the optimiser divides the noisy sum by the expected row count afterwards.
         self.module = wrap_model(D, grad_sample_mode, batch_first=True, loss_reduction="sum")
@@ -96,7 +105,23 @@ class DPSGDDiscriminator:
         *,
         loss: str,
     ) -> None:
-        """One DP-SGD step on D: real rows (possibly none) and fake rows in one clipped batch."""
+        """One DP-SGD step on D: real patients (possibly none) and fake rows in one clipped batch.
+
+        ``real_cond`` / ``real_img``: ``[patients, 4, H, W]`` (one slice each) or
+        ``[patients, k, 4, H, W]`` (k slices each, averaged into one clipped row per patient).
+        """
+        if real_img.dim() != real_cond.dim() or tuple(real_img.shape[:-3]) != tuple(real_cond.shape[:-3]):
+            raise PrivacyError("real images and label maps must have the same patient (and slice) dimensions")
+        if real_img.dim() == 5:
+            patients, k = int(real_img.shape[0]), int(real_img.shape[1])
+            real_img, real_cond = real_img.flatten(0, 1), real_cond.flatten(0, 1)
+        elif real_img.dim() == 4:
+            patients, k = int(real_img.shape[0]), 1
+        else:
+            raise PrivacyError(f"real rows must be [patients, 4, H, W] or [patients, k, 4, H, W], got {tuple(real_img.shape)}")
+        if k > 1 and self.grad_sample_mode == "ew":
+            raise PrivacyError("slices_per_patient > 1 needs per-sample gradients: grad_sample_mode 'hooks' or "
+                               "'functorch', not 'ew'")
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         per_row = discriminator_loss(self.module, real_cond, real_img, fake_cond, fake_img, loss=loss)
@@ -104,6 +129,10 @@ class DPSGDDiscriminator:
             # Opacus's hooks fire on D's first layer although its inputs need no gradient: expected.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             per_row.sum().backward()
+        if k > 1:  # each patient's k per-sample gradients -> their mean, ONE row (before the clip)
+            group_patient_rows(self.optimizer.params, patients=patients, k=k,
+                               flat_grad_sample=self.optimizer._get_flat_grad_sample)
+        self.last_rows = len(self.optimizer.grad_samples[0]) if self.grad_sample_mode != "ew" else patients + int(fake_img.shape[0])
         # Mean over the rows expected in a batch (E real + the public fake count), a data-independent
         # normaliser; the realised real count would leak the sample size.
         self.optimizer.expected_batch_size = self.expected_real + int(fake_img.shape[0])

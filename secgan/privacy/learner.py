@@ -336,14 +336,19 @@ class SiteLearner:
             return effective_noise_multiplier(self.noise_multiplier, rows=rows)
         return None
 
-    def _real_rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        img, cond = self.dataset.sample_slices([int(i) for i in idx], generator=self._rng)
+    def _real_rows(self, idx: np.ndarray, *, per_patient: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(conds, images) of ``policy.slices_per_patient`` slices of each sampled patient:
+        ``[patients, k, 4, H, W]`` with ``per_patient`` (dpsgd: one clipped row per patient), else
+        ``[patients * k, 4, H, W]`` plain rows (off, sanitize: D is not the private mechanism there)."""
+        from secgan.privacy.multislice import patient_rows
+
+        img, cond = patient_rows(self.dataset, [int(i) for i in idx], k=self.policy.slices_per_patient,
+                                 size=self.image.size, augmented=self.policy.slice_augment, generator=self._rng)
         s = self.image.size
-        img = np.asarray(img, dtype=np.float32).reshape(-1, 4, s, s)
-        cond = np.asarray(cond, dtype=np.float32).reshape(-1, 4, s, s)
+        shape = (len(idx), self.policy.slices_per_patient, 4, s, s) if per_patient else (-1, 4, s, s)
         return (
-            torch.as_tensor(np.ascontiguousarray(cond), device=self.device),
-            torch.as_tensor(np.ascontiguousarray(img), device=self.device),
+            torch.as_tensor(np.ascontiguousarray(cond.reshape(shape)), device=self.device),
+            torch.as_tensor(np.ascontiguousarray(img.reshape(shape)), device=self.device),
         )
 
     def secure_sum_noise(self, *, threshold: int) -> tuple[float, torch.Generator | None]:
@@ -387,7 +392,7 @@ class SiteLearner:
         n = self.dataset.n_patients
         if mode == "dpsgd":
             idx = poisson_patients(n, rate=self.sample_rate, generator=self._rng)
-            real_cond, real_img = self._real_rows(idx)
+            real_cond, real_img = self._real_rows(idx, per_patient=True)
             good = self._snapshot(0)
             self._dp.step(real_cond, real_img, cond, fake, loss=loss)
             if not self._finite(0):

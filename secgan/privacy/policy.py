@@ -61,6 +61,11 @@ class PrivacyPolicy:
     # freeze the first N stages of this site's D (e.g. pretrained ones, train.init_from): they are
     # not trained, so DP-SGD clips and noises only the rest
     freeze_d_stages: int = field(default=0, metadata=rng(min=0, max=16))
+    # slices of each sampled patient per D step; dpsgd averages their gradients into ONE clipped row
+    # (same q, sigma and epsilon); off and sanitize use them as plain rows of the non-private D
+    slices_per_patient: int = field(default=1, metadata=rng(min=1))
+    # random flips and integer shifts (up to 2 px) of each sampled slice, label map and image alike
+    slice_augment: bool = False
 
     def __post_init__(self) -> None:
         for s in self.accept_sources:
@@ -70,6 +75,9 @@ class PrivacyPolicy:
             raise ValueError("mode = 'off' needs allow_off = true in the site's own policy")
         if self.assume_shard_amplification and self.mode != "sanitize":
             raise ValueError("assume_shard_amplification applies to mode = 'sanitize' only")
+        if self.slices_per_patient > 1 and self.mode == "dpsgd" and self.grad_sample_mode == "ew":
+            raise ValueError("slices_per_patient > 1 averages per-sample gradients, which grad_sample_mode 'ew' "
+                             "(expanded weights) does not keep: use 'hooks' or 'functorch'")
 
     def assumptions(self) -> tuple[str, ...]:
         """Accounting assumptions this policy opts into (recorded in, and bound by, the ledger)."""
