@@ -63,7 +63,10 @@ def _build_learners(cfg: RunConfig, datasets: list, out_dir: Path) -> dict[str, 
         name = f"site-{k + 1}"
         state_dir = out_dir / "sites" / name
         state_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.privacy.mode == "off":
+        # the policy's levers (several slices, D/G schedule) live in the SiteLearner, also in mode "off"
+        levers = (cfg.privacy.slices_per_patient, cfg.privacy.slice_augment, cfg.privacy.gradient_only_rounds,
+                  cfg.privacy.d_steps) != (1, False, 0, 1)
+        if cfg.privacy.mode == "off" and not levers:
             from secgan.step import PlainSiteLearner
 
             learners[name] = PlainSiteLearner(

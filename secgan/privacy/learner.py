@@ -14,6 +14,13 @@ One ``serve`` call, in this order (the order is the privacy argument):
    that gradient and the coarse budget left (``secgan.privacy.disclosure``: the exact epsilon would
    reveal the cohort size). No loss, score or count computed on real data leaves.
 
+D/G balance (``policy.gradient_only_rounds``, ``policy.d_steps``): from its own durable count of
+batches served (the ledger's release count, so a restart keeps the schedule; the coordinator has no
+say), the site makes each batch either a D update of n_D private steps, charged n_D steps, or a
+gradient-only release through the current D, charged nothing (post-processing of an already-charged
+D). Both are reserved in the ledger (the latter at zero steps) and logged with their
+``charged_steps``, so the log stays a complete record and a rebuild from it prices them exactly.
+
 Numerical safety: a batch outside the generator's value range is refused before step 2
 (``check_fake_batch``), so it is never charged. If D (or its optimiser state) or the gradient is
 not finite after the update anyway, D and its optimiser are rolled back to their state before the
@@ -188,7 +195,8 @@ class SiteLearner:
         from secgan.privacy.recovery import cover_saved_state, saved_releases
 
         cover_saved_state(self.ledger, saved_releases=saved_releases([self._state_file(i) for i in range(len(self._modules))]),
-                          cost=cost, rows=max(self.release_log.max_rows, train.batch_size), what="discriminator state")
+                          cost=cost, rows=max(self.release_log.max_rows, train.batch_size), what="discriminator state",
+                          steps_per_release=policy.max_steps_per_release)
         self._restore()
         self._since_save = 0
         log.info(
@@ -227,9 +235,9 @@ class SiteLearner:
     def plan(self, run_steps: int) -> dict[str, Any] | None:
         """The run's steps against this site's plan (None in mode "off": nothing is accounted).
 
-        ``epsilon_run``: what a run of ``run_steps`` releases spends from a fresh ledger at this
-        site's sigma and q, stopping where the budget does (``budget_lasts_steps``, the most
-        releases the target allows). ``mismatch``: the noise was calibrated for another number
+        ``epsilon_run``: what a run of ``run_steps`` rounds spends from a fresh ledger at this
+        site's sigma and q (``policy.charged_steps`` of them are charged), stopping where the budget
+        does (``budget_lasts_steps``, the most rounds the target allows). ``mismatch``: the noise was calibrated for another number
         of steps, or the budget runs out before the run ends. Exact figures: for the site's own log.
         """
         if self.policy.mode == "off":
@@ -239,8 +247,9 @@ class SiteLearner:
         sigma = self._accounted_noise(self.train.batch_size)
         target = self.ledger.target_epsilon
 
-        def eps(k: int) -> float:
-            return epsilon_rdp(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=k, delta=self.ledger.delta)
+        def eps(k: int) -> float:  # k rounds: the policy's schedule says how many steps they charge
+            steps = self.policy.charged_steps(k)
+            return epsilon_rdp(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=steps, delta=self.ledger.delta) if steps else 0.0
 
         run_steps = int(run_steps)
         lasts = run_steps
@@ -284,8 +293,12 @@ class SiteLearner:
         check_fake_batch(msg, self.image)
         rows = int(msg.fake.shape[0])
         sigma_acc = self._accounted_noise(rows)
+        # the site's own durable count of batches served decides whether this one updates D
+        served = self.ledger.releases
+        update = self.policy.d_update(served)
+        charged = self.policy.steps_for_release(served)
         try:
-            eps = self.ledger.reserve_step(noise_multiplier=sigma_acc, sample_rate=self.sample_rate)
+            eps = self.ledger.reserve_step(noise_multiplier=sigma_acc, sample_rate=self.sample_rate, steps=charged)
         except BudgetExhausted as exc:
             # the exact figures stay here (the site's own log); the coordinator gets no number
             log.warning("budget_exhausted", epsilon=self.ledger.epsilon, epsilon_after=exc.epsilon_after,
@@ -294,25 +307,27 @@ class SiteLearner:
                            reason=EXHAUSTED_REASON, final=True)
         if self._on_reserved is not None:
             self._on_reserved(self.ledger.releases)
-        grad = self._update_and_release(msg, distributed_noise=distributed_noise)
+        grad = self._update_and_release(msg, distributed_noise=distributed_noise, update=update)
         if grad is None:  # D rolled back, nothing released; the step stays charged (see the module doc)
             log.warning("update_discarded", step=msg.step, round=msg.round, reason="non_finite",
                         releases=self.ledger.releases)
             return Refusal(run_id=msg.run_id, round=msg.round, step=msg.step, code="non_finite",
                            reason="the discriminator update of this step was not finite and was discarded; "
                                   "the site keeps serving from its last good state")
-        self.release_log.append(step=msg.step, round=msg.round, run_id=msg.run_id, tensors={"grad": grad}, epsilon_after=eps)
+        self.release_log.append(step=msg.step, round=msg.round, run_id=msg.run_id, tensors={"grad": grad}, epsilon_after=eps,
+                                charged_steps=charged)
         self._since_save += 1
         if self._since_save >= self.train.checkpoint_every:
             self.save()
-        log.info("site_release", step=msg.step, round=msg.round, epsilon=eps, releases=self.ledger.releases)
+        log.info("site_release", step=msg.step, round=msg.round, epsilon=eps, releases=self.ledger.releases,
+                 d_update=update, charged_steps=charged)
         return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=grad,
                              budget_left=self.budget_left(), attempt=msg.attempt)
 
     # ------------------------------------------------------------------ internals
 
     def _noise_multiplier(self) -> float | None:
-        """sigma relative to C: from the policy, or calibrated so planned_steps land on the target.
+        """sigma relative to C: from the policy, or calibrated so planned_steps rounds land on the target.
 
         In sanitize mode the ledger is charged sigma / (2 sqrt(B)) per release (see sanitize.py), so
         calibration targets that effective value at B = train.batch_size and scales it back.
@@ -324,7 +339,9 @@ class SiteLearner:
             return float(p.noise_multiplier)
         from secgan.privacy.accounting import calibrate_noise
 
-        sigma = calibrate_noise(target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate, steps=p.planned_steps)
+        # planned_steps counts rounds; the steps they charge are the policy's (n_D, gradient-only rounds)
+        sigma = calibrate_noise(target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate,
+                                steps=p.charged_steps(p.planned_steps))
         if p.mode == "sanitize":
             sigma = sigma / effective_noise_multiplier(1.0, rows=self.train.batch_size)
         return sigma
@@ -380,9 +397,13 @@ class SiteLearner:
         self.ledger.annotate(DISTRIBUTED_NOISE_KEY, note)
         return note
 
-    def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False) -> torch.Tensor | None:
+    def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False, update: bool = True) -> torch.Tensor | None:
         """D update (mode-specific) and the gradient to send; returns a CPU float32 tensor, or None
-        when the update (or the gradient through it) was not finite and D was rolled back."""
+        when the update (or the gradient through it) was not finite and D was rolled back.
+
+        dpsgd and off: ``update`` False is a gradient-only release (G's gradient through the current
+        D, D untouched); True runs ``policy.d_steps`` D steps, each on a fresh sample of patients
+        against the batch's fakes, before the gradient."""
         from secgan.step import discriminator_step, generator_gradient
 
         cond = msg.cond.to(self.device)
@@ -391,13 +412,16 @@ class SiteLearner:
         mode = self.policy.mode
         n = self.dataset.n_patients
         if mode == "dpsgd":
-            idx = poisson_patients(n, rate=self.sample_rate, generator=self._rng)
-            real_cond, real_img = self._real_rows(idx, per_patient=True)
-            good = self._snapshot(0)
-            self._dp.step(real_cond, real_img, cond, fake, loss=loss)
-            if not self._finite(0):
-                return self._roll_back(0, good)
+            good = self._snapshot(0) if update else None
+            for _ in range(self.policy.d_steps if update else 0):
+                idx = poisson_patients(n, rate=self.sample_rate, generator=self._rng)
+                real_cond, real_img = self._real_rows(idx, per_patient=True)
+                self._dp.step(real_cond, real_img, cond, fake, loss=loss)
+                if not self._finite(0):
+                    return self._roll_back(0, good)
             grad = generator_gradient(self._dp.for_gradient, cond, fake, loss=loss)
+            if good is None and not bool(torch.isfinite(grad).all()):
+                return None  # a gradient-only release through a finite D that is not finite: nothing released
             if not bool(torch.isfinite(grad).all()):
                 return self._roll_back(0, good)
         elif mode == "sanitize":
@@ -429,14 +453,17 @@ class SiteLearner:
             )
         else:
             D, opt = self._modules[0]
-            idx = self._rng.choice(n, size=min(self.train.batch_size, n), replace=False)
-            real_cond, real_img = self._real_rows(idx)
-            good = self._snapshot(0)
-            D.train()
-            discriminator_step(D, opt, real_cond, real_img, cond, fake, loss=loss)
-            if not self._finite(0):
-                return self._roll_back(0, good)
+            good = self._snapshot(0) if update else None
+            for _ in range(self.policy.d_steps if update else 0):
+                idx = self._rng.choice(n, size=min(self.train.batch_size, n), replace=False)
+                real_cond, real_img = self._real_rows(idx)
+                D.train()
+                discriminator_step(D, opt, real_cond, real_img, cond, fake, loss=loss)
+                if not self._finite(0):
+                    return self._roll_back(0, good)
             grad = generator_gradient(D, cond, fake, loss=loss)
+            if good is None and not bool(torch.isfinite(grad).all()):
+                return None
             if not bool(torch.isfinite(grad).all()):
                 return self._roll_back(0, good)
         return grad.detach().to("cpu", torch.float32).contiguous()

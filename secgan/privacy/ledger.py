@@ -289,33 +289,43 @@ class PrivacyLedger:
 
     # ------------------------------------------------------------------ spending
 
-    def _history_after(self, sigma: float, q: float) -> list[list[float]]:
+    def _history_after(self, sigma: float, q: float, steps: int = 1) -> list[list[float]]:
         hist = [list(e) for e in self._data["history"]]
+        if steps < 1:
+            return hist
         if hist and hist[-1][0] == sigma and hist[-1][1] == q:
-            hist[-1][2] += 1
+            hist[-1][2] += steps
         else:
-            hist.append([sigma, q, 1])
+            hist.append([sigma, q, steps])
         return hist
 
-    def epsilon_after(self, *, noise_multiplier: float, sample_rate: float) -> float:
-        """Epsilon if one more step with these parameters were released (nothing written)."""
-        return epsilon_from_history(self._history_after(float(noise_multiplier), float(sample_rate)), delta=self.delta)
+    def epsilon_after(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> float:
+        """Epsilon if ``steps`` more steps with these parameters were released (nothing written)."""
+        hist = self._history_after(float(noise_multiplier), float(sample_rate), int(steps))
+        return epsilon_from_history(hist, delta=self.delta) if hist else 0.0
 
-    def check_budget(self, *, noise_multiplier: float | None, sample_rate: float | None) -> float | None:
-        """Raise BudgetExhausted if one more step would pass the target; else the epsilon after it."""
+    def check_budget(self, *, noise_multiplier: float | None, sample_rate: float | None, steps: int = 1) -> float | None:
+        """Raise BudgetExhausted if ``steps`` more steps would pass the target; else the epsilon after them."""
         if self.mode == "off":
             return None
-        eps = max(self.epsilon_after(noise_multiplier=noise_multiplier, sample_rate=sample_rate), self.epsilon or 0.0)
+        eps = max(self.epsilon_after(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps),
+                  self.epsilon or 0.0)
         if not eps <= self.target_epsilon:
             raise BudgetExhausted(eps, self.target_epsilon)
         return eps
 
-    def reserve_step(self, *, noise_multiplier: float | None, sample_rate: float | None) -> float | None:
-        """Account one release and make it durable; only after this returns may it be sent.
+    def reserve_step(self, *, noise_multiplier: float | None, sample_rate: float | None, steps: int = 1) -> float | None:
+        """Account one release that charges ``steps`` sampled-Gaussian steps and make it durable;
+        only after this returns may it be sent.
 
-        Returns epsilon after the release (None in mode "off", where only releases are counted).
-        With a release log attached, first checks that this process is still the only writer.
+        ``steps``: 1 for a release after one private D step, n_D after n_D of them, 0 for a
+        gradient-only release (post-processing of an already-charged D: counted as a release, so
+        ledger and log stay bound, and charged nothing). Returns epsilon after the release (None in
+        mode "off", where only releases are counted). With a release log attached, first checks
+        that this process is still the only writer.
         """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise PrivacyError(f"a release charges a whole number of steps >= 0, got {steps!r}")
         self.check_sole_writer()
         tail = {} if self._log is None else {"log_tail": self._log.last_hash}
         if self.mode == "off":
@@ -323,11 +333,11 @@ class PrivacyLedger:
         else:
             if noise_multiplier is None or sample_rate is None:
                 raise PrivacyError("a DP release needs its noise multiplier and sampling rate")
-            eps = self.check_budget(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+            eps = self.check_budget(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
             new = dict(
                 self._data,
-                history=self._history_after(float(noise_multiplier), float(sample_rate)),
-                steps=self.steps + 1,
+                history=self._history_after(float(noise_multiplier), float(sample_rate), steps),
+                steps=self.steps + steps,
                 releases=self.releases + 1,
                 epsilon=eps,
                 **tail,
@@ -367,31 +377,39 @@ class PrivacyLedger:
         releases_floor: int,
         log_tail: str | None,
         reason: str,
+        releases: int | None = None,
+        steps_per_release: int = 1,
     ) -> None:
-        """Bring a ledger found behind its release log up to it: add ``steps`` releases at (sigma, q)
-        (the caller passes the most expensive ones the log allows), raise the counts to at least
-        ``releases_floor`` and epsilon to at least ``epsilon_floor``, record why. Never lowers anything."""
+        """Bring a ledger found behind its release log up to it, at (sigma, q) per step (the caller
+        passes the most expensive price the log allows): ``releases`` identified missing releases
+        (default: ``steps`` of them, one step each) charging ``steps`` steps in all; the release count
+        raised to at least ``releases_floor``, each further (unidentified) release priced at
+        ``steps_per_release`` steps; epsilon raised to at least ``epsilon_floor``; why recorded.
+        Never lowers anything."""
         before = {"releases": self.releases, "epsilon": self.epsilon}
         new = dict(self._data)
-        add = max(int(steps), int(releases_floor) - self.releases, 0)
+        ident = int(steps) if releases is None else int(releases)
+        add = max(ident, int(releases_floor) - self.releases, 0)
+        add_steps = max(int(steps), 0) + (add - max(ident, 0)) * max(int(steps_per_release), 1)
         new["releases"] = self.releases + add
-        if self.mode != "off" and add:
+        if self.mode != "off" and add_steps:
             if sigma is None or q is None:
                 raise PrivacyError("accounting missing DP releases needs their noise multiplier and sampling rate")
             hist = [list(e) for e in self._data["history"]]
             if hist and hist[-1][0] == float(sigma) and hist[-1][1] == float(q):
-                hist[-1][2] += add
+                hist[-1][2] += add_steps
             else:
-                hist.append([float(sigma), float(q), add])
+                hist.append([float(sigma), float(q), add_steps])
             new["history"] = hist
-            new["steps"] = self.steps + add
+            new["steps"] = self.steps + add_steps
         if self.mode != "off":
             eps = epsilon_from_history(new["history"], delta=self.delta) if new["history"] else 0.0
             new["epsilon"] = max(eps, self.epsilon or 0.0, epsilon_floor or 0.0)
         if log_tail is not None:
             new["log_tail"] = log_tail
         new["recoveries"] = [*self._data.get("recoveries", []),
-                             {"reason": reason, "added_releases": add, "before": before,
+                             {"reason": reason, "added_releases": add, "added_steps": add_steps if self.mode != "off" else 0,
+                              "before": before,
                               "after": {"releases": new["releases"], "epsilon": new["epsilon"]}}]
         self._commit(new)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from secgan.config import choices, rng, to_dict
@@ -19,6 +20,10 @@ ACCOUNTED_FIELDS = (
     "mode", "target_epsilon", "delta", "clip_norm", "noise_multiplier", "planned_steps",
     "expected_batch_size", "shards", "secure_noise",
 )
+# The D/G schedule: it sets how many steps a run of planned_steps rounds charges, so it is bound to
+# the ledger too; hashed only when it differs from its default (1 D step every round), so ledgers
+# written before it existed keep their hash.
+SCHEDULE_DEFAULTS = {"gradient_only_rounds": 0, "d_steps": 1}
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,12 @@ class PrivacyPolicy:
     slices_per_patient: int = field(default=1, metadata=rng(min=1))
     # random flips and integer shifts (up to 2 px) of each sampled slice, label map and image alike
     slice_augment: bool = False
+    # after each private D update, this many batches are served gradient-only (G's gradient through the
+    # current D; D not updated, nothing charged). The site counts its own batches (dpsgd and off modes)
+    gradient_only_rounds: int = field(default=0, metadata=rng(min=0))
+    # n_D: D steps per D update, each on a fresh Poisson sample against the batch's fakes, each charged
+    # as one sampled-Gaussian step in dpsgd mode (dpsgd and off modes)
+    d_steps: int = field(default=1, metadata=rng(min=1))
 
     def __post_init__(self) -> None:
         for s in self.accept_sources:
@@ -78,6 +89,39 @@ class PrivacyPolicy:
         if self.slices_per_patient > 1 and self.mode == "dpsgd" and self.grad_sample_mode == "ew":
             raise ValueError("slices_per_patient > 1 averages per-sample gradients, which grad_sample_mode 'ew' "
                              "(expanded weights) does not keep: use 'hooks' or 'functorch'")
+        if self.mode == "sanitize" and (self.gradient_only_rounds, self.d_steps) != (0, 1):
+            raise ValueError("gradient_only_rounds and d_steps apply to modes 'dpsgd' and 'off': in 'sanitize' mode "
+                             "every release is itself a noised (charged) gradient of a non-private discriminator")
+
+    def d_update(self, served: int) -> bool:
+        """Whether the batch this site serves after ``served`` earlier ones updates D (else it is
+        gradient-only). Decided by the site's own durable count, never by the coordinator."""
+        return int(served) % (self.gradient_only_rounds + 1) == 0
+
+    def steps_for_release(self, served: int) -> int:
+        """Sampled-Gaussian steps the ledger charges the batch served after ``served`` earlier ones."""
+        if self.mode == "off":
+            return 0
+        if self.mode == "sanitize":
+            return 1
+        return self.d_steps if self.d_update(served) else 0
+
+    def charged_steps(self, rounds: int) -> int:
+        """Steps the ledger charges for a run of ``rounds`` batches from a fresh ledger (a pure function
+        of the policy; calibration and the run plan use it): the sum of ``steps_for_release``."""
+        rounds = int(rounds)
+        if rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {rounds}")
+        if self.mode == "off":
+            return 0
+        if self.mode == "sanitize":
+            return rounds
+        return math.ceil(rounds / (self.gradient_only_rounds + 1)) * self.d_steps
+
+    @property
+    def max_steps_per_release(self) -> int:
+        """The most steps one release can charge (prices a release whose kind is not known)."""
+        return self.d_steps if self.mode == "dpsgd" else 1
 
     def assumptions(self) -> tuple[str, ...]:
         """Accounting assumptions this policy opts into (recorded in, and bound by, the ledger)."""
@@ -88,7 +132,9 @@ class PrivacyPolicy:
     def accounting_hash(self) -> str:
         """SHA-256 over the fields a privacy ledger is bound to (``ACCOUNTED_FIELDS``)."""
         d = to_dict(self)
-        blob = json.dumps({k: d[k] for k in ACCOUNTED_FIELDS}, sort_keys=True, separators=(",", ":"))
+        bound = {k: d[k] for k in ACCOUNTED_FIELDS}
+        bound.update({k: d[k] for k, default in SCHEDULE_DEFAULTS.items() if d[k] != default})
+        blob = json.dumps(bound, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def summary(self) -> dict:

@@ -38,6 +38,7 @@ from secgan.privacy.release_log import (
     LOG_FILE,
     RECOVER_HINT,
     ReleaseLog,
+    entry_charged_steps,
     entry_rows,
     salvage,
     verify_chain,
@@ -63,12 +64,13 @@ def _log_history(path: Path, cost: Cost) -> list[tuple[float, float, int]]:
                 hist.append([float(s), float(q), int(k)])
             continue
         sigma, q = cost(entry_rows(entry))
-        if sigma is None or q is None:
+        k = entry_charged_steps(entry)  # 0 for a gradient-only release: priced at zero
+        if sigma is None or q is None or k == 0:
             continue
         if hist and hist[-1][0] == sigma and hist[-1][1] == q:
-            hist[-1][2] += 1
+            hist[-1][2] += k
         else:
-            hist.append([float(sigma), float(q), 1])
+            hist.append([float(sigma), float(q), k])
     return [(s, q, int(k)) for s, q, k in hist]
 
 
@@ -107,8 +109,12 @@ def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost) -> tu
     if shortfall > 0 or eps_behind:
         sigma, q = cost(max(rlog.max_rows, 1))
         before = (ledger.releases, ledger.epsilon)
+        # the identified missing entries at the steps they were charged; any further missing release
+        # (no log_tail to place it) at the most steps one logged release was charged
+        charged = sum(rlog.charged[len(rlog.charged) - unaccounted:]) if unaccounted else 0
         ledger.account_missing(
-            steps=unaccounted, releases_floor=rlog.releases, sigma=sigma, q=q, epsilon_floor=rlog.max_epsilon,
+            steps=charged, releases=unaccounted, steps_per_release=max([1, *rlog.charged]),
+            releases_floor=rlog.releases, sigma=sigma, q=q, epsilon_floor=rlog.max_epsilon,
             log_tail=rlog.last_hash,
             reason=f"{LEDGER_FILE} behind {LOG_FILE} ({before[0]} releases, log {rlog.releases}; "
                    f"{unaccounted} logged after its last seen entry): brought up to the log",
@@ -119,16 +125,19 @@ def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost) -> tu
     return ledger, rlog
 
 
-def cover_saved_state(ledger: PrivacyLedger, *, saved_releases: int, cost: Cost, rows: int, what: str) -> None:
+def cover_saved_state(ledger: PrivacyLedger, *, saved_releases: int, cost: Cost, rows: int, what: str,
+                      steps_per_release: int = 1) -> None:
     """A model state saved after more releases than the ledger counts (the ledger was removed or
     restored, and rebuilt from a log that missed releases reserved before a crash) is paid for:
-    the ledger is raised to ``saved_releases`` at the price of ``rows`` rows."""
+    the ledger is raised to ``saved_releases``, each missing release at ``steps_per_release`` steps
+    (the most one release can charge) at the price of ``rows`` rows."""
     if saved_releases <= ledger.releases:
         return
     sigma, q = cost(max(rows, 1))
     before = ledger.releases
     ledger.account_missing(
-        steps=saved_releases - before, releases_floor=saved_releases, sigma=sigma, q=q, epsilon_floor=None,
+        steps=0, releases=0, steps_per_release=steps_per_release, releases_floor=saved_releases, sigma=sigma, q=q,
+        epsilon_floor=None,
         log_tail=None, reason=f"{what} saved after {saved_releases} releases, ledger counted {before}",
     )
     log.warning("ledger_behind_saved_state", releases_before=before, releases=ledger.releases, epsilon=ledger.epsilon)
@@ -206,8 +215,11 @@ def recover(state_dir: str | Path) -> dict[str, Any]:
             os.replace(path, archived)
             _fsync_dir(state_dir)
         sigma, q = price if price else (None, None)
+        # which releases are missing is unknown here: each at the most steps one logged release was charged
+        per_release = max(seen.max_charged if seen else 1, chain.max_charged)
         ledger.account_missing(
-            steps=missing, releases_floor=log_releases, sigma=sigma, q=q, epsilon_floor=log_eps, log_tail=None,
+            steps=0, releases=0, steps_per_release=per_release, releases_floor=log_releases, sigma=sigma, q=q,
+            epsilon_floor=log_eps, log_tail=None,
             reason=f"secgan ledger recover: {'; '.join(problems)[:500]}"
                    + (f"; broken log archived as {archived.name}" if archived else ""),
         )

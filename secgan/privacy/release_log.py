@@ -1,7 +1,11 @@
 """Append-only, hash-chained log of everything a site released: ``state_dir/releases.jsonl``.
 
 One JSON line per release: {step, round, run_id, kinds, shapes, sha256 (of the released bytes),
-epsilon_after, prev_hash, hash}; ``hash`` is the SHA-256 of the entry's canonical JSON without
+epsilon_after, charged_steps, prev_hash, hash}; ``charged_steps`` is how many sampled-Gaussian steps
+the ledger charged for it (1 per private D step, n_D for a D update of n_D steps, 0 for a
+gradient-only release through an already-charged D, 0 in mode "off"; an entry written before the
+field existed charged 1). Every release is logged, charged or not, so the log is a complete record
+of what left the site. ``hash`` is the SHA-256 of the entry's canonical JSON without
 ``hash``, and ``prev_hash`` chains it to the line before (the first line chains to 64 zeros).
 Each append is fsynced before the release is sent. The log lets a privacy officer check, after
 the fact, that every release the site made is covered by its ledger (``verify_release_log``).
@@ -58,6 +62,18 @@ def entry_releases(entry: Mapping[str, Any]) -> int:
     return 1
 
 
+def entry_charged_steps(entry: Mapping[str, Any]) -> int:
+    """Sampled-Gaussian steps one entry was charged: its ``charged_steps`` (1 when absent: written
+    before gradient-only releases and n_D existed); a carry-over entry: the steps of the history it
+    carries. ValueError if the field is not a whole number >= 0."""
+    if entry.get("kinds") == [CARRY_OVER]:
+        return sum(int(h[2]) for h in entry["carried"].get("history", []))
+    k = entry.get("charged_steps", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"charged_steps {k!r} is not a whole number >= 0")
+    return k
+
+
 def entry_rows(entry: Mapping[str, Any]) -> int:
     """Rows of the released gradient (its first dimension); 0 for a carry-over entry."""
     shape = (entry.get("shapes") or {}).get("grad") or [0]
@@ -92,6 +108,7 @@ class ReleaseLog:
         self.max_epsilon = result.max_epsilon
         self.max_rows = result.max_rows
         self.hashes = result.hashes
+        self.charged = result.charged
         self._size = self.path.stat().st_size if self.path.exists() else 0
 
     def check_tail(self) -> None:
@@ -146,7 +163,10 @@ class ReleaseLog:
         run_id: str,
         tensors: Mapping[str, torch.Tensor],
         epsilon_after: float | None,
+        charged_steps: int = 1,
     ) -> dict[str, Any]:
+        if isinstance(charged_steps, bool) or not isinstance(charged_steps, int) or charged_steps < 0:
+            raise PrivacyError(f"charged_steps must be a whole number >= 0, got {charged_steps!r}")
         self.check_tail()
         entry: dict[str, Any] = {
             "step": int(step),
@@ -156,6 +176,7 @@ class ReleaseLog:
             "shapes": {k: list(tensors[k].shape) for k in sorted(tensors)},
             "sha256": tensor_digest(tensors),
             "epsilon_after": None if epsilon_after is None else float(epsilon_after),
+            "charged_steps": charged_steps,
             "prev_hash": self.last_hash,
         }
         entry["hash"] = entry_hash(entry)
@@ -165,6 +186,7 @@ class ReleaseLog:
         self.releases += 1
         self.last_hash = entry["hash"]
         self.hashes.append(entry["hash"])
+        self.charged.append(charged_steps)
         self.max_rows = max(self.max_rows, entry_rows(entry))
         if epsilon_after is not None:
             self.max_epsilon = max(self.max_epsilon or 0.0, float(epsilon_after))
@@ -191,6 +213,7 @@ class ReleaseLog:
         self.releases = entry_releases(entry)
         self.last_hash = entry["hash"]
         self.hashes.append(entry["hash"])
+        self.charged.append(entry_charged_steps(entry))
         self.max_epsilon = entry["epsilon_after"]
         return entry
 
@@ -213,9 +236,21 @@ class VerifyResult:
     max_epsilon: float | None = None
     max_rows: int = 0
     hashes: list[str] = field(default_factory=list)  # entry hashes in order (the first is line 1)
+    charged: list[int] = field(default_factory=list)  # steps each entry was charged, in order
     problems: list[str] = field(default_factory=list)
     ledger_releases: int | None = None
     ledger_epsilon: float | None = None
+    ledger_steps: int | None = None
+
+    @property
+    def steps(self) -> int:
+        """Sampled-Gaussian steps the logged releases were charged (gradient-only ones: 0)."""
+        return sum(self.charged)
+
+    @property
+    def max_charged(self) -> int:
+        """The most steps one logged release was charged (at least 1): prices an unidentified release."""
+        return max([1, *self.charged])
 
     def position(self, h: str) -> int | None:
         """Line number of the entry whose hash is ``h`` (0 for GENESIS), or None."""
@@ -231,8 +266,10 @@ class VerifyResult:
             "ok": self.ok,
             "entries": self.entries,
             "releases": self.releases,
+            "steps": self.steps,
             "max_epsilon_logged": self.max_epsilon,
             "ledger_releases": self.ledger_releases,
+            "ledger_steps": self.ledger_steps,
             "ledger_epsilon": self.ledger_epsilon,
             "problems": list(self.problems),
         }
@@ -255,6 +292,7 @@ def verify_chain(path: str | Path) -> VerifyResult:
             computed = entry_hash(entry)
             n_rel = entry_releases(entry)
             rows = entry_rows(entry)
+            charged = entry_charged_steps(entry)
             if isinstance(n_rel, bool) or n_rel < 0:
                 raise ValueError("negative carried releases")
             if entry.get("kinds") == [CARRY_OVER] and n != 1:
@@ -276,6 +314,7 @@ def verify_chain(path: str | Path) -> VerifyResult:
         res.releases += n_rel
         res.max_rows = max(res.max_rows, rows)
         res.hashes.append(prev)
+        res.charged.append(charged)
         eps = entry["epsilon_after"]
         if eps is not None:
             res.max_epsilon = max(res.max_epsilon or 0.0, float(eps))
@@ -297,9 +336,13 @@ def verify_release_log(state_dir: str | Path) -> VerifyResult:
         return res
     res.ledger_releases = ledger.releases
     res.ledger_epsilon = ledger.epsilon
+    res.ledger_steps = ledger.steps
     if ledger.releases < res.releases:
         res.ok = False
         res.problems.append(f"ledger counts {ledger.releases} releases but the log holds {res.releases}")
+    if ledger.mode != "off" and ledger.steps < res.steps:
+        res.ok = False
+        res.problems.append(f"ledger charges {ledger.steps} steps but the logged releases were charged {res.steps}")
     if res.max_epsilon is not None and (ledger.epsilon is None or ledger.epsilon < res.max_epsilon):
         res.ok = False
         res.problems.append(f"ledger epsilon {ledger.epsilon} is below the largest logged epsilon {res.max_epsilon}")
@@ -332,6 +375,7 @@ class Salvage:
     unreadable: int = 0
     max_epsilon: float | None = None
     max_rows: int = 0
+    max_charged: int = 1  # the most steps one readable line was charged (at least 1)
 
 
 def salvage(path: str | Path) -> Salvage:
@@ -348,6 +392,7 @@ def salvage(path: str | Path) -> Salvage:
         try:
             entry = json.loads(raw)
             n_rel, rows = entry_releases(entry), entry_rows(entry)
+            charged = entry_charged_steps(entry) if entry.get("kinds") != [CARRY_OVER] else 1
             eps = entry.get("epsilon_after")
         except (ValueError, TypeError, KeyError, AttributeError):
             out.unreadable += 1
@@ -355,6 +400,7 @@ def salvage(path: str | Path) -> Salvage:
             continue
         out.releases += max(int(n_rel), 1) if not isinstance(n_rel, bool) else 1
         out.max_rows = max(out.max_rows, rows)
+        out.max_charged = max(out.max_charged, charged)
         if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps == eps:
             out.max_epsilon = max(out.max_epsilon or 0.0, float(eps))
     return out
