@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from secgan.config import to_dict
 from secgan.errors import ConfigError
+from secgan.evaluation.sweep_public import PUBLIC_ONLY, public_inputs, public_settings
 
 if TYPE_CHECKING:  # kept light: the figure, the page and the command import the names below
     from secgan.evaluation.sweep_config import MissingModalityConfig, SweepConfig
@@ -34,12 +35,13 @@ def epsilon_of(cfg: SweepConfig, setting: str) -> float:
 
 
 def gan_settings(cfg: SweepConfig) -> list[str]:
-    """The settings scored on their own GAN runs, in order: Syn-All, AsynDGAN, one per epsilon."""
-    return [SYN_ALL, ASYNDGAN] + [eps_name(e) for e in cfg.privacy.epsilons]
+    """The settings scored on their own GAN runs, in order: Syn-All, AsynDGAN, public-only (when
+    ``public.enabled``), one per epsilon."""
+    return [SYN_ALL, ASYNDGAN] + public_settings(cfg) + [eps_name(e) for e in cfg.privacy.epsilons]
 
 
 def is_gan_setting(setting: str) -> bool:
-    return setting in (SYN_ALL, ASYNDGAN) or setting.startswith(DP_PREFIX)
+    return setting in (SYN_ALL, ASYNDGAN, PUBLIC_ONLY) or setting.startswith(DP_PREFIX)
 
 
 def is_real_subset(setting: str) -> bool:
@@ -156,10 +158,11 @@ def setting_inputs(cfg: SweepConfig, setting: str) -> dict:
     else:
         out["gan"] = {k: v for k, v in whole["gan"].items() if k != "runs"}  # these use the first GAN only
     if setting.startswith(DP_PREFIX):
-        out["privacy"] = {k: v for k, v in whole["privacy"].items() if k != "epsilons"}
+        out["privacy"] = {k: v for k, v in whole["privacy"].items() if k not in ("epsilons", "pretrained")}
         out["epsilon"] = epsilon_of(cfg, setting)
     if setting.startswith(MISSING_PREFIX):
         out["missing_modality"] = whole["missing_modality"]
+    out.update(public_inputs(cfg, setting))
     return out
 
 
