@@ -249,7 +249,11 @@ def _load(cls: type, path: str | Path, keys: tuple[str, ...]) -> Any:
     data = read_toml(path)
     try:
         cfg = load_dataclass(cls, data)
-        return _resolve(cfg, keys, path.parent.resolve())
+        cfg = _resolve(cfg, keys, path.parent.resolve())
+        train = getattr(cfg, "train", None)
+        if train is not None and train.init_from:  # a pretrain folder, relative to the config file too
+            cfg = dataclasses.replace(cfg, train=_resolve(train, ("init_from",), path.parent.resolve()))
+        return cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

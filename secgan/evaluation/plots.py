@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from secgan.evaluation.sweep_outputs import best_real_subset
-from secgan.evaluation.sweep_plan import ASYNDGAN, DP_PREFIX, SYN_ALL
+from secgan.evaluation.sweep_plan import ASYNDGAN, DP_PREFIX, PUBLIC_ONLY, SYN_ALL
 
 # Baselines drawn as horizontal lines, in legend order, with their styles.
 _BASELINES = (
@@ -14,6 +14,7 @@ _BASELINES = (
     ("best-real-subset", "best Real-Subset-n", "grey", "--"),
     (SYN_ALL, "Syn-All (pooled GAN)", "tab:purple", "-."),
     (ASYNDGAN, "AsynDGAN, no DP", "tab:blue", ":"),
+    (PUBLIC_ONLY, "public-only (pretrained G)", "tab:orange", "--"),
 )
 
 
@@ -21,7 +22,7 @@ def baseline_values(rows: Sequence[Mapping]) -> dict[str, tuple[float, float]]:
     """``{key: (dice_mean, dice_std)}`` of the lines drawn; the best Real-Subset-n by mean Dice."""
     by = {r["setting"]: r for r in rows}
     out = {}
-    for key in ("real-all", SYN_ALL, ASYNDGAN):
+    for key in ("real-all", SYN_ALL, ASYNDGAN, PUBLIC_ONLY):
         if key in by:
             out[key] = (float(by[key]["dice_mean"]), float(by[key]["dice_std"]))
     best = best_real_subset(rows)

@@ -5,8 +5,10 @@ Settings, in order (names are the ``setting`` column of the results):
 - ``real-all``, ``real-subset-K`` for each site K: U-Net on real train slices;
 - ``syn-all``: U-Net on synthetic pairs of the centralised GAN (one process, pooled data);
 - ``asyndgan``: synthetic pairs of AsynDGAN without DP (``privacy.mode = "off"``);
+- ``public-only``: the G pretrained on a public cohort alone (``sweep_public``), the floor of the DP rows;
 - ``asyndgan-dp-epsE``: AsynDGAN with DP-SGD at every site, ``target_epsilon = E`` and
-  ``planned_steps`` = the run's steps, so the calibrated noise spends the budget over the run;
+  ``planned_steps`` = the run's steps, so the calibrated noise spends the budget over the run
+  (from the public pretraining of its seed when ``privacy.pretrained``);
 - ``real-subset-K+synthetic``: site K's real slices plus AsynDGAN (no DP) synthetic pairs;
 - ``missing-<mod>-site-K`` / ``missing-<mod>-site-K-completed``: site K without one modality,
   channel absent vs completed by the AsynDGAN (no DP) generator (see ``downstream``).
@@ -107,17 +109,23 @@ class Sweep:
     def _gan_config(self, name: str, run: int = 0):
         """The run config of GAN run ``name:run`` (the pooled site is built by ``_prepare``)."""
         from secgan.evaluation.sources import site_dirs
+        from secgan.evaluation.sweep_public import PUBLIC_ONLY, adapt_gan_config
 
-        return gan_config(self.cfg, list(site_dirs(self.data_root).values()), self._pooled, name, run)
+        plain = None if name == PUBLIC_ONLY else gan_config(self.cfg, list(site_dirs(self.data_root).values()),
+                                                             self._pooled, name, run)
+        return adapt_gan_config(self.cfg, plain, name, run, data_root=self.data_root, gans=self.out / "gans")
 
     def _gan(self, name: str, run: int = 0) -> tuple[Path, dict]:
         from secgan.evaluation.baseline import ensure_gan, gan_checkpoint, run_finished
+        from secgan.evaluation.sweep_public import PUBLIC_ONLY, ensure_public_gan, starts_pretrained
 
         cfg = self._gan_config(name, run)
         folder = self._gan_folder(name, run)
+        if starts_pretrained(self.cfg, name):
+            self._gan(PUBLIC_ONLY, run)  # its pretraining first (shared by every setting of this seed)
         if run_finished(folder) is None:
             self.progress(f"GAN {gan_dir_name(name, run)}: training {cfg.train.steps} steps")
-        summary = ensure_gan(cfg, folder)
+        summary = ensure_public_gan(cfg, folder) if name == PUBLIC_ONLY else ensure_gan(cfg, folder)
         return gan_checkpoint(folder), summary
 
     def check_gan_folders(self) -> None:
@@ -174,6 +182,10 @@ class Sweep:
         if self.cfg.score_on == "validation":
             ensure_validation(self.source_root, self.data_root, fraction=self.cfg.validation_fraction)
         pool_sites(list(site_dirs(self.data_root).values()), self._pooled)
+        from secgan.evaluation.sweep_public import ensure_public, uses_public
+
+        if uses_public(self.cfg):
+            ensure_public(self.cfg, self.data_root)
         if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
             bank = ensure_atlas(self.cfg, self.source_root)
             self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))

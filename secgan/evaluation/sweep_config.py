@@ -2,7 +2,8 @@
 
 ``[phantom]`` and ``[atlas]`` describe the data generated when the data folder is missing,
 ``[gan]`` and ``[privacy]`` the GAN runs, ``[missing_modality]`` the missing-channel setting,
-``[segmenter]`` the downstream U-Net (``secgan.evaluation.segmenter``).
+``[segmenter]`` the downstream U-Net (``secgan.evaluation.segmenter``), ``[public]`` the public
+cohort and its pretrainings (``secgan.evaluation.sweep_public``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from secgan.config import choices, load_dataclass, read_toml, rng, to_dict
 from secgan.evaluation.segmenter import SegmenterConfig
+from secgan.evaluation.sweep_public import PublicConfig
 from secgan.runconfig import D_ARCHS, LOSSES
 from secgan.spec import IMAGE_CHANNELS
 
@@ -84,6 +86,9 @@ class DPConfig:
     # generator steps of the DP runs (0: gan.steps). At a fixed epsilon, fewer steps mean less
     # noise per step, so the best step count of a DP run is usually below the non-private one
     steps: int = field(default=0, metadata=rng(min=0))
+    # every DP run starts G, its average and each site's D from the pretraining of its GAN seed
+    # on the public cohort ([public]; the public-only row scores that pretraining itself)
+    pretrained: bool = False
     # site policy settings of every DP run beyond the ones above (a table of privacy policy keys,
     # e.g. { slices_per_patient = 4 }); checked against the policy when the sweep config is loaded
     policy: Any = None
@@ -155,6 +160,7 @@ class SweepConfig:
     gan: GanConfig = field(default_factory=GanConfig)
     privacy: DPConfig = field(default_factory=DPConfig)
     missing_modality: MissingModalityConfig = field(default_factory=MissingModalityConfig)
+    public: PublicConfig = field(default_factory=PublicConfig)
     # synthetic pairs per U-Net training set (0: as many as Real-All's train slices for a synthetic
     # source, one per real slice for real-subset-K+synthetic)
     n_synthetic: int = field(default=0, metadata=rng(min=0))

@@ -75,6 +75,9 @@ def check_targets(rows: list[dict]) -> list[dict]:
         pts = ", ".join(f"eps {r['epsilon']:g}: {r['dice_mean']:.3f}" for r in dp)
         out.append({"ok": below, "text": f"DP points ({pts}) at or below AsynDGAN without DP "
                                          f"{a['dice_mean']:.3f} within one std (the cost of privacy)"})
+    from secgan.evaluation.sweep_public import public_targets
+
+    out.extend(public_targets(rows))
     return out
 
 

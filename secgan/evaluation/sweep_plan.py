@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from secgan.config import to_dict
 from secgan.errors import ConfigError
+from secgan.evaluation.sweep_public import PUBLIC_ONLY, public_inputs, public_settings
 
 if TYPE_CHECKING:  # kept light: the figure, the page and the command import the names below
     from secgan.evaluation.sweep_config import MissingModalityConfig, SweepConfig, VariantConfig
@@ -64,14 +65,14 @@ def runs_of(cfg: SweepConfig, setting: str) -> int:
 
 
 def gan_settings(cfg: SweepConfig) -> list[str]:
-    """The settings scored on their own GAN runs, in order: Syn-All (if on), AsynDGAN, one per
-    epsilon, then the lever rows."""
+    """The settings scored on their own GAN runs, in order: Syn-All (if on), AsynDGAN, public-only
+    (when ``public.enabled``), one per epsilon, then the lever rows."""
     head = [SYN_ALL] if cfg.syn_all else []
-    return head + [ASYNDGAN] + [eps_name(e) for e in cfg.privacy.epsilons] + list(lever_settings(cfg))
+    return head + [ASYNDGAN] + public_settings(cfg) + [eps_name(e) for e in cfg.privacy.epsilons] + list(lever_settings(cfg))
 
 
 def is_gan_setting(setting: str) -> bool:
-    return setting in (SYN_ALL, ASYNDGAN) or is_dp_setting(setting)
+    return setting in (SYN_ALL, ASYNDGAN, PUBLIC_ONLY) or is_dp_setting(setting)
 
 
 def is_real_subset(setting: str) -> bool:
@@ -195,13 +196,14 @@ def setting_inputs(cfg: SweepConfig, setting: str) -> dict:
     else:
         out["gan"] = {k: v for k, v in whole["gan"].items() if k != "runs"}  # these use the first GAN only
     if is_dp_setting(setting):
-        out["privacy"] = {k: v for k, v in whole["privacy"].items() if k != "epsilons"}
+        out["privacy"] = {k: v for k, v in whole["privacy"].items() if k not in ("epsilons", "pretrained")}
         for extra in ("policy", "train"):  # (absent when unset, so earlier results stay valid)
             if out["privacy"].get(extra) is None:
                 out["privacy"].pop(extra, None)
         out["epsilon"] = epsilon_of(cfg, setting)
     if setting.startswith(MISSING_PREFIX):
         out["missing_modality"] = whole["missing_modality"]
+    out.update(public_inputs(cfg, setting))
     return out
 
 

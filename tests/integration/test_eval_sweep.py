@@ -28,17 +28,17 @@ def _config(tmp_path: Path) -> Path:
 def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     cfg = _config(tmp_path)
     out = tmp_path / "out"
-    # --jobs 2: the six GAN runs are trained by two `secgan sweep --train-gans` worker processes first
+    # --jobs 2: the eight GAN runs are trained by two `secgan sweep --train-gans` worker processes first
     assert main(["sweep", "--config", str(cfg), "--out", str(out), "--jobs", "2"]) == 0
     assert (tmp_path / "phantom" / "site-2" / "split.json").is_file()  # generated from [phantom]
     workers = sorted((out / "gans" / "workers").glob("worker-*.log"))
     assert [w.name for w in workers] == ["worker-0.log", "worker-1.log"]
-    assert all("trained 3 GAN run(s)" in w.read_text() for w in workers)
+    assert all("trained 4 GAN run(s)" in w.read_text() for w in workers)
 
     rows = json.loads((out / "results.json").read_text())
     settings = [r["setting"] for r in rows]
     assert settings == [
-        "real-all", "real-subset-1", "real-subset-2", "syn-all", "asyndgan", "asyndgan-dp-eps3",
+        "real-all", "real-subset-1", "real-subset-2", "syn-all", "asyndgan", "public-only", "asyndgan-dp-eps3",
         "real-subset-1+synthetic", "real-subset-2+synthetic",
         "missing-flair-site-1", "missing-flair-site-1-completed",
     ]
@@ -50,7 +50,7 @@ def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     assert dp["epsilon"] == 3.0
     assert 0.0 < dp["epsilon_spent"] <= 3.0  # the sites' ledgers stayed within the target
     assert by["asyndgan"]["epsilon"] is None and by["asyndgan"]["epsilon_spent"] is None
-    for s in ("syn-all", "asyndgan", "asyndgan-dp-eps3"):
+    for s in ("syn-all", "asyndgan", "public-only", "asyndgan-dp-eps3"):
         assert 0.0 <= by[s]["precision"] <= 1.0 and by[s]["w1_flair"] >= 0.0
         # gan.runs = 2: two GANs per setting, each scored with the one U-Net seed
         assert by[s]["gan_runs"] == 2 and by[s]["seeds"] == 2 and len(by[s]["dice_per_gan"]) == 2
@@ -66,6 +66,21 @@ def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     dp_run = json.loads((out / "gans" / "asyndgan-dp-eps3" / "run.json").read_text())
     assert dp_run["privacy_mode"] == "dpsgd" and dp_run["steps_done"] == 4
     assert any((out / "gans" / "asyndgan-dp-eps3" / "sites").rglob("ledger.json"))
+    # public-only: G pretrained on the public cohort alone (generated beside the data), privacy off,
+    # one pretraining per GAN seed; the DP runs started from the pretraining of their own seed
+    assert (tmp_path / "phantom-public" / "site-1" / "split.json").is_file()
+    assert all(c.name.startswith("Public1-") for c in (tmp_path / "phantom-public" / "site-1").iterdir() if c.is_dir())
+    for run, folder in enumerate(("public-only", "public-only-run1")):
+        pub = json.loads((out / "gans" / folder / "run.json").read_text())
+        assert pub["privacy_mode"] == "off" and list(pub["sites"]) == ["site-1"]
+        info = json.loads((out / "gans" / folder / "pretrain.json").read_text())
+        assert info["trained_on"]["public_cohort"] == "site-1" and info["clip_norm"]["recommended"] > 0
+        assert info["train"]["seed"] == run  # gan.seed + run
+        dp_cfg = json.loads((out / "gans" / ("asyndgan-dp-eps3" + ("-run1" if run else "")) / "sweep-run-config.json").read_text())
+        assert Path(dp_cfg["train"]["init_from"]) == (out / "gans" / folder).resolve()
+        assert dp_cfg["privacy"]["freeze_d_stages"] == 1
+    assert json.loads((out / "gans" / "asyndgan" / "sweep-run-config.json").read_text())["train"]["init_from"] is None
+    assert "vs public-only" in page  # the floor target: every DP row above the public-only row
     # Syn-All is one pooled site
     assert list(json.loads((out / "gans" / "syn-all" / "run.json").read_text())["sites"]) == ["site-1"]
 

@@ -273,3 +273,9 @@ def test_freezing_counts_and_limits():
     assert len(discriminator_stages(patch)) == 5  # 3 strided convolutions, one stride-1, the logit
     with pytest.raises(ConfigError, match=r"freeze_d_stages = 5: this discriminator has 5 stages"):
         freeze_discriminator_stages(patch, 5)
+
+
+def test_init_from_resolves_against_the_config_file(tmp_path: Path):
+    path = _write_config(tmp_path / "r.toml", [tmp_path], init=Path("pre"))
+    assert load_run_config(path).train.init_from == str((tmp_path / "pre").resolve())
+    assert load_run_config(_write_config(tmp_path / "n.toml", [tmp_path])).train.init_from is None

@@ -25,7 +25,7 @@ def test_default_epsilons_and_settings():
     cfg = SweepConfig()
     assert cfg.privacy.epsilons == (1.0, 3.0, 10.0)
     assert planned_settings(cfg, [1, 2]) == [
-        "real-all", "real-subset-1", "real-subset-2", "syn-all", "asyndgan",
+        "real-all", "real-subset-1", "real-subset-2", "syn-all", "asyndgan", "public-only",
         "asyndgan-dp-eps1", "asyndgan-dp-eps3", "asyndgan-dp-eps10",
         "real-subset-1+synthetic", "real-subset-2+synthetic",
         "missing-flair-site-1", "missing-flair-site-1-completed",
@@ -53,7 +53,7 @@ def test_each_setting_depends_only_on_its_own_part_of_the_config():
     gan_users = {n for n in names if n not in ("real-all", "real-subset-1", "real-subset-2")}
     assert changed(dc.replace(base, gan=dc.replace(base.gan, steps=301))) == gan_users
     # more GANs per setting: only the GAN rows (the others use the first GAN)
-    gan_rows = {"syn-all", "asyndgan", "asyndgan-dp-eps1", "asyndgan-dp-eps3", "asyndgan-dp-eps10"}
+    gan_rows = {"syn-all", "asyndgan", "public-only", "asyndgan-dp-eps1", "asyndgan-dp-eps3", "asyndgan-dp-eps10"}
     assert changed(dc.replace(base, gan=dc.replace(base.gan, runs=2))) == gan_rows
     # another epsilon added: no existing setting changes; the DP budget knobs change the DP rows only
     more = dc.replace(base, privacy=dc.replace(base.privacy, epsilons=(1.0, 3.0, 10.0, 30.0)))
@@ -63,3 +63,17 @@ def test_each_setting_depends_only_on_its_own_part_of_the_config():
     mm = dc.replace(base, missing_modality=dc.replace(base.missing_modality, draws=8))
     assert changed(mm) == {"missing-flair-site-1", "missing-flair-site-1-completed"}
     assert changed(dc.replace(base, phantom=dc.replace(base.phantom, seed=99))) == set(names)
+    # the public side: the cohort changes the public-only row alone while no run starts pretrained ...
+    pub = dc.replace(base, public=dc.replace(base.public, patients=30))
+    assert changed(pub) == {"public-only"}
+    assert changed(dc.replace(base, public=dc.replace(base.public, freeze_d_stages=2))) == set()
+    # ... and with privacy.pretrained the DP rows too (they start from it), AsynDGAN only when asked
+    pre = dc.replace(base, privacy=dc.replace(base.privacy, pretrained=True))
+    assert changed(pre) == dp_rows
+    for cfg_with, extra in ((pre, set()), (dc.replace(pre, public=dc.replace(pre.public, asyndgan=True)), {"asyndgan"})):
+        assert {n for n in names if inputs_fingerprint(dc.replace(cfg_with, public=dc.replace(
+            cfg_with.public, patients=30)), n) != inputs_fingerprint(cfg_with, n)} == {"public-only"} | dp_rows | extra
+    frozen = dc.replace(pre, public=dc.replace(pre.public, freeze_d_stages=1))
+    assert {n for n in names if inputs_fingerprint(frozen, n) != inputs_fingerprint(pre, n)} == dp_rows
+    # no public row when disabled
+    assert "public-only" not in planned_settings(dc.replace(base, public=dc.replace(base.public, enabled=False)), [1])
