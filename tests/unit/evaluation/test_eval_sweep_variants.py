@@ -26,6 +26,8 @@ augment_subsets = false
 syn_all = false
 [missing_modality]
 enabled = false
+[public]
+enabled = false
 [gan]
 steps = 40
 runs = 2
@@ -157,3 +159,17 @@ def test_a_sweep_scored_on_validation_works_on_the_copy_and_is_fingerprinted(tmp
     names = planned_settings(test_cfg, [1])
     # a validation result is never reused as a test result, nor the other way round
     assert all(inputs_fingerprint(test_cfg, n) != inputs_fingerprint(val_cfg, n) for n in names)
+
+
+def test_a_lever_row_can_start_from_the_public_pretraining(tmp_path):
+    from secgan.evaluation.sweep_public import adapt_gan_config, starts_pretrained
+
+    cfg = _load(tmp_path, '[[variants]]\nname = "pre"\nprivacy = { pretrained = true, policy = { freeze_d_stages = 1 } }\n')
+    assert starts_pretrained(cfg, "lever-pre-eps10") and not starts_pretrained(cfg, "asyndgan-dp-eps10")
+    plain = gan_config(cfg, [Path("site-1")], Path("pooled"), "lever-pre-eps10", run=1)
+    out = adapt_gan_config(cfg, plain, "lever-pre-eps10", 1, data_root=tmp_path / "data", gans=tmp_path / "gans")
+    assert out.train.init_from == str((tmp_path / "gans" / "public-only-run1").resolve())
+    assert out.privacy.freeze_d_stages == 1
+    # the pretraining is part of what the lever row's result depends on
+    other = _load(tmp_path, '[[variants]]\nname = "pre"\nprivacy = { pretrained = false, policy = { freeze_d_stages = 1 } }\n')
+    assert inputs_fingerprint(cfg, "lever-pre-eps10") != inputs_fingerprint(other, "lever-pre-eps10")
