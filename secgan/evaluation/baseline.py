@@ -119,11 +119,20 @@ def _provenance(run_config: dict) -> dict:
     return out
 
 
-def _differences(old, new, prefix: str = "") -> list[str]:
+_ABSENT = object()
+
+
+def _differences(old, new, prefix: str = "", defaults=None) -> list[str]:
+    """The keys whose values differ. A key the old record lacks while the new value is that
+    setting's default is no difference: a setting added since, at the default that reproduces the
+    old behaviour, trains the same GAN."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            d = defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+            if key not in old and d is not _ABSENT and new.get(key) == d:
+                continue
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.", d if isinstance(d, dict) else None)
         return out
     return [] if old == new else [f"{prefix[:-1]} {json.dumps(old)} -> {json.dumps(new)}"]
 
@@ -144,7 +153,7 @@ def check_gan_folder(cfg, out_dir: Path) -> None:
     except (OSError, ValueError):
         raise ConfigError(f"{out_dir}: holds a trained GAN but no readable record of its configuration "
                           f"(sweep-run-config.json); delete the folder to train it again") from None
-    diffs = _differences(_provenance(old), _provenance(to_dict(cfg)))
+    diffs = _differences(_provenance(old), _provenance(to_dict(cfg)), defaults=to_dict(type(cfg)()))
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise ConfigError(f"{out_dir}: this GAN run was trained with another configuration ({shown}); "

@@ -69,3 +69,26 @@ def test_a_gan_folder_trained_with_another_configuration_is_refused(tmp_path):
     dp = gan_run_config(cfg, dirs, epsilon=3.0)
     with pytest.raises(ConfigError, match=r"privacy\.mode \"off\" -> \"dpsgd\""):
         check_gan_folder(dp, folder)
+
+
+def test_a_setting_added_since_at_its_default_is_no_difference(tmp_path):
+    """A record written before a setting existed matches a run with that setting at its default
+    (which reproduces the old behaviour), and differs from one with any other value."""
+    import dataclasses as dc
+    import json
+
+    from secgan.config import to_dict
+    from secgan.evaluation.baseline import check_gan_folder
+
+    run = gan_run_config(SweepConfig(), [tmp_path / "site-1"], epsilon=3.0)
+    folder = tmp_path / "gans" / "dp"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"steps_done": 300}))
+    old = to_dict(run)
+    del old["privacy"]["slices_per_patient"], old["train"]["init_from"]  # as an older version wrote it
+    (folder / "sweep-run-config.json").write_text(json.dumps(old))
+    check_gan_folder(run, folder)
+    with pytest.raises(ConfigError, match=r"privacy\.slices_per_patient null -> 4"):
+        check_gan_folder(dc.replace(run, privacy=dc.replace(run.privacy, slices_per_patient=4)), folder)
+    with pytest.raises(ConfigError, match=r"train\.init_from"):
+        check_gan_folder(dc.replace(run, train=dc.replace(run.train, init_from=str(tmp_path))), folder)
