@@ -122,6 +122,7 @@ class SiteLearner:
                 clip_norm=policy.clip_norm,
                 dataset_fingerprint=dataset.fingerprint(salt=FINGERPRINT_SALT),
                 policy_hash=policy.accounting_hash(),
+                accountant=policy.accountant,
                 assumptions=policy.assumptions(),
             ),
             cost=cost,
@@ -219,13 +220,14 @@ class SiteLearner:
         """
         if self.policy.mode == "off":
             return None
-        from secgan.privacy.accounting import epsilon_rdp
+        from secgan.privacy.accounting import epsilon
 
         sigma = self._accounted_noise(self.train.batch_size)
         target = self.ledger.target_epsilon
 
         def eps(k: int) -> float:
-            return epsilon_rdp(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=k, delta=self.ledger.delta)
+            return epsilon(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=k, delta=self.ledger.delta,
+                           accountant=self.ledger.accountant)
 
         run_steps = int(run_steps)
         lasts = run_steps
@@ -309,7 +311,8 @@ class SiteLearner:
             return float(p.noise_multiplier)
         from secgan.privacy.accounting import calibrate_noise
 
-        sigma = calibrate_noise(target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate, steps=p.planned_steps)
+        sigma = calibrate_noise(target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate, steps=p.planned_steps,
+                                accountant=p.accountant)
         if p.mode == "sanitize":
             sigma = sigma / effective_noise_multiplier(1.0, rows=self.train.batch_size)
         return sigma

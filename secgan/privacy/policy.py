@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from secgan.config import choices, rng, to_dict
+from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANTS
 
 MODES = ("off", "dpsgd", "sanitize")
 SOURCES = ("procedural", "bank", "site")
@@ -17,7 +18,7 @@ GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 # secure_sum_threshold are left out: they change what the site serves, not what a release costs.
 ACCOUNTED_FIELDS = (
     "mode", "target_epsilon", "delta", "clip_norm", "noise_multiplier", "planned_steps",
-    "expected_batch_size", "shards", "secure_noise",
+    "expected_batch_size", "shards", "secure_noise", "accountant",
 )
 
 
@@ -50,6 +51,9 @@ class PrivacyPolicy:
     assume_shard_amplification: bool = False
     # secure-sum: the smallest participant set this site will mask for (0: strict majority, >= 3)
     secure_sum_threshold: int = field(default=0, metadata=rng(min=0))
+    # how epsilon is computed (calibration, budget checks, the ledger): rdp (Rényi DP, closed form) or prv
+    # (numerical PRV composition, its upper bound; tighter). Recorded in the ledger, which refuses a switch
+    accountant: str = field(default=ACCOUNTANT, metadata=choices(*ACCOUNTANTS))
     # Opacus's noise that resists floating-point attacks (Mironov 2012): 4 draws per value
     secure_noise: bool = True
     # True: Poisson sampling and DP noise are seeded from the site's generator_seed (tests, benchmarks).
@@ -65,6 +69,8 @@ class PrivacyPolicy:
                 raise ValueError(f"accept_sources: unknown source {s!r} (allowed: {', '.join(SOURCES)})")
         if self.mode == "off" and not self.allow_off:
             raise ValueError("mode = 'off' needs allow_off = true in the site's own policy")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"accountant: unknown accountant {self.accountant!r} (allowed: {', '.join(ACCOUNTANTS)})")
         if self.assume_shard_amplification and self.mode != "sanitize":
             raise ValueError("assume_shard_amplification applies to mode = 'sanitize' only")
 
