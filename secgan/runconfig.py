@@ -95,6 +95,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
     # write a checkpoint every this many steps (and at the end)
     checkpoint_every: int = field(default=50, metadata=rng(min=1))
+    # weight of G's moment-matching term against the sites' DP statistics (privacy.release_stats; 0: off)
+    stats_weight: float = field(default=0.0, metadata=rng(min=0.0))
 
 
 @dataclass(frozen=True)

@@ -229,14 +229,18 @@ def calibrate_noise(
     tol: float = 0.01,
     max_sigma: float = 1e4,
     accountant: str = ACCOUNTANT,
+    prior: Sequence[Sequence[float]] = (),
 ) -> float:
     """The smallest noise multiplier (to within ``tol``, relative) whose epsilon is <= the target.
 
+    ``prior``: (sigma, q, steps) entries already spent (e.g. a one-shot statistics release); the
+    target is then for their composition with the ``steps`` calibrated ones.
     Bisection on sigma (epsilon decreases in sigma); the returned value is always one whose
     epsilon (by ``accountant``) was evaluated and found within the target, so it never overshoots.
     """
     check_accountant(accountant)
     _check_delta(delta)
+    before = _entries(prior)
     _check_entry(1.0, sample_rate, steps)
     if not (isinstance(target_epsilon, (int, float)) and target_epsilon > 0 and math.isfinite(target_epsilon)):
         raise PrivacyError(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
@@ -246,9 +250,15 @@ def calibrate_noise(
     if steps == 0 or sample_rate == 0:
         return 0.0
 
+    def curve_of(sigma: float, q: float, k: int, orders: tuple[float, ...]) -> np.ndarray:
+        return np.asarray(_one_step_rdp(float(sigma), float(q), orders), dtype=float) * int(k)
+
+    spent = {o: sum((curve_of(s, q, k, o) for s, q, k in before), np.zeros(len(o))) for o in (INT_ORDERS, ORDERS)}
+    if before and epsilon_from_history(before, delta=delta, accountant=accountant) >= target_epsilon:
+        raise PrivacyError(f"the prior entries alone spend epsilon {target_epsilon:g} or more; nothing is left to calibrate")
+
     def eps(sigma: float, orders: tuple[float, ...]) -> float:
-        curve = np.asarray(_one_step_rdp(float(sigma), float(sample_rate), orders), dtype=float) * int(steps)
-        return _epsilon_of(curve, delta, orders)
+        return _epsilon_of(curve_of(sigma, sample_rate, steps, orders) + spent[orders], delta, orders)
 
     # Phase 1 brackets sigma with the integer orders only: 20x faster than Opacus's series for
     # fractional orders, and an upper bound on epsilon (a minimum over fewer orders), so its answer
@@ -277,7 +287,7 @@ def calibrate_noise(
     # PRV: epsilon(prv) <= epsilon(rdp), so the RDP answer is within the target; bisect below it
     # with the PRV figure (each evaluation is a full PRV composition, hence the bracket).
     def eps_prv(sigma: float) -> float:
-        return epsilon(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=delta, accountant="prv")
+        return epsilon_from_history([*before, (sigma, sample_rate, steps)], delta=delta, accountant="prv")
 
     lo = 0.5 * hi
     while lo > 1e-3 and eps_prv(lo) <= target_epsilon:
