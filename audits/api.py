@@ -151,7 +151,8 @@ def _claim(ledger: dict | None, policy) -> dict:
         try:
             from secgan.privacy.accounting import epsilon_from_history
 
-            recomputed = float(epsilon_from_history([tuple(h) for h in ledger["history"]], delta=float(ledger["delta"])))
+            recomputed = float(epsilon_from_history([tuple(h) for h in ledger["history"]], delta=float(ledger["delta"]),
+                                                    accountant=ledger.get("accountant", policy.accountant)))
         except (ImportError, ValueError, TypeError, KeyError, SecganError):
             recomputed = None
     if claimed is not None and recomputed is not None:
@@ -163,6 +164,7 @@ def _claim(ledger: dict | None, policy) -> dict:
         "delta": float((ledger or {}).get("delta", policy.delta)),
         "target": float((ledger or {}).get("target_epsilon", policy.target_epsilon)),
         "ledger_found": ledger is not None,
+        "accountant": str((ledger or {}).get("accountant", policy.accountant)),
         "assumptions": list((ledger or {}).get("assumptions") or []),
     }
 

@@ -98,6 +98,8 @@ class TrainConfig:
     # a `secgan pretrain` output folder: a fresh run starts G (and its average) and each site's D
     # from its weights (a site decides for its own D); a resumed run keeps its trained weights
     init_from: str | None = None
+    # weight of G's moment-matching term against the sites' DP statistics (privacy.release_stats; 0: off)
+    stats_weight: float = field(default=0.0, metadata=rng(min=0.0))
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,22 @@ def _build_learners(cfg: RunConfig, datasets: list, out_dir: Path) -> dict[str, 
     return learners
 
 
+def _site_moments(cfg: RunConfig, learners: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Each site's one DP statistics release (released now if its policy says so and it has not yet),
+    averaged over the sites, as the target of G's moment-matching term (None when nobody released)."""
+    released = []
+    for name, learner in learners.items():
+        stats = getattr(learner, "release_stats", lambda: None)()
+        if stats is not None:
+            released.append(stats)
+            log.info("site_stats_received", site=name)
+    if cfg.train.stats_weight > 0 and not released:
+        raise ConfigError("train.stats_weight > 0 needs sites that release statistics (privacy.release_stats = true)")
+    if not released:
+        return None
+    return {k: np.mean([np.asarray(s[k], dtype=np.float64) for s in released], axis=0) for k in ("mean", "std")}
+
+
 def _preview(core, cfg: RunConfig, path: Path, n: int = 6) -> None:
     from secgan.synthetic import save_grid
 
@@ -149,8 +165,10 @@ def run_inprocess(
         cfg.data.condition_source, size=cfg.image.size,
         bank_dir=Path(cfg.data.bank_dir) if cfg.data.bank_dir else None,
     )
+    moments = _site_moments(cfg, learners)
     core = GeneratorCore(G, opt, conditions, batch_size=cfg.train.batch_size, noise_dim=cfg.model.noise_dim,
-                         generator=gen, device=device, average=cfg.train.g_average)
+                         generator=gen, device=device, average=cfg.train.g_average,
+                         moments=moments, moment_weight=cfg.train.stats_weight)
     if cfg.train.init_from and not resume:  # a resumed run keeps its trained weights
         from secgan.pretrained import init_generator
 

@@ -205,6 +205,24 @@ def _frozen_copy(G: nn.Module) -> nn.Module:
     return avg.eval()
 
 
+def moment_loss(fake: torch.Tensor, cond: torch.Tensor, moments: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Squared distance between the fakes' per-class, per-modality mean and std (over the batch's
+    pixels of each class of ``cond``) and the target ``moments`` ([classes, 4] ``mean`` and ``std``,
+    classes ``secgan.privacy.stats.STATS_CLASSES``); classes absent from the batch are left out."""
+    from secgan.models import semantic_labels
+
+    lab = semantic_labels(cond)
+    total = fake.new_zeros(())
+    for c in range(moments["mean"].shape[0]):
+        mask = lab == c + 1  # class c of the statistics is SEMANTIC_CLASSES[c + 1] (no background)
+        if int(mask.sum()) < 2:
+            continue
+        px = fake.permute(1, 0, 2, 3)[:, mask]  # [4, n]
+        total = total + ((px.mean(dim=1) - moments["mean"][c]) ** 2).sum()
+        total = total + ((px.std(dim=1) - moments["std"][c]) ** 2).sum()
+    return total
+
+
 class GeneratorCore:
     """G, its optimiser and the fakes in flight for the current step.
 
@@ -224,6 +242,8 @@ class GeneratorCore:
         generator: torch.Generator,
         device: str | torch.device = "cpu",
         average: float = 0.0,
+        moments: dict[str, Any] | None = None,
+        moment_weight: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -241,6 +261,12 @@ class GeneratorCore:
         self.device = torch.device(device)
         self._pending: dict[tuple[str, int, int, str], torch.Tensor] = {}
         self._applied = 0
+        # target per-class per-modality mean and std of the fakes (the sites' DP statistics, averaged)
+        self.moment_weight = float(moment_weight)
+        self.moments = None
+        if moments is not None and self.moment_weight > 0:
+            self.moments = {k: torch.as_tensor(np.asarray(moments[k]), dtype=torch.float32, device=self.device)
+                            for k in ("mean", "std")}
         self.optimizer.zero_grad(set_to_none=True)
 
     def restore_average(self, state: dict[str, torch.Tensor] | None) -> None:
@@ -258,6 +284,8 @@ class GeneratorCore:
         cond = self.conditions.draw(self.batch_size, generator=self.generator).to(torch.float32)
         z = torch.randn(self.batch_size, self.noise_dim, generator=self.generator, dtype=torch.float32)
         fake = self.G(cond.to(self.device), z.to(self.device))
+        if self.moments is not None:  # accumulates into G's grads; stepped with the replies in finish_step
+            (self.moment_weight * moment_loss(fake, cond.to(self.device), self.moments)).backward(retain_graph=True)
         self._pending[key] = fake
         return FakeBatch(run_id=run_id, round=round, step=step, cond=cond.cpu(), fake=fake.detach().cpu())
 

@@ -60,6 +60,8 @@ log = get_logger(__name__)
 
 FINGERPRINT_SALT = b"secgan.privacy.ledger.v1"
 DISTRIBUTED_NOISE_KEY = "distributed_noise"  # ledger.json: secure-sum noise statement (sanitize mode)
+STATS_FILE = "stats.json"  # the site's one DP statistics release, kept (post-processing from then on)
+STATS_KIND = "stats"  # the release log's kind of that release
 
 
 def _derive_seed(*parts: int | str) -> int:
@@ -120,6 +122,7 @@ class SiteLearner:
         def cost(rows: int) -> tuple[float | None, float | None]:  # what the ledger charges a release of `rows` rows
             return self._accounted_noise(rows), self.sample_rate
 
+        stats_price = self._stats_prior()
         self.ledger, self.release_log = open_state(
             self.state_dir,
             params=LedgerParams(
@@ -129,9 +132,11 @@ class SiteLearner:
                 clip_norm=policy.clip_norm,
                 dataset_fingerprint=dataset.fingerprint(salt=FINGERPRINT_SALT),
                 policy_hash=policy.accounting_hash(),
+                accountant=policy.accountant,
                 assumptions=policy.assumptions(),
             ),
             cost=cost,
+            stats_price=(stats_price[0][0], 1.0) if stats_price else None,
         )
 
         # --- private randomness (sampling + noise) -------------------------------------------
@@ -142,6 +147,7 @@ class SiteLearner:
         self._rng = np.random.default_rng([base % 2**63, epoch, 1])
         self._noise = torch.Generator(device=self.device)
         self._noise.manual_seed(_derive_seed(base, epoch, "noise"))
+        self._stats_rng = np.random.default_rng([base % 2**63, epoch, 2])
 
         # --- discriminator(s) ----------------------------------------------------------------
         betas = (train.beta1, train.beta2)
@@ -242,14 +248,15 @@ class SiteLearner:
         """
         if self.policy.mode == "off":
             return None
-        from secgan.privacy.accounting import epsilon_rdp
+        from secgan.privacy.accounting import epsilon
 
         sigma = self._accounted_noise(self.train.batch_size)
         target = self.ledger.target_epsilon
 
         def eps(k: int) -> float:  # k rounds: the policy's schedule says how many steps they charge
             steps = self.policy.charged_steps(k)
-            return epsilon_rdp(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=steps, delta=self.ledger.delta) if steps else 0.0
+            return epsilon(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=steps, delta=self.ledger.delta,
+                           accountant=self.ledger.accountant) if steps else 0.0
 
         run_steps = int(run_steps)
         lasts = run_steps
@@ -341,10 +348,52 @@ class SiteLearner:
 
         # planned_steps counts rounds; the steps they charge are the policy's (n_D, gradient-only rounds)
         sigma = calibrate_noise(target_epsilon=p.target_epsilon, delta=p.delta, sample_rate=self.sample_rate,
-                                steps=p.charged_steps(p.planned_steps))
+                                steps=p.charged_steps(p.planned_steps), accountant=p.accountant, prior=self._stats_prior())
         if p.mode == "sanitize":
             sigma = sigma / effective_noise_multiplier(1.0, rows=self.train.batch_size)
         return sigma
+
+    def _stats_prior(self) -> list[tuple[float, float, int]]:
+        """The one-shot statistics release as a history entry ([] when the policy does not release them)."""
+        if not (self.policy.release_stats and self.policy.mode == "dpsgd"):
+            return []
+        from secgan.privacy.stats import stats_noise_multiplier
+
+        p = self.policy
+        return [(stats_noise_multiplier(stats_epsilon=p.stats_epsilon, delta=p.delta, accountant=p.accountant), 1.0, 1)]
+
+    def release_stats(self) -> dict[str, Any] | None:
+        """The site's DP summary statistics (``secgan.privacy.stats``), released at most once.
+
+        The first call charges the ledger one (sigma_s, q = 1) Gaussian step, durably, before the
+        noised sum is computed, logs the release and keeps it in ``stats.json``; later calls (and
+        restarts) return the kept release, which is post-processing and costs nothing. None when the
+        policy does not release statistics; a budget too small for it raises BudgetExhausted."""
+        prior = self._stats_prior()
+        if not prior:
+            return None
+        import json
+
+        from secgan.fsio import atomic_write_json
+        from secgan.privacy import stats as S
+
+        path = self.state_dir / STATS_FILE
+        if path.exists():
+            kept = json.loads(path.read_text())
+            return {k: np.asarray(v) if isinstance(v, list) else v for k, v in kept.items()}
+        sigma_s = prior[0][0]
+        eps = self.ledger.reserve_step(noise_multiplier=sigma_s, sample_rate=1.0)
+        vectors = np.stack([S.patient_vector(self.dataset.images(i), self.dataset.conds(i))
+                            for i in range(self.dataset.n_patients)])
+        noised = S.noised_sum(vectors, clip_norm=self.policy.stats_clip_norm, noise_multiplier=sigma_s,
+                              generator=self._stats_rng)
+        del vectors
+        self.release_log.append(step=-1, round=-1, run_id="stats", tensors={STATS_KIND: torch.as_tensor(noised)},
+                                epsilon_after=eps)
+        out = {**S.debias(noised), "classes": list(S.STATS_CLASSES)}
+        atomic_write_json(path, {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in out.items()})
+        log.info("site_stats_released", epsilon=eps, releases=self.ledger.releases)
+        return out
 
     def _accounted_noise(self, rows: int) -> float | None:
         if self.policy.mode == "dpsgd":

@@ -30,7 +30,7 @@ from typing import Any
 
 from secgan.errors import BudgetExhausted, PrivacyError
 from secgan.fsio import atomic_write_json
-from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANT_VERSION, epsilon_from_history
+from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANTS, accountant_version, check_accountant, epsilon_from_history
 
 LEDGER_FILE = "ledger.json"
 FORMAT = 1
@@ -50,10 +50,17 @@ class LedgerParams:
     clip_norm: float
     dataset_fingerprint: str
     policy_hash: str
+    # the accountant that prices every release ("rdp" or "prv", secgan.privacy.accounting)
     accountant: str = ACCOUNTANT
-    accountant_version: str = ACCOUNTANT_VERSION
+    # None: the version of ``accountant`` in this code (accounting.accountant_version)
+    accountant_version: str | None = None
     # accounting assumptions this budget rests on (names from ASSUMPTIONS, sorted); () = proven only
     assumptions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_accountant(self.accountant)
+        if self.accountant_version is None:
+            object.__setattr__(self, "accountant_version", accountant_version(self.accountant))
 
 
 # Fields compared on open, in this order (the first mismatch is named).
@@ -105,6 +112,8 @@ def _validate(path: Path, data: Any) -> dict[str, Any]:
             raise _corrupt(path, f"field {key!r} missing or not a {tp.__name__}")
     if data["mode"] not in MODES:
         raise _corrupt(path, f"field 'mode' is {data['mode']!r}")
+    if data["accountant"] not in ACCOUNTANTS:
+        raise _corrupt(path, f"field 'accountant' is {data['accountant']!r} (known: {', '.join(ACCOUNTANTS)})")
     if data["releases"] < 0 or data["steps"] < 0:
         raise _corrupt(path, "negative counters")
     steps = 0
@@ -204,7 +213,7 @@ class PrivacyLedger:
         hist = [[float(s), float(q), int(k)] for s, q, k in history if int(k) > 0]
         eps: float | None = None
         if params.mode != "off":
-            eps = epsilon_from_history(hist, delta=params.delta) if hist else 0.0
+            eps = epsilon_from_history(hist, delta=params.delta, accountant=params.accountant) if hist else 0.0
             eps = max(eps, epsilon_floor or 0.0)
         data: dict[str, Any] = {
             "format": FORMAT,
@@ -239,7 +248,7 @@ class PrivacyLedger:
             )
         # A newer Opacus may compute the same history differently: never let epsilon go down.
         if self.mode != "off":
-            recomputed = epsilon_from_history(self.history, delta=self.delta)
+            recomputed = epsilon_from_history(self.history, delta=self.delta, accountant=self.accountant)
             stored = self._data["epsilon"] or 0.0
             self._data["epsilon"] = max(stored, recomputed)
 
@@ -252,6 +261,11 @@ class PrivacyLedger:
     @property
     def delta(self) -> float:
         return float(self._data["delta"])
+
+    @property
+    def accountant(self) -> str:
+        """The accountant every epsilon of this ledger is computed with ("rdp" or "prv")."""
+        return self._data["accountant"]
 
     @property
     def target_epsilon(self) -> float:
@@ -302,7 +316,7 @@ class PrivacyLedger:
     def epsilon_after(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> float:
         """Epsilon if ``steps`` more steps with these parameters were released (nothing written)."""
         hist = self._history_after(float(noise_multiplier), float(sample_rate), int(steps))
-        return epsilon_from_history(hist, delta=self.delta) if hist else 0.0
+        return epsilon_from_history(hist, delta=self.delta, accountant=self.accountant) if hist else 0.0
 
     def check_budget(self, *, noise_multiplier: float | None, sample_rate: float | None, steps: int = 1) -> float | None:
         """Raise BudgetExhausted if ``steps`` more steps would pass the target; else the epsilon after them."""
@@ -403,7 +417,8 @@ class PrivacyLedger:
             new["history"] = hist
             new["steps"] = self.steps + add_steps
         if self.mode != "off":
-            eps = epsilon_from_history(new["history"], delta=self.delta) if new["history"] else 0.0
+            eps = (epsilon_from_history(new["history"], delta=self.delta, accountant=self.accountant)
+                   if new["history"] else 0.0)
             new["epsilon"] = max(eps, self.epsilon or 0.0, epsilon_floor or 0.0)
         if log_tail is not None:
             new["log_tail"] = log_tail

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from secgan.config import choices, rng, to_dict
+from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANTS
 
 MODES = ("off", "dpsgd", "sanitize")
 SOURCES = ("procedural", "bank", "site")
@@ -18,7 +19,7 @@ GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 # secure_sum_threshold are left out: they change what the site serves, not what a release costs.
 ACCOUNTED_FIELDS = (
     "mode", "target_epsilon", "delta", "clip_norm", "noise_multiplier", "planned_steps",
-    "expected_batch_size", "shards", "secure_noise",
+    "expected_batch_size", "shards", "secure_noise", "accountant", "release_stats", "stats_epsilon", "stats_clip_norm",
 )
 # The D/G schedule: it sets how many steps a run of planned_steps rounds charges, so it is bound to
 # the ledger too; hashed only when it differs from its default (1 D step every round), so ledgers
@@ -55,6 +56,16 @@ class PrivacyPolicy:
     assume_shard_amplification: bool = False
     # secure-sum: the smallest participant set this site will mask for (0: strict majority, >= 3)
     secure_sum_threshold: int = field(default=0, metadata=rng(min=0))
+    # how epsilon is computed (calibration, budget checks, the ledger): rdp (Rényi DP, closed form) or prv
+    # (numerical PRV composition, its upper bound; tighter). Recorded in the ledger, which refuses a switch
+    accountant: str = field(default=ACCOUNTANT, metadata=choices(*ACCOUNTANTS))
+    # dpsgd mode: release once, under DP and charged to the ledger, per-class per-modality intensity means
+    # and spreads of the training patients (secgan.privacy.stats); the coordinator may match G to them
+    release_stats: bool = False
+    # the share of target_epsilon the statistics release spends (DP-SGD is calibrated on what is left)
+    stats_epsilon: float = field(default=1.0, metadata=rng(min=0.0, min_exclusive=True))
+    # per-patient L2 clip of the statistics vector (its sensitivity; unclipped vectors are at most 6)
+    stats_clip_norm: float = field(default=3.0, metadata=rng(min=0.0, min_exclusive=True))
     # Opacus's noise that resists floating-point attacks (Mironov 2012): 4 draws per value
     secure_noise: bool = True
     # True: Poisson sampling and DP noise are seeded from the site's generator_seed (tests, benchmarks).
@@ -84,6 +95,12 @@ class PrivacyPolicy:
                 raise ValueError(f"accept_sources: unknown source {s!r} (allowed: {', '.join(SOURCES)})")
         if self.mode == "off" and not self.allow_off:
             raise ValueError("mode = 'off' needs allow_off = true in the site's own policy")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"accountant: unknown accountant {self.accountant!r} (allowed: {', '.join(ACCOUNTANTS)})")
+        if self.release_stats and self.mode != "dpsgd":
+            raise ValueError("release_stats applies to mode = 'dpsgd' only")
+        if self.release_stats and not self.stats_epsilon < self.target_epsilon:
+            raise ValueError(f"stats_epsilon ({self.stats_epsilon:g}) must be below target_epsilon ({self.target_epsilon:g})")
         if self.assume_shard_amplification and self.mode != "sanitize":
             raise ValueError("assume_shard_amplification applies to mode = 'sanitize' only")
         if self.slices_per_patient > 1 and self.mode == "dpsgd" and self.grad_sample_mode == "ew":

@@ -52,8 +52,12 @@ log = get_logger(__name__)
 Cost = Callable[[int], tuple[float | None, float | None]]
 
 
-def _log_history(path: Path, cost: Cost) -> list[tuple[float, float, int]]:
-    """The (sigma, q, steps) history a release log stands for, priced by ``cost``."""
+STATS_KIND = "stats"  # a one-shot statistics release (secgan.privacy.learner.STATS_KIND)
+
+
+def _log_history(path: Path, cost: Cost, stats_price: tuple[float, float] | None = None) -> list[tuple[float, float, int]]:
+    """The (sigma, q, steps) history a release log stands for, priced by ``cost`` (a statistics
+    release by ``stats_price``)."""
     hist: list[list[float]] = []
     for raw in path.read_bytes().split(b"\n") if path.exists() else []:
         if not raw:
@@ -63,7 +67,7 @@ def _log_history(path: Path, cost: Cost) -> list[tuple[float, float, int]]:
             for s, q, k in entry["carried"].get("history", []):
                 hist.append([float(s), float(q), int(k)])
             continue
-        sigma, q = cost(entry_rows(entry))
+        sigma, q = stats_price if (stats_price and entry.get("kinds") == [STATS_KIND]) else cost(entry_rows(entry))
         k = entry_charged_steps(entry)  # 0 for a gradient-only release: priced at zero
         if sigma is None or q is None or k == 0:
             continue
@@ -74,8 +78,12 @@ def _log_history(path: Path, cost: Cost) -> list[tuple[float, float, int]]:
     return [(s, q, int(k)) for s, q, k in hist]
 
 
-def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost) -> tuple[PrivacyLedger, ReleaseLog]:
-    """The ledger and the release log of a site, cross-checked; the ledger is attached to the log."""
+def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost,
+               stats_price: tuple[float, float] | None = None) -> tuple[PrivacyLedger, ReleaseLog]:
+    """The ledger and the release log of a site, cross-checked; the ledger is attached to the log.
+
+    ``stats_price``: (sigma, q) of the site's statistics release, if its policy makes one; missing
+    releases of unknown kind are then priced at the worse of it and ``cost`` (smallest sigma, largest q)."""
     state_dir = Path(state_dir)
     rlog = ReleaseLog(state_dir)  # a broken chain is refused here
     if not PrivacyLedger.exists(state_dir):
@@ -84,7 +92,7 @@ def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost) -> tu
                                            log_tail=rlog.last_hash)
         else:
             ledger = PrivacyLedger.rebuilt(
-                state_dir, params=params, history=_log_history(rlog.path, cost), releases=rlog.releases,
+                state_dir, params=params, history=_log_history(rlog.path, cost, stats_price), releases=rlog.releases,
                 epsilon_floor=rlog.max_epsilon, log_tail=rlog.last_hash,
                 recovery={"reason": f"{LEDGER_FILE} missing; rebuilt from {LOG_FILE} ({rlog.releases} releases)"},
             )
@@ -108,6 +116,8 @@ def open_state(state_dir: str | Path, *, params: LedgerParams, cost: Cost) -> tu
     eps_behind = rlog.max_epsilon is not None and ledger.epsilon is not None and ledger.epsilon < rlog.max_epsilon
     if shortfall > 0 or eps_behind:
         sigma, q = cost(max(rlog.max_rows, 1))
+        if stats_price and sigma is not None and q is not None:
+            sigma, q = min(sigma, stats_price[0]), max(q, stats_price[1])
         before = (ledger.releases, ledger.epsilon)
         # the identified missing entries at the steps they were charged; any further missing release
         # (no log_tail to place it) at the most steps one logged release was charged

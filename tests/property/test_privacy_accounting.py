@@ -42,3 +42,27 @@ def test_history_adds_up(sigma, q, k1, k2, delta):
     whole = acc.epsilon_rdp(noise_multiplier=sigma, sample_rate=q, steps=k1 + k2, delta=delta)
     parts = acc.epsilon_from_history([(sigma, q, k1), (sigma, q, k2)], delta=delta)
     assert abs(whole - parts) <= 1e-9 * max(1.0, whole)
+
+
+# ---------------------------------------------------------------- PRV against Google's dp-accounting PLD
+
+from tests.unit.privacy.test_privacy_prv import check_against_pld  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(sigma=st.floats(min_value=0.8, max_value=30.0), q=st.floats(min_value=0.05, max_value=1.0),
+       k=st.integers(min_value=1, max_value=3000))
+def test_prv_upper_bound_within_dp_accounting_pld_bounds(sigma, q, k):
+    """Project regime (sigma 0.8-30, q 0.05-1, 1-3000 steps, delta 1e-5): our PRV upper bound is at
+    least dp-accounting's optimistic PLD estimate, within tolerance of its pessimistic one, <= RDP."""
+    check_against_pld([(sigma, q, k)], 1e-5)
+
+
+@settings(max_examples=6, deadline=None)
+@given(target=st.floats(min_value=0.5, max_value=20.0), q=st.floats(min_value=0.05, max_value=1.0),
+       k=st.integers(min_value=1, max_value=500))
+def test_prv_calibration_never_overshoots_and_never_needs_more_noise_than_rdp(target, q, k):
+    s_prv = acc.calibrate_noise(target_epsilon=target, delta=1e-5, sample_rate=q, steps=k, accountant="prv")
+    s_rdp = acc.calibrate_noise(target_epsilon=target, delta=1e-5, sample_rate=q, steps=k)
+    assert acc.epsilon(noise_multiplier=s_prv, sample_rate=q, steps=k, delta=1e-5, accountant="prv") <= target
+    assert s_prv <= s_rdp
