@@ -139,6 +139,8 @@ def test_ledger_show_and_verify_agree_with_the_prediction(tmp_path):
     assert out["steps"] == steps and out["releases"] == 7 and out["history"] == [[1.2, q, steps]]
     assert out["epsilon"] == pytest.approx(acc.epsilon_rdp(noise_multiplier=1.2, sample_rate=q, steps=steps, delta=1e-5))
     assert out["verification"]["ok"] and out["verification"]["steps"] == steps and out["verification"]["releases"] == 7
+    text = _cli("ledger", "show", "--site-dir", str(state))
+    assert text.returncode == 0 and f"steps/releases  {steps} / 7 (release log: 7 releases, {steps} charged steps" in text.stdout
     verified = _cli("ledger", "verify", "--site-dir", str(state), "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["ledger_steps"] == steps
     # a ledger charging fewer steps than its log's releases were charged does not verify
