@@ -170,3 +170,24 @@ def test_sanitize_refuses_the_schedule_at_config_time():
     for kw in ({"gradient_only_rounds": 1}, {"d_steps": 2}):
         with pytest.raises(ValueError, match="sanitize"):
             PrivacyPolicy(mode="sanitize", **kw)
+
+
+def test_recover_prices_each_missing_release_at_the_most_steps_a_logged_release_was_charged(tmp_path):
+    from secgan.privacy.recovery import recover
+
+    pol = policy("dpsgd", d_steps=3)
+    state, backup = tmp_path / "site", tmp_path / "ledger.json"
+    site = make(state, pol)
+    serve(site, 1)
+    shutil.copy2(state / LEDGER_FILE, backup)
+    serve(site, 3, start=1)
+    del site
+    shutil.copy2(backup, state / LEDGER_FILE)  # an older ledger ...
+    lines = (state / LOG_FILE).read_text().splitlines()
+    lines[1] = lines[1].replace('"round":1', '"round":7')  # ... and a broken log: which releases are missing is unknown
+    (state / LOG_FILE).write_text("\n".join(lines) + "\n")
+    out = recover(state)
+    assert out["changed"] and out["releases"] == 4
+    led = json.loads((state / LEDGER_FILE).read_text())
+    assert led["steps"] >= pol.charged_steps(4) == 12  # never under-counted as one step a release
+    assert verify_release_log(state).ok
