@@ -63,7 +63,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"mode            {out['mode']}")
         print(f"epsilon         {eps} of target {out['target_epsilon']:g} (delta {out['delta']:g})"
               + ("" if res.ok else "  [UNVERIFIED]"))
-        print(f"steps/releases  {out['steps']} / {out['releases']} (release log: {res.releases})")
+        print(f"steps/releases  {out['steps']} / {out['releases']} (release log: {res.releases} releases, "
+              f"{res.steps} charged steps; gradient-only releases charge none)")
         print(f"clip norm       {out['clip_norm']:g}")
         print(f"accountant      {out['accountant']} ({out['accountant_version']})")
         print(f"assumptions     {', '.join(out['assumptions']) or 'none (proven accounting only)'}")

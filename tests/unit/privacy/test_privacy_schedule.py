@@ -139,6 +139,8 @@ def test_ledger_show_and_verify_agree_with_the_prediction(tmp_path):
     assert out["steps"] == steps and out["releases"] == 7 and out["history"] == [[1.2, q, steps]]
     assert out["epsilon"] == pytest.approx(acc.epsilon_rdp(noise_multiplier=1.2, sample_rate=q, steps=steps, delta=1e-5))
     assert out["verification"]["ok"] and out["verification"]["steps"] == steps and out["verification"]["releases"] == 7
+    text = _cli("ledger", "show", "--site-dir", str(state))
+    assert text.returncode == 0 and f"steps/releases  {steps} / 7 (release log: 7 releases, {steps} charged steps" in text.stdout
     verified = _cli("ledger", "verify", "--site-dir", str(state), "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["ledger_steps"] == steps
     # a ledger charging fewer steps than its log's releases were charged does not verify
@@ -168,3 +170,24 @@ def test_sanitize_refuses_the_schedule_at_config_time():
     for kw in ({"gradient_only_rounds": 1}, {"d_steps": 2}):
         with pytest.raises(ValueError, match="sanitize"):
             PrivacyPolicy(mode="sanitize", **kw)
+
+
+def test_recover_prices_each_missing_release_at_the_most_steps_a_logged_release_was_charged(tmp_path):
+    from secgan.privacy.recovery import recover
+
+    pol = policy("dpsgd", d_steps=3)
+    state, backup = tmp_path / "site", tmp_path / "ledger.json"
+    site = make(state, pol)
+    serve(site, 1)
+    shutil.copy2(state / LEDGER_FILE, backup)
+    serve(site, 3, start=1)
+    del site
+    shutil.copy2(backup, state / LEDGER_FILE)  # an older ledger ...
+    lines = (state / LOG_FILE).read_text().splitlines()
+    lines[1] = lines[1].replace('"round":1', '"round":7')  # ... and a broken log: which releases are missing is unknown
+    (state / LOG_FILE).write_text("\n".join(lines) + "\n")
+    out = recover(state)
+    assert out["changed"] and out["releases"] == 4
+    led = json.loads((state / LEDGER_FILE).read_text())
+    assert led["steps"] >= pol.charged_steps(4) == 12  # never under-counted as one step a release
+    assert verify_release_log(state).ok
