@@ -153,3 +153,19 @@ def test_moment_loss_is_zero_at_the_target_and_pulls_g_towards_it():
     loss = moment_loss(x + 0.5 + 0.01 * torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), cond, target)
     loss.backward()
     assert float(loss.detach()) > 0 and float(x.grad.sum()) > 0  # gradient pushes the mean down towards 0
+
+
+def test_runner_averages_the_sites_releases_and_refuses_a_weight_without_them(tmp_path):
+    import dataclasses
+
+    from secgan.errors import ConfigError
+    from secgan.runconfig import RunConfig, TrainConfig
+    from secgan.runner import _site_moments
+
+    a, b = _site(tmp_path / "a"), _site(tmp_path / "b")
+    cfg = RunConfig(train=dataclasses.replace(TrainConfig(), stats_weight=1.0))
+    got = _site_moments(cfg, {"site-1": a, "site-2": b})
+    want = (a.release_stats()["mean"] + b.release_stats()["mean"]) / 2
+    assert np.allclose(got["mean"], want) and a.ledger.releases == b.ledger.releases == 1
+    with pytest.raises(ConfigError, match="release_stats"):
+        _site_moments(cfg, {"site-1": object()})
