@@ -19,12 +19,15 @@ GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 # secure_sum_threshold are left out: they change what the site serves, not what a release costs.
 ACCOUNTED_FIELDS = (
     "mode", "target_epsilon", "delta", "clip_norm", "noise_multiplier", "planned_steps",
-    "expected_batch_size", "shards", "secure_noise", "accountant", "release_stats", "stats_epsilon", "stats_clip_norm",
+    "expected_batch_size", "shards", "secure_noise",
 )
-# The D/G schedule: it sets how many steps a run of planned_steps rounds charges, so it is bound to
-# the ledger too; hashed only when it differs from its default (1 D step every round), so ledgers
-# written before it existed keep their hash.
-SCHEDULE_DEFAULTS = {"gradient_only_rounds": 0, "d_steps": 1}
+# Bound to the ledger too, but added since: the D/G schedule (how many steps a run of planned_steps
+# rounds charges), the accountant and the statistics release. Each is hashed only when it differs
+# from its default (the behaviour before it existed), so ledgers written before keep their hash.
+ADDED_ACCOUNTED_DEFAULTS = {
+    "gradient_only_rounds": 0, "d_steps": 1, "accountant": "rdp", "release_stats": False, "stats_epsilon": 1.0,
+    "stats_clip_norm": 3.0,
+}
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class PrivacyPolicy:
         """SHA-256 over the fields a privacy ledger is bound to (``ACCOUNTED_FIELDS``)."""
         d = to_dict(self)
         bound = {k: d[k] for k in ACCOUNTED_FIELDS}
-        bound.update({k: d[k] for k, default in SCHEDULE_DEFAULTS.items() if d[k] != default})
+        bound.update({k: d[k] for k, default in ADDED_ACCOUNTED_DEFAULTS.items() if d[k] != default})
         blob = json.dumps(bound, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

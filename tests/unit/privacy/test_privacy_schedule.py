@@ -164,6 +164,13 @@ def test_the_schedule_is_bound_to_the_ledger_and_default_hashes_are_unchanged():
     assert PrivacyPolicy(d_steps=2).accounting_hash() != old
     assert PrivacyPolicy(gradient_only_rounds=1).accounting_hash() != old
     assert PrivacyPolicy(slices_per_patient=4).accounting_hash() == old  # accounting unchanged by k
+    # known answers: the hashes the previous release wrote into every ledger (so those ledgers still open)
+    assert old == "2178ce4ce6d8ab129cfab3bc9c4a134535b8573a29881696e4bdc30babfb8b45"
+    assert PrivacyPolicy(target_epsilon=3.0, expected_batch_size=16).accounting_hash() == \
+        "a9d09c63ff2b6dd2e3fcfbabfd2ec0f0e77eb7adf839d83e4b734ff587155d15"
+    # every accounted setting added since is bound once it leaves its default
+    for kw in ({"accountant": "prv"}, {"release_stats": True}, {"stats_epsilon": 2.0}, {"stats_clip_norm": 1.0}):
+        assert PrivacyPolicy(**kw).accounting_hash() != old, kw
 
 
 def test_sanitize_refuses_the_schedule_at_config_time():
