@@ -1,7 +1,9 @@
 """``secgan demo``: the whole product end to end on built-in phantom data.
 
-phantom data for 3 hospitals -> provisioning (keys, configs, signed manifest) -> the coordinator
-and 3 sites as separate processes over CURVE on 127.0.0.1 with DP-SGD on -> synthetic samples ->
+phantom data for 3 hospitals -> a public cohort of another phantom distribution and a non-private
+pretraining on it (G and D) -> provisioning (keys, configs, signed manifest; every party starts from
+the pretraining) -> the coordinator and 3 sites as separate processes over CURVE on 127.0.0.1 with
+DP-SGD on -> synthetic samples ->
 a signed privacy audit at each site -> downstream Dice of synthetic-trained vs real baselines ->
 one summary page, ``OUT/index.html``.
 
@@ -39,6 +41,9 @@ class DemoConfig:
     samples: int = 256
     seg_epochs: int = 10
     expected_batch_size: int = 16
+    # the public cohort (secgan.data.phantom.PUBLIC_STYLE) and its non-private pretraining
+    public_patients: int = 60
+    pretrain_steps: int = 300
     seed: int = 0
     timeout_s: float = 1800.0
 
@@ -54,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"each site's target epsilon (default {d.target_epsilon})")
     parser.add_argument("--samples", type=int, default=d.samples, help=f"synthetic slices to release (default {d.samples})")
     parser.add_argument("--seg-epochs", type=int, default=d.seg_epochs, help=f"U-Net epochs (default {d.seg_epochs})")
+    parser.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps,
+                        help=f"steps of the public pretraining (default {d.pretrain_steps})")
+    parser.add_argument("--public-patients", type=int, default=d.public_patients,
+                        help=f"patients of the public cohort (default {d.public_patients})")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--timeout", type=float, default=d.timeout_s, help="give up training after this many seconds")
 
@@ -130,13 +139,33 @@ def stage_data(cfg: DemoConfig) -> list[Path]:
                          size=cfg.size, slices=cfg.slices, test_fraction=cfg.test_fraction)
 
 
-def stage_provision(cfg: DemoConfig) -> dict[str, Path]:
+def stage_pretrain(cfg: DemoConfig) -> Path:
+    """The public cohort and G and D pretrained on it without privacy (public data costs nothing);
+    every party of the federation starts from it (``train.init_from``), as the sweep chose."""
+    from secgan.data.phantom import PUBLIC_STYLE, write_phantom
+    from secgan.pretrained import pretrain
+    from secgan.privacy.policy import PrivacyPolicy
+    from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from secgan.spec import ImageSpec
+
+    (site,) = write_phantom(cfg.out / "public", sites=1, patients=cfg.public_patients, seed=cfg.seed + 4242,
+                            size=cfg.size, slices=cfg.slices, test_fraction=0.05, style=PUBLIC_STYLE)
+    train = {**_train_settings(cfg), "steps": cfg.pretrain_steps, "checkpoint_every": cfg.pretrain_steps}
+    run = RunConfig(image=ImageSpec(size=cfg.size), model=ModelConfig(**_model_settings(cfg)),
+                    train=TrainConfig(**train), data=DataConfig(site_dirs=(str(site),), split="all"),
+                    privacy=PrivacyPolicy(mode="off", allow_off=True), run_id="pretrain", previews=False)
+    out = cfg.out / "pretrained"
+    pretrain(run, site, out)
+    return out
+
+
+def stage_provision(cfg: DemoConfig, pretrained: Path) -> dict[str, Path]:
     from secgan.commands.provision import provision
 
     port = _free_port()
     kits = provision(cfg.out / "kits", sites=cfg.sites, port=port, run_id=f"demo-{cfg.seed}",
                      data_root=cfg.out / "data", image_size=cfg.size)
-    train = _train_settings(cfg)
+    train = {**_train_settings(cfg), "init_from": str(pretrained.resolve())}
     _rewrite_toml(kits["coordinator"], {
         "min_sites": max(1, cfg.sites - 1), "round_deadline_s": 60.0, "run_json_every_s": 1.0,
         "heartbeat_timeout_s": 30.0, "model": _model_settings(cfg), "train": train,
@@ -277,8 +306,11 @@ def stage_audit(cfg: DemoConfig, kits: dict[str, Path], checkpoint: Path) -> dic
     return reports
 
 
-def stage_utility(cfg: DemoConfig, checkpoint: Path) -> list[dict]:
-    """U-Net on real data of all sites, on one site alone, and on synthetic data only; Dice on real test patients."""
+def stage_utility(cfg: DemoConfig, checkpoint: Path, pretrained: Path) -> list[dict]:
+    """U-Net on real data of all sites, on one site alone, on synthetic data only, and on the synthetic
+    data of the public pretraining alone (what the private training adds is the difference); Dice on
+    real test patients."""
+    from secgan.checkpoint import checkpoint_file
     from secgan.evaluation.downstream import Workbench, evaluate_source
     from secgan.evaluation.segmenter import SegmenterConfig
     from secgan.evaluation.sources import parse_source
@@ -288,9 +320,11 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path) -> list[dict]:
     rows = []
     for name, label in (("real-all", "real data, all sites pooled (Real-All)"),
                         ("real-subset-1", "real data of site 1 alone (Real-Subset-1)"),
-                        ("synthetic", "synthetic data only (secgan generator, DP)")):
-        result = evaluate_source(parse_source(name), bench, seeds=[cfg.seed], segmenter=seg,
-                                 checkpoint=checkpoint if name == "synthetic" else None)
+                        ("synthetic", f"synthetic data only (secgan generator, DP, epsilon {cfg.target_epsilon:g})"),
+                        ("public-only", "synthetic data of the public pretraining alone (no site data)")):
+        ck = {"synthetic": checkpoint, "public-only": checkpoint_file(pretrained / "checkpoint")}.get(name)
+        source = parse_source("synthetic" if name == "public-only" else name)
+        result = evaluate_source(source, bench, seeds=[cfg.seed], segmenter=seg, checkpoint=ck)
         row = {"setting": label, "source": name, **{k: v for k, v in result.items() if k != "per_seed"}}
         row.update({f"dice_{r}": result[f"dice_{r}_mean"] for r in ("wt", "tc", "et")})
         rows.append(row)
@@ -298,6 +332,9 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path) -> list[dict]:
     from secgan.fsio import atomic_write_json
 
     atomic_write_json(cfg.out / "utility" / "results.json", rows)
+    by = {r["source"]: r["dice_mean"] for r in rows}
+    print(f"      synthetic Dice at epsilon {cfg.target_epsilon:g}: {by['synthetic']:.3f} "
+          f"(public-only {by['public-only']:.3f}; Real-All {by['real-all']:.3f})", flush=True)
     return rows
 
 
@@ -307,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig(out=args.out, sites=args.sites, patients=args.patients, size=args.size, steps=args.steps,
                      target_epsilon=args.epsilon, samples=args.samples, seg_epochs=args.seg_epochs,
+                     pretrain_steps=args.pretrain_steps, public_patients=args.public_patients,
                      seed=args.seed, timeout_s=args.timeout)
     if cfg.out.exists():
         shutil.rmtree(cfg.out)
@@ -314,11 +352,14 @@ def run(args: argparse.Namespace) -> int:
     # This process's own structured logs go to a file; the terminal shows the stages.
     log_file = open(cfg.out / "logs" / "demo.log", "w", encoding="utf-8")
     setup_logging(args.log_level, as_json=True, stream=log_file)
-    stages = _Stages(total=7)
+    stages = _Stages(total=8)
     stages.start("data", f"phantom data: {cfg.sites} hospitals x {cfg.patients} patients, {cfg.size}x{cfg.size}")
     stage_data(cfg)
+    stages.start("pretrain", f"public pretraining: {cfg.public_patients} patients of another phantom distribution, "
+                             f"{cfg.pretrain_steps} steps, no privacy needed")
+    pretrained = stage_pretrain(cfg)
     stages.start("provision", "provisioning: CURVE and Ed25519 keys, configs, signed manifest")
-    kits = stage_provision(cfg)
+    kits = stage_provision(cfg, pretrained)
     stages.start("train", f"training: coordinator + {cfg.sites} sites over CURVE on 127.0.0.1, DP-SGD "
                           f"(target epsilon {cfg.target_epsilon:g} per site)")
     run_summary = stage_train(cfg, kits)
@@ -334,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     stages.start("audit", "auditing at each site (membership inference, memorisation), signed reports")
     reports = stage_audit(cfg, kits, checkpoint)
     stages.start("utility", "downstream segmentation: U-Net trained on synthetic vs real, Dice on real test patients")
-    utility = stage_utility(cfg, checkpoint)
+    utility = stage_utility(cfg, checkpoint, pretrained)
     stages.start("page", "summary page")
     wall = stages.finish()
     index = write_index(cfg.out, run_summary=run_summary, reports=reports, utility=utility,
