@@ -29,7 +29,7 @@ Hello starts a new session, so a restarted site is not "stale"; round and step n
 the coordinator has sent, seq at most a window ahead) -> protocol stage for that peer -> the
 scheduler's checks against the batch that site was sent -> ReplayGuard commit: a message refused
 at any stage never moves the peer's replay state. Rejections are logged through a
-:class:`~secgan.logs.LogLimiter` (first lines per site and code, then counts); every count is in
+:class:`~secgan.core.logs.LogLimiter` (first lines per site and code, then counts); every count is in
 run.json. Any other exception from one message is counted by type and the loop goes on.
 """
 
@@ -50,9 +50,9 @@ import zmq
 from secgan.net import codec, replay
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits
-from secgan.config import to_dict
-from secgan.errors import ProtocolError, SecganError
-from secgan.logs import LogLimiter, get_logger
+from secgan.core.config import to_dict
+from secgan.core.errors import ProtocolError, SecganError
+from secgan.core.logs import LogLimiter, get_logger
 from secgan.net.schema import (
     PROTOCOL_VERSION,
     ErrorReply,
@@ -67,7 +67,7 @@ from secgan.net.schema import (
 )
 from secgan.privacy.policy import MODES, SOURCES
 from secgan.runconfig import ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 from secgan.net.transport import (
     AllowListPolicy,
     SocketTuning,
@@ -233,9 +233,9 @@ class Coordinator:
     # -- model -------------------------------------------------------------------------------------
 
     def _build_core(self) -> None:
-        from secgan.conditions import build_condition_source
-        from secgan.models import build_generator
-        from secgan.step import GeneratorCore
+        from secgan.gan.conditions import build_condition_source
+        from secgan.gan.models import build_generator
+        from secgan.gan.step import GeneratorCore
 
         cfg = self.cfg
         self.G = build_generator(cfg.model, cfg.image, seed=cfg.train.seed).to(cfg.device)
@@ -246,7 +246,7 @@ class Coordinator:
         step, round_number, average_state = 0, 0, None
         ckpt = self.state_dir / CHECKPOINT_NAME
         if self.resume:
-            from secgan.checkpoint import load_checkpoint, restore_optimizer
+            from secgan.gan.checkpoint import load_checkpoint, restore_optimizer
 
             if not ckpt.is_file():
                 raise SecganError(f"--resume: no checkpoint in {self.state_dir}")
@@ -294,12 +294,12 @@ class Coordinator:
         return int(data["round"])
 
     def _write_round_mark(self, round_number: int) -> None:
-        from secgan.fsio import atomic_write_json
+        from secgan.core.fsio import atomic_write_json
 
         atomic_write_json(self.state_dir / ROUND_MARK, {"run_id": self.cfg.run_id, "round": round_number})
 
     def checkpoint(self) -> Path:
-        from secgan.checkpoint import save_checkpoint
+        from secgan.gan.checkpoint import save_checkpoint
         from secgan.runconfig import DataConfig, RunConfig
 
         cfg = self.cfg

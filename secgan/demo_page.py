@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 
 from secgan import __version__
-from secgan.fsio import atomic_write_bytes
+from secgan.core.fsio import atomic_write_bytes
 
 VERDICT_COLOURS = {"green": "#1b7f3b", "amber": "#b36b00", "red": "#b3261e", "critical": "#6a0dad"}
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from secgan.net.schema import GradientReply
-from secgan.step import GeneratorCore, discriminator_step, generator_gradient
+from secgan.gan.step import GeneratorCore, discriminator_step, generator_gradient
 
 MIXTURE: tuple[tuple[float, float], ...] = ((-3.0, 2.0), (1.0, 1.0), (3.0, 0.5))
 COVER_FRACTION = 0.15
@@ -200,7 +200,7 @@ def plot_gmm(path: Path, samples: dict[str, np.ndarray], results: dict) -> None:
     import matplotlib.pyplot as plt
     from scipy.stats import norm
 
-    from secgan.fsio import atomic_write_bytes
+    from secgan.core.fsio import atomic_write_bytes
 
     xs = np.linspace(-10, 7, 400)
     density = sum(norm.pdf(xs, m, s) for m, s in MIXTURE) / len(MIXTURE)

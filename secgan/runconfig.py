@@ -1,7 +1,7 @@
 """Configuration of one training run: model shape, optimisation, data and privacy.
 
 Built once at the CLI edge (``load_run_config``) and passed down explicitly. Everything is a small
-frozen dataclass whose ranges live on the fields (``secgan.config.rng`` / ``choices``), so a bad
+frozen dataclass whose ranges live on the fields (``secgan.core.config.rng`` / ``choices``), so a bad
 TOML value is a :class:`ConfigError` naming its dotted key.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from secgan.config import choices, load_dataclass, read_toml, rng
-from secgan.errors import ConfigError
+from secgan.core.config import choices, load_dataclass, read_toml, rng
+from secgan.core.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 
 LOSSES = ("bce", "hinge", "minimax", "semantic")
 D_ARCHS = ("patch", "semantic")

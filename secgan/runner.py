@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from secgan.config import to_dict
-from secgan.errors import ConfigError, DataError
-from secgan.fsio import atomic_write_json
-from secgan.logs import get_logger
+from secgan.core.config import to_dict
+from secgan.core.errors import ConfigError, DataError
+from secgan.core.fsio import atomic_write_json
+from secgan.core.logs import get_logger
 from secgan.net.schema import GradientReply, Refusal
 from secgan.runconfig import RunConfig
 
@@ -64,7 +64,7 @@ def _build_learners(cfg: RunConfig, datasets: list, out_dir: Path) -> dict[str, 
         state_dir = out_dir / "sites" / name
         state_dir.mkdir(parents=True, exist_ok=True)
         if cfg.privacy.mode == "off":
-            from secgan.step import PlainSiteLearner
+            from secgan.gan.step import PlainSiteLearner
 
             learners[name] = PlainSiteLearner(
                 dataset=ds, model=cfg.model, image=cfg.image, train=cfg.train,
@@ -88,7 +88,7 @@ def _build_learners(cfg: RunConfig, datasets: list, out_dir: Path) -> dict[str, 
 
 
 def _preview(core, cfg: RunConfig, path: Path, n: int = 6) -> None:
-    from secgan.synthetic import save_grid
+    from secgan.gan.synthetic import save_grid
 
     gen = torch.Generator().manual_seed(cfg.train.seed + 7919)  # fixed preview conditions, separate stream
     core.G.eval()
@@ -115,11 +115,11 @@ def run_inprocess(
     """
     from tqdm import tqdm
 
-    from secgan.checkpoint import checkpoint_file, load_checkpoint, restore_optimizer, save_checkpoint
-    from secgan.conditions import build_condition_source
+    from secgan.gan.checkpoint import checkpoint_file, load_checkpoint, restore_optimizer, save_checkpoint
+    from secgan.gan.conditions import build_condition_source
     from secgan.data.dataset import load_site
-    from secgan.models import build_generator
-    from secgan.step import GeneratorCore
+    from secgan.gan.models import build_generator
+    from secgan.gan.step import GeneratorCore
 
     check_inprocess_config(cfg)
     out_dir = Path(out_dir)

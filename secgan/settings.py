@@ -1,6 +1,6 @@
 """Configuration files of the two long-running services: ``coordinator.toml`` and ``site.toml``.
 
-Both load into frozen dataclasses through :func:`secgan.config.load_dataclass`, so an unknown key,
+Both load into frozen dataclasses through :func:`secgan.core.config.load_dataclass`, so an unknown key,
 a wrong type or an out-of-range value is a ConfigError naming the dotted key. Relative paths are
 resolved against the folder of the config file and stored as absolute strings. Checks that cross
 fields (loopback unless ``allow_remote``, quorum vs. manifest, ...) also name their keys.
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secgan.config import choices, load_dataclass, read_toml, rng
-from secgan.errors import ConfigError
+from secgan.core.config import choices, load_dataclass, read_toml, rng
+from secgan.core.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.runconfig import CONDITION_SOURCES, ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 from secgan.net.transport import SocketTuning
 from secgan.net.limits import WireLimits
 

@@ -50,9 +50,9 @@ import zmq
 from secgan.net import codec, replay
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits
-from secgan.errors import ProtocolError, SecganError
-from secgan.fsio import atomic_write_json
-from secgan.logs import LogLimiter, get_logger
+from secgan.core.errors import ProtocolError, SecganError
+from secgan.core.fsio import atomic_write_json
+from secgan.core.logs import LogLimiter, get_logger
 from secgan.net.schema import (
     PROTOCOL_VERSION,
     ErrorReply,
@@ -66,7 +66,7 @@ from secgan.net.schema import (
     Stop,
     Welcome,
 )
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 from secgan.net.transport import SocketTuning, make_dealer
 
 log = get_logger(__name__)

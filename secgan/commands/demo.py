@@ -90,7 +90,7 @@ def _free_port() -> int:
 def _rewrite_toml(path: Path, updates: dict[str, Any]) -> None:
     """Apply nested ``updates`` to a generated config file, keeping it a valid config."""
     from secgan.commands.provision import to_toml
-    from secgan.config import read_toml
+    from secgan.core.config import read_toml
 
     data = read_toml(path)
     for key, value in updates.items():
@@ -151,7 +151,7 @@ def stage_provision(cfg: DemoConfig) -> dict[str, Path]:
 
 
 def _ledger_epsilon(site_toml: Path | None) -> float | None:
-    from secgan.errors import SecganError
+    from secgan.core.errors import SecganError
     from secgan.privacy.ledger import PrivacyLedger
     from secgan.settings import load_site_config
 
@@ -237,7 +237,7 @@ def stage_sample(cfg: DemoConfig, kits: dict[str, Path]) -> Path:
     from coordinator.service import CHECKPOINT_NAME
     from secgan.data.dataset import load_site
     from secgan.settings import load_coordinator_config
-    from secgan.synthetic import sample_generator, save_grid, write_synthetic
+    from secgan.gan.synthetic import sample_generator, save_grid, write_synthetic
 
     ccfg = load_coordinator_config(kits["coordinator"])
     checkpoint = Path(ccfg.state_dir) / CHECKPOINT_NAME
@@ -295,7 +295,7 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path) -> list[dict]:
         row.update({f"dice_{r}": result[f"dice_{r}_mean"] for r in ("wt", "tc", "et")})
         rows.append(row)
         print(f"      {label}: mean Dice {row['dice_mean']:.3f}", flush=True)
-    from secgan.fsio import atomic_write_json
+    from secgan.core.fsio import atomic_write_json
 
     atomic_write_json(cfg.out / "utility" / "results.json", rows)
     return rows
@@ -303,7 +303,7 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from secgan.demo_page import write_index
-    from secgan.logs import setup_logging
+    from secgan.core.logs import setup_logging
 
     cfg = DemoConfig(out=args.out, sites=args.sites, patients=args.patients, size=args.size, steps=args.steps,
                      target_epsilon=args.epsilon, samples=args.samples, seg_epochs=args.seg_epochs,

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generate_site_keys(out: Path, *, site_id: str, force: bool = False) -> Path:
     """Write the key pairs and the public-keys file; returns the public-keys file's path."""
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
     from secgan.keys.agreement import generate_agreement_key, write_agreement_key
     from secgan.keys.curve import curve_key_paths, load_curve_public, write_curve_keypair
     from secgan.keys.files import make_private_dir, write_public_file
@@ -94,7 +94,7 @@ def generate_site_keys(out: Path, *, site_id: str, force: bool = False) -> Path:
 
 def read_site_public_keys(path: Path) -> SitePublicKeys:
     """Parse and check one public-keys file; ConfigError naming the file and the field otherwise."""
-    from secgan.errors import ConfigError, CryptoError
+    from secgan.core.errors import ConfigError, CryptoError
     from secgan.keys.agreement import parse_public_hex
     from secgan.keys.curve import is_z85_key
     from secgan.keys.signing import verify_key_from_b64

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
     from secgan.runconfig import load_run_config
     from secgan.runner import run_inprocess
 

@@ -18,10 +18,10 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from secgan.config import to_dict
-from secgan.errors import ConfigError, DataError
-from secgan.fsio import atomic_write_json
-from secgan.logs import get_logger
+from secgan.core.config import to_dict
+from secgan.core.errors import ConfigError, DataError
+from secgan.core.fsio import atomic_write_json
+from secgan.core.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -176,7 +176,7 @@ def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
 
 def gan_checkpoint(out_dir: Path) -> Path:
     """The checkpoint file of the GAN run in ``out_dir`` (it may not exist yet)."""
-    from secgan.checkpoint import checkpoint_file
+    from secgan.gan.checkpoint import checkpoint_file
 
     return checkpoint_file(Path(out_dir) / "checkpoint")
 

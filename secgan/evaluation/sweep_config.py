@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from secgan.config import choices, load_dataclass, read_toml, rng
+from secgan.core.config import choices, load_dataclass, read_toml, rng
 from secgan.evaluation.segmenter import SegmenterConfig
 from secgan.runconfig import D_ARCHS, LOSSES
-from secgan.spec import IMAGE_CHANNELS
+from secgan.core.spec import IMAGE_CHANNELS
 
 
 @dataclass(frozen=True)

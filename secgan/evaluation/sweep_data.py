@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from secgan.evaluation.sweep_config import SweepConfig
-from secgan.logs import get_logger
+from secgan.core.logs import get_logger
 
 log = get_logger(__name__)
 

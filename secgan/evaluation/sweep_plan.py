@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secgan.config import to_dict
-from secgan.errors import ConfigError
+from secgan.core.config import to_dict
+from secgan.core.errors import ConfigError
 
 if TYPE_CHECKING:  # kept light: the figure, the page and the command import the names below
     from secgan.evaluation.sweep_config import MissingModalityConfig, SweepConfig
@@ -86,7 +86,7 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
     ``run`` (0-based) seeds the GAN with ``gan.seed + run``."""
     from secgan.privacy.policy import PrivacyPolicy
     from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from secgan.spec import ImageSpec
+    from secgan.core.spec import ImageSpec
 
     g = cfg.gan
     steps = g.steps

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.keys.agreement import is_public_hex, parse_public_hex
 from secgan.keys.curve import is_z85_key
 from secgan.keys.signing import public_b64, public_raw, read_signed_json, verify_key_from_b64, write_signed_json

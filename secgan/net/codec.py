@@ -60,8 +60,8 @@ from typing import Any, Sequence
 
 import torch
 
-from secgan.errors import ProtocolError
-from secgan.strictjson import parse_strict_json
+from secgan.core.errors import ProtocolError
+from secgan.core.strictjson import parse_strict_json
 from secgan.net.errors import fail
 from secgan.net.fields import MAX_INT, Id, Int, Spec
 from secgan.net.limits import WireLimits

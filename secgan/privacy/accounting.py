@@ -20,7 +20,7 @@ from importlib.metadata import version as _dist_version
 
 import numpy as np
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 
 ACCOUNTANT = "rdp"
 # Bump SCHEME_VERSION whenever the way this module turns a history into epsilon changes

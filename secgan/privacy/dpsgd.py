@@ -13,7 +13,7 @@ accounted like any other.
 
 Per-sample state hygiene: ``zero_grad`` before every step (Opacus keeps grad_sample across
 backward passes otherwise), and G's gradient is computed with the per-sample hooks off
-(``secgan.step.generator_gradient`` does that) so it never leaks into the next private step.
+(``secgan.gan.step.generator_gradient`` does that) so it never leaks into the next private step.
 Noise is drawn from the ``torch.Generator`` passed in, never the global RNG.
 """
 
@@ -27,8 +27,8 @@ from opacus.grad_sample.utils import wrap_model
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from secgan.errors import PrivacyError
-from secgan.step import discriminator_loss
+from secgan.core.errors import PrivacyError
+from secgan.gan.step import discriminator_loss
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 

@@ -5,7 +5,7 @@ Each refusal names its reason, so the operator (and the coordinator, via a Refus
 
 from __future__ import annotations
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 from secgan.privacy.policy import SOURCES, PrivacyPolicy
 
 DP_MODES = ("dpsgd", "sanitize")

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from secgan.errors import BudgetExhausted, PrivacyError
-from secgan.fsio import atomic_write_json
+from secgan.core.errors import BudgetExhausted, PrivacyError
+from secgan.core.fsio import atomic_write_json
 from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANT_VERSION, epsilon_from_history
 
 LEDGER_FILE = "ledger.json"

@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from secgan.config import choices, rng, to_dict
+from secgan.core.config import choices, rng, to_dict
 
 MODES = ("off", "dpsgd", "sanitize")
 SOURCES = ("procedural", "bank", "site")

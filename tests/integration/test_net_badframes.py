@@ -194,7 +194,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         coord.wait_for(r"step_done", timeout=30, count=coord.count(r"step_done") + 2)
         assert site2.count(r"batch_served") > served_before
         coord.terminate()
-        assert coord.wait(timeout=60) == 130  # interrupted (secgan.exitcodes.INTERRUPTED)
+        assert coord.wait(timeout=60) == 130  # interrupted (secgan.core.exitcodes.INTERRUPTED)
         site2.terminate()  # no Stop was sent (the run is resumable): the site leaves on SIGTERM
         assert site2.wait(timeout=30) == 0
         assert "site_exiting reason=signal:SIGTERM" in site2.text()

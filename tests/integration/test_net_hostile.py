@@ -19,7 +19,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan.exitcodes import INTERRUPTED
+from secgan.core.exitcodes import INTERRUPTED
 from secgan.net import codec, fields
 from secgan.keys.curve import load_curve_keypair, load_curve_public
 from secgan.keys.manifest import load_manifest

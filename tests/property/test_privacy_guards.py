@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 from secgan.privacy.guards import check_policy
 from secgan.privacy.policy import MODES, SOURCES, PrivacyPolicy
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from secgan import exitcodes
+from secgan.core import exitcodes
 from secgan.cli import build_parser, main
 
 

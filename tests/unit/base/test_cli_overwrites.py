@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from secgan import exitcodes
+from secgan.core import exitcodes
 from secgan.cli import main
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from secgan.checkpoint import save_checkpoint
-    from secgan.config import to_dict
-    from secgan.models import build_generator
+    from secgan.gan.checkpoint import save_checkpoint
+    from secgan.core.config import to_dict
+    from secgan.gan.models import build_generator
     from secgan.runconfig import ModelConfig, RunConfig
-    from secgan.spec import ImageSpec
+    from secgan.core.spec import ImageSpec
 
     image, model = ImageSpec(size=16), ModelConfig(g_width=8, g_depth=2, d_width=8, d_layers=2, noise_dim=4)
     with torch.random.fork_rng():
@@ -51,7 +51,7 @@ def test_sample_refuses_a_previous_sample_and_force_leaves_nothing_stale(checkpo
     second = _files(out)
     assert not any(f.startswith(("nifti/syn-0001", "previews/")) for f in second), second
     assert "synthetic.safetensors" in second and "nifti/syn-0000/syn-0000_seg.nii.gz" in second
-    from secgan.synthetic import read_synthetic
+    from secgan.gan.synthetic import read_synthetic
 
     assert read_synthetic(out)[0].shape[0] == 4
 

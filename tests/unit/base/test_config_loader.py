@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from secgan.config import choices, load_dataclass, read_toml, rng, to_dict
-from secgan.errors import ConfigError
+from secgan.core.config import choices, load_dataclass, read_toml, rng, to_dict
+from secgan.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from secgan.logs import _safe
+from secgan.core.logs import _safe
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("secgan", "sites", "coordinator", "audits", "bench")

@@ -1,4 +1,4 @@
-"""secgan.logs.LogLimiter: bounded warning lines with counts, on an injected clock (no sleeps)."""
+"""secgan.core.logs.LogLimiter: bounded warning lines with counts, on an injected clock (no sleeps)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secgan.logs import LogLimiter, get_logger, setup_logging
+from secgan.core.logs import LogLimiter, get_logger, setup_logging
 
 
 class Clock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from secgan.cli import COMMANDS
-from secgan.configref import iter_keys
+from secgan.commands.configref import iter_keys
 
 README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
@@ -20,7 +20,7 @@ def test_readme_lists_every_config_key() -> None:
         for key, *_ in iter_keys(cls)
         if f"`{key}`" not in README
     ]
-    assert not missing, "README configuration reference is stale; regenerate with python -m secgan.configref --write README.md: " + ", ".join(missing)
+    assert not missing, "README configuration reference is stale; regenerate with python -m secgan.commands.configref --write README.md: " + ", ".join(missing)
 
 
 def test_readme_lists_every_subcommand() -> None:

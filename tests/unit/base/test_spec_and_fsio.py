@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from secgan.fsio import atomic_write_bytes, atomic_write_json
-from secgan.logs import get_logger, setup_logging
-from secgan.spec import ImageSpec, decode_condition, encode_condition
+from secgan.core.fsio import atomic_write_bytes, atomic_write_json
+from secgan.core.logs import get_logger, setup_logging
+from secgan.core.spec import ImageSpec, decode_condition, encode_condition
 
 
 @given(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from opacus import PrivacyEngine
 
-from secgan.checkpoint import (
+from secgan.gan.checkpoint import (
     checkpoint_file,
     load_checkpoint,
     load_module_state,
@@ -16,13 +16,13 @@ from secgan.checkpoint import (
     save_checkpoint,
     save_module_state,
 )
-from secgan.config import to_dict
-from secgan.errors import DataError
+from secgan.core.config import to_dict
+from secgan.core.errors import DataError
 from secgan.net.schema import GradientReply
-from secgan.models import build_discriminator, build_generator
+from secgan.gan.models import build_discriminator, build_generator
 from secgan.runconfig import ModelConfig, RunConfig, TrainConfig
-from secgan.spec import ImageSpec
-from secgan.step import GeneratorCore, PlainSiteLearner, generator_gradient
+from secgan.core.spec import ImageSpec
+from secgan.gan.step import GeneratorCore, PlainSiteLearner, generator_gradient
 
 from .test_core_step import ArrayDataset, RandomConditions
 

@@ -7,8 +7,8 @@ import torch
 from opacus import GradSampleModule
 from opacus.validators import ModuleValidator
 
-from secgan.errors import ConfigError
-from secgan.models import (
+from secgan.core.errors import ConfigError
+from secgan.gan.models import (
     MODEL_VARIANTS,
     build_discriminator,
     build_generator,
@@ -16,7 +16,7 @@ from secgan.models import (
     iter_model_variants,
 )
 from secgan.runconfig import ModelConfig
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 
 SMALL = ModelConfig(g_width=8, d_width=8, noise_dim=4, g_depth=2, d_layers=2)
 IM32 = ImageSpec(size=32)
@@ -116,7 +116,7 @@ def test_spade_decoder_modulates_every_stage_by_the_label_map() -> None:
     """With g_norm = "spade" each decoder normalisation takes its scale and shift from the label map:
     zeroing the SPADE heads leaves plain (affine-free) GroupNorm, and a label change at one pixel
     changes the modulated features around that pixel only."""
-    from secgan.models import _Spade
+    from secgan.gan.models import _Spade
 
     m = dataclasses.replace(SMALL, g_norm="spade")
     G = build_generator(m, IM32)
@@ -139,7 +139,7 @@ def test_spade_decoder_modulates_every_stage_by_the_label_map() -> None:
 
 
 def test_generator_norm_choice_is_checked() -> None:
-    from secgan.config import load_dataclass
+    from secgan.core.config import load_dataclass
 
     with pytest.raises(ConfigError, match="g_norm"):
         load_dataclass(ModelConfig, {"g_norm": "batch"})

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.runconfig import RunConfig, load_run_config
 
 ROOT = Path(__file__).resolve().parents[3]

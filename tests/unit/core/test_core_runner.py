@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from secgan.cli import main
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.runconfig import load_run_config
-from secgan.synthetic import read_synthetic
+from secgan.gan.synthetic import read_synthetic
 
 CONFIG = """
 run_id = "t"
@@ -41,7 +41,7 @@ def _config(tmp_path: Path, phantom_root: Path, steps: int = 3, name: str = "run
 
 
 def test_train_and_sample_end_to_end_through_the_cli(tmp_path: Path, phantom_root: Path) -> None:
-    from secgan.checkpoint import load_checkpoint
+    from secgan.gan.checkpoint import load_checkpoint
 
     cfg_path = _config(tmp_path, phantom_root, steps=3)
     out = tmp_path / "run"
@@ -73,7 +73,7 @@ def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path: Path,
 
     import torch
 
-    from secgan.checkpoint import load_checkpoint
+    from secgan.gan.checkpoint import load_checkpoint
     from secgan.runner import run_inprocess
 
     cfg = load_run_config(_config(tmp_path, phantom_root, steps=4))

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from opacus import GradSampleModule
 
-from secgan.conditions import ProceduralConditions
-from secgan.models import build_discriminator, build_generator, semantic_labels
+from secgan.gan.conditions import ProceduralConditions
+from secgan.gan.models import build_discriminator, build_generator, semantic_labels
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
-from secgan.spec import ImageSpec
-from secgan.step import discriminator_loss, discriminator_step, generator_gradient, generator_loss_rows
+from secgan.core.spec import ImageSpec
+from secgan.gan.step import discriminator_loss, discriminator_step, generator_gradient, generator_loss_rows
 
 M = ModelConfig(g_width=8, d_width=8, noise_dim=4, g_depth=2, d_layers=2, d_arch="semantic")
 IM = ImageSpec(size=16)

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from opacus import GradSampleModule
 
-from secgan.errors import ConfigError, ProtocolError
+from secgan.core.errors import ConfigError, ProtocolError
 from secgan.net.schema import FakeBatch, GradientReply
-from secgan.models import build_discriminator, build_generator
+from secgan.gan.models import build_discriminator, build_generator
 from secgan.runconfig import ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
-from secgan.step import (
+from secgan.core.spec import ImageSpec
+from secgan.gan.step import (
     GeneratorCore,
     PlainSiteLearner,
     discriminator_loss,

@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import save_file
 
 from secgan.data.dataset import load_site
-from secgan.errors import DataError
-from secgan.spec import encode_condition
-from secgan.synthetic import read_synthetic, save_grid, write_synthetic
+from secgan.core.errors import DataError
+from secgan.core.spec import encode_condition
+from secgan.gan.synthetic import read_synthetic, save_grid, write_synthetic
 
 
 def _samples(n: int = 10, size: int = 16, seed: int = 0):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from secgan.cli import main
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.keys.manifest import load_manifest
 from secgan.keys.signing import key_id, load_verify_key, public_raw
 from secgan.settings import load_coordinator_config, load_site_config, verify_federation

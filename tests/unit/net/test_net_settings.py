@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.settings import (
     CoordinatorConfig,
     SiteConfig,

@@ -12,7 +12,7 @@ import pytest
 
 from secgan.cli import main
 from secgan.commands.keys import PUBLIC_FIELDS, read_site_public_keys
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 
 
 def _mode(p: Path) -> int:

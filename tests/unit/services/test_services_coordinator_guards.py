@@ -16,11 +16,11 @@ import zmq
 
 from secgan.net import codec, replay
 from secgan.net.limits import WireLimits
-from secgan.errors import ConfigError, SecganError
+from secgan.core.errors import ConfigError, SecganError
 from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Hello, Welcome
 from secgan.runconfig import ModelConfig, TrainConfig
 from secgan.settings import load_coordinator_config
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 from secgan.net.transport import make_dealer
 
 from coordinator.scheduler import QuorumPolicy

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from secgan.net import codec, fields, replay
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 from secgan.runconfig import ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 
 from coordinator.registry import EXCLUDED, REMOVED, WELCOMED
 from coordinator.scheduler import START, QuorumPolicy

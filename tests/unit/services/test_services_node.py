@@ -8,7 +8,7 @@ import torch
 
 from secgan.net import codec, replay
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 
 from sites.node import NodeConfig, SiteNode
 

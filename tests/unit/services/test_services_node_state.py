@@ -13,7 +13,7 @@ import torch
 
 from secgan.net import codec, fields, replay
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, SecAggAnnounce, Stop, Welcome
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 
 from sites.node import MAX_ROUND_AHEAD, NodeConfig, SiteNode
 
@@ -34,7 +34,7 @@ class Learner:
 
     def serve(self, msg):
         if tuple(msg.fake.shape) != SHAPE:
-            from secgan.errors import ProtocolError
+            from secgan.core.errors import ProtocolError
 
             raise ProtocolError("bad_shape", "not this site's image size")
         self.served.append((msg.round, msg.step))

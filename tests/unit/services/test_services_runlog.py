@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from secgan.net.schema import GradientReply
-from secgan.models import build_generator
+from secgan.gan.models import build_generator
 from secgan.runconfig import ModelConfig
-from secgan.spec import ImageSpec
-from secgan.step import GeneratorCore
+from secgan.core.spec import ImageSpec
+from secgan.gan.step import GeneratorCore
 
 from coordinator.registry import Registry
 from coordinator.runlog import RunLog

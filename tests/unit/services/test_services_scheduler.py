@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net.schema import GradientReply, Heartbeat, Hello, Refusal, Stop
-from secgan.models import build_generator
+from secgan.gan.models import build_generator
 from secgan.runconfig import ModelConfig
-from secgan.spec import ImageSpec
-from secgan.step import GeneratorCore
+from secgan.core.spec import ImageSpec
+from secgan.gan.step import GeneratorCore
 
 from coordinator.registry import DEAD, REMOVED, WELCOMED, Registry
 from coordinator.scheduler import START, STOP, WAIT, QuorumPolicy, Scheduler

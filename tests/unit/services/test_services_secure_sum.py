@@ -13,14 +13,14 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secgan.net import codec, replay
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.keys.agreement import public_hex
 from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, SecAggAnnounce, SecAggMasked, Welcome
-from secgan.models import build_generator
+from secgan.gan.models import build_generator
 from secgan.runconfig import ModelConfig
 from secgan.secagg import SecureSumAggregator, SecureSumClient
-from secgan.spec import ImageSpec
-from secgan.step import GeneratorCore
+from secgan.core.spec import ImageSpec
+from secgan.gan.step import GeneratorCore
 
 from coordinator.registry import Registry
 from coordinator.scheduler import START, QuorumPolicy

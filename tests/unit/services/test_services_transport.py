@@ -7,7 +7,7 @@ import zmq
 
 from secgan.net import transport
 from secgan.net.limits import WireLimits, max_message_bytes
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.net.transport import (
     AllowListPolicy,
     SocketTuning,

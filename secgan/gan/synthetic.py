@@ -21,9 +21,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
-from secgan.errors import DataError
-from secgan.fsio import atomic_write_bytes, atomic_write_json
-from secgan.spec import IMAGE_CHANNELS, decode_condition
+from secgan.core.errors import DataError
+from secgan.core.fsio import atomic_write_bytes, atomic_write_json
+from secgan.core.spec import IMAGE_CHANNELS, decode_condition
 
 SYNTHETIC_FILE = "synthetic.safetensors"
 MIN_CASE_SLICES = 8
@@ -161,8 +161,8 @@ def sample_generator(
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """n samples from a checkpoint's generator, conditions from ``source``; reproducible from ``seed``."""
-    from secgan.checkpoint import load_checkpoint
-    from secgan.conditions import build_condition_source
+    from secgan.gan.checkpoint import load_checkpoint
+    from secgan.gan.conditions import build_condition_source
 
     if not 1 <= n <= MAX_SAMPLES:
         raise ValueError(f"n must be in 1..{MAX_SAMPLES}, got {n}")

@@ -1,6 +1,6 @@
 """Condition sources: where the coordinator's label maps come from.
 
-A condition is float32 ``[4, H, W]`` with channels ``brain, ncr, ed, et`` (see ``secgan.spec``):
+A condition is float32 ``[4, H, W]`` with channels ``brain, ncr, ed, et`` (see ``secgan.core.spec``):
 tumour channels disjoint, tumour inside the brain, values in {0, 1}.
 
 - ``procedural``: label maps drawn from shape priors alone (an elliptical brain outline and a
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from secgan.errors import ConfigError, DataError
-from secgan.spec import COND_CHANNELS, encode_condition
+from secgan.core.errors import ConfigError, DataError
+from secgan.core.spec import COND_CHANNELS, encode_condition
 
 SOURCES = ("procedural", "bank", "site")
 _HARMONICS = 4

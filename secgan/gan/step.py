@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secgan.errors import ConfigError, DataError, ProtocolError
+from secgan.core.errors import ConfigError, DataError, ProtocolError
 from secgan.net.codec import all_finite, check_tensors
 from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.runconfig import LOSSES, ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 
 
 def _check_loss(loss: str) -> None:
@@ -53,7 +53,7 @@ def _semantic_rows(logits: torch.Tensor, cond: torch.Tensor, *, fake_target: boo
     a batch-level weight would make one patient's loss depend on the other rows, breaking
     per-patient clipping.
     """
-    from secgan.models import semantic_labels
+    from secgan.gan.models import semantic_labels
 
     lab = semantic_labels(cond)
     n_cls = logits.shape[1] - 1
@@ -315,8 +315,8 @@ class GeneratorCore:
 
 
 # The values a site accepts in a FakeBatch, checked before anything is charged or trained on.
-# fake: G ends in tanh (secgan.models.ConditionalGenerator), like the real images in [-1, 1];
-# cond: one-hot label maps (secgan.spec), resampled ones stay in [0, 1].
+# fake: G ends in tanh (secgan.gan.models.ConditionalGenerator), like the real images in [-1, 1];
+# cond: one-hot label maps (secgan.core.spec), resampled ones stay in [0, 1].
 VALUE_RANGES: dict[str, tuple[float, float]] = {"fake": (-1.0, 1.0), "cond": (0.0, 1.0)}
 
 
@@ -359,7 +359,7 @@ class PlainSiteLearner:
         device: str = "cpu",
         state_dir: Path | None = None,
     ) -> None:
-        from secgan.models import build_discriminator
+        from secgan.gan.models import build_discriminator
 
         if dataset.n_patients < 1:
             raise ConfigError("the site has no patients to train on")
@@ -380,7 +380,7 @@ class PlainSiteLearner:
     STATE_FILE = "discriminator.safetensors"
 
     def _load(self) -> None:
-        from secgan.checkpoint import load_module_state
+        from secgan.gan.checkpoint import load_module_state
 
         path = self.state_dir / self.STATE_FILE
         meta = load_module_state(path, self.discriminator, self.optimizer)
@@ -400,7 +400,7 @@ class PlainSiteLearner:
         """Persist D, its optimiser and the sampling RNG (if a state_dir was given); no ledger in mode "off"."""
         if self.state_dir is None:
             return
-        from secgan.checkpoint import save_module_state
+        from secgan.gan.checkpoint import save_module_state
 
         save_module_state(
             self.state_dir / self.STATE_FILE,

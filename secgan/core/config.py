@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 
 T = TypeVar("T")
 

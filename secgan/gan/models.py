@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from secgan.runconfig import NOISE_MODES, ModelConfig
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 
 # pixel classes of the semantic discriminator (its extra last channel is "fake")
 SEMANTIC_CLASSES = ("background", "brain", "ncr", "ed", "et")

@@ -6,7 +6,7 @@ A checkpoint file holds
 - metadata key ``secgan`` = JSON: format version, step, run config, free-form meta, the optimiser's
   param groups and non-tensor state, and JSON-able RNG states (numpy bit generator states).
 
-Writes are atomic (``secgan.fsio``: temp file, fsync, rename), so a crash leaves the previous
+Writes are atomic (``secgan.core.fsio``: temp file, fsync, rename), so a crash leaves the previous
 checkpoint intact. Loading never unpickles anything and checks every tensor against the model
 built from the stored config. ``save_module_state`` / ``load_module_state`` do the same for one
 module + optimiser (a site's discriminator).
@@ -24,8 +24,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
-from secgan.errors import ConfigError, DataError
-from secgan.fsio import atomic_write_bytes
+from secgan.core.errors import ConfigError, DataError
+from secgan.core.fsio import atomic_write_bytes
 
 FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -138,7 +138,7 @@ class Checkpoint:
 
     def run_config(self):
         """The stored RunConfig (re-validated)."""
-        from secgan.config import load_dataclass
+        from secgan.core.config import load_dataclass
         from secgan.runconfig import RunConfig
 
         if self.config is None:
@@ -151,7 +151,7 @@ class Checkpoint:
     def build_generator(self, *, average: bool = True) -> nn.Module:
         """G from the stored config with the stored weights: the moving average of G when the run
         kept one (what samples, audits and evaluation use) unless ``average`` is False."""
-        from secgan.models import build_generator
+        from secgan.gan.models import build_generator
 
         cfg = self.run_config()
         G = build_generator(cfg.model, cfg.image)
@@ -175,7 +175,7 @@ def save_checkpoint(
     ``average`` is given). Returns the file written.
 
     ``rng_state`` values: uint8 tensors / bytes (``torch.Generator.get_state()``) or JSON-able data.
-    ``config``: ``secgan.config.to_dict(run_config)``, used to rebuild and check the model on load.
+    ``config``: ``secgan.core.config.to_dict(run_config)``, used to rebuild and check the model on load.
     """
     file = checkpoint_file(path)
     tensors = {f"G/{k}": v for k, v in _unwrap_module(generator).state_dict().items()}
@@ -221,7 +221,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         average_state=avg_state,
     )
     if ck.config is not None:
-        from secgan.models import build_generator
+        from secgan.gan.models import build_generator
 
         cfg = ck.run_config()
         expected = build_generator(cfg.model, cfg.image).state_dict()

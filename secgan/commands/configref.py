@@ -1,7 +1,7 @@
 """The configuration reference in the README, generated from the dataclasses themselves.
 
 A key's meaning is the comment on its line, or the comment lines just above it, in the dataclass's
-source, so the reference cannot drift from the code: ``python -m secgan.configref`` prints it and a
+source, so the reference cannot drift from the code: ``python -m secgan.commands.configref`` prints it and a
 test checks the README holds every key.
 """
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from secgan.config import rng
+from secgan.core.config import rng
 
 IMAGE_CHANNELS: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 COND_CHANNELS: tuple[str, ...] = ("brain", "ncr", "ed", "et")
