@@ -203,8 +203,8 @@ def _load_generator(path: Path):
     from secgan.gan.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
-    cfg = ck.run_config()
-    return ck.build_generator(), int(cfg.model.noise_dim)
+    _, model = ck.generator_config()
+    return ck.build_generator(), int(model.noise_dim)
 
 
 def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8) -> Path:

@@ -30,7 +30,7 @@ def _one(variant: str, *, size: int, batch: int, width: int, steps: int) -> dict
 
     sys.path.insert(0, str(ROOT))
     from secgan.gan.models import build_discriminator
-    from secgan.runconfig import ModelConfig
+    from secgan.gan.config import ModelConfig
     from secgan.core.spec import ImageSpec
     from secgan.gan.step import discriminator_step, generator_gradient
 

@@ -25,7 +25,7 @@ def _time(fn, reps: int) -> float:
 def measure(size: int, batch: int, reps: int) -> dict:
     from secgan.net.schema import GradientReply
     from secgan.gan.models import build_discriminator, build_generator, count_parameters
-    from secgan.runconfig import ModelConfig
+    from secgan.gan.config import ModelConfig
     from secgan.core.spec import ImageSpec
     from secgan.gan.step import GeneratorCore, discriminator_step, generator_gradient
 

@@ -37,7 +37,7 @@ torch.set_num_threads(1)
 from secgan.net import codec, replay  # noqa: E402
 from secgan.net.limits import WireLimits  # noqa: E402
 from secgan.net.schema import FakeBatch, GradientReply, Hello  # noqa: E402
-from secgan.runconfig import ModelConfig, TrainConfig  # noqa: E402
+from secgan.gan.config import ModelConfig, TrainConfig  # noqa: E402
 from secgan.core.spec import ImageSpec  # noqa: E402
 from secgan.net.transport import SocketTuning, make_dealer, make_router  # noqa: E402
 
@@ -78,8 +78,8 @@ def bench_step_time(tmp: Path, steps: int, batch: int, n_sites: int) -> tuple[fl
     """(network wall, network mean step, in-process mean step) for ``n_sites`` sites."""
     from secgan.data.phantom import write_phantom
     from secgan.privacy.policy import PrivacyPolicy
-    from secgan.runconfig import DataConfig, RunConfig
-    from secgan.runner import run_inprocess
+    from secgan.run.config import DataConfig, RunConfig
+    from secgan.simulation.runner import run_inprocess
 
     from coordinator.scheduler import QuorumPolicy
     from coordinator.service import Coordinator, ServiceConfig

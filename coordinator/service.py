@@ -54,6 +54,7 @@ from secgan.core.config import to_dict
 from secgan.core.errors import ProtocolError, SecganError
 from secgan.core.logs import LogLimiter, get_logger
 from secgan.net.schema import (
+    AGGREGATIONS,
     PROTOCOL_VERSION,
     ErrorReply,
     GradientReply,
@@ -65,8 +66,8 @@ from secgan.net.schema import (
     Stop,
     Welcome,
 )
-from secgan.privacy.policy import MODES, SOURCES
-from secgan.runconfig import ModelConfig, TrainConfig
+from secgan.privacy.policy import MODES
+from secgan.gan.config import CONDITION_SOURCES, ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 from secgan.net.transport import (
     AllowListPolicy,
@@ -86,7 +87,6 @@ log = get_logger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 RUN_JSON = "run.json"
-AGGREGATIONS = ("routed", "secure-sum")
 SECURE_SUM_SOURCES = ("procedural", "bank")
 # secure-sum: the highest round number ever announced, written before the round's first message so
 # a resumed run never reuses a (round, step, attempt) context, i.e. never asks for the same masks twice
@@ -300,7 +300,7 @@ class Coordinator:
 
     def checkpoint(self) -> Path:
         from secgan.gan.checkpoint import save_checkpoint
-        from secgan.runconfig import DataConfig, RunConfig
+        from secgan.run.config import DataConfig, RunConfig
 
         cfg = self.cfg
         run_cfg = RunConfig(image=cfg.image, model=cfg.model, train=cfg.train,
@@ -489,7 +489,7 @@ class Coordinator:
         policy = msg.policy
         sources = policy.get("accept_sources")
         if (policy.get("mode") not in MODES or not isinstance(sources, list)
-                or not all(isinstance(s, str) and s in SOURCES for s in sources)):
+                or not all(isinstance(s, str) and s in CONDITION_SOURCES for s in sources)):
             raise ProtocolError("bad_policy", "policy summary needs mode and accept_sources")
         rec = self.registry[site]
         if rec.state == REMOVED:  # final for this run, whatever this Hello says: told again, never welcomed

@@ -86,7 +86,7 @@ def markdown_table(cls: type, *, prefix: str = "") -> str:
 
 
 def reference() -> str:
-    from secgan.runconfig import RunConfig
+    from secgan.run.config import RunConfig
     from secgan.settings import CoordinatorConfig, SiteConfig
 
     parts = []

@@ -5,7 +5,7 @@ and 3 sites as separate processes over CURVE on 127.0.0.1 with DP-SGD on -> synt
 a signed privacy audit at each site -> downstream Dice of synthetic-trained vs real baselines ->
 one summary page, ``OUT/index.html``.
 
-Each stage is one function; the page is written by :mod:`secgan.demo_page`.
+Each stage is one function; the page is written by :mod:`secgan.commands.demo_page`.
 """
 
 from __future__ import annotations
@@ -105,13 +105,13 @@ def _rewrite_toml(path: Path, updates: dict[str, Any]) -> None:
 
 def _model_settings(cfg: DemoConfig) -> dict[str, Any]:
     # The recommended G and semantic D (what makes a DP-SGD generator follow its label maps here).
-    from secgan.runconfig import recommended_settings
+    from secgan.gan.config import recommended_settings
 
     return recommended_settings(cfg.size)["model"]
 
 
 def _train_settings(cfg: DemoConfig) -> dict[str, Any]:
-    from secgan.runconfig import recommended_settings
+    from secgan.gan.config import recommended_settings
 
     return {**recommended_settings(cfg.size)["train"], "steps": cfg.steps, "batch_size": cfg.batch_size,
             "checkpoint_every": max(10, cfg.steps // 4), "seed": cfg.seed}
@@ -302,7 +302,7 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secgan.demo_page import write_index
+    from secgan.commands.demo_page import write_index
     from secgan.core.logs import setup_logging
 
     cfg = DemoConfig(out=args.out, sites=args.sites, patients=args.patients, size=args.size, steps=args.steps,

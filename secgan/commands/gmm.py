@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     from secgan.core.errors import ConfigError
     from secgan.core.fsio import atomic_write_json
-    from secgan.gmm import GmmConfig, plot_gmm, run_gmm
+    from secgan.simulation.gmm import GmmConfig, plot_gmm, run_gmm
 
     if not 1 <= args.steps <= 1_000_000:
         raise ConfigError("--steps must be in 1..1000000")

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from secgan.core.ids import SITE_ID_RE
 
 HELP = "a site generates its own CURVE, Ed25519 and X25519 keys and a public-keys file for the coordinator"
 
 PUBLIC_FORMAT = "secgan-site-public-keys/1"
 PUBLIC_FIELDS = ("format", "site_id", "curve_public", "ed25519_public", "x25519_public")
-_SITE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def generate_site_keys(out: Path, *, site_id: str, force: bool = False) -> Path:
     from secgan.keys.files import make_private_dir, write_public_file
     from secgan.keys.signing import generate_signing_key, public_b64, write_signing_key, write_verify_key
 
-    if _SITE_ID_RE.fullmatch(site_id) is None:
+    if SITE_ID_RE.fullmatch(site_id) is None:
         raise ConfigError(f"--site-id {site_id!r}: must be 1-64 of [a-z0-9_-], starting with a letter or digit")
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -110,7 +110,7 @@ def read_site_public_keys(path: Path) -> SitePublicKeys:
     if data["format"] != PUBLIC_FORMAT:
         raise ConfigError(f"{path}: format must be {PUBLIC_FORMAT!r}")
     sid = data["site_id"]
-    if not isinstance(sid, str) or _SITE_ID_RE.fullmatch(sid) is None:
+    if not isinstance(sid, str) or SITE_ID_RE.fullmatch(sid) is None:
         raise ConfigError(f"{path}: site_id must be 1-64 of [a-z0-9_-]")
     if not is_z85_key(data["curve_public"]):
         raise ConfigError(f"{path}: curve_public is not a z85 CURVE public key")

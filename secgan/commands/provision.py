@@ -140,7 +140,7 @@ def provision(
         )
     except ValueError as exc:
         raise ConfigError(f"provision: {exc}") from None
-    from secgan.runconfig import recommended_settings
+    from secgan.gan.config import recommended_settings
 
     recommended = recommended_settings(image_size)  # the same model and optimiser on every party
     fresh_run = run_id or f"run-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}"

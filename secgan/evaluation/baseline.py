@@ -156,7 +156,7 @@ def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
 
     A folder trained with another configuration is refused (``check_gan_folder``), never reused.
     """
-    from secgan.runner import run_inprocess
+    from secgan.simulation.runner import run_inprocess
 
     out_dir = Path(out_dir)
     check_gan_folder(cfg, out_dir)

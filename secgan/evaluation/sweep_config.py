@@ -12,7 +12,7 @@ from pathlib import Path
 
 from secgan.core.config import choices, load_dataclass, read_toml, rng
 from secgan.evaluation.segmenter import SegmenterConfig
-from secgan.runconfig import D_ARCHS, LOSSES
+from secgan.gan.config import D_ARCHS, LOSSES
 from secgan.core.spec import IMAGE_CHANNELS
 
 

@@ -85,7 +85,8 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
     """RunConfig of an AsynDGAN run over ``site_dirs``; DP-SGD at ``epsilon`` or privacy off (None).
     ``run`` (0-based) seeds the GAN with ``gan.seed + run``."""
     from secgan.privacy.policy import PrivacyPolicy
-    from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from secgan.gan.config import ModelConfig, TrainConfig
+    from secgan.run.config import DataConfig, RunConfig
     from secgan.core.spec import ImageSpec
 
     g = cfg.gan

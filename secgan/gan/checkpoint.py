@@ -26,6 +26,8 @@ from torch import nn
 
 from secgan.core.errors import ConfigError, DataError
 from secgan.core.fsio import atomic_write_bytes
+from secgan.core.spec import ImageSpec
+from secgan.gan.config import ModelConfig
 
 FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -136,25 +138,28 @@ class Checkpoint:
     # weights of the moving average of G (train.g_average > 0), else None
     average_state: dict[str, torch.Tensor] | None = None
 
-    def run_config(self):
-        """The stored RunConfig (re-validated)."""
+    def generator_config(self) -> tuple[ImageSpec, ModelConfig]:
+        """The stored image spec and model config (re-validated): what rebuilding G needs. The
+        whole run config (privacy and data too) is :func:`secgan.run.config.stored_run_config`."""
         from secgan.core.config import load_dataclass
-        from secgan.runconfig import RunConfig
 
-        if self.config is None:
+        if not isinstance(self.config, Mapping):
             raise DataError(f"{self.path}: checkpoint has no run config")
         try:
-            return load_dataclass(RunConfig, self.config)
+            image = load_dataclass(ImageSpec, self.config.get("image", {}), prefix="image.")
+            model = load_dataclass(ModelConfig, self.config.get("model", {}), prefix="model.")
+            model.check_fits(image)
         except ConfigError as exc:
             raise DataError(f"{self.path}: stored run config is invalid ({exc})") from None
+        return image, model
 
     def build_generator(self, *, average: bool = True) -> nn.Module:
         """G from the stored config with the stored weights: the moving average of G when the run
         kept one (what samples, audits and evaluation use) unless ``average`` is False."""
         from secgan.gan.models import build_generator
 
-        cfg = self.run_config()
-        G = build_generator(cfg.model, cfg.image)
+        image, model = self.generator_config()
+        G = build_generator(model, image)
         use_average = average and self.average_state is not None
         G.load_state_dict(self.average_state if use_average else self.generator_state)
         return G
@@ -223,8 +228,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if ck.config is not None:
         from secgan.gan.models import build_generator
 
-        cfg = ck.run_config()
-        expected = build_generator(cfg.model, cfg.image).state_dict()
+        image, model = ck.generator_config()
+        expected = build_generator(model, image).state_dict()
         _check_state(file, "generator", expected, g_state)
         if avg_state is not None:
             _check_state(file, "generator average", expected, avg_state)

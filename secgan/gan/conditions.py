@@ -24,8 +24,8 @@ import torch
 
 from secgan.core.errors import ConfigError, DataError
 from secgan.core.spec import COND_CHANNELS, encode_condition
+from secgan.gan.config import CONDITION_SOURCES
 
-SOURCES = ("procedural", "bank", "site")
 _HARMONICS = 4
 # Shape priors, in units of the half field of view, fitted to the label statistics of the phantom's
 # population (tumour-bearing 32 px slices of 60 sites x 3 patients; 3000 drawn maps; mean areas in
@@ -249,4 +249,4 @@ def build_condition_source(name: str, *, size: int, bank_dir: Path | None = None
             "condition source 'site' cannot be built at the coordinator: the sites provide their own "
             "label maps over the protocol (and a site whose policy forbids it refuses)"
         )
-    raise ConfigError(f"unknown condition source {name!r}; choose one of {', '.join(SOURCES)}")
+    raise ConfigError(f"unknown condition source {name!r}; choose one of {', '.join(CONDITION_SOURCES)}")

@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from secgan.runconfig import NOISE_MODES, ModelConfig
+from secgan.gan.config import NOISE_MODES, ModelConfig
 from secgan.core.spec import ImageSpec
 
 # pixel classes of the semantic discriminator (its extra last channel is "fake")

@@ -31,7 +31,7 @@ from torch import nn
 from secgan.core.errors import ConfigError, DataError, ProtocolError
 from secgan.net.codec import all_finite, check_tensors
 from secgan.net.schema import FakeBatch, GradientReply, Refusal
-from secgan.runconfig import LOSSES, ModelConfig, TrainConfig
+from secgan.gan.config import LOSSES, ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 
 
@@ -155,7 +155,7 @@ def generator_loss_rows(D: nn.Module, fake_cond: torch.Tensor, fake_img: torch.T
     - "bce": non-saturating, -log D(fake) = softplus(-l). Strong early gradients, but against several
       site discriminators it is mode-seeking: G drifts to where *all* sites' data overlap;
     - "minimax": the original saturating log(1 - D(fake)) = -softplus(l). Against several sites its
-      fixed point is the mixture of the sites' distributions (AsynDGAN's theorem), see ``secgan.gmm``;
+      fixed point is the mixture of the sites' distributions (AsynDGAN's theorem), see ``secgan.simulation.gmm``;
     - "hinge": -D(fake);
     - "semantic" (with the semantic D): class-balanced cross-entropy of each fake pixel against the
       class its label map asks for, i.e. "look like an enhancing rim here", pixel by pixel.

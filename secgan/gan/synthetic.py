@@ -167,17 +167,17 @@ def sample_generator(
     if not 1 <= n <= MAX_SAMPLES:
         raise ValueError(f"n must be in 1..{MAX_SAMPLES}, got {n}")
     ck = load_checkpoint(checkpoint_path)
-    cfg = ck.run_config()
+    image, model = ck.generator_config()
     G = ck.build_generator()
     G.eval()
-    conditions = build_condition_source(source, size=cfg.image.size, bank_dir=Path(bank_dir) if bank_dir else None)
+    conditions = build_condition_source(source, size=image.size, bank_dir=Path(bank_dir) if bank_dir else None)
     gen = torch.Generator().manual_seed(seed)
     imgs, cnds = [], []
     with torch.no_grad():
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             c = conditions.draw(b, generator=gen).to(torch.float32)
-            z = torch.randn(b, cfg.model.noise_dim, generator=gen)
+            z = torch.randn(b, model.noise_dim, generator=gen)
             imgs.append(G(c, z).clamp(-1.0, 1.0).numpy())
             cnds.append(c.numpy())
     return np.concatenate(imgs), np.concatenate(cnds)

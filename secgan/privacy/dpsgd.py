@@ -29,8 +29,7 @@ from torch import nn
 
 from secgan.core.errors import PrivacyError
 from secgan.gan.step import discriminator_loss
-
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+from secgan.privacy.policy import GRAD_SAMPLE_MODES
 
 
 class DPSGDDiscriminator:

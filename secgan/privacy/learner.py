@@ -46,7 +46,7 @@ from secgan.privacy.guards import check_policy, source_refusal
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rate
 from secgan.privacy.sanitize import effective_noise_multiplier
-from secgan.runconfig import ModelConfig, TrainConfig
+from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 
 log = get_logger(__name__)

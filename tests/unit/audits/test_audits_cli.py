@@ -34,7 +34,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from secgan.data.phantom import write_phantom
     from secgan.gan.models import build_discriminator, build_generator
     from secgan.privacy.ledger import LedgerParams, PrivacyLedger
-    from secgan.runconfig import ModelConfig, RunConfig
+    from secgan.gan.config import ModelConfig
+    from secgan.run.config import RunConfig
     from secgan.core.spec import ImageSpec
     from secgan.gan.synthetic import write_synthetic
 

@@ -111,7 +111,7 @@ def test_model_attacks_run_when_models_are_given(site) -> None:
     import torch
 
     from secgan.gan.models import build_discriminator, build_generator
-    from secgan.runconfig import ModelConfig
+    from secgan.gan.config import ModelConfig
     from secgan.core.spec import ImageSpec
 
     model, image = ModelConfig(g_width=8, d_width=8, g_depth=2, d_layers=2, noise_dim=4), ImageSpec(size=16)

@@ -17,7 +17,8 @@ def checkpoint(tmp_path_factory) -> Path:
     from secgan.gan.checkpoint import save_checkpoint
     from secgan.core.config import to_dict
     from secgan.gan.models import build_generator
-    from secgan.runconfig import ModelConfig, RunConfig
+    from secgan.gan.config import ModelConfig
+    from secgan.run.config import RunConfig
     from secgan.core.spec import ImageSpec
 
     image, model = ImageSpec(size=16), ModelConfig(g_width=8, g_depth=2, d_width=8, d_layers=2, noise_dim=4)

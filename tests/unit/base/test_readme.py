@@ -11,7 +11,7 @@ README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
 
 def test_readme_lists_every_config_key() -> None:
-    from secgan.runconfig import RunConfig
+    from secgan.run.config import RunConfig
     from secgan.settings import CoordinatorConfig, SiteConfig
 
     missing = [

@@ -20,7 +20,8 @@ from secgan.core.config import to_dict
 from secgan.core.errors import DataError
 from secgan.net.schema import GradientReply
 from secgan.gan.models import build_discriminator, build_generator
-from secgan.runconfig import ModelConfig, RunConfig, TrainConfig
+from secgan.gan.config import ModelConfig, TrainConfig
+from secgan.run.config import RunConfig, stored_run_config
 from secgan.core.spec import ImageSpec
 from secgan.gan.step import GeneratorCore, PlainSiteLearner, generator_gradient
 
@@ -60,7 +61,8 @@ def test_round_trip_resume_gives_identical_next_step(tmp_path: Path) -> None:
 
     ck = load_checkpoint(tmp_path / "ck")
     assert ck.step == 2 and ck.meta == {"note": "x"}
-    assert ck.run_config() == CFG
+    assert stored_run_config(ck) == CFG
+    assert ck.generator_config() == (CFG.image, CFG.model)
     assert ck.rng_state["np"] == np.random.default_rng(5).bit_generator.state
     fresh, _ = _setup()
     fresh.G.load_state_dict(ck.generator_state)

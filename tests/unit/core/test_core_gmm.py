@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from secgan.cli import main
-from secgan.gmm import MIXTURE, GmmConfig, evaluate, mode_fractions, run_gmm, true_mixture_sample
+from secgan.simulation.gmm import MIXTURE, GmmConfig, evaluate, mode_fractions, run_gmm, true_mixture_sample
 
 
 def test_metrics_on_known_samples() -> None:

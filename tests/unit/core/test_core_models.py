@@ -15,7 +15,7 @@ from secgan.gan.models import (
     count_parameters,
     iter_model_variants,
 )
-from secgan.runconfig import ModelConfig
+from secgan.gan.config import ModelConfig
 from secgan.core.spec import ImageSpec
 
 SMALL = ModelConfig(g_width=8, d_width=8, noise_dim=4, g_depth=2, d_layers=2)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from secgan.core.errors import ConfigError
-from secgan.runconfig import RunConfig, load_run_config
+from secgan.run.config import RunConfig, load_run_config
 
 ROOT = Path(__file__).resolve().parents[3]
 

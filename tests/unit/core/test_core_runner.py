@@ -7,7 +7,7 @@ import pytest
 
 from secgan.cli import main
 from secgan.core.errors import ConfigError
-from secgan.runconfig import load_run_config
+from secgan.run.config import load_run_config
 from secgan.gan.synthetic import read_synthetic
 
 CONFIG = """
@@ -74,7 +74,7 @@ def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path: Path,
     import torch
 
     from secgan.gan.checkpoint import load_checkpoint
-    from secgan.runner import run_inprocess
+    from secgan.simulation.runner import run_inprocess
 
     cfg = load_run_config(_config(tmp_path, phantom_root, steps=4))
     cfg = dataclasses.replace(cfg, previews=False, train=dataclasses.replace(cfg.train, g_average=g_average))
@@ -105,7 +105,7 @@ def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path: Path,
 
 
 def test_runner_refuses_what_it_cannot_do(tmp_path: Path, phantom_root: Path) -> None:
-    from secgan.runner import run_inprocess
+    from secgan.simulation.runner import run_inprocess
 
     base = _config(tmp_path, phantom_root).read_text()
     p = tmp_path / "src.toml"

@@ -12,7 +12,8 @@ from opacus import GradSampleModule
 from secgan.gan.conditions import ProceduralConditions
 from secgan.gan.models import build_discriminator, build_generator, semantic_labels
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
+from secgan.gan.config import ModelConfig, TrainConfig
+from secgan.run.config import DataConfig, RunConfig
 from secgan.core.spec import ImageSpec
 from secgan.gan.step import discriminator_loss, discriminator_step, generator_gradient, generator_loss_rows
 

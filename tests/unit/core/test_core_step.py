@@ -12,7 +12,7 @@ from opacus import GradSampleModule
 from secgan.core.errors import ConfigError, ProtocolError
 from secgan.net.schema import FakeBatch, GradientReply
 from secgan.gan.models import build_discriminator, build_generator
-from secgan.runconfig import ModelConfig, TrainConfig
+from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 from secgan.gan.step import (
     GeneratorCore,

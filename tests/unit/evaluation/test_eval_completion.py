@@ -8,7 +8,7 @@ import torch
 
 from secgan.evaluation.completion import complete_modality, conds_from_regions
 from secgan.gan.models import build_generator
-from secgan.runconfig import ModelConfig
+from secgan.gan.config import ModelConfig
 from secgan.core.spec import ImageSpec
 
 

@@ -8,7 +8,7 @@ import torch
 from secgan.data.dataset import PatientSlices
 from secgan.net.schema import FakeBatch
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.runconfig import ModelConfig, TrainConfig
+from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 
 SIZE = 16

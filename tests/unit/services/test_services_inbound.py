@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from secgan.net import codec, fields, replay
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
-from secgan.runconfig import ModelConfig, TrainConfig
+from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 
 from coordinator.registry import EXCLUDED, REMOVED, WELCOMED

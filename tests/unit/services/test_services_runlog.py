@@ -12,7 +12,7 @@ import torch
 
 from secgan.net.schema import GradientReply
 from secgan.gan.models import build_generator
-from secgan.runconfig import ModelConfig
+from secgan.gan.config import ModelConfig
 from secgan.core.spec import ImageSpec
 from secgan.gan.step import GeneratorCore
 

@@ -8,7 +8,7 @@ import torch
 from secgan.core.errors import ProtocolError
 from secgan.net.schema import GradientReply, Heartbeat, Hello, Refusal, Stop
 from secgan.gan.models import build_generator
-from secgan.runconfig import ModelConfig
+from secgan.gan.config import ModelConfig
 from secgan.core.spec import ImageSpec
 from secgan.gan.step import GeneratorCore
 

@@ -17,7 +17,7 @@ from secgan.core.errors import ProtocolError
 from secgan.keys.agreement import public_hex
 from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, SecAggAnnounce, SecAggMasked, Welcome
 from secgan.gan.models import build_generator
-from secgan.runconfig import ModelConfig
+from secgan.gan.config import ModelConfig
 from secgan.secagg import SecureSumAggregator, SecureSumClient
 from secgan.core.spec import ImageSpec
 from secgan.gan.step import GeneratorCore

@@ -23,7 +23,7 @@ from secgan.core.errors import ConfigError, DataError
 from secgan.core.fsio import atomic_write_json
 from secgan.core.logs import get_logger
 from secgan.net.schema import GradientReply, Refusal
-from secgan.runconfig import RunConfig
+from secgan.run.config import RunConfig
 
 log = get_logger(__name__)
 

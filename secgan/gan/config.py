@@ -1,24 +1,24 @@
-"""Configuration of one training run: model shape, optimisation, data and privacy.
+"""The GAN's own configuration: model shape and optimisation, and the names they choose from.
 
-Built once at the CLI edge (``load_run_config``) and passed down explicitly. Everything is a small
-frozen dataclass whose ranges live on the fields (``secgan.core.config.rng`` / ``choices``), so a bad
-TOML value is a :class:`ConfigError` naming its dotted key.
+Part of a run's configuration (:class:`secgan.run.config.RunConfig` composes these with the data and
+privacy sections), built once at the CLI edge and passed down explicitly. Each is a small frozen
+dataclass whose ranges live on the fields (``secgan.core.config.rng`` / ``choices``), so a bad TOML
+value is a :class:`ConfigError` naming its dotted key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from secgan.core.config import choices, load_dataclass, read_toml, rng
+from secgan.core.config import choices, rng
 from secgan.core.errors import ConfigError
-from secgan.privacy.policy import PrivacyPolicy
 from secgan.core.spec import ImageSpec
 
 LOSSES = ("bce", "hinge", "minimax", "semantic")
 D_ARCHS = ("patch", "semantic")
 NOISE_MODES = ("bottleneck", "input", "both")
 G_NORMS = ("group", "spade")
+# where label maps come from (secgan.gan.conditions builds the first two; "site" is the paper's)
 CONDITION_SOURCES = ("procedural", "bank", "site")
 
 
@@ -95,74 +95,3 @@ class TrainConfig:
     seed: int = field(default=0, metadata=rng(min=0, max=2**63 - 1))
     # write a checkpoint every this many steps (and at the end)
     checkpoint_every: int = field(default=50, metadata=rng(min=1))
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    # one directory per site (BraTS layout with split.json); relative paths resolve against the config file
-    site_dirs: tuple[str, ...] = ()
-    # which patients of split.json to train on
-    split: str = field(default="train", metadata=choices("train", "all"))
-    # where label maps come from: procedural (no patient data), bank (a folder the coordinator may hold), site (refused with DP)
-    condition_source: str = field(default="procedural", metadata=choices(*CONDITION_SOURCES))
-    # folder of label maps for condition_source = bank
-    bank_dir: str | None = None
-    # skip a malformed case with a warning instead of stopping
-    skip_bad: bool = False
-
-    def __post_init__(self) -> None:
-        if self.condition_source == "bank" and not self.bank_dir:
-            raise ValueError("condition_source = 'bank' needs bank_dir")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    image: ImageSpec = field(default_factory=ImageSpec)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    # one policy applied by every (simulated) site of an in-process run
-    privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
-    # names the run in checkpoints and messages; 1-64 of letters, digits, '-', '_', '.'
-    run_id: str = "run"
-    # cpu or cuda
-    device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
-    # write PNG previews of a few samples next to each checkpoint
-    previews: bool = True
-
-    def __post_init__(self) -> None:
-        if self.train.l1_weight > 0 and not (self.privacy.mode == "off" and self.data.condition_source == "site"):
-            raise ValueError(
-                "train.l1_weight > 0 compares fakes with real images, so it needs privacy.mode = 'off' "
-                "and data.condition_source = 'site'"
-            )
-        if (self.train.loss == "semantic") != (self.model.d_arch == "semantic"):
-            raise ValueError("train.loss = 'semantic' and model.d_arch = 'semantic' go together (one needs the other)")
-        if not self.run_id or len(self.run_id) > 64 or not all(c.isalnum() or c in "-_." for c in self.run_id):
-            raise ValueError("run_id must be 1-64 characters of letters, digits, '-', '_' or '.'")
-        try:
-            self.model.check_fits(self.image)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-
-def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """Make relative data paths absolute against ``base`` (the config file's folder)."""
-    import dataclasses
-
-    def fix(p: str) -> str:
-        q = Path(p).expanduser()
-        return str(q if q.is_absolute() else (base / q).resolve())
-
-    data = dataclasses.replace(
-        cfg.data,
-        site_dirs=tuple(fix(p) for p in cfg.data.site_dirs),
-        bank_dir=fix(cfg.data.bank_dir) if cfg.data.bank_dir else None,
-    )
-    return dataclasses.replace(cfg, data=data)
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    cfg = load_dataclass(RunConfig, read_toml(path))
-    return resolve_paths(cfg, path.parent.resolve())
