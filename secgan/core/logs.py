@@ -6,7 +6,7 @@
 Rules (SECURITY.md): never pass keys, payloads, tensors, file contents or patient identifiers as
 fields. Fields whose name suggests a secret are replaced by ``<redacted>`` as a last line of defence.
 A count is logged as ``<thing>_count`` (``patient_count=15``), never under the plural (``patients``
-stays redacted, being ambiguous); tests/unit/base/test_log_fields.py keeps every call site so.
+stays redacted, being ambiguous); tests/unit/core/test_core_log_fields.py keeps every call site so.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from secgan.run.config import RunConfig, stored_run_config
 from secgan.core.spec import ImageSpec
 from secgan.gan.step import GeneratorCore, PlainSiteLearner, generator_gradient
 
-from .test_core_step import ArrayDataset, RandomConditions
+from .test_gan_step import ArrayDataset, RandomConditions
 
 CFG = RunConfig(
     image=ImageSpec(size=16),
