@@ -33,9 +33,9 @@ from audits.signing import (
     verify_report,
     write_report_json,
 )
-from secgan.errors import ConfigError, CryptoError, DataError, PrivacyError, SecganError
-from secgan.fsio import atomic_write_bytes, atomic_write_json
-from secgan.logs import get_logger
+from secgan.core.errors import ConfigError, CryptoError, DataError, PrivacyError, SecganError
+from secgan.core.fsio import atomic_write_bytes, atomic_write_json
+from secgan.core.logs import get_logger
 
 log = get_logger(__name__)
 REPORT_FORMAT = "secgan-audit-report"
@@ -176,8 +176,8 @@ def _load_discriminators(site, state_dir: Path):
         return None, f"no discriminator state found in the site's state folder ({Path(state_dir).name}/discriminator*.safetensors)"
     import torch
 
-    from secgan.checkpoint import load_module_state
-    from secgan.models import build_discriminator
+    from secgan.gan.checkpoint import load_module_state
+    from secgan.gan.models import build_discriminator
 
     nets = []
     for f in files:
@@ -202,11 +202,11 @@ def _load_discriminators(site, state_dir: Path):
 
 
 def _load_generator(path: Path):
-    from secgan.checkpoint import load_checkpoint
+    from secgan.gan.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
-    cfg = ck.run_config()
-    return ck.build_generator(), int(cfg.model.noise_dim)
+    _, model = ck.generator_config()
+    return ck.build_generator(), int(model.noise_dim)
 
 
 def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8) -> Path:
@@ -316,7 +316,7 @@ def run_audit(
     from secgan import __version__
     from secgan.data.dataset import load_site
     from secgan.settings import load_site_config
-    from secgan.synthetic import SYNTHETIC_FILE, read_synthetic
+    from secgan.gan.synthetic import SYNTHETIC_FILE, read_synthetic
 
     site_config_path = Path(site_config_path)
     synthetic_dir = Path(synthetic_dir)

@@ -7,7 +7,7 @@
     secgan audit merge REPORT... --out DIR [--manifest FILE --coordinator-key FILE | --public-key FILE...]
 
 ``audit run`` refuses an ``--out`` that already holds a report (a signed report is never silently
-replaced) unless ``--force``; with ``--fail-on LEVEL`` it exits 4 (:data:`secgan.exitcodes.AUDIT_FLAGGED`)
+replaced) unless ``--force``; with ``--fail-on LEVEL`` it exits 4 (:data:`secgan.core.exitcodes.AUDIT_FLAGGED`)
 when the verdict is at or above LEVEL (or is not a rubric level at all).
 """
 
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
 
     missing = [f"--{n.replace('_', '-')}" for n in ("site_config", "synthetic", "out") if getattr(args, n, None) is None]
     if missing:
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
 def verdict_exit_code(verdict: str, fail_on: str | None) -> int:
     """0, or AUDIT_FLAGGED when ``fail_on`` is given and the verdict reaches it (an unknown verdict,
     e.g. one that could not be decided, always does: a limitation is never a pass)."""
-    from secgan import exitcodes
+    from secgan.core import exitcodes
 
     from audits.rubric import LEVELS
 
@@ -134,8 +134,8 @@ def _check_run_paths(args: argparse.Namespace) -> list[Path]:
     Returns the previous report's files in ``--out`` (only with ``--force``): the new report replaces
     them once it is written, so a failed run leaves the previous report as it was."""
     from audits.signing import ANNEX_HTML, REPORT_HTML, REPORT_JSON
-    from secgan.checkpoint import checkpoint_file
-    from secgan.errors import ConfigError
+    from secgan.gan.checkpoint import checkpoint_file
+    from secgan.core.errors import ConfigError
 
     if not Path(args.site_config).is_file():
         raise ConfigError(f"--site-config {args.site_config}: not a file")
@@ -160,7 +160,7 @@ def _check_run_paths(args: argparse.Namespace) -> list[Path]:
 
 def _verify(args: argparse.Namespace) -> int:
     from audits.signing import REPORT_HTML, REPORT_JSON, load_public_keys, verify_report
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
 
     if args.public_key is None and args.manifest is None:
         raise ConfigError("audit verify: give --public-key FILE, or --manifest FILE with --coordinator-key FILE")

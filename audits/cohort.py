@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 
 @dataclass(frozen=True)

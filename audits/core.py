@@ -16,9 +16,9 @@ from audits.cohort import Cohort, check_compatible, make_cohort
 from audits.features import EmbeddingConfig, pixel_features, train_embedding
 from audits.memorisation import MemorisationConfig, memorisation_tests
 from audits.stats import max_resolvable_epsilon
-from secgan.config import rng
-from secgan.errors import DataError
-from secgan.logs import get_logger
+from secgan.core.config import rng
+from secgan.core.errors import DataError
+from secgan.core.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 
 def pixel_features(images: np.ndarray) -> np.ndarray:

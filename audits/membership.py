@@ -26,7 +26,7 @@ import torch
 
 from audits import stats
 from audits.neighbours import nearest, pairwise_sq_dists_blocks
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 ATTACK_VERSIONS = {"gan_leaks": 1, "gan_leaks_cal": 1, "domias": 1, "discriminator": 1, "projection": 1}
 FPR_TARGETS = (0.01, 0.001)

@@ -33,8 +33,8 @@ import numpy as np
 
 from audits import stats
 from audits.neighbours import nearest, nearest_per_group
-from secgan.config import rng as _range
-from secgan.errors import DataError
+from secgan.core.config import rng as _range
+from secgan.core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 
 def flatten(x: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from secgan.config import choices, load_dataclass, read_toml, rng
-from secgan.errors import ConfigError
+from secgan.core.config import choices, load_dataclass, read_toml, rng
+from secgan.core.errors import ConfigError
 
 LEVELS = ("Green", "Amber", "Red", "Critical")
 DEFAULT_RUBRIC = Path(__file__).with_name("rubric-v2.toml")

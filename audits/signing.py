@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from secgan.errors import ConfigError, CryptoError, DataError
-from secgan.fsio import atomic_write_bytes
+from secgan.core.errors import ConfigError, CryptoError, DataError
+from secgan.core.fsio import atomic_write_bytes
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import numpy as np
     import torch
 
-    from secgan.conditions import ProceduralConditions
+    from secgan.gan.conditions import ProceduralConditions
     from secgan.data.dataset import load_site
     from secgan.data.phantom import write_phantom
 

@@ -29,10 +29,10 @@ def _one(variant: str, *, size: int, batch: int, width: int, steps: int) -> dict
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from secgan.models import build_discriminator
-    from secgan.runconfig import ModelConfig
-    from secgan.spec import ImageSpec
-    from secgan.step import discriminator_step, generator_gradient
+    from secgan.gan.models import build_discriminator
+    from secgan.gan.config import ModelConfig
+    from secgan.core.spec import ImageSpec
+    from secgan.gan.step import discriminator_step, generator_gradient
 
     torch.set_num_threads(1)
     dev = "cuda" if torch.cuda.is_available() else "cpu"

@@ -24,10 +24,10 @@ def _time(fn, reps: int) -> float:
 
 def measure(size: int, batch: int, reps: int) -> dict:
     from secgan.net.schema import GradientReply
-    from secgan.models import build_discriminator, build_generator, count_parameters
-    from secgan.runconfig import ModelConfig
-    from secgan.spec import ImageSpec
-    from secgan.step import GeneratorCore, discriminator_step, generator_gradient
+    from secgan.gan.models import build_discriminator, build_generator, count_parameters
+    from secgan.gan.config import ModelConfig
+    from secgan.core.spec import ImageSpec
+    from secgan.gan.step import GeneratorCore, discriminator_step, generator_gradient
 
     model, image = ModelConfig(), ImageSpec(size=size)
     G, D = build_generator(model, image), build_discriminator(model, image)

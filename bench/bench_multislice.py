@@ -40,8 +40,8 @@ def _time_updates(k: int, *, steps: int, mode: str) -> list[float]:
     from secgan.net.schema import FakeBatch
     from secgan.privacy.learner import SiteLearner
     from secgan.privacy.policy import PrivacyPolicy
-    from secgan.runconfig import ModelConfig, TrainConfig
-    from secgan.spec import ImageSpec
+    from secgan.gan.config import ModelConfig, TrainConfig
+    from secgan.core.spec import ImageSpec
 
     torch.set_num_threads(1)
     size = 32

@@ -37,8 +37,8 @@ torch.set_num_threads(1)
 from secgan.net import codec, replay  # noqa: E402
 from secgan.net.limits import WireLimits  # noqa: E402
 from secgan.net.schema import FakeBatch, GradientReply, Hello  # noqa: E402
-from secgan.runconfig import ModelConfig, TrainConfig  # noqa: E402
-from secgan.spec import ImageSpec  # noqa: E402
+from secgan.gan.config import ModelConfig, TrainConfig  # noqa: E402
+from secgan.core.spec import ImageSpec  # noqa: E402
 from secgan.net.transport import SocketTuning, make_dealer, make_router  # noqa: E402
 
 IMAGE = ImageSpec(size=32)
@@ -62,7 +62,7 @@ def _site_process(site_dir: str, site_id: str, pub: bytes, sec: bytes, spub: byt
                   state_dir: str, train: TrainConfig, seed: int) -> None:
     torch.set_num_threads(1)
     from secgan.data.dataset import load_site
-    from secgan.step import PlainSiteLearner
+    from secgan.gan.step import PlainSiteLearner
     from sites.node import NodeConfig, SiteNode
 
     ds = load_site(Path(site_dir), split="train", image_size=IMAGE.size)
@@ -78,8 +78,8 @@ def bench_step_time(tmp: Path, steps: int, batch: int, n_sites: int) -> tuple[fl
     """(network wall, network mean step, in-process mean step) for ``n_sites`` sites."""
     from secgan.data.phantom import write_phantom
     from secgan.privacy.policy import PrivacyPolicy
-    from secgan.runconfig import DataConfig, RunConfig
-    from secgan.runner import run_inprocess
+    from secgan.run.config import DataConfig, RunConfig
+    from secgan.simulation.runner import run_inprocess
 
     from coordinator.scheduler import QuorumPolicy
     from coordinator.service import Coordinator, ServiceConfig
@@ -170,7 +170,7 @@ def _round_trips(curve: bool, batch: int, n: int) -> float:
 
 
 def bytes_per_step(batch: int) -> tuple[int, int]:
-    from secgan.models import build_generator, count_parameters
+    from secgan.gan.models import build_generator, count_parameters
 
     shape = (batch, 4, IMAGE.size, IMAGE.size)
     fb = codec.encode(FakeBatch(run_id="run", round=1, step=1, cond=torch.zeros(shape), fake=torch.zeros(shape)),
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from secgan.logs import setup_logging
+    from secgan.core.logs import setup_logging
 
     setup_logging("WARNING")
     main(sys.argv[1:])

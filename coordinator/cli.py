@@ -1,7 +1,7 @@
 """``secgan coordinator --config FILE [--resume]`` (also ``python -m coordinator``).
 
 The edge: load and verify the configuration and the signed manifest, turn them into a
-:class:`~coordinator.service.ServiceConfig`, run the service. Exit codes (:mod:`secgan.exitcodes`):
+:class:`~coordinator.service.ServiceConfig`, run the service. Exit codes (:mod:`secgan.core.exitcodes`):
 0 completed, 130 interrupted by SIGTERM/SIGINT (state saved; continue with ``--resume``), 3 stopped
 for lack of a quorum, 2 any other stop or a refused start.
 """
@@ -62,7 +62,7 @@ def build_service_config(cfg, manifest, *, progress: bool | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
     from secgan.settings import load_coordinator_config, verify_federation
 
     from coordinator.service import CHECKPOINT_NAME, Coordinator
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 def exit_code(result: dict) -> int:
     """run.json's final status -> the process exit code."""
-    from secgan import exitcodes
+    from secgan.core import exitcodes
 
     if result["status"] == "completed":
         return exitcodes.OK

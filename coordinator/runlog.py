@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from secgan.fsio import atomic_write_json
-from secgan.logs import get_logger
+from secgan.core.fsio import atomic_write_json
+from secgan.core.logs import get_logger
 
 from coordinator.registry import Registry
 

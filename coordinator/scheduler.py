@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
-from secgan.errors import ProtocolError
-from secgan.logs import get_logger
+from secgan.core.errors import ProtocolError
+from secgan.core.logs import get_logger
 from secgan.net.schema import FakeBatch, GradientReply, Refusal
 
 from coordinator.registry import Registry
@@ -59,7 +59,7 @@ class RoundResult:
 class Scheduler:
     def __init__(
         self,
-        core: Any,  # secgan.step.GeneratorCore
+        core: Any,  # secgan.gan.step.GeneratorCore
         registry: Registry,
         policy: QuorumPolicy,
         *,

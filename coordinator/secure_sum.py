@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from secgan.errors import ProtocolError
-from secgan.logs import get_logger
+from secgan.core.errors import ProtocolError
+from secgan.core.logs import get_logger
 from secgan.net.schema import GradientReply, SecAggAnnounce, SecAggMasked
 from secgan.secagg import ASSUMPTION, RoundStats, SecAggRoundFailed, SecureSumAggregator, summarize_rounds
 

@@ -29,7 +29,7 @@ Hello starts a new session, so a restarted site is not "stale"; round and step n
 the coordinator has sent, seq at most a window ahead) -> protocol stage for that peer -> the
 scheduler's checks against the batch that site was sent -> ReplayGuard commit: a message refused
 at any stage never moves the peer's replay state. Rejections are logged through a
-:class:`~secgan.logs.LogLimiter` (first lines per site and code, then counts); every count is in
+:class:`~secgan.core.logs.LogLimiter` (first lines per site and code, then counts); every count is in
 run.json. Any other exception from one message is counted by type and the loop goes on.
 """
 
@@ -50,10 +50,11 @@ import zmq
 from secgan.net import codec, replay
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits
-from secgan.config import to_dict
-from secgan.errors import ProtocolError, SecganError
-from secgan.logs import LogLimiter, get_logger
+from secgan.core.config import to_dict
+from secgan.core.errors import ProtocolError, SecganError
+from secgan.core.logs import LogLimiter, get_logger
 from secgan.net.schema import (
+    AGGREGATIONS,
     PROTOCOL_VERSION,
     ErrorReply,
     GradientReply,
@@ -65,9 +66,9 @@ from secgan.net.schema import (
     Stop,
     Welcome,
 )
-from secgan.privacy.policy import MODES, SOURCES
-from secgan.runconfig import ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.privacy.policy import MODES
+from secgan.gan.config import CONDITION_SOURCES, ModelConfig, TrainConfig
+from secgan.core.spec import ImageSpec
 from secgan.net.transport import (
     AllowListPolicy,
     SocketTuning,
@@ -86,7 +87,6 @@ log = get_logger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 RUN_JSON = "run.json"
-AGGREGATIONS = ("routed", "secure-sum")
 SECURE_SUM_SOURCES = ("procedural", "bank")
 # secure-sum: the highest round number ever announced, written before the round's first message so
 # a resumed run never reuses a (round, step, attempt) context, i.e. never asks for the same masks twice
@@ -233,9 +233,9 @@ class Coordinator:
     # -- model -------------------------------------------------------------------------------------
 
     def _build_core(self) -> None:
-        from secgan.conditions import build_condition_source
-        from secgan.models import build_generator
-        from secgan.step import GeneratorCore
+        from secgan.gan.conditions import build_condition_source
+        from secgan.gan.models import build_generator
+        from secgan.gan.step import GeneratorCore
 
         cfg = self.cfg
         self.G = build_generator(cfg.model, cfg.image, seed=cfg.train.seed).to(cfg.device)
@@ -246,7 +246,7 @@ class Coordinator:
         step, round_number, average_state = 0, 0, None
         ckpt = self.state_dir / CHECKPOINT_NAME
         if self.resume:
-            from secgan.checkpoint import load_checkpoint, restore_optimizer
+            from secgan.gan.checkpoint import load_checkpoint, restore_optimizer
 
             if not ckpt.is_file():
                 raise SecganError(f"--resume: no checkpoint in {self.state_dir}")
@@ -268,7 +268,7 @@ class Coordinator:
         if self.resume:
             self.core.restore_average(average_state)
         elif cfg.train.init_from:  # a fresh run starts from the pretrained G; a resumed one never
-            from secgan.pretrained import init_generator
+            from secgan.gan.pretrained import init_generator
 
             init_generator(cfg.train.init_from, self.G, model=cfg.model, image=cfg.image, average=self.core.G_average)
         if cfg.aggregation == "secure-sum":
@@ -298,13 +298,13 @@ class Coordinator:
         return int(data["round"])
 
     def _write_round_mark(self, round_number: int) -> None:
-        from secgan.fsio import atomic_write_json
+        from secgan.core.fsio import atomic_write_json
 
         atomic_write_json(self.state_dir / ROUND_MARK, {"run_id": self.cfg.run_id, "round": round_number})
 
     def checkpoint(self) -> Path:
-        from secgan.checkpoint import save_checkpoint
-        from secgan.runconfig import DataConfig, RunConfig
+        from secgan.gan.checkpoint import save_checkpoint
+        from secgan.run.config import DataConfig, RunConfig
 
         cfg = self.cfg
         run_cfg = RunConfig(image=cfg.image, model=cfg.model, train=cfg.train,
@@ -493,7 +493,7 @@ class Coordinator:
         policy = msg.policy
         sources = policy.get("accept_sources")
         if (policy.get("mode") not in MODES or not isinstance(sources, list)
-                or not all(isinstance(s, str) and s in SOURCES for s in sources)):
+                or not all(isinstance(s, str) and s in CONDITION_SOURCES for s in sources)):
             raise ProtocolError("bad_policy", "policy summary needs mode and accept_sources")
         rec = self.registry[site]
         if rec.state == REMOVED:  # final for this run, whatever this Hello says: told again, never welcomed

@@ -7,7 +7,7 @@ be counted as ``stale`` rather than as protocol violations.
 
 from __future__ import annotations
 
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net.schema import ErrorReply, GradientReply, Heartbeat, Hello, Message, Refusal, SecAggMasked
 
 from coordinator.registry import REMOVED, WELCOMED

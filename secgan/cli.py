@@ -10,9 +10,10 @@ import argparse
 import importlib
 import sys
 
-from secgan import __version__, exitcodes
-from secgan.errors import CryptoError, SecganError
-from secgan.logs import setup_logging
+from secgan import __version__
+from secgan.core import exitcodes
+from secgan.core.errors import CryptoError, SecganError
+from secgan.core.logs import setup_logging
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

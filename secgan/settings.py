@@ -1,6 +1,6 @@
 """Configuration files of the two long-running services: ``coordinator.toml`` and ``site.toml``.
 
-Both load into frozen dataclasses through :func:`secgan.config.load_dataclass`, so an unknown key,
+Both load into frozen dataclasses through :func:`secgan.core.config.load_dataclass`, so an unknown key,
 a wrong type or an out-of-range value is a ConfigError naming the dotted key. Relative paths are
 resolved against the folder of the config file and stored as absolute strings. Checks that cross
 fields (loopback unless ``allow_remote``, quorum vs. manifest, ...) also name their keys.
@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secgan.config import choices, load_dataclass, read_toml, rng
-from secgan.errors import ConfigError
+from secgan.core.config import choices, load_dataclass, read_toml, rng
+from secgan.core.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.runconfig import CONDITION_SOURCES, ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.gan.config import CONDITION_SOURCES, ModelConfig, TrainConfig
+from secgan.core.spec import ImageSpec
+from secgan.core.ids import RUN_ID_RE, SITE_ID_RE
+from secgan.net.schema import AGGREGATIONS
 from secgan.net.transport import SocketTuning
 from secgan.net.limits import WireLimits
 
@@ -30,9 +32,6 @@ if TYPE_CHECKING:
     from secgan.keys.manifest import Manifest
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-AGGREGATIONS = ("routed", "secure-sum")
-_RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_SITE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9a-fA-F:]{2,39}")
 _ENDPOINT_RE = re.compile(r"tcp://([A-Za-z0-9.\-]{1,253}|\[[0-9a-fA-F:]{2,39}\]):([0-9]{1,5})")
 
@@ -107,9 +106,9 @@ class CoordinatorConfig:
                 raise ValueError("advertise is not loopback; set allow_remote = true")
         elif self.host in ("0.0.0.0", "::"):
             raise ValueError(f"host = {self.host!r} binds every interface; set advertise = \"tcp://NAME:PORT\"")
-        if _RUN_ID_RE.fullmatch(self.run_id) is None:
+        if RUN_ID_RE.fullmatch(self.run_id) is None:
             raise ValueError("run_id: must be 1-64 characters of letters, digits, '-', '_' or '.'")
-        if not _SITE_ID_RE.fullmatch(self.key_name):
+        if not SITE_ID_RE.fullmatch(self.key_name):
             raise ValueError("key_name: must be 1-64 of [a-z0-9_-]")
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s must be greater than heartbeat_interval_s")
@@ -195,9 +194,9 @@ class SiteConfig:
     tuning: SocketTuning = field(default_factory=SocketTuning)
 
     def __post_init__(self) -> None:
-        if _SITE_ID_RE.fullmatch(self.site_id) is None:
+        if SITE_ID_RE.fullmatch(self.site_id) is None:
             raise ValueError("site_id: must be 1-64 of [a-z0-9_-], starting with a letter or digit")
-        if self.key_name is not None and _SITE_ID_RE.fullmatch(self.key_name) is None:
+        if self.key_name is not None and SITE_ID_RE.fullmatch(self.key_name) is None:
             raise ValueError("key_name: must be 1-64 of [a-z0-9_-]")
         host = _endpoint_host(self.coordinator_endpoint)
         if host is None:

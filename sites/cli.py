@@ -42,9 +42,9 @@ def build_secure_sum(cfg: Any, manifest: Any) -> Callable[[str], Any] | None:
         return None
     if any(s.x25519_public is None for s in manifest.sites):
         return None
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
     from secgan.keys.agreement import load_agreement_key
-    from secgan.logs import get_logger
+    from secgan.core.logs import get_logger
     from secgan.secagg import SecureSumClient, resolve_threshold
 
     key = load_agreement_key(path)
@@ -65,7 +65,7 @@ def build_secure_sum(cfg: Any, manifest: Any) -> Callable[[str], Any] | None:
 def run(args: argparse.Namespace) -> int:
     from secgan.data.dataset import load_site
     from secgan.keys.curve import load_curve_keypair
-    from secgan.logs import get_logger
+    from secgan.core.logs import get_logger
     from secgan.privacy.statelock import StateLock
     from secgan.settings import load_site_config, verify_federation
 

@@ -50,11 +50,12 @@ import zmq
 from secgan.net import codec, replay
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits
-from secgan.errors import ProtocolError, SecganError
-from secgan.fsio import atomic_write_json
-from secgan.logs import LogLimiter, get_logger
+from secgan.core.errors import ProtocolError, SecganError
+from secgan.core.fsio import atomic_write_json
+from secgan.core.logs import LogLimiter, get_logger
 from secgan.net.schema import (
-    PROTOCOL_VERSION,
+    AGGREGATIONS,
+    SUPPORTED_VERSIONS,
     ErrorReply,
     FakeBatch,
     GradientReply,
@@ -66,7 +67,7 @@ from secgan.net.schema import (
     Stop,
     Welcome,
 )
-from secgan.spec import ImageSpec
+from secgan.core.spec import ImageSpec
 from secgan.net.transport import SocketTuning, make_dealer
 
 log = get_logger(__name__)
@@ -77,7 +78,6 @@ COORDINATOR = "coordinator"  # the replay-guard key of the one peer a site has
 REHELLO_CODES = frozenset({"not_welcomed", "unknown_peer", "wrong_run", "future_round", "replay", "seq_ahead"})
 MAX_ROUND_AHEAD = 2**16
 FATAL_CODES = frozenset({"unsupported_version", "source_refused"})
-AGGREGATIONS = ("routed", "secure-sum")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,6 @@ class _Held:
     key: tuple[int, int]  # (round, step)
     grad: Any  # torch.Tensor; never sent as is
     budget_left: float | None
-SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ DP-SGD on -> synthetic samples ->
 a signed privacy audit at each site -> downstream Dice of synthetic-trained vs real baselines ->
 one summary page, ``OUT/index.html``.
 
-Each stage is one function; the page is written by :mod:`secgan.demo_page`.
+Each stage is one function; the page is written by :mod:`secgan.commands.demo_page`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _free_port() -> int:
 def _rewrite_toml(path: Path, updates: dict[str, Any]) -> None:
     """Apply nested ``updates`` to a generated config file, keeping it a valid config."""
     from secgan.commands.provision import to_toml
-    from secgan.config import read_toml
+    from secgan.core.config import read_toml
 
     data = read_toml(path)
     for key, value in updates.items():
@@ -114,13 +114,13 @@ def _rewrite_toml(path: Path, updates: dict[str, Any]) -> None:
 
 def _model_settings(cfg: DemoConfig) -> dict[str, Any]:
     # The recommended G and semantic D (what makes a DP-SGD generator follow its label maps here).
-    from secgan.runconfig import recommended_settings
+    from secgan.gan.config import recommended_settings
 
     return recommended_settings(cfg.size)["model"]
 
 
 def _train_settings(cfg: DemoConfig) -> dict[str, Any]:
-    from secgan.runconfig import recommended_settings
+    from secgan.gan.config import recommended_settings
 
     return {**recommended_settings(cfg.size)["train"], "steps": cfg.steps, "batch_size": cfg.batch_size,
             "checkpoint_every": max(10, cfg.steps // 4), "seed": cfg.seed}
@@ -143,10 +143,11 @@ def stage_pretrain(cfg: DemoConfig) -> Path:
     """The public cohort and G and D pretrained on it without privacy (public data costs nothing);
     every party of the federation starts from it (``train.init_from``), as the sweep chose."""
     from secgan.data.phantom import PUBLIC_STYLE, write_phantom
-    from secgan.pretrained import pretrain
+    from secgan.simulation.pretrain import pretrain
     from secgan.privacy.policy import PrivacyPolicy
-    from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from secgan.spec import ImageSpec
+    from secgan.gan.config import ModelConfig, TrainConfig
+    from secgan.run.config import DataConfig, RunConfig
+    from secgan.core.spec import ImageSpec
 
     (site,) = write_phantom(cfg.out / "public", sites=1, patients=cfg.public_patients, seed=cfg.seed + 4242,
                             size=cfg.size, slices=cfg.slices, test_fraction=0.05, style=PUBLIC_STYLE)
@@ -180,7 +181,7 @@ def stage_provision(cfg: DemoConfig, pretrained: Path) -> dict[str, Path]:
 
 
 def _ledger_epsilon(site_toml: Path | None) -> float | None:
-    from secgan.errors import SecganError
+    from secgan.core.errors import SecganError
     from secgan.privacy.ledger import PrivacyLedger
     from secgan.settings import load_site_config
 
@@ -266,7 +267,7 @@ def stage_sample(cfg: DemoConfig, kits: dict[str, Path]) -> Path:
     from coordinator.service import CHECKPOINT_NAME
     from secgan.data.dataset import load_site
     from secgan.settings import load_coordinator_config
-    from secgan.synthetic import sample_generator, save_grid, write_synthetic
+    from secgan.gan.synthetic import sample_generator, save_grid, write_synthetic
 
     ccfg = load_coordinator_config(kits["coordinator"])
     checkpoint = Path(ccfg.state_dir) / CHECKPOINT_NAME
@@ -310,7 +311,7 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path, pretrained: Path) -> list[d
     """U-Net on real data of all sites, on one site alone, on synthetic data only, and on the synthetic
     data of the public pretraining alone (what the private training adds is the difference); Dice on
     real test patients."""
-    from secgan.checkpoint import checkpoint_file
+    from secgan.gan.checkpoint import checkpoint_file
     from secgan.evaluation.downstream import Workbench, evaluate_source
     from secgan.evaluation.segmenter import SegmenterConfig
     from secgan.evaluation.sources import parse_source
@@ -329,7 +330,7 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path, pretrained: Path) -> list[d
         row.update({f"dice_{r}": result[f"dice_{r}_mean"] for r in ("wt", "tc", "et")})
         rows.append(row)
         print(f"      {label}: mean Dice {row['dice_mean']:.3f}", flush=True)
-    from secgan.fsio import atomic_write_json
+    from secgan.core.fsio import atomic_write_json
 
     atomic_write_json(cfg.out / "utility" / "results.json", rows)
     by = {r["source"]: r["dice_mean"] for r in rows}
@@ -339,8 +340,8 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path, pretrained: Path) -> list[d
 
 
 def run(args: argparse.Namespace) -> int:
-    from secgan.demo_page import write_index
-    from secgan.logs import setup_logging
+    from secgan.commands.demo_page import write_index
+    from secgan.core.logs import setup_logging
 
     cfg = DemoConfig(out=args.out, sites=args.sites, patients=args.patients, size=args.size, steps=args.steps,
                      target_epsilon=args.epsilon, samples=args.samples, seg_epochs=args.seg_epochs,

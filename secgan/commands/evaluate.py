@@ -47,12 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secgan.config import to_dict
-    from secgan.errors import ConfigError
+    from secgan.core.config import to_dict
+    from secgan.core.errors import ConfigError
     from secgan.evaluation.downstream import Workbench, evaluate_source
     from secgan.evaluation.segmenter import SegmenterConfig
     from secgan.evaluation.sources import parse_source
-    from secgan.fsio import atomic_write_json
+    from secgan.core.fsio import atomic_write_json
 
     spec = parse_source(args.train_source)
     if args.image_size % 16 or not 16 <= args.image_size <= 512:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.quality and spec.synthetic:
         from secgan.evaluation.quality import image_quality
-        from secgan.synthetic import sample_generator
+        from secgan.gan.synthetic import sample_generator
 
         tr_im, tr_co, _ = bench.real(None)
         te_im, _, _ = bench.real(None, split="test")

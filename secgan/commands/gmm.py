@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from secgan.errors import ConfigError
-    from secgan.fsio import atomic_write_json
-    from secgan.gmm import GmmConfig, plot_gmm, run_gmm
+    from secgan.core.errors import ConfigError
+    from secgan.core.fsio import atomic_write_json
+    from secgan.simulation.gmm import GmmConfig, plot_gmm, run_gmm
 
     if not 1 <= args.steps <= 1_000_000:
         raise ConfigError("--steps must be in 1..1000000")

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from secgan.core.ids import SITE_ID_RE
 
 HELP = "a site generates its own CURVE, Ed25519 and X25519 keys and a public-keys file for the coordinator"
 
 PUBLIC_FORMAT = "secgan-site-public-keys/1"
 PUBLIC_FIELDS = ("format", "site_id", "curve_public", "ed25519_public", "x25519_public")
-_SITE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generate_site_keys(out: Path, *, site_id: str, force: bool = False) -> Path:
     """Write the key pairs and the public-keys file; returns the public-keys file's path."""
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
     from secgan.keys.agreement import generate_agreement_key, write_agreement_key
     from secgan.keys.curve import curve_key_paths, load_curve_public, write_curve_keypair
     from secgan.keys.files import make_private_dir, write_public_file
     from secgan.keys.signing import generate_signing_key, public_b64, write_signing_key, write_verify_key
 
-    if _SITE_ID_RE.fullmatch(site_id) is None:
+    if SITE_ID_RE.fullmatch(site_id) is None:
         raise ConfigError(f"--site-id {site_id!r}: must be 1-64 of [a-z0-9_-], starting with a letter or digit")
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -94,7 +94,7 @@ def generate_site_keys(out: Path, *, site_id: str, force: bool = False) -> Path:
 
 def read_site_public_keys(path: Path) -> SitePublicKeys:
     """Parse and check one public-keys file; ConfigError naming the file and the field otherwise."""
-    from secgan.errors import ConfigError, CryptoError
+    from secgan.core.errors import ConfigError, CryptoError
     from secgan.keys.agreement import parse_public_hex
     from secgan.keys.curve import is_z85_key
     from secgan.keys.signing import verify_key_from_b64
@@ -110,7 +110,7 @@ def read_site_public_keys(path: Path) -> SitePublicKeys:
     if data["format"] != PUBLIC_FORMAT:
         raise ConfigError(f"{path}: format must be {PUBLIC_FORMAT!r}")
     sid = data["site_id"]
-    if not isinstance(sid, str) or _SITE_ID_RE.fullmatch(sid) is None:
+    if not isinstance(sid, str) or SITE_ID_RE.fullmatch(sid) is None:
         raise ConfigError(f"{path}: site_id must be 1-64 of [a-z0-9_-]")
     if not is_z85_key(data["curve_public"]):
         raise ConfigError(f"{path}: curve_public is not a z85 CURVE public key")

@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from secgan.data.phantom import PUBLIC_STYLE, SITE_STYLE, write_phantom
-    from secgan.errors import ConfigError
-    from secgan.logs import get_logger
+    from secgan.core.errors import ConfigError
+    from secgan.core.logs import get_logger
 
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")

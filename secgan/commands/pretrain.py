@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from secgan.errors import ConfigError
-    from secgan.pretrained import pretrain
-    from secgan.runconfig import load_run_config
+    from secgan.core.errors import ConfigError
+    from secgan.simulation.pretrain import pretrain
+    from secgan.run.config import load_run_config
 
     cfg = load_run_config(args.config)
     if args.steps is not None:

@@ -76,7 +76,7 @@ def to_toml(data: dict[str, Any], *, header: str = "") -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from secgan.fsio import atomic_write_bytes
+    from secgan.core.fsio import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
 
@@ -101,13 +101,13 @@ def provision(
 
     ``site_keys``: public-keys files (``secgan keys generate``); the sites are then exactly those,
     with their own keys, and ``sites`` is their number (or None)."""
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
     from secgan.keys.agreement import generate_agreement_key, write_agreement_key
     from secgan.keys.curve import load_curve_public, write_curve_keypair, write_curve_public
     from secgan.keys.files import make_private_dir
     from secgan.keys.manifest import manifest_dict, write_manifest
     from secgan.keys.signing import generate_signing_key, write_signing_key, write_verify_key
-    from secgan.spec import ImageSpec
+    from secgan.core.spec import ImageSpec
     from secgan.settings import CoordinatorConfig, LOOPBACK_HOSTS, load_coordinator_config, load_site_config, verify_federation
 
     supplied = _read_site_keys(site_keys or [])
@@ -140,7 +140,7 @@ def provision(
         )
     except ValueError as exc:
         raise ConfigError(f"provision: {exc}") from None
-    from secgan.runconfig import recommended_settings
+    from secgan.gan.config import recommended_settings
 
     recommended = recommended_settings(image_size)  # the same model and optimiser on every party
     fresh_run = run_id or f"run-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}"
@@ -261,7 +261,7 @@ def provision(
 def _read_site_keys(paths: list[Path]) -> dict:
     """site id -> SitePublicKeys, in the order given; refuses two files for one site or one key twice."""
     from secgan.commands.keys import read_site_public_keys
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
 
     out: dict = {}
     seen: dict[bytes, str] = {}
@@ -277,7 +277,7 @@ def _read_site_keys(paths: list[Path]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secgan.logs import get_logger
+    from secgan.core.logs import get_logger
 
     written = provision(
         args.out,

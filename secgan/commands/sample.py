@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def own_outputs() -> tuple[str, ...]:
     """Names ``write_synthetic`` writes in a synthetic folder (what --force may remove)."""
-    from secgan.synthetic import SYNTHETIC_FILE
+    from secgan.gan.synthetic import SYNTHETIC_FILE
 
     return (SYNTHETIC_FILE, "nifti", "previews")
 
@@ -37,7 +37,7 @@ def own_outputs() -> tuple[str, ...]:
 def previous_outputs(out: Path, *, force: bool) -> list[Path]:
     """What ``--force`` will remove from ``out``; refuses a non-empty ``out`` without ``force`` and,
     even with it, a folder holding anything this command does not write."""
-    from secgan.errors import ConfigError
+    from secgan.core.errors import ConfigError
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -68,8 +68,8 @@ def remove_outputs(entries: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secgan.errors import ConfigError
-    from secgan.synthetic import sample_generator, write_synthetic
+    from secgan.core.errors import ConfigError
+    from secgan.gan.synthetic import sample_generator, write_synthetic
 
     if not 1 <= args.n <= 1_000_000:
         raise ConfigError("--n must be in 1..1000000")

@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from secgan.errors import ConfigError
-    from secgan.runconfig import load_run_config
-    from secgan.runner import run_inprocess
+    from secgan.core.errors import ConfigError
+    from secgan.run.config import load_run_config
+    from secgan.simulation.runner import run_inprocess
 
     cfg = load_run_config(args.config)
     if args.steps is not None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from secgan.errors import DataError
-from secgan.spec import BRATS_LABELS, IMAGE_CHANNELS
+from secgan.core.errors import DataError
+from secgan.core.spec import BRATS_LABELS, IMAGE_CHANNELS
 
 SEG = "seg"
 _ALLOWED_DTYPES = ("uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64")

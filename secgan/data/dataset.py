@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from secgan.data.brats import Case, CaseError, ReaderLimits, read_case
-from secgan.errors import DataError
-from secgan.logs import get_logger
-from secgan.spec import COND_CHANNELS, IMAGE_CHANNELS, encode_condition
+from secgan.core.errors import DataError
+from secgan.core.logs import get_logger
+from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS, encode_condition
 
 log = get_logger(__name__)
 

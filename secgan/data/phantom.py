@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from secgan.spec import IMAGE_CHANNELS
+from secgan.core.spec import IMAGE_CHANNELS
 
 # Tissue classes (internal only).
 BG, SCALP, SKULL, CSF, GM, WM, ED, ET, NCR = range(9)
@@ -360,7 +360,7 @@ def write_phantom(
     Returns the site directories (K = 1..sites). Raises ValueError for impossible arguments.
     ``style``: the distribution drawn from (``SITE_STYLE``, or ``PUBLIC_STYLE`` for a public cohort).
     """
-    from secgan.fsio import atomic_write_json
+    from secgan.core.fsio import atomic_write_json
 
     if not 1 <= sites <= 64:
         raise ValueError(f"sites must be in 1..64, got {sites}")

@@ -18,65 +18,13 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from secgan.config import to_dict
-from secgan.errors import ConfigError, DataError
-from secgan.fsio import atomic_write_json
-from secgan.logs import get_logger
+from secgan.core.config import to_dict
+from secgan.core.errors import ConfigError, DataError
+from secgan.core.fsio import atomic_write_json
+from secgan.data.pool import pool_sites  # noqa: F401  (the sweep's Syn-All site)
+from secgan.core.logs import get_logger
 
 log = get_logger(__name__)
-
-
-def pool_sites(site_dirs: Sequence[Path], out: Path) -> Path:
-    """A site folder ``out`` holding every listed site's cases (as links) and their merged split.
-
-    Case folder names must be distinct across sites. Re-running with the same sites is a no-op.
-    """
-    from secgan.data.dataset import read_split
-
-    out = Path(out)
-    merged: dict[str, list[str]] = {"train": [], "test": []}
-    sources: dict[str, Path] = {}
-    for d in site_dirs:
-        split = read_split(Path(d))
-        for part in ("train", "test"):
-            for case in split[part]:
-                if case in sources:
-                    raise DataError(f"{d}: case folder names collide across sites; cannot pool them")
-                sources[case] = Path(d).resolve() / case
-                merged[part].append(case)
-    if _pooled_matches(out, merged):
-        return out
-    # Built beside ``out`` and renamed into place, so concurrent callers (the sweep's GAN workers)
-    # never see, or delete, a half-built folder.
-    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for case, src in sources.items():
-        try:
-            os.symlink(src, tmp / case, target_is_directory=True)
-        except OSError:
-            shutil.copytree(src, tmp / case)
-    atomic_write_json(tmp / "split.json", merged)
-    if out.exists() or out.is_symlink():
-        if _pooled_matches(out, merged):  # another process finished first
-            shutil.rmtree(tmp)
-            return out
-        shutil.rmtree(out)
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        if not _pooled_matches(out, merged):
-            raise
-        shutil.rmtree(tmp)
-    return out
-
-
-def _pooled_matches(out: Path, merged: dict) -> bool:
-    try:
-        return json.loads((out / "split.json").read_text()) == merged
-    except (OSError, ValueError):
-        return False
 
 
 def syn_all_config(cfg, pooled_dir: Path, n_sites: int, *, run_id: str):
@@ -165,7 +113,7 @@ def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
 
     A folder trained with another configuration is refused (``check_gan_folder``), never reused.
     """
-    from secgan.runner import run_inprocess
+    from secgan.simulation.runner import run_inprocess
 
     out_dir = Path(out_dir)
     check_gan_folder(cfg, out_dir)
@@ -185,7 +133,7 @@ def ensure_gan(cfg, out_dir: Path, *, progress: bool = False) -> dict:
 
 def gan_checkpoint(out_dir: Path) -> Path:
     """The checkpoint file of the GAN run in ``out_dir`` (it may not exist yet)."""
-    from secgan.checkpoint import checkpoint_file
+    from secgan.gan.checkpoint import checkpoint_file
 
     return checkpoint_file(Path(out_dir) / "checkpoint")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from secgan.evaluation.metrics import regions_to_labels
 from secgan.evaluation.quality import brain_mask
-from secgan.spec import IMAGE_CHANNELS, encode_condition
+from secgan.core.spec import IMAGE_CHANNELS, encode_condition
 
 
 def conds_from_regions(regions: np.ndarray, images: np.ndarray) -> np.ndarray:

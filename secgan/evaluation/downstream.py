@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.evaluation.metrics import summarise_runs
 from secgan.evaluation.segmenter import (
     HeldOutPatient,
@@ -29,8 +29,8 @@ from secgan.evaluation.sources import (
     site_dirs,
     synthetic_pairs,
 )
-from secgan.logs import get_logger
-from secgan.spec import IMAGE_CHANNELS
+from secgan.core.logs import get_logger
+from secgan.core.spec import IMAGE_CHANNELS
 
 log = get_logger(__name__)
 
@@ -148,7 +148,7 @@ def evaluate_missing_modality(
     test labels are never used as input). Both models are scored on every site's test patients with
     the channel absent, respectively completed. Returns (absent summary, completed summary).
     """
-    from secgan.checkpoint import load_checkpoint
+    from secgan.gan.checkpoint import load_checkpoint
     from secgan.evaluation.completion import complete_modality, conds_from_regions
 
     if modality not in IMAGE_CHANNELS:

@@ -1,7 +1,7 @@
 """Dice and HD95 per BraTS tumour region, computed with MONAI's metric classes.
 
 Scoring is per patient, over the 3-D stack of its slices (as BraTS scores volumes, not slices),
-for the regions of :data:`secgan.spec.REGIONS` (whole tumour, tumour core, enhancing tumour).
+for the regions of :data:`secgan.core.spec.REGIONS` (whole tumour, tumour core, enhancing tumour).
 
 Empty-mask conventions (MONAI leaves them undefined for HD95 and configurable for Dice):
 - Dice: both empty -> 1, exactly one empty -> 0 (MONAI ``ignore_empty=False``);
@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from secgan.spec import REGIONS
+from secgan.core.spec import REGIONS
 
 REGION_NAMES: tuple[str, ...] = tuple(REGIONS)
 

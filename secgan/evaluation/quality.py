@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from secgan.spec import IMAGE_CHANNELS
+from secgan.core.spec import IMAGE_CHANNELS
 
 
 def brain_mask(images: np.ndarray) -> np.ndarray:

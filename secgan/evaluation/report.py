@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from secgan.evaluation.sweep_plan import DP_PREFIX
-from secgan.fsio import atomic_write_bytes
+from secgan.core.fsio import atomic_write_bytes
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>secgan sweep</title>

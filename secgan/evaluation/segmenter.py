@@ -1,6 +1,6 @@
 """The downstream task: a 2-D MONAI U-Net that segments the three tumour regions of a slice.
 
-It predicts one sigmoid channel per region of :data:`secgan.spec.REGIONS` (whole tumour, tumour
+It predicts one sigmoid channel per region of :data:`secgan.core.spec.REGIONS` (whole tumour, tumour
 core, enhancing tumour), the BraTS region-based formulation, trained with Dice + BCE. The same
 recipe is used for every training source so that only the data differs between settings.
 
@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from secgan.config import choices, rng
+from secgan.core.config import choices, rng
 from secgan.evaluation.metrics import region_masks, score_patients
-from secgan.spec import REGIONS
+from secgan.core.spec import REGIONS
 
 
 @dataclass(frozen=True)

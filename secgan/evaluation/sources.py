@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from secgan.errors import ConfigError, DataError
+from secgan.core.errors import ConfigError, DataError
 from secgan.evaluation.segmenter import HeldOutPatient
-from secgan.spec import IMAGE_CHANNELS, decode_condition
+from secgan.core.spec import IMAGE_CHANNELS, decode_condition
 
 _SITE_DIR = re.compile(r"^site-([1-9][0-9]*)$")
 _SOURCE = re.compile(r"^(?:(real-all)|real-subset-([1-9][0-9]*))?(\+?synthetic)?$")
@@ -158,7 +158,7 @@ def synthetic_pairs(
     channel to -1 as in real slices (it uses nothing G was not given); it is off by default because
     on the phantom sweep it lowered the downstream Dice (0.35 vs 0.41, one seed, 300-step AsynDGAN).
     """
-    from secgan.synthetic import sample_generator
+    from secgan.gan.synthetic import sample_generator
 
     if n < 1:
         raise ConfigError(f"number of synthetic pairs must be >= 1, got {n}")

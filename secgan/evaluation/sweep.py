@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from secgan.config import to_dict
-from secgan.errors import ConfigError
+from secgan.core.config import to_dict
+from secgan.core.errors import ConfigError
 from secgan.evaluation.sweep_config import SweepConfig, load_sweep_config
 from secgan.evaluation.sweep_data import ensure_atlas, ensure_data, ensure_validation, validation_root
 from secgan.evaluation.sweep_outputs import write_outputs
@@ -52,7 +52,7 @@ from secgan.evaluation.sweep_plan import (
     split_run,
     stale_reason,
 )
-from secgan.fsio import atomic_write_json
+from secgan.core.fsio import atomic_write_json
 
 
 def _row(setting: str, summary: dict, **extra: Any) -> dict:
@@ -139,7 +139,7 @@ class Sweep:
 
     def _quality(self, checkpoint: Path) -> dict:
         from secgan.evaluation.quality import image_quality
-        from secgan.synthetic import sample_generator
+        from secgan.gan.synthetic import sample_generator
 
         b = self.bench
         tr_im, tr_co, _ = b.real(None)

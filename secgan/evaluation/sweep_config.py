@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from secgan.config import choices, load_dataclass, read_toml, rng, to_dict
+from secgan.core.config import choices, load_dataclass, read_toml, rng, to_dict
 from secgan.evaluation.segmenter import SegmenterConfig
 from secgan.evaluation.sweep_public import PublicConfig
-from secgan.runconfig import D_ARCHS, LOSSES
-from secgan.spec import IMAGE_CHANNELS
+from secgan.gan.config import D_ARCHS, LOSSES
+from secgan.core.spec import IMAGE_CHANNELS
 
 
 @dataclass(frozen=True)

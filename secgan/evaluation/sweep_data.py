@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.evaluation.sweep_config import SweepConfig
-from secgan.logs import get_logger
+from secgan.core.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -76,7 +76,7 @@ def ensure_validation(data_root: Path, out: Path, *, fraction: float) -> Path:
 
     from secgan.data.dataset import read_split
     from secgan.evaluation.sources import site_dirs
-    from secgan.fsio import atomic_write_json
+    from secgan.core.fsio import atomic_write_json
 
     plan = {}
     for k, site in site_dirs(data_root).items():

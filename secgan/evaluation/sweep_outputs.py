@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from secgan.config import to_dict
+from secgan.core.config import to_dict
 from secgan.evaluation.sweep_plan import ASYNDGAN, DP_PREFIX, LEVER_PREFIX, is_real_subset, missing_settings
-from secgan.fsio import atomic_write_bytes, atomic_write_json
+from secgan.core.fsio import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from secgan.evaluation.sweep_config import SweepConfig

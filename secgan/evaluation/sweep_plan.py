@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secgan.config import to_dict
-from secgan.errors import ConfigError
+from secgan.core.config import to_dict
+from secgan.core.errors import ConfigError
 from secgan.evaluation.sweep_public import PUBLIC_ONLY, public_inputs, public_settings
 
 if TYPE_CHECKING:  # kept light: the figure, the page and the command import the names below
@@ -119,10 +119,11 @@ def gan_run_config(cfg: SweepConfig, site_dirs: list[Path], *, epsilon: float | 
     """RunConfig of an AsynDGAN run over ``site_dirs``; DP-SGD at ``epsilon`` or privacy off (None).
     ``run`` (0-based) seeds the GAN with ``gan.seed + run``; ``name`` (default: the setting's name
     from ``epsilon``) names the run. DP runs take ``privacy.policy`` and ``privacy.train`` on top."""
-    from secgan.config import load_dataclass
+    from secgan.core.config import load_dataclass
     from secgan.privacy.policy import PrivacyPolicy
-    from secgan.runconfig import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from secgan.spec import ImageSpec
+    from secgan.gan.config import ModelConfig, TrainConfig
+    from secgan.run.config import DataConfig, RunConfig
+    from secgan.core.spec import ImageSpec
 
     # ``where``: how a bad key of the override tables is named (``privacy.policy.<key>``)
     g = cfg.gan

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 
 
 def train_in_workers(todo: list[str], *, jobs: int, config_path: Path, out: Path,

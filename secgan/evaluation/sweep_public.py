@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from secgan.config import rng, to_dict
-from secgan.logs import get_logger
+from secgan.core.config import rng, to_dict
+from secgan.core.logs import get_logger
 
 if TYPE_CHECKING:
     from secgan.evaluation.sweep_config import SweepConfig
@@ -106,7 +106,7 @@ def pretrain_run_config(cfg: SweepConfig, data_root: Path, run: int):
     """The run config of pretraining ``run``: the sweep's GAN settings and seed ``gan.seed + run``
     over the public cohort (every patient), privacy off, ``public.steps`` (or ``gan.steps``) steps."""
     from secgan.evaluation.sweep_plan import gan_dir_name, gan_run_config
-    from secgan.pretrained import pretrain_config
+    from secgan.simulation.pretrain import pretrain_config
 
     site = public_site(data_root)
     plain = gan_run_config(cfg, [site], epsilon=None, run=run)
@@ -162,8 +162,9 @@ def ensure_public_gan(run_cfg, folder: Path) -> dict:
     import shutil
 
     from secgan.evaluation.baseline import check_gan_folder, gan_checkpoint, run_finished
-    from secgan.fsio import atomic_write_json
-    from secgan.pretrained import INFO_FILE, pretrain
+    from secgan.core.fsio import atomic_write_json
+    from secgan.gan.pretrained import INFO_FILE
+    from secgan.simulation.pretrain import pretrain
 
     folder = Path(folder)
     with _FolderLock(folder):

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.keys.files import read_private_pem, write_private_pem
 
 _PUBLIC_HEX_RE = re.compile(r"[0-9a-f]{64}")

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.keys.files import read_public_file, read_secret_file, write_public_file, write_secret_file
 
 _Z85_RE = re.compile(rb"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")

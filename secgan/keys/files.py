@@ -1,6 +1,6 @@
 """Key files on disk: the one way secgan reads and writes secret and public key files.
 
-- a secret file is written 0600 from the first byte (write temp, fsync, rename: ``secgan.fsio``);
+- a secret file is written 0600 from the first byte (write temp, fsync, rename: ``secgan.core.fsio``);
 - a secret file is read only if it is a regular file (a symlink is refused: ``O_NOFOLLOW``, then
   ``fstat`` on the opened descriptor, so there is no check-then-open race) that neither group nor
   others may access; otherwise a ConfigError naming the file, never quoting its content;
@@ -22,8 +22,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from secgan.errors import ConfigError
-from secgan.fsio import atomic_write_bytes
+from secgan.core.errors import ConfigError
+from secgan.core.fsio import atomic_write_bytes
 
 SECRET_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644

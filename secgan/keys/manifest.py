@@ -15,13 +15,12 @@ from typing import Any, Iterable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
+from secgan.core.ids import RUN_ID_RE, SITE_ID_RE
 from secgan.keys.agreement import is_public_hex, parse_public_hex
 from secgan.keys.curve import is_z85_key
 from secgan.keys.signing import public_b64, public_raw, read_signed_json, verify_key_from_b64, write_signed_json
 
-_SITE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ENDPOINT_RE = re.compile(r"tcp://([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})")
 
 
@@ -159,9 +158,9 @@ def parse_manifest(obj: Any) -> Manifest:
     """Schema check of an (already verified) manifest object; ConfigError naming the field."""
     _exact_keys(obj, {"federation", "coordinator", "sites", "created"}, {"run_id"}, "manifest")
     fed = obj["federation"]
-    _want(isinstance(fed, str) and _RUN_ID_RE.fullmatch(fed) is not None, "federation must be 1-64 of [A-Za-z0-9._-]")
+    _want(isinstance(fed, str) and RUN_ID_RE.fullmatch(fed) is not None, "federation must be 1-64 of [A-Za-z0-9._-]")
     run_id = obj.get("run_id")
-    _want(run_id is None or (isinstance(run_id, str) and _RUN_ID_RE.fullmatch(run_id) is not None),
+    _want(run_id is None or (isinstance(run_id, str) and RUN_ID_RE.fullmatch(run_id) is not None),
           "run_id must be 1-64 of [A-Za-z0-9._-]")
     _want(isinstance(obj["created"], str) and len(obj["created"]) <= 64, "created must be a short string")
     c = obj["coordinator"]
@@ -178,7 +177,7 @@ def parse_manifest(obj: Any) -> Manifest:
     for i, s in enumerate(obj["sites"]):
         where = f"sites[{i}]"
         _exact_keys(s, {"site_id", "curve_public", "ed25519_public"}, {"x25519_public"}, where)
-        _want(isinstance(s["site_id"], str) and _SITE_ID_RE.fullmatch(s["site_id"]) is not None,
+        _want(isinstance(s["site_id"], str) and SITE_ID_RE.fullmatch(s["site_id"]) is not None,
               f"{where}.site_id must be 1-64 of [a-z0-9_-], starting with a letter or digit")
         _want(is_z85_key(s["curve_public"]), f"{where}.curve_public is not a z85 CURVE key")
         sites.append(

@@ -25,9 +25,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.keys.files import read_private_pem, read_public_file, write_private_pem, write_public_file
-from secgan.strictjson import parse_strict_json
+from secgan.core.strictjson import parse_strict_json
 
 SIGNING_CONTEXT = b"secgan-signed-json-v1\n"
 SIGNATURE_ALG = "ed25519"

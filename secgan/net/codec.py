@@ -60,14 +60,14 @@ from typing import Any, Sequence
 
 import torch
 
-from secgan.errors import ProtocolError
-from secgan.strictjson import parse_strict_json
+from secgan.core.errors import ProtocolError
+from secgan.core.strictjson import parse_strict_json
 from secgan.net.errors import fail
 from secgan.net.fields import MAX_INT, Id, Int, Spec
 from secgan.net.limits import WireLimits
-from secgan.net.schema import BODY_SPECS, MESSAGE_TYPES, MIRRORED, PROTOCOL_VERSION, TENSOR_SPECS, Envelope, Message
-
-SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
+from secgan.net.schema import (
+    BODY_SPECS, MESSAGE_TYPES, MIRRORED, PROTOCOL_VERSION, SUPPORTED_VERSIONS, TENSOR_SPECS, Envelope, Message,
+)
 ENVELOPE_KEYS = frozenset({"v", "type", "run", "round", "step", "site", "seq", "body", "tensors"})
 
 _ENVELOPE_SPECS: dict[str, Spec] = {

@@ -1,9 +1,9 @@
-"""The protocol error catalogue: every code a :class:`~secgan.errors.ProtocolError` on the wire
+"""The protocol error catalogue: every code a :class:`~secgan.core.errors.ProtocolError` on the wire
 may carry, codec and services alike, with its meaning (sent as an ErrorReply's detail)."""
 
 from __future__ import annotations
 
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 
 PROTOCOL_ERRORS: dict[str, str] = {
     "bad_frame": "a frame is not a bytes-like buffer",

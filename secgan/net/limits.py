@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from secgan.config import rng
+from secgan.core.config import rng
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,10 @@ from secgan.net.fields import (
 # instead of the exact epsilon (which gave away the cohort size); the coordinator answers
 # heartbeats. Version 1 peers are refused (unsupported_version), never half understood.
 PROTOCOL_VERSION = 2
+# the versions this code speaks (a site offers them in Hello; the codec accepts no other)
+SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
+# how a round combines the sites' gradients: routed one by one, or a masked secure sum
+AGGREGATIONS = ("routed", "secure-sum")
 
 WIRE = "wire"  # the metadata key of a field's declaration
 

@@ -24,9 +24,9 @@ from typing import Any, Mapping
 import zmq
 from zmq.utils import z85
 
-from secgan.config import rng
-from secgan.errors import ConfigError, CryptoError, SecganError
-from secgan.logs import LogLimiter, get_logger
+from secgan.core.config import rng
+from secgan.core.errors import ConfigError, CryptoError, SecganError
+from secgan.core.logs import LogLimiter, get_logger
 
 log = get_logger(__name__)
 

@@ -31,7 +31,7 @@ from importlib.metadata import version as _dist_version
 
 import numpy as np
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 
 ACCOUNTANTS = ("rdp", "prv")
 ACCOUNTANT = "rdp"  # the default: the one that is proven in closed form

@@ -20,7 +20,7 @@ to group, so k > 1 is refused with it (the policy refuses it at config time too)
 
 Per-sample state hygiene: ``zero_grad`` before every step (Opacus keeps grad_sample across
 backward passes otherwise), and G's gradient is computed with the per-sample hooks off
-(``secgan.step.generator_gradient`` does that) so it never leaks into the next private step.
+(``secgan.gan.step.generator_gradient`` does that) so it never leaks into the next private step.
 Noise is drawn from the ``torch.Generator`` passed in, never the global RNG.
 """
 
@@ -34,11 +34,10 @@ from opacus.grad_sample.utils import wrap_model
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
+from secgan.gan.step import discriminator_loss
 from secgan.privacy.multislice import group_patient_rows
-from secgan.step import discriminator_loss
-
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+from secgan.privacy.policy import GRAD_SAMPLE_MODES
 
 
 class DPSGDDiscriminator:

@@ -5,16 +5,17 @@ Each refusal names its reason, so the operator (and the coordinator, via a Refus
 
 from __future__ import annotations
 
-from secgan.errors import PrivacyError
-from secgan.privacy.policy import SOURCES, PrivacyPolicy
+from secgan.core.errors import PrivacyError
+from secgan.gan.config import CONDITION_SOURCES
+from secgan.privacy.policy import PrivacyPolicy
 
 DP_MODES = ("dpsgd", "sanitize")
 
 
 def source_refusal(policy: PrivacyPolicy, name: str) -> str | None:
     """Why this site refuses the condition source ``name`` (None: it accepts it)."""
-    if name not in SOURCES:
-        return f"unknown condition source {name!r} (known: {', '.join(SOURCES)})"
+    if name not in CONDITION_SOURCES:
+        return f"unknown condition source {name!r} (known: {', '.join(CONDITION_SOURCES)})"
     if name not in policy.accept_sources:
         return f"condition source {name!r} is not in this site's accept_sources {list(policy.accept_sources)}"
     if name == "site" and policy.mode in DP_MODES:

@@ -9,7 +9,7 @@ One ``serve`` call, in this order (the order is the privacy argument):
 3. sample patients with the site's private generator and update D (mode-specific: Opacus DP-SGD,
    one non-private shard discriminator, or a plain step for "off");
 4. compute the gradient for the fakes with a function that takes no real data
-   (``secgan.step.generator_gradient`` / ``sanitize.sanitized_gradient``);
+   (``secgan.gan.step.generator_gradient`` / ``sanitize.sanitized_gradient``);
 5. append the release to the hash-chained log (fsynced), then return ``GradientReply`` carrying only
    that gradient and the coarse budget left (``secgan.privacy.disclosure``: the exact epsilon would
    reveal the cohort size). No loss, score or count computed on real data leaves.
@@ -45,16 +45,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from secgan.errors import BudgetExhausted, PrivacyError
-from secgan.logs import get_logger
+from secgan.core.errors import BudgetExhausted, PrivacyError
+from secgan.core.logs import get_logger
 from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.privacy.disclosure import EXHAUSTED_REASON, budget_left
 from secgan.privacy.guards import check_policy, source_refusal
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rate
 from secgan.privacy.sanitize import effective_noise_multiplier
-from secgan.runconfig import ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.gan.config import ModelConfig, TrainConfig
+from secgan.core.spec import ImageSpec
 
 log = get_logger(__name__)
 
@@ -85,7 +85,7 @@ class SiteLearner:
         device: str = "cpu",
         on_reserved: Callable[[int], None] | None = None,
     ) -> None:
-        from secgan.models import build_discriminator
+        from secgan.gan.models import build_discriminator
         from secgan.privacy.ledger import LedgerParams  # Opacus is imported only when needed
 
         check_policy(policy, l1_weight=train.l1_weight)
@@ -158,11 +158,11 @@ class SiteLearner:
 
         def prepare(D: torch.nn.Module) -> torch.nn.Module:
             if train.init_from and fresh:
-                from secgan.pretrained import init_discriminator
+                from secgan.gan.pretrained import init_discriminator
 
                 init_discriminator(train.init_from, D, model=model, image=image)
             if policy.freeze_d_stages:
-                from secgan.models import freeze_discriminator_stages
+                from secgan.gan.models import freeze_discriminator_stages
 
                 freeze_discriminator_stages(D, policy.freeze_d_stages)
             return D
@@ -277,7 +277,7 @@ class SiteLearner:
         }
 
     def save(self) -> None:
-        from secgan.checkpoint import save_module_state
+        from secgan.gan.checkpoint import save_module_state
 
         for i, (module, opt) in enumerate(self._modules):
             if not self._finite(i):  # never reached after a rolled-back step; never write a poisoned D
@@ -295,7 +295,7 @@ class SiteLearner:
         exactly as for a locally noised release: the sum carries at least the full noise as long as
         the threshold of participants is honest (``record_distributed_noise`` writes that down).
         """
-        from secgan.step import check_fake_batch
+        from secgan.gan.step import check_fake_batch
 
         check_fake_batch(msg, self.image)
         rows = int(msg.fake.shape[0])
@@ -374,7 +374,7 @@ class SiteLearner:
             return None
         import json
 
-        from secgan.fsio import atomic_write_json
+        from secgan.core.fsio import atomic_write_json
         from secgan.privacy import stats as S
 
         path = self.state_dir / STATS_FILE
@@ -453,7 +453,7 @@ class SiteLearner:
         dpsgd and off: ``update`` False is a gradient-only release (G's gradient through the current
         D, D untouched); True runs ``policy.d_steps`` D steps, each on a fresh sample of patients
         against the batch's fakes, before the gradient."""
-        from secgan.step import discriminator_step, generator_gradient
+        from secgan.gan.step import discriminator_step, generator_gradient
 
         cond = msg.cond.to(self.device)
         fake = msg.fake.to(self.device)
@@ -553,7 +553,7 @@ class SiteLearner:
         return self.state_dir / name
 
     def _restore(self) -> None:
-        from secgan.checkpoint import load_module_state
+        from secgan.gan.checkpoint import load_module_state
 
         for i, (module, opt) in enumerate(self._modules):
             path = self._state_file(i)

@@ -28,13 +28,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from secgan.errors import BudgetExhausted, PrivacyError
-from secgan.fsio import atomic_write_json
+from secgan.core.errors import BudgetExhausted, PrivacyError
+from secgan.core.fsio import atomic_write_json
 from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANTS, accountant_version, check_accountant, epsilon_from_history
+from secgan.privacy.policy import MODES
 
 LEDGER_FILE = "ledger.json"
 FORMAT = 1
-MODES = ("off", "dpsgd", "sanitize")
 # Accounting assumptions a site may opt into (``PrivacyPolicy``); each is named in the ledger.
 SHARD_AMPLIFICATION = "sanitize_shard_amplification"
 ASSUMPTIONS = (SHARD_AMPLIFICATION,)

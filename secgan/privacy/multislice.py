@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 
 # largest integer shift per axis of an augmented slice, in pixels
 MAX_SHIFT = 2

@@ -9,11 +9,11 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from secgan.config import choices, rng, to_dict
+from secgan.core.config import choices, rng, to_dict
+from secgan.gan.config import CONDITION_SOURCES
 from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANTS
 
 MODES = ("off", "dpsgd", "sanitize")
-SOURCES = ("procedural", "bank", "site")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 # Fields a ledger is bound to (a restart that changes any of them is refused). accept_sources and
 # secure_sum_threshold are left out: they change what the site serves, not what a release costs.
@@ -94,8 +94,8 @@ class PrivacyPolicy:
 
     def __post_init__(self) -> None:
         for s in self.accept_sources:
-            if s not in SOURCES:
-                raise ValueError(f"accept_sources: unknown source {s!r} (allowed: {', '.join(SOURCES)})")
+            if s not in CONDITION_SOURCES:
+                raise ValueError(f"accept_sources: unknown source {s!r} (allowed: {', '.join(CONDITION_SOURCES)})")
         if self.mode == "off" and not self.allow_off:
             raise ValueError("mode = 'off' needs allow_off = true in the site's own policy")
         if self.accountant not in ACCOUNTANTS:

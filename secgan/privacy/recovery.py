@@ -29,8 +29,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from secgan.errors import PrivacyError
-from secgan.logs import get_logger
+from secgan.core.errors import PrivacyError
+from secgan.core.logs import get_logger
 from secgan.privacy.ledger import LEDGER_FILE, LedgerParams, PrivacyLedger
 from secgan.privacy.release_log import (
     CARRY_OVER,

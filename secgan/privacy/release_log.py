@@ -34,8 +34,8 @@ from typing import Any, Mapping
 
 import torch
 
-from secgan.errors import PrivacyError
-from secgan.logs import get_logger
+from secgan.core.errors import PrivacyError
+from secgan.core.logs import get_logger
 
 LOG_FILE = "releases.jsonl"
 GENESIS = "0" * 64

@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 
 
 def sample_rate(*, expected_batch_size: int, n_patients: int) -> float:

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from secgan.errors import PrivacyError
-from secgan.step import discriminator_step, generator_gradient
+from secgan.core.errors import PrivacyError
+from secgan.gan.step import discriminator_step, generator_gradient
 
 
 def effective_noise_multiplier(noise_multiplier: float, *, rows: int) -> float:

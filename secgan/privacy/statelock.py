@@ -18,7 +18,7 @@ import os
 import threading
 from pathlib import Path
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 
 LOCK_FILE = "state.lock"
 

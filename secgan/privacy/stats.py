@@ -16,8 +16,8 @@ import math
 import numpy as np
 import torch
 
-from secgan.errors import PrivacyError
-from secgan.models import SEMANTIC_CLASSES, semantic_labels
+from secgan.core.errors import PrivacyError
+from secgan.gan.models import SEMANTIC_CLASSES, semantic_labels
 
 # the semantic D's pixel classes without "background" (index 0 there): class c is label c + 1
 STATS_CLASSES = SEMANTIC_CLASSES[1:]

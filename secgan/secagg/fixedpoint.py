@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from secgan.errors import ConfigError, SecganError
+from secgan.core.errors import ConfigError, SecganError
 
 DEFAULT_FRAC_BITS = 32
 DEFAULT_CLIP = 64.0

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from secgan.errors import CryptoError
+from secgan.core.errors import CryptoError
 
 INFO_LABEL = b"secgan/secagg/v1/pairwise-mask-key"
 

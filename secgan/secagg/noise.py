@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 
 ASSUMPTION = (
     "distributed noise: the coordinator follows the secure-sum protocol (relays keys from the "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from secgan.errors import CryptoError
+from secgan.core.errors import CryptoError
 
 NONCE = bytes(16)  # 4-byte little-endian block counter (0) || 12-byte nonce (0)
 

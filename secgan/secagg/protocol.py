@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from secgan.errors import ConfigError, CryptoError, ProtocolError, SecganError
+from secgan.core.errors import ConfigError, CryptoError, ProtocolError, SecganError
 from secgan.keys.agreement import parse_public_hex, public_hex
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec
 from secgan.secagg.masking import pairwise_mask

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -227,3 +228,28 @@ def coordinator_proc(kit: dict[str, Path], log: Path, *extra: str) -> Proc:
 
 def site_proc(kit: dict[str, Path], site: str, log: Path, *extra: str) -> Proc:
     return Proc(["-m", "sites", "--config", str(kit[site]), *extra], log)
+
+
+@contextmanager
+def stand_in_coordinator(kit_dir: Path, port: int, limits: Any) -> Iterator[Any]:
+    """A bare CURVE ROUTER on 127.0.0.1:``port`` with the kit's coordinator keys and its ZAP
+    allow-list (the manifest's sites), for tests that play the coordinator's side by hand. On exit
+    the ZAP thread stops and the context (the router with it) is destroyed."""
+    import zmq
+
+    from secgan.keys.curve import load_curve_keypair
+    from secgan.keys.manifest import load_manifest
+    from secgan.keys.signing import load_signing_key
+    from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_router
+
+    cdir = Path(kit_dir) / "coordinator"
+    manifest = load_manifest(cdir / "manifest.json",
+                             coordinator_verify_key=load_signing_key(cdir / "signing.pem").public_key())
+    spub, ssec = load_curve_keypair(cdir / "keys", "coordinator")
+    ctx = zmq.Context()
+    zap = ZapAuthenticator(ctx, AllowListPolicy({s.site_id: s.curve_public for s in manifest.sites})).start()
+    try:
+        yield make_router(ctx, bind=f"tcp://127.0.0.1:{port}", server_secret=ssec, server_public=spub, limits=limits)
+    finally:
+        zap.stop()
+        ctx.destroy(linger=0)

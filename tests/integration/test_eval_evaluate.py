@@ -12,7 +12,7 @@ from secgan.cli import main
 from secgan.evaluation.downstream import Workbench, evaluate_source
 from secgan.evaluation.segmenter import SegmenterConfig, build_unet, evaluate_segmenter
 from secgan.evaluation.sources import conds_to_segs, parse_source, synthetic_pairs
-from secgan.synthetic import sample_generator
+from secgan.gan.synthetic import sample_generator
 
 pytestmark = pytest.mark.slow
 

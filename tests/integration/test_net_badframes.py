@@ -23,12 +23,10 @@ from secgan.net import codec, replay, transport
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits
 from secgan.keys.curve import load_curve_keypair, load_curve_public
-from secgan.keys.manifest import load_manifest
-from secgan.keys.signing import load_signing_key
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
-from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
+from secgan.net.transport import make_dealer
 
-from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
+from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc, stand_in_coordinator
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -194,7 +192,7 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
         coord.wait_for(r"step_done", timeout=30, count=coord.count(r"step_done") + 2)
         assert site2.count(r"batch_served") > served_before
         coord.terminate()
-        assert coord.wait(timeout=60) == 130  # interrupted (secgan.exitcodes.INTERRUPTED)
+        assert coord.wait(timeout=60) == 130  # interrupted (secgan.core.exitcodes.INTERRUPTED)
         site2.terminate()  # no Stop was sent (the run is resumable): the site leaves on SIGTERM
         assert site2.wait(timeout=30) == 0
         assert "site_exiting reason=signal:SIGTERM" in site2.text()
@@ -221,66 +219,58 @@ def test_coordinator_survives_bad_frames_from_an_authenticated_site(tmp_path, ph
 def test_site_survives_bad_frames_from_its_coordinator(tmp_path, phantom_root):
     port = free_port()
     kit = make_kit(tmp_path / "kit", data_root=phantom_root, sites=1, port=port)
-    cdir = tmp_path / "kit" / "coordinator"
-    manifest = load_manifest(cdir / "manifest.json",
-                             coordinator_verify_key=load_signing_key(cdir / "signing.pem").public_key())
-    spub, ssec = load_curve_keypair(cdir / "keys", "coordinator")
-    ctx = zmq.Context()
-    zap = ZapAuthenticator(ctx, AllowListPolicy({s.site_id: s.curve_public for s in manifest.sites})).start()
-    router = make_router(ctx, bind=f"tcp://127.0.0.1:{port}", server_secret=ssec, server_public=spub, limits=LIMITS)
-    site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
-    run_id = "fake-run"
-    try:
-        assert router.poll(90_000), site.tail()
-        frames = router.recv_multipart()
-        me = Peer(router, site="site-1", routing_id=frames[0])
-        assert isinstance(codec.decode(frames[1:])[1], Hello)
+    with stand_in_coordinator(tmp_path / "kit", port, LIMITS) as router:
+        site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
+        run_id = "fake-run"
+        try:
+            assert router.poll(90_000), site.tail()
+            frames = router.recv_multipart()
+            me = Peer(router, site="site-1", routing_id=frames[0])
+            assert isinstance(codec.decode(frames[1:])[1], Hello)
 
-        shape = (2, 4, 32, 32)
-        batch = FakeBatch(run_id=run_id, round=1, step=0, cond=torch.zeros(shape), fake=torch.zeros(shape))
-        me.send(batch, run=run_id)
-        assert me.expect(ErrorReply)[1].code == "not_welcomed"
-        for name, bad, code in bad_frames(run=run_id, site="site-1", seq=me.next_seq(), msg=batch):
-            me.send_raw(bad)
-            got = me.expect(ErrorReply)[1].code
-            assert got == code, f"{name}: expected {code}, got {got}"
-            site.wait_for(rf"inbound_rejected code={code}", timeout=10)
-        assert site.p.poll() is None
+            shape = (2, 4, 32, 32)
+            batch = FakeBatch(run_id=run_id, round=1, step=0, cond=torch.zeros(shape), fake=torch.zeros(shape))
+            me.send(batch, run=run_id)
+            assert me.expect(ErrorReply)[1].code == "not_welcomed"
+            for name, bad, code in bad_frames(run=run_id, site="site-1", seq=me.next_seq(), msg=batch):
+                me.send_raw(bad)
+                got = me.expect(ErrorReply)[1].code
+                assert got == code, f"{name}: expected {code}, got {got}"
+                site.wait_for(rf"inbound_rejected code={code}", timeout=10)
+            assert site.p.poll() is None
 
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(st.lists(st.binary(max_size=300), min_size=1, max_size=4))
-        def garbage(frames):
-            me.send_raw(frames)
-            assert me.expect(ErrorReply, timeout=10)[1].code in PROTOCOL_ERRORS
+            @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @given(st.lists(st.binary(max_size=300), min_size=1, max_size=4))
+            def garbage(frames):
+                me.send_raw(frames)
+                assert me.expect(ErrorReply, timeout=10)[1].code in PROTOCOL_ERRORS
 
-        garbage()
-        assert site.p.poll() is None
+            garbage()
+            assert site.p.poll() is None
 
-        # (the envelope's round must not go back: the refused batch above was round 1)
-        me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural",
-                        planned_steps=4),
-                run=run_id, round=1)
-        site.wait_for(r"welcomed site=site-1", timeout=10)
-        seq = me.next_seq()
-        me.send(Heartbeat(), run=run_id, round=1, seq=seq)
-        me.send(Heartbeat(), run=run_id, round=1, seq=seq)
-        assert me.expect(ErrorReply)[1].code == "replay"
-        # a batch of the wrong image size passes the codec but not the learner's checks
-        small = FakeBatch(run_id=run_id, round=2, step=0, cond=torch.zeros(2, 4, 16, 16), fake=torch.zeros(2, 4, 16, 16))
-        me.send(small, run=run_id)
-        assert me.expect(ErrorReply)[1].code == "bad_shape"
-        good = FakeBatch(run_id=run_id, round=3, step=0, cond=torch.zeros(shape), fake=torch.rand(shape) * 2 - 1)
-        me.send(good, run=run_id)
-        env, reply = me.expect(GradientReply, timeout=30)
-        assert env.site == "site-1" and (reply.round, reply.step) == (3, 0)
-        assert reply.grad.shape == shape and torch.isfinite(reply.grad).all()
-        me.send(good, run=run_id)  # the same round again: a replay, refused
-        assert me.expect(ErrorReply)[1].code == "replay"
-        me.send(Stop(run_id=run_id, reason="done"), run=run_id, round=3)
-        assert site.wait(timeout=30) == 0
-    finally:
-        site.close()
-        zap.stop()
-        ctx.destroy(linger=0)
+            # (the envelope's round must not go back: the refused batch above was round 1)
+            me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural",
+                            planned_steps=4),
+                    run=run_id, round=1)
+            site.wait_for(r"welcomed site=site-1", timeout=10)
+            seq = me.next_seq()
+            me.send(Heartbeat(), run=run_id, round=1, seq=seq)
+            me.send(Heartbeat(), run=run_id, round=1, seq=seq)
+            assert me.expect(ErrorReply)[1].code == "replay"
+            # a batch of the wrong image size passes the codec but not the learner's checks
+            small = FakeBatch(run_id=run_id, round=2, step=0, cond=torch.zeros(2, 4, 16, 16), fake=torch.zeros(2, 4, 16, 16))
+            me.send(small, run=run_id)
+            assert me.expect(ErrorReply)[1].code == "bad_shape"
+            good = FakeBatch(run_id=run_id, round=3, step=0, cond=torch.zeros(shape), fake=torch.rand(shape) * 2 - 1)
+            me.send(good, run=run_id)
+            env, reply = me.expect(GradientReply, timeout=30)
+            assert env.site == "site-1" and (reply.round, reply.step) == (3, 0)
+            assert reply.grad.shape == shape and torch.isfinite(reply.grad).all()
+            me.send(good, run=run_id)  # the same round again: a replay, refused
+            assert me.expect(ErrorReply)[1].code == "replay"
+            me.send(Stop(run_id=run_id, reason="done"), run=run_id, round=3)
+            assert site.wait(timeout=30) == 0
+        finally:
+            site.close()
     assert "stop_received" in site.text()
     assert "site_exiting reason=stop:done" in site.text()

@@ -79,7 +79,7 @@ def test_site_and_coordinator_crashes(tmp_path, phantom_root):
     for k in (1, 2, 3):
         assert run["sites"][f"site-{k}"]["steps_served"] >= 1  # everyone rejoined the resumed run
     # the moving average of G was checkpointed, carried over the restart, and is what gets sampled
-    from secgan.checkpoint import load_checkpoint
+    from secgan.gan.checkpoint import load_checkpoint
 
     ck = load_checkpoint(tmp_path / "kit" / "coordinator" / "state")
     assert ck.average_state is not None and ck.step == steps_done + 4

@@ -19,15 +19,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secgan.exitcodes import INTERRUPTED
+from secgan.core.exitcodes import INTERRUPTED
 from secgan.net import codec, fields
 from secgan.keys.curve import load_curve_keypair, load_curve_public
-from secgan.keys.manifest import load_manifest
-from secgan.keys.signing import load_signing_key
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Stop, Welcome
-from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
+from secgan.net.transport import make_dealer
 
-from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc
+from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc, stand_in_coordinator
 from tests.integration.test_net_badframes import LIMITS, POLICY, Peer
 from tests.property.test_wire_fields import FIELDS, NASTY, json_any, valid_frames
 
@@ -189,64 +187,56 @@ def test_live_coordinator_against_a_hostile_site(tmp_path, phantom_root):
 def test_live_site_against_a_hostile_coordinator(tmp_path, phantom_root):
     port = free_port()
     kit = make_kit(tmp_path / "kit", data_root=phantom_root, sites=1, port=port)
-    cdir = tmp_path / "kit" / "coordinator"
-    manifest = load_manifest(cdir / "manifest.json",
-                             coordinator_verify_key=load_signing_key(cdir / "signing.pem").public_key())
-    spub, ssec = load_curve_keypair(cdir / "keys", "coordinator")
-    ctx = zmq.Context()
-    zap = ZapAuthenticator(ctx, AllowListPolicy({s.site_id: s.curve_public for s in manifest.sites})).start()
-    router = make_router(ctx, bind=f"tcp://127.0.0.1:{port}", server_secret=ssec, server_public=spub, limits=LIMITS)
-    site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
-    status = tmp_path / "kit" / "site-1" / "state" / "site.json"
-    run_id = "fake-run"
-    shape = (2, 4, 32, 32)
-    try:
-        assert router.poll(90_000), site.tail()
-        frames = router.recv_multipart()
-        me = Peer(router, site="site-1", routing_id=frames[0])
-        assert isinstance(codec.decode(frames[1:])[1], Hello)
-        me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural", planned_steps=200),
-                run=run_id, round=1)
-        site.wait_for(r"welcomed site=site-1", timeout=10)
+    with stand_in_coordinator(tmp_path / "kit", port, LIMITS) as router:
+        site = site_proc(kit, "site-1", tmp_path / "logs" / "site-1.log")
+        status = tmp_path / "kit" / "site-1" / "state" / "site.json"
+        run_id = "fake-run"
+        shape = (2, 4, 32, 32)
+        try:
+            assert router.poll(90_000), site.tail()
+            frames = router.recv_multipart()
+            me = Peer(router, site="site-1", routing_id=frames[0])
+            assert isinstance(codec.decode(frames[1:])[1], Hello)
+            me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural", planned_steps=200),
+                    run=run_id, round=1)
+            site.wait_for(r"welcomed site=site-1", timeout=10)
 
-        # item 11: a far-future batch and seq = 2**53 - 1 are refused; the next real batch is served
-        me.send(FakeBatch(run_id=run_id, round=2 + 10**6, step=0, cond=torch.zeros(shape), fake=torch.zeros(shape)),
-                run=run_id)
-        assert me.expect(ErrorReply)[1].code == "future_round"
-        me.send(Heartbeat(), run=run_id, round=1, seq=fields.MAX_INT)
-        assert me.expect(ErrorReply)[1].code == "seq_ahead"
-        me.send(FakeBatch(run_id=run_id, round=2, step=0, cond=torch.zeros(shape), fake=torch.rand(shape) * 2 - 1),
-                run=run_id)
-        assert me.expect(GradientReply, timeout=30)[1].round == 2
+            # item 11: a far-future batch and seq = 2**53 - 1 are refused; the next real batch is served
+            me.send(FakeBatch(run_id=run_id, round=2 + 10**6, step=0, cond=torch.zeros(shape), fake=torch.zeros(shape)),
+                    run=run_id)
+            assert me.expect(ErrorReply)[1].code == "future_round"
+            me.send(Heartbeat(), run=run_id, round=1, seq=fields.MAX_INT)
+            assert me.expect(ErrorReply)[1].code == "seq_ahead"
+            me.send(FakeBatch(run_id=run_id, round=2, step=0, cond=torch.zeros(shape), fake=torch.rand(shape) * 2 - 1),
+                    run=run_id)
+            assert me.expect(GradientReply, timeout=30)[1].round == 2
 
-        # item 7: every field of every coordinator-bound... every type, in a run the site is not in
-        # (so no fuzzed message that happens to be valid can end the site: a valid Stop of
-        # another run is refused as wrong_run)
-        sent = fuzz_every_field(me, run="other-run", round=2, site="site-1", routed=True,
-                                alive=lambda: site.p.poll() is None)
-        assert sent > 1000
+            # item 7: every field of every coordinator-bound... every type, in a run the site is not in
+            # (so no fuzzed message that happens to be valid can end the site: a valid Stop of
+            # another run is refused as wrong_run)
+            sent = fuzz_every_field(me, run="other-run", round=2, site="site-1", routed=True,
+                                    alive=lambda: site.p.poll() is None)
+            assert sent > 1000
 
-        # item 12: flood, bounded log, counts in site.json
-        size_before, lines_before = len(site.text()), site.count(r"inbound_rejected")
-        flood(me, routed=True)
-        counts = wait_json(status, lambda d: d["counts"].get("rejected_bad_json", 0) >= FLOOD, timeout=60)["counts"]
-        added = site.text()[size_before:]
-        assert site.count(r"inbound_rejected") - lines_before <= 11, added[-2000:]
-        assert len(added.encode()) < 20_000
-        assert counts.get("internal_error", 0) == 0 and not any(k.startswith("rejected_malformed") for k in counts)
+            # item 12: flood, bounded log, counts in site.json
+            size_before, lines_before = len(site.text()), site.count(r"inbound_rejected")
+            flood(me, routed=True)
+            counts = wait_json(status, lambda d: d["counts"].get("rejected_bad_json", 0) >= FLOOD, timeout=60)["counts"]
+            added = site.text()[size_before:]
+            assert site.count(r"inbound_rejected") - lines_before <= 11, added[-2000:]
+            assert len(added.encode()) < 20_000
+            assert counts.get("internal_error", 0) == 0 and not any(k.startswith("rejected_malformed") for k in counts)
 
-        # still serving (a fuzzed error code may have started a new session: welcome it again)
-        drain(router, routed=True)
-        me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural", planned_steps=200),
-                run=run_id, round=3)
-        me.send(FakeBatch(run_id=run_id, round=4, step=1, cond=torch.zeros(shape), fake=torch.rand(shape) * 2 - 1),
-                run=run_id)
-        assert me.expect(GradientReply, timeout=30)[1].round == 4
-        me.send(Stop(run_id=run_id, reason="done"), run=run_id, round=4)
-        assert site.wait(timeout=30) == 0
-    finally:
-        site.close()
-        zap.stop()
-        ctx.destroy(linger=0)
+            # still serving (a fuzzed error code may have started a new session: welcome it again)
+            drain(router, routed=True)
+            me.send(Welcome(version=PROTOCOL_VERSION, run_id=run_id, image_size=32, model={}, condition_source="procedural", planned_steps=200),
+                    run=run_id, round=3)
+            me.send(FakeBatch(run_id=run_id, round=4, step=1, cond=torch.zeros(shape), fake=torch.rand(shape) * 2 - 1),
+                    run=run_id)
+            assert me.expect(GradientReply, timeout=30)[1].round == 4
+            me.send(Stop(run_id=run_id, reason="done"), run=run_id, round=4)
+            assert site.wait(timeout=30) == 0
+        finally:
+            site.close()
     assert "site_exiting reason=stop:done" in site.text()
     assert "Traceback" not in site.text()

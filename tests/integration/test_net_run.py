@@ -98,7 +98,7 @@ def test_three_site_run_completes_and_strangers_are_refused(tmp_path, phantom_ro
     # nothing about patients in the logs or run.json
     assert "case" not in json.dumps(run).lower()
 
-    from secgan.synthetic import sample_generator
+    from secgan.gan.synthetic import sample_generator
 
     images, conds = sample_generator(state / "checkpoint.safetensors", n=3, seed=0)
     assert images.shape == (3, 4, 32, 32) and conds.shape == (3, 4, 32, 32)

@@ -126,7 +126,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
     import zmq.auth.thread
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from secgan.errors import ProtocolError
+    from secgan.core.errors import ProtocolError
     from secgan.keys.agreement import generate_agreement_key, public_hex, write_agreement_key
     from secgan.net.schema import SecAggMasked
     from secgan.secagg import SecAggRoundFailed, SecureSumAggregator, summarize_rounds

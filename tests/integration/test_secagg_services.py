@@ -106,7 +106,7 @@ def test_secure_sum_run_survives_a_site_killed_mid_round(tmp_path, four_site_pha
         else:
             assert "distributed_noise" not in ledger
 
-    from secgan.synthetic import sample_generator
+    from secgan.gan.synthetic import sample_generator
 
     images, _ = sample_generator(state / "checkpoint.safetensors", n=2, seed=0)
     assert np.isfinite(images).all()

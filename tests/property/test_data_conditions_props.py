@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secgan.conditions import ProceduralConditions
+from secgan.gan.conditions import ProceduralConditions
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secgan.errors import CryptoError
+from secgan.core.errors import CryptoError
 from secgan.keys.curve import is_z85_key
 from secgan.keys.signing import canonical_json, generate_signing_key, sign_json, verify_json
 

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 from secgan.privacy.guards import check_policy
-from secgan.privacy.policy import MODES, SOURCES, PrivacyPolicy
+from secgan.gan.config import CONDITION_SOURCES as SOURCES
+from secgan.privacy.policy import MODES, PrivacyPolicy
 
 accepts = st.lists(st.sampled_from(SOURCES), min_size=0, max_size=3, unique=True).map(tuple)
 

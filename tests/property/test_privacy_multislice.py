@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secgan.models import build_discriminator
+from secgan.gan.models import build_discriminator
 from secgan.privacy.dpsgd import DPSGDDiscriminator
 from tests.unit.privacy.privacy_helpers import IMAGE, MODEL, SIZE
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from secgan.net import codec, fields
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net.schema import ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, Refusal, Stop, Welcome
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

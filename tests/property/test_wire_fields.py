@@ -22,7 +22,7 @@ from secgan.net import codec, fields, schema
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits
 from secgan.net.schema import PROTOCOL_VERSION
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net.schema import MESSAGE_TYPES
 
 LIMITS = WireLimits()

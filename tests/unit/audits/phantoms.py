@@ -7,7 +7,7 @@ import numpy as np
 from secgan.data.brats import Case
 from secgan.data.dataset import case_to_slices
 from secgan.data.phantom import synthesize_case
-from secgan.spec import IMAGE_CHANNELS
+from secgan.core.spec import IMAGE_CHANNELS
 
 
 def phantom_slices(

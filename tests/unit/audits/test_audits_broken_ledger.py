@@ -24,7 +24,7 @@ def _site(root: Path, *, assumption: bool = False) -> tuple[Path, float]:
     from secgan.data.phantom import write_phantom
     from secgan.privacy.ledger import SHARD_AMPLIFICATION, LedgerParams, PrivacyLedger
     from secgan.privacy.release_log import ReleaseLog
-    from secgan.synthetic import write_synthetic
+    from secgan.gan.synthetic import write_synthetic
 
     (site_dir,) = write_phantom(root / "data", sites=1, patients=16, seed=5, size=32, slices=8)
     write_signing_key(root / "signing.pem", generate_signing_key())

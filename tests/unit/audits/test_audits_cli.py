@@ -28,15 +28,16 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from secgan.keys.curve import generate_curve_keypair
     from secgan.keys.manifest import manifest_dict, write_manifest
     from secgan.keys.signing import generate_signing_key, write_signing_key, write_verify_key
-    from secgan.checkpoint import save_checkpoint, save_module_state
-    from secgan.config import to_dict
+    from secgan.gan.checkpoint import save_checkpoint, save_module_state
+    from secgan.core.config import to_dict
     from secgan.data.dataset import load_site
     from secgan.data.phantom import write_phantom
-    from secgan.models import build_discriminator, build_generator
+    from secgan.gan.models import build_discriminator, build_generator
     from secgan.privacy.ledger import LedgerParams, PrivacyLedger
-    from secgan.runconfig import ModelConfig, RunConfig
-    from secgan.spec import ImageSpec
-    from secgan.synthetic import write_synthetic
+    from secgan.gan.config import ModelConfig
+    from secgan.run.config import RunConfig
+    from secgan.core.spec import ImageSpec
+    from secgan.gan.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("audit-kit")
     (site_dir,) = write_phantom(root / "data", sites=1, patients=16, seed=11, size=32, slices=8)
@@ -168,7 +169,7 @@ def test_merge_writes_federation_summary_and_refuses_tampering(kit: dict, tmp_pa
 
 @pytest.mark.slow
 def test_clear_errors_for_missing_and_mismatched_inputs(kit: dict, tmp_path: Path, capsys) -> None:
-    from secgan.synthetic import write_synthetic
+    from secgan.gan.synthetic import write_synthetic
 
     root = kit["root"]
     base = ["audit", "run", "--site-config", str(root / "site.toml"), "--out", str(tmp_path / "r")]

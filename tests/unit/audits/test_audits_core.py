@@ -12,7 +12,7 @@ from audits.core import AuditConfig, audit_arrays
 from audits.features import EmbeddingConfig
 from audits.memorisation import MemorisationConfig, data_copying_ct, memorisation_tests
 from audits.rubric import grade, load_rubric
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 from .phantoms import copies_of, phantom_slices
 
@@ -110,9 +110,9 @@ def test_missing_models_are_reported_as_not_run(site) -> None:
 def test_model_attacks_run_when_models_are_given(site) -> None:
     import torch
 
-    from secgan.models import build_discriminator, build_generator
-    from secgan.runconfig import ModelConfig
-    from secgan.spec import ImageSpec
+    from secgan.gan.models import build_discriminator, build_generator
+    from secgan.gan.config import ModelConfig
+    from secgan.core.spec import ImageSpec
 
     model, image = ModelConfig(g_width=8, d_width=8, g_depth=2, d_layers=2, noise_dim=4), ImageSpec(size=16)
     G, D = build_generator(model, image), build_discriminator(model, image)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from audits.neighbours import brute_force_nearest, nearest
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 
 def test_chunked_search_matches_brute_force_in_float64() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from audits.memorisation import MemorisationConfig, memorisation_tests, patient_labels
 from audits.rubric import DEFAULT_RUBRIC, grade, load_rubric
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 CFG = MemorisationConfig(permutations=499)
 N_TR, N_HO, SLICES, DIM = 18, 12, 6, 8

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from audits.rubric import DEFAULT_RUBRIC, grade, load_rubric, worst
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 
 
 def _results(*, lb: float, claimed: float | None, mode: str = "dpsgd") -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from audits import stats
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from secgan.conditions import BankConditions, ProceduralConditions, build_condition_source, validate_conditions
-from secgan.errors import ConfigError, DataError
+from secgan.gan.conditions import BankConditions, ProceduralConditions, build_condition_source, validate_conditions
+from secgan.core.errors import ConfigError, DataError
 
 
 def _check(c: torch.Tensor, n: int, size: int) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from secgan.data.brats import Case
 from secgan.data.dataset import case_to_slices, load_site, normalise_volume, read_split
-from secgan.errors import DataError
-from secgan.spec import decode_condition
+from secgan.core.errors import DataError
+from secgan.core.spec import decode_condition
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from secgan.data.brats import CaseError, ReaderLimits, read_case
-from secgan.errors import DataError
+from secgan.core.errors import DataError
 
 from .nifti_helpers import MODS, copy_case, header_only_gz, save, write_case
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from secgan.conditions import ProceduralConditions
+from secgan.gan.conditions import ProceduralConditions
 from secgan.data.dataset import load_site
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.evaluation.sweep_config import SweepConfig
 from secgan.evaluation.sweep_plan import gan_run_config
 
@@ -47,7 +47,7 @@ def test_a_gan_folder_trained_with_another_configuration_is_refused(tmp_path):
     import dataclasses as dc
     import json
 
-    from secgan.config import to_dict
+    from secgan.core.config import to_dict
     from secgan.evaluation.baseline import check_gan_folder
 
     cfg = SweepConfig()
@@ -77,7 +77,7 @@ def test_a_setting_added_since_at_its_default_is_no_difference(tmp_path):
     import dataclasses as dc
     import json
 
-    from secgan.config import to_dict
+    from secgan.core.config import to_dict
     from secgan.evaluation.baseline import check_gan_folder
 
     run = gan_run_config(SweepConfig(), [tmp_path / "site-1"], epsilon=3.0)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from secgan.evaluation.completion import complete_modality, conds_from_regions
-from secgan.models import build_generator
-from secgan.runconfig import ModelConfig
-from secgan.spec import ImageSpec
+from secgan.gan.models import build_generator
+from secgan.gan.config import ModelConfig
+from secgan.core.spec import ImageSpec
 
 
 def _generator():

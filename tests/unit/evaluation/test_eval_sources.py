@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from secgan.errors import ConfigError, DataError
+from secgan.core.errors import ConfigError, DataError
 from secgan.evaluation.downstream import Workbench, training_set
 from secgan.evaluation.sources import (
     SourceSpec,
@@ -18,7 +18,7 @@ from secgan.evaluation.sources import (
     parse_source,
     site_dirs,
 )
-from secgan.spec import encode_condition
+from secgan.core.spec import encode_condition
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.evaluation.sweep_config import load_sweep_config
 from secgan.evaluation.sweep_plan import gan_run_config, planned_settings
 

@@ -11,7 +11,7 @@ def test_public_atlas_bank_is_generated_once_from_other_patients(tmp_path):
     of an atlas phantom with its own seed: no map equals one of the sites' own."""
     import numpy as np
 
-    from secgan.conditions import BankConditions
+    from secgan.gan.conditions import BankConditions
     from secgan.evaluation.sources import load_real_slices
     from secgan.evaluation.sweep_config import AtlasConfig, PhantomConfig
     from secgan.evaluation.sweep_data import ensure_atlas, ensure_data

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.evaluation.sweep_config import SweepConfig, load_sweep_config
 from secgan.evaluation.sweep_plan import (
     gan_config,

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secgan.commands.provision import provision
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.keys.agreement import (
     generate_agreement_key,
     load_agreement_key,

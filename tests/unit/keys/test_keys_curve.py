@@ -7,7 +7,7 @@ import os
 import pytest
 import zmq.auth
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.keys import curve
 
 

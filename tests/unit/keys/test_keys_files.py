@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from secgan.errors import ConfigError
+from secgan.core.errors import ConfigError
 from secgan.keys import agreement, curve, files, signing
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.keys import curve, manifest, signing
 
 

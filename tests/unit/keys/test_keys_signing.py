@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from secgan.errors import ConfigError, CryptoError
+from secgan.core.errors import ConfigError, CryptoError
 from secgan.keys import signing
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "keys_ed25519.json"

@@ -12,7 +12,7 @@ import torch
 from secgan.net import codec, schema
 from secgan.net.errors import PROTOCOL_ERRORS
 from secgan.net.limits import WireLimits, max_message_bytes
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net.schema import (
     PROTOCOL_VERSION,
     MESSAGE_TYPES,

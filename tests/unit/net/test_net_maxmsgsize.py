@@ -9,7 +9,7 @@ import zmq
 
 from secgan.net import codec, transport
 from secgan.net.limits import WireLimits, max_message_bytes
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net.schema import FakeBatch, GradientReply, Heartbeat
 from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_dealer, make_router
 

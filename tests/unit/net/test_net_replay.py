@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net import replay, schema
 
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from secgan.errors import ProtocolError
+from secgan.core.errors import ProtocolError
 from secgan.net import codec, fields, schema
 from secgan.net.schema import MESSAGE_TYPES, FakeBatch, GradientReply, SecAggMasked
 

@@ -12,7 +12,7 @@ import torch
 
 from secgan.net import codec
 from secgan.commands.provision import provision
-from secgan.errors import ConfigError, ProtocolError
+from secgan.core.errors import ConfigError, ProtocolError
 from secgan.keys.agreement import generate_agreement_key, load_agreement_key, public_hex, write_agreement_key
 from secgan.keys.curve import generate_curve_keypair
 from secgan.keys.manifest import manifest_dict, parse_manifest

@@ -8,8 +8,8 @@ import torch
 from secgan.data.dataset import PatientSlices
 from secgan.net.schema import FakeBatch
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.runconfig import ModelConfig, TrainConfig
-from secgan.spec import ImageSpec
+from secgan.gan.config import ModelConfig, TrainConfig
+from secgan.core.spec import ImageSpec
 
 SIZE = 16
 MODEL = ModelConfig(g_width=4, d_width=4, noise_dim=2, d_layers=2, norm_groups=2)

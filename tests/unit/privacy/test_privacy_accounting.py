@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 from secgan.privacy import accounting as acc
 
 VECTORS = json.loads((Path(__file__).parents[2] / "vectors" / "privacy_rdp.json").read_text())

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 from secgan.net.schema import GradientReply, Refusal
 from secgan.privacy import accounting as acc
 from secgan.privacy.learner import SiteLearner
 from secgan.privacy.release_log import verify_release_log
 from secgan.privacy.sanitize import effective_noise_multiplier, sanitized_gradient
-from secgan.step import generator_gradient
+from secgan.gan.step import generator_gradient
 
 from .privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy, with_patient_changed
 
@@ -200,7 +200,7 @@ def test_forbidden_combinations_are_refused(tmp_path):
 
 
 def test_wrong_shape_is_a_protocol_error_and_nothing_is_spent(tmp_path):
-    from secgan.errors import ProtocolError
+    from secgan.core.errors import ProtocolError
     from secgan.net.schema import FakeBatch
 
     site = make(tmp_path, policy("dpsgd"))

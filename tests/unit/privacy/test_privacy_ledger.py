@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from secgan.errors import BudgetExhausted, PrivacyError
+from secgan.core.errors import BudgetExhausted, PrivacyError
 from secgan.privacy import accounting as acc
 from secgan.privacy.ledger import LEDGER_FILE, LedgerParams, PrivacyLedger
 from secgan.privacy.release_log import LOG_FILE, ReleaseLog, verify_release_log

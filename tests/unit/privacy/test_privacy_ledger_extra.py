@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 from secgan.privacy import accounting
 from secgan.privacy.ledger import LEDGER_FILE, LedgerParams, PrivacyLedger
 

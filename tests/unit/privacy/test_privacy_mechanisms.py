@@ -7,11 +7,11 @@ import pytest
 import torch
 from scipy import stats
 
-from secgan.models import build_discriminator
+from secgan.gan.models import build_discriminator
 from secgan.privacy.dpsgd import DPSGDDiscriminator
 from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rate
 from secgan.privacy.sanitize import clip_rows, gaussian_noise, sanitized_gradient
-from secgan.step import generator_gradient
+from secgan.gan.step import generator_gradient
 
 from .privacy_helpers import IMAGE, MODEL, SIZE, dataset, with_patient_changed
 

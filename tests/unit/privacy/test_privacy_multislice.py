@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from secgan.config import load_dataclass
-from secgan.errors import ConfigError, PrivacyError
+from secgan.core.config import load_dataclass
+from secgan.core.errors import ConfigError, PrivacyError
 from secgan.net.schema import GradientReply
 from secgan.privacy.learner import SiteLearner
 from secgan.privacy.multislice import augment, patient_rows
@@ -78,7 +78,7 @@ def test_k_above_one_with_expanded_weights_is_refused_at_config_time():
 
 
 def test_the_dp_step_itself_refuses_grouping_without_per_sample_gradients():
-    from secgan.models import build_discriminator
+    from secgan.gan.models import build_discriminator
     from secgan.privacy.dpsgd import DPSGDDiscriminator
 
     dp = DPSGDDiscriminator(build_discriminator(MODEL, IMAGE, seed=0), lr=1e-3, betas=(0.5, 0.999), noise_multiplier=1.0,
@@ -91,7 +91,7 @@ def test_the_dp_step_itself_refuses_grouping_without_per_sample_gradients():
 
 @pytest.mark.parametrize("mode", ["off", "sanitize"])
 def test_off_and_sanitize_use_k_slices_as_plain_rows(tmp_path, mode, monkeypatch):
-    import secgan.step as step
+    import secgan.gan.step as step
 
     site = make(tmp_path, policy(mode, slices_per_patient=2))
     seen = []

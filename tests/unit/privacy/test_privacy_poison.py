@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from secgan.checkpoint import save_module_state
-from secgan.errors import ProtocolError
+from secgan.gan.checkpoint import save_module_state
+from secgan.core.errors import ProtocolError
 from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.privacy.learner import SiteLearner
 from secgan.privacy.release_log import LOG_FILE

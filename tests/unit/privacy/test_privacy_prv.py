@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from secgan.config import load_dataclass
-from secgan.errors import ConfigError, PrivacyError
+from secgan.core.config import load_dataclass
+from secgan.core.errors import ConfigError, PrivacyError
 from secgan.privacy import accounting as acc
 from secgan.privacy.ledger import LEDGER_FILE, LedgerParams, PrivacyLedger
 from secgan.privacy.policy import PrivacyPolicy
@@ -198,7 +198,7 @@ def test_ledger_budget_check_uses_the_recorded_accountant(tmp_path):
     rdp = acc.epsilon_from_history(hist, delta=DELTA)
     assert prv < rdp
     target = 0.5 * (prv + rdp)
-    from secgan.errors import BudgetExhausted
+    from secgan.core.errors import BudgetExhausted
 
     served = {}
     for name in ("prv", "rdp"):

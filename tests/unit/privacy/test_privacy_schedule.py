@@ -155,7 +155,7 @@ def test_ledger_show_and_verify_agree_with_the_prediction(tmp_path):
 def test_the_schedule_is_bound_to_the_ledger_and_default_hashes_are_unchanged():
     import hashlib
 
-    from secgan.config import to_dict
+    from secgan.core.config import to_dict
 
     default = PrivacyPolicy()
     d = to_dict(default)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secgan.cli import main as cli_main
-from secgan.errors import PrivacyError
+from secgan.core.errors import PrivacyError
 from secgan.net.schema import GradientReply
 from secgan.privacy import accounting as acc
 from secgan.privacy.learner import SiteLearner
@@ -339,7 +339,7 @@ def test_ledger_never_under_counts_the_log_whatever_the_order_of_crashes_and_res
 
 
 def test_site_json_epsilon_and_releases_are_the_ledgers(tmp_path):
-    from secgan.spec import ImageSpec
+    from secgan.core.spec import ImageSpec
     from sites.node import NodeConfig, SiteNode
 
     state = tmp_path / "site"

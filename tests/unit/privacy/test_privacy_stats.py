@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from secgan.errors import PrivacyError
-from secgan.models import SEMANTIC_CLASSES
+from secgan.core.errors import PrivacyError
+from secgan.gan.models import SEMANTIC_CLASSES
 from secgan.privacy import accounting as acc
 from secgan.privacy import stats as S
 from secgan.privacy.learner import STATS_FILE, SiteLearner
@@ -141,7 +141,7 @@ def test_a_lost_ledger_is_rebuilt_with_the_statistics_release_priced_as_one(tmp_
 
 
 def test_moment_loss_is_zero_at_the_target_and_pulls_g_towards_it():
-    from secgan.step import moment_loss
+    from secgan.gan.step import moment_loss
 
     cond = torch.zeros(2, 4, 8, 8)
     cond[:, 0] = 1
@@ -158,9 +158,10 @@ def test_moment_loss_is_zero_at_the_target_and_pulls_g_towards_it():
 def test_runner_averages_the_sites_releases_and_refuses_a_weight_without_them(tmp_path):
     import dataclasses
 
-    from secgan.errors import ConfigError
-    from secgan.runconfig import RunConfig, TrainConfig
-    from secgan.runner import _site_moments
+    from secgan.core.errors import ConfigError
+    from secgan.gan.config import TrainConfig
+    from secgan.run.config import RunConfig
+    from secgan.simulation.runner import _site_moments
 
     a, b = _site(tmp_path / "a"), _site(tmp_path / "b")
     cfg = RunConfig(train=dataclasses.replace(TrainConfig(), stats_weight=1.0))

@@ -39,7 +39,7 @@ def test_plain_share_is_one_draw_and_secure_is_the_default():
 def test_the_site_node_passes_its_policy_to_the_noise_share(tmp_path):
     """The masked vector of a sanitize site with secure_noise off differs from one with it on
     (same generator seeds): the flag reaches the share the site draws."""
-    from tests.unit.services import test_services_secure_sum as h
+    from tests.unit.coordinator import test_coordinator_secure_sum as h
 
     from secgan.net.schema import FakeBatch, SecAggMasked
     from secgan.secagg import SecureSumAggregator, SecureSumClient

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from secgan.errors import ConfigError, CryptoError, SecganError
+from secgan.core.errors import ConfigError, CryptoError, SecganError
 from secgan.keys.agreement import generate_agreement_key, public_hex
 from secgan.secagg import FixedPointCodec, RoundContext, modulus_bits_for
 from secgan.secagg.kdf import pair_info, pair_key, shared_secret

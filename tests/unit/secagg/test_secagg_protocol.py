@@ -10,7 +10,7 @@ import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secgan.errors import ConfigError, ProtocolError, SecganError
+from secgan.core.errors import ConfigError, ProtocolError, SecganError
 from secgan.keys.agreement import generate_agreement_key, public_hex
 from secgan.secagg import (
     SecAggRefusal,

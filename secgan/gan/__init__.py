@@ -1,0 +1,1 @@
+"""The GAN itself: models, the pure step functions, condition sources, checkpoints, synthetic sets."""

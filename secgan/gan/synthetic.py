@@ -1,0 +1,248 @@
+"""Synthetic data sets: sampling a trained generator, writing and reading its output.
+
+A synthetic folder holds
+- ``synthetic.safetensors``: tensors ``images`` [N,4,H,W] float32 in [-1,1] and ``conds`` [N,4,H,W]
+  float32 (the label maps they were generated from); the authoritative copy;
+- ``nifti/``: the same samples in BraTS layout (``syn-XXXX/syn-XXXX_{t1,t1ce,t2,flair,seg}.nii.gz``
+  plus ``split.json`` listing every case under "train"), so anything that reads a site folder can
+  read it. Consecutive samples are stacked along the last axis, ``slices_per_case`` per case; a
+  case shorter than 8 slices is padded with empty background slices (no brain, no tumour), which
+  slice loaders drop;
+- ``previews/``: PNG grids of a few samples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from secgan.core.errors import DataError
+from secgan.core.fsio import atomic_write_bytes, atomic_write_json
+from secgan.core.spec import IMAGE_CHANNELS, decode_condition
+
+SYNTHETIC_FILE = "synthetic.safetensors"
+MIN_CASE_SLICES = 8
+MAX_SAMPLES = 1_000_000
+
+
+def _as_array(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.dtype != np.float32:
+        a = a.astype(np.float32)
+    if a.ndim != 4 or a.shape[1] != 4:
+        raise DataError(f"{name}: expected [N, 4, H, W], got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def write_synthetic(
+    out_dir: str | Path,
+    images,
+    conds,
+    *,
+    previews: bool = True,
+    nifti: bool = True,
+    slices_per_case: int = 16,
+    meta: dict | None = None,
+) -> Path:
+    """Write a synthetic folder (see module doc). Returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    images = _as_array(images, "images")
+    conds = _as_array(conds, "conds")
+    if images.shape != conds.shape:
+        raise DataError(f"images {images.shape} and conds {conds.shape} must have the same shape")
+    if images.shape[0] < 1:
+        raise DataError("no samples to write")
+    if not np.isfinite(images).all() or not np.isfinite(conds).all():
+        raise DataError("samples contain NaN or infinite values")
+    if slices_per_case < 1:
+        raise ValueError("slices_per_case must be >= 1")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = {"format": "secgan-synthetic/1", "n": str(images.shape[0]), "meta": json.dumps(meta or {}, sort_keys=True)}
+    atomic_write_bytes(
+        out_dir / SYNTHETIC_FILE,
+        st_save({"images": torch.from_numpy(images), "conds": torch.from_numpy(conds)}, metadata=header),
+    )
+    if nifti:
+        _write_nifti_cases(out_dir / "nifti", images, conds, slices_per_case)
+    if previews:
+        k = min(8, images.shape[0])
+        save_grid(out_dir / "previews" / "samples.png", None, images[:k], conds[:k])
+    return out_dir
+
+
+def _write_nifti_cases(folder: Path, images: np.ndarray, conds: np.ndarray, per_case: int) -> None:
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n, _, h, w = images.shape
+    affine = np.eye(4)
+    ids = []
+    for k, start in enumerate(range(0, n, per_case)):
+        img = images[start : start + per_case]
+        cnd = conds[start : start + per_case]
+        segs = np.stack([decode_condition(c)[0] for c in cnd])  # [s, H, W]
+        pad = max(0, MIN_CASE_SLICES - img.shape[0])
+        if pad:
+            img = np.concatenate([img, np.full((pad, 4, h, w), -1.0, np.float32)])
+            segs = np.concatenate([segs, np.zeros((pad, h, w), np.int16)])
+        cid = f"syn-{k:04d}"
+        case_dir = folder / cid
+        case_dir.mkdir(exist_ok=True)
+        for c, name in enumerate(IMAGE_CHANNELS):
+            vol = np.ascontiguousarray(np.moveaxis(img[:, c], 0, 2), dtype=np.float32)  # [H, W, s]
+            _save_nifti(case_dir / f"{cid}_{name}.nii.gz", vol, affine, nib)
+        _save_nifti(case_dir / f"{cid}_seg.nii.gz", np.ascontiguousarray(np.moveaxis(segs, 0, 2), dtype=np.int16), affine, nib)
+        ids.append(cid)
+    atomic_write_json(folder / "split.json", {"train": ids, "test": []})
+
+
+def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, nib) -> None:
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    atomic_write_bytes(path, img.to_bytes() if not str(path).endswith(".gz") else _gz(img.to_bytes()))
+
+
+def _gz(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def read_synthetic(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images, conds) from ``folder/synthetic.safetensors``, validated; DataError names the file."""
+    path = Path(folder)
+    if path.is_dir():
+        path = path / SYNTHETIC_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: synthetic data file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = set(fh.keys())
+            if keys != {"images", "conds"}:
+                raise DataError(f"{path}: expected tensors 'images' and 'conds', found {sorted(keys)}")
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in keys}
+            for k, s in shapes.items():
+                if len(s) != 4 or s[1] != 4 or s[2] != s[3] or not 16 <= s[2] <= 1024 or not 1 <= s[0] <= MAX_SAMPLES:
+                    raise DataError(f"{path}: '{k}' has shape {s}, expected [N, 4, H, H] with 16 <= H <= 1024")
+            if shapes["images"] != shapes["conds"]:
+                raise DataError(f"{path}: images {shapes['images']} and conds {shapes['conds']} differ in shape")
+            images = fh.get_tensor("images")
+            conds = fh.get_tensor("conds")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
+    for name, t in (("images", images), ("conds", conds)):
+        if t.dtype != torch.float32:
+            raise DataError(f"{path}: '{name}' has dtype {t.dtype}, expected float32")
+        if not bool(torch.isfinite(t).all()):
+            raise DataError(f"{path}: '{name}' contains NaN or infinite values")
+    if float(images.min()) < -1.001 or float(images.max()) > 1.001:
+        raise DataError(f"{path}: 'images' values outside [-1, 1]")
+    if float(conds.min()) < 0.0 or float(conds.max()) > 1.0:
+        raise DataError(f"{path}: 'conds' values outside [0, 1]")
+    return images.numpy(), conds.numpy()
+
+
+def sample_generator(
+    checkpoint_path: str | Path,
+    *,
+    n: int,
+    seed: int,
+    source: str = "procedural",
+    bank_dir: str | Path | None = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """n samples from a checkpoint's generator, conditions from ``source``; reproducible from ``seed``."""
+    from secgan.gan.checkpoint import load_checkpoint
+    from secgan.gan.conditions import build_condition_source
+
+    if not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"n must be in 1..{MAX_SAMPLES}, got {n}")
+    ck = load_checkpoint(checkpoint_path)
+    image, model = ck.generator_config()
+    G = ck.build_generator()
+    G.eval()
+    conditions = build_condition_source(source, size=image.size, bank_dir=Path(bank_dir) if bank_dir else None)
+    gen = torch.Generator().manual_seed(seed)
+    imgs, cnds = [], []
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            c = conditions.draw(b, generator=gen).to(torch.float32)
+            z = torch.randn(b, model.noise_dim, generator=gen)
+            imgs.append(G(c, z).clamp(-1.0, 1.0).numpy())
+            cnds.append(c.numpy())
+    return np.concatenate(imgs), np.concatenate(cnds)
+
+
+_SEG_COLOURS = {0: (0, 0, 0), 1: (0.9, 0.2, 0.2), 2: (0.2, 0.8, 0.2), 4: (1.0, 0.9, 0.1)}
+
+
+def _cond_rgb(cond: np.ndarray) -> np.ndarray:
+    seg, brain = decode_condition(cond)
+    rgb = np.zeros(seg.shape + (3,), np.float32)
+    rgb[brain] = 0.35
+    for label, colour in _SEG_COLOURS.items():
+        if label:
+            rgb[seg == label] = colour
+    return rgb
+
+
+def save_grid(path: str | Path, real_images, fake_images, conds, *, max_cols: int = 6) -> Path:
+    """PNG grid: row 0 the label maps, then per modality a synthetic row (and a real row if given).
+
+    Drawn as one montage image (one axes), which is much faster than a grid of subplots.
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fake = _as_array(fake_images, "fake_images")
+    cond = _as_array(conds, "conds")
+    real = _as_array(real_images, "real_images") if real_images is not None else None
+    cols = min(max_cols, fake.shape[0])
+    rows: list[tuple[str, np.ndarray | None, int]] = [("labels", None, -1)]
+    for c, name in enumerate(IMAGE_CHANNELS):
+        if real is not None:
+            rows.append((f"real {name}", real, c))
+        rows.append((f"synthetic {name}", fake, c))
+    h, w = fake.shape[2], fake.shape[3]
+    gap = max(1, h // 16)
+    canvas = np.ones((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), np.float32)
+    for r, (_, arr, c) in enumerate(rows):
+        for j in range(cols):
+            if arr is None:
+                tile = _cond_rgb(cond[j])
+            elif j < arr.shape[0]:
+                tile = np.repeat(((np.clip(arr[j, c], -1, 1) + 1) / 2)[..., None], 3, axis=2)
+            else:
+                continue
+            y, x = r * (h + gap), j * (w + gap)
+            canvas[y : y + h, x : x + w] = tile
+    # rows are image rows: show [H, W] as stored (first axis down)
+    tile_in, margin_in = 0.9, 1.3  # inches per tile and for the row labels
+    fig_w = cols * tile_in + margin_in
+    fig_h = len(rows) * tile_in
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=100)
+    ax = fig.add_axes((margin_in / fig_w, 0.0, 1 - margin_in / fig_w, 1.0))
+    ax.imshow(canvas, interpolation="nearest", aspect="equal")
+    ax.set_axis_off()
+    for r, (label, _, _) in enumerate(rows):
+        ax.text(-gap * 2, r * (h + gap) + h / 2, label, ha="right", va="center", fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
