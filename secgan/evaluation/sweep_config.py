@@ -86,6 +86,8 @@ class DPConfig:
     # generator steps of the DP runs (0: gan.steps). At a fixed epsilon, fewer steps mean less
     # noise per step, so the best step count of a DP run is usually below the non-private one
     steps: int = field(default=0, metadata=rng(min=0))
+    # GANs per DP setting and of the public-only row (0: gan.runs); DP run r starts from pretraining r
+    runs: int = field(default=0, metadata=rng(min=0, max=16))
     # every DP run starts G, its average and each site's D from the pretraining of its GAN seed
     # on the public cohort ([public]; the public-only row scores that pretraining itself)
     pretrained: bool = False

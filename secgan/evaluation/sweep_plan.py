@@ -60,7 +60,10 @@ def config_of(cfg: SweepConfig, setting: str) -> SweepConfig:
 
 
 def runs_of(cfg: SweepConfig, setting: str) -> int:
-    """GANs trained for GAN setting ``setting``."""
+    """GANs trained for GAN setting ``setting``: ``privacy.runs`` (or ``gan.runs``) for the main DP
+    rows and the public-only row, the variant's for a lever row, ``gan.runs`` otherwise."""
+    if setting.startswith(DP_PREFIX) or setting == PUBLIC_ONLY:
+        return cfg.privacy.runs or cfg.gan.runs
     return config_of(cfg, setting).gan.runs
 
 
@@ -194,6 +197,8 @@ def setting_inputs(cfg: SweepConfig, setting: str) -> dict:
         out["atlas"] = whole["atlas"]
     if is_gan_setting(setting):
         out["quality"] = cfg.quality
+        if setting == PUBLIC_ONLY and cfg.privacy.runs:
+            out["runs"] = cfg.privacy.runs
     else:
         out["gan"] = {k: v for k, v in whole["gan"].items() if k != "runs"}  # these use the first GAN only
     if is_dp_setting(setting):
