@@ -14,13 +14,14 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 
-@pytest.mark.parametrize("name", ["sweep.toml", "sweep-small-sites.toml", "sweep-tiny.toml"])
+@pytest.mark.parametrize("name", ["sweep.toml", "sweep-small-sites.toml", "sweep-tiny.toml", "sweep-select.toml",
+                                  "sweep-large-sites.toml"])
 def test_example_configs_load(name):
     cfg, data = load_sweep_config(EXAMPLES / name)
     assert data.is_absolute()
     assert cfg.seeds and cfg.privacy.epsilons
     settings = planned_settings(cfg, list(range(1, cfg.phantom.sites + 1)))
-    assert settings[0] == "real-all" and "syn-all" in settings and "asyndgan" in settings
+    assert settings[0] == "real-all" and ("syn-all" in settings) == cfg.syn_all and "asyndgan" in settings
     assert all(f"asyndgan-dp-eps{e:g}" in settings for e in cfg.privacy.epsilons)
     dirs = [data / f"site-{k}" for k in range(1, cfg.phantom.sites + 1)]
     dp = gan_run_config(cfg, dirs, epsilon=cfg.privacy.epsilons[0])
