@@ -48,7 +48,10 @@ def check_against_pld(history, delta=DELTA):
     assert ours <= rdp
     if acc.epsilon_prv_upper(history, delta=delta) <= rdp:  # PRV was used (not capped to RDP)
         upper = pld_epsilon(history, delta, pessimistic=True)
-        assert ours <= upper * (1 + REL_TOL) + acc.PRV_EPS_ERROR, (history, ours, upper)
+        # PRV's upper bound is its estimate + eps_error, and the estimate itself is within eps_error of
+        # the truth: up to 2 eps_error above an exact figure (seen at sigma 26, q 1/16, 1 step: 0.0159
+        # against PLD's 0.0058, where epsilon is tiny and the absolute error dominates)
+        assert ours <= upper * (1 + REL_TOL) + 2 * acc.PRV_EPS_ERROR, (history, ours, upper)
     return ours, rdp
 
 
