@@ -113,7 +113,7 @@ class Sweep:
 
         plain = None if name == PUBLIC_ONLY else gan_config(self.cfg, list(site_dirs(self.data_root).values()),
                                                              self._pooled, name, run)
-        return adapt_gan_config(self.cfg, plain, name, run, data_root=self.data_root, gans=self.out / "gans")
+        return adapt_gan_config(self.cfg, plain, name, run, data_root=self.source_root, gans=self.out / "gans")
 
     def _gan(self, name: str, run: int = 0) -> tuple[Path, dict]:
         from secgan.evaluation.baseline import ensure_gan, gan_checkpoint, run_finished
@@ -185,7 +185,7 @@ class Sweep:
         from secgan.evaluation.sweep_public import ensure_public, uses_public
 
         if uses_public(self.cfg):
-            ensure_public(self.cfg, self.data_root)
+            ensure_public(self.cfg, self.source_root)
         if self.cfg.gan.condition_source == "bank" and not self.cfg.gan.bank_dir:
             bank = ensure_atlas(self.cfg, self.source_root)
             self.cfg = dataclasses.replace(self.cfg, gan=dataclasses.replace(self.cfg.gan, bank_dir=str(bank)))

@@ -151,13 +151,14 @@ def test_a_validation_sweep_with_a_lever_row_never_reads_the_test_patients(tmp_p
     out = tmp_path / "out-val"
     assert main(["sweep", "--config", str(cfg), "--out", str(out)]) == 0
     rows = {r["setting"]: r for r in json.loads((out / "results.json").read_text())}
-    assert list(rows) == ["real-all", "real-subset-1", "real-subset-2", "asyndgan", "asyndgan-dp-eps3",
+    assert list(rows) == ["real-all", "real-subset-1", "real-subset-2", "asyndgan", "public-only", "asyndgan-dp-eps3",
                           "lever-clip2-eps3"]
     test_ids = {c for k in (1, 2) for c in json.loads((tmp_path / "phantom" / f"site-{k}" / "split.json").read_text())["test"]}
     val = tmp_path / "phantom-validation"
     val_ids = {c for k in (1, 2) for c in json.loads((val / f"site-{k}" / "split.json").read_text())["test"]}
     assert val_ids and not val_ids & test_ids
     assert all(r["test_patients"] == len(val_ids) for r in rows.values())  # scored on the validation patients
+    assert (tmp_path / "phantom-public" / "site-1" / "split.json").is_file()  # one public cohort, beside the data
     for gan in ("asyndgan", "asyndgan-dp-eps3", "lever-clip2-eps3"):
         run = json.loads((out / "gans" / gan / "sweep-run-config.json").read_text())
         assert all(str(val) in d for d in run["data"]["site_dirs"])  # trained on the copy
