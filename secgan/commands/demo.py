@@ -43,7 +43,7 @@ class DemoConfig:
     expected_batch_size: int = 16
     # the public cohort (secgan.data.phantom.PUBLIC_STYLE) and its non-private pretraining
     public_patients: int = 60
-    pretrain_steps: int = 300
+    pretrain_steps: int = 200
     seed: int = 0
     timeout_s: float = 1800.0
 
