@@ -61,7 +61,7 @@ log = get_logger(__name__)
 FINGERPRINT_SALT = b"secgan.privacy.ledger.v1"
 DISTRIBUTED_NOISE_KEY = "distributed_noise"  # ledger.json: secure-sum noise statement (sanitize mode)
 STATS_FILE = "stats.json"  # the site's one DP statistics release, kept (post-processing from then on)
-STATS_KIND = "stats"  # the release log's kind of that release
+from secgan.privacy.recovery import STATS_KIND  # noqa: E402  (the release log's kind of the statistics release)
 
 
 def _derive_seed(*parts: int | str) -> int:

@@ -52,7 +52,7 @@ log = get_logger(__name__)
 Cost = Callable[[int], tuple[float | None, float | None]]
 
 
-STATS_KIND = "stats"  # a one-shot statistics release (secgan.privacy.learner.STATS_KIND)
+STATS_KIND = "stats"  # the release log's kind of a one-shot statistics release
 
 
 def _log_history(path: Path, cost: Cost, stats_price: tuple[float, float] | None = None) -> list[tuple[float, float, int]]:
