@@ -1,7 +1,8 @@
 """Patient-level sampling, the randomness privacy amplification rests on.
 
 The unit of privacy is the patient: a step samples patients (not slices) and one slice per sampled
-patient, so one patient is one row. Every draw comes from a ``numpy.random.Generator`` passed in.
+patient (or ``policy.slices_per_patient`` slices, averaged into one row before the clip by
+``secgan.privacy.multislice``), so one patient is one row. Every draw comes from a ``numpy.random.Generator`` passed in.
 """
 
 from __future__ import annotations
