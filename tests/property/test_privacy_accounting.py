@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from secgan.privacy import accounting as acc
@@ -55,6 +55,9 @@ from tests.unit.privacy.test_privacy_prv import check_against_pld  # noqa: E402
 def test_prv_upper_bound_within_dp_accounting_pld_bounds(sigma, q, k):
     """Project regime (sigma 0.8-30, q 0.05-1, 1-3000 steps, delta 1e-5): our PRV upper bound is at
     least dp-accounting's optimistic PLD estimate, within tolerance of its pessimistic one, <= RDP."""
+    # epsilons beyond ~100 mean nothing to a deployment, and there dp-accounting's optimistic PLD overflows
+    # to inf (seen at sigma 0.8125, q 0.8125, 1417 steps: RDP 927), so the reference cannot answer
+    assume(acc.epsilon_from_history([(sigma, q, k)], delta=1e-5) < 100.0)
     check_against_pld([(sigma, q, k)], 1e-5)
 
 
