@@ -30,6 +30,7 @@ from secgan.core.logs import get_logger
 from secgan.net.schema import GradientReply, SecAggAnnounce, SecAggMasked
 from secgan.secagg import ASSUMPTION, RoundStats, SecAggRoundFailed, SecureSumAggregator, summarize_rounds
 
+from coordinator.core import StepCore
 from coordinator.registry import Registry
 from coordinator.scheduler import QuorumPolicy, Round, RoundResult, Scheduler
 
@@ -55,7 +56,7 @@ class SecureRound(Round):
 class SecureSumScheduler(Scheduler):
     def __init__(
         self,
-        core: Any,
+        core: StepCore,
         registry: Registry,
         policy: QuorumPolicy,
         *,

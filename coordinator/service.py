@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import zmq
 
 from secgan.net import codec, replay
@@ -69,6 +68,8 @@ from secgan.net.schema import (
 from secgan.privacy.policy import MODES
 from secgan.gan.config import CONDITION_SOURCES, ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
+from secgan.gan.checkpoint import CHECKPOINT_FILE
+from secgan.run.config import DataConfig, RunConfig
 from secgan.net.transport import (
     AllowListPolicy,
     SocketTuning,
@@ -85,7 +86,6 @@ from coordinator.stages import check_stage
 
 log = get_logger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 RUN_JSON = "run.json"
 SECURE_SUM_SOURCES = ("procedural", "bank")
 # secure-sum: the highest round number ever announced, written before the round's first message so
@@ -171,6 +171,13 @@ class _SelfCheckDenialIsInfo(logging.Filter):
         return True
 
 
+def generator_run_config(cfg: ServiceConfig) -> RunConfig:
+    """The run config G is built from and checkpointed with (the sites' side is theirs)."""
+    return RunConfig(image=cfg.image, model=cfg.model, train=cfg.train, run_id=cfg.run_id, device=cfg.device,
+                     data=DataConfig(condition_source=cfg.condition_source,
+                                     bank_dir=str(cfg.bank_dir) if cfg.bank_dir else None))
+
+
 class Coordinator:
     def __init__(self, cfg: ServiceConfig, *, resume: bool = False) -> None:
         if cfg.aggregation not in AGGREGATIONS:
@@ -207,6 +214,7 @@ class Coordinator:
                                      aggregation=cfg.aggregation)
         if problem is not None:
             raise SecganError(problem)
+        self.run_config = generator_run_config(cfg)
         self._build_core()
         previous = None
         run_json = self.state_dir / RUN_JSON
@@ -233,44 +241,16 @@ class Coordinator:
     # -- model -------------------------------------------------------------------------------------
 
     def _build_core(self) -> None:
-        from secgan.gan.conditions import build_condition_source
-        from secgan.gan.models import build_generator
-        from secgan.gan.step import GeneratorCore
+        from secgan.gan.checkpoint import load_checkpoint
+
+        from coordinator.build import build_generator_core
 
         cfg = self.cfg
-        self.G = build_generator(cfg.model, cfg.image, seed=cfg.train.seed).to(cfg.device)
-        self.optimizer = torch.optim.Adam(self.G.parameters(), lr=cfg.train.lr_g,
-                                          betas=(cfg.train.beta1, cfg.train.beta2))
-        self.rng = torch.Generator().manual_seed(cfg.train.seed)
-        conditions = build_condition_source(cfg.condition_source, size=cfg.image.size, bank_dir=cfg.bank_dir)
-        step, round_number, average_state = 0, 0, None
-        ckpt = self.state_dir / CHECKPOINT_NAME
-        if self.resume:
-            from secgan.gan.checkpoint import load_checkpoint, restore_optimizer
-
-            if not ckpt.is_file():
-                raise SecganError(f"--resume: no checkpoint in {self.state_dir}")
-            ck = load_checkpoint(ckpt)
-            if ck.meta.get("run_id") != cfg.run_id:
-                raise SecganError("--resume: the checkpoint belongs to another run id")
-            self.G.load_state_dict(ck.generator_state)
-            average_state = ck.average_state
-            restore_optimizer(self.optimizer, ck.optimizer_state, where=ckpt)
-            state = ck.rng_state.get("core")
-            if isinstance(state, torch.Tensor):
-                self.rng.set_state(state.to(torch.uint8))
-            step = ck.step
-            round_number = int(ck.meta.get("round", 0))
-            log.info("resumed", step=step, round=round_number)
-        self.core = GeneratorCore(self.G, self.optimizer, conditions, batch_size=cfg.train.batch_size,
-                                  noise_dim=cfg.model.noise_dim, generator=self.rng, device=cfg.device,
-                                  average=cfg.train.g_average)
-        if self.resume:
-            self.core.restore_average(average_state)
-        elif cfg.train.init_from:  # a fresh run starts from the pretrained G; a resumed one never
-            from secgan.gan.pretrained import init_generator
-
-            init_generator(cfg.train.init_from, self.G, model=cfg.model, image=cfg.image, average=self.core.G_average)
+        ckpt = self.state_dir / CHECKPOINT_FILE
+        if self.resume and not ckpt.is_file():
+            raise SecganError(f"--resume: no checkpoint in {self.state_dir}")
+        self.core, start = build_generator_core(self.run_config, load_checkpoint(ckpt) if self.resume else None)
+        round_number = start.round
         if cfg.aggregation == "secure-sum":
             from coordinator.secure_sum import SecureSumScheduler
 
@@ -278,10 +258,10 @@ class Coordinator:
                 round_number = max(round_number, self._round_mark())
             self.scheduler = SecureSumScheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
                                                 total_steps=cfg.train.steps, roster=cfg.agreement_roster,
-                                                step=step, round_number=round_number)
+                                                step=start.step, round_number=round_number)
         else:
             self.scheduler = Scheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
-                                       total_steps=cfg.train.steps, step=step, round_number=round_number)
+                                       total_steps=cfg.train.steps, step=start.step, round_number=round_number)
 
     def _round_mark(self) -> int:
         import json
@@ -303,24 +283,11 @@ class Coordinator:
         atomic_write_json(self.state_dir / ROUND_MARK, {"run_id": self.cfg.run_id, "round": round_number})
 
     def checkpoint(self) -> Path:
-        from secgan.gan.checkpoint import save_checkpoint
-        from secgan.run.config import DataConfig, RunConfig
+        from coordinator.build import save_generator_core
 
-        cfg = self.cfg
-        run_cfg = RunConfig(image=cfg.image, model=cfg.model, train=cfg.train,
-                            data=DataConfig(condition_source=cfg.condition_source,
-                                            bank_dir=str(cfg.bank_dir) if cfg.bank_dir else None),
-                            run_id=cfg.run_id)
-        return save_checkpoint(
-            self.state_dir / CHECKPOINT_NAME,
-            generator=self.G,
-            optimizer=self.optimizer,
-            step=self.scheduler.step,
-            rng_state={"core": self.rng.get_state()},
-            meta={"run_id": cfg.run_id, "round": self.scheduler.round_number, "source": "coordinator"},
-            config=to_dict(run_cfg),
-            average=self.core.G_average,
-        )
+        return save_generator_core(self.state_dir / CHECKPOINT_FILE, self.core, self.run_config,
+                                   step=self.scheduler.step, round=self.scheduler.round_number,
+                                   meta={"source": "coordinator"})
 
     # -- sockets -----------------------------------------------------------------------------------
 

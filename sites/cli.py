@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_learner(cfg: Any, dataset: Any) -> Any:
     """The site's learner: every mode, "off" included, goes through
-    ``secgan.privacy.learner.SiteLearner`` (ledger before release, refusal past the budget), which
+    ``sites.learner.SiteLearner`` (ledger before release, refusal past the budget), which
     keeps its own durable state in the state folder."""
-    from secgan.privacy.learner import SiteLearner
+    from sites.learner import SiteLearner
 
     return SiteLearner(dataset=dataset, policy=cfg.policy, model=cfg.model, image=cfg.image, train=cfg.train,
                        state_dir=Path(cfg.state_dir), generator_seed=cfg.seed, device=cfg.device)

@@ -70,6 +70,8 @@ from secgan.net.schema import (
 from secgan.core.spec import ImageSpec
 from secgan.net.transport import SocketTuning, make_dealer
 
+from sites.interfaces import Learner
+
 log = get_logger(__name__)
 
 COORDINATOR = "coordinator"  # the replay-guard key of the one peer a site has
@@ -116,9 +118,9 @@ class NodeConfig:
 
 
 class SiteNode:
-    def __init__(self, cfg: NodeConfig, learner: Any, *, secure_sum: Callable[[str], Any] | None = None) -> None:
-        """``learner``: serve(FakeBatch) -> GradientReply | Refusal, epsilon(), save(); it keeps its own
-        durable state. ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient`` built from the
+    def __init__(self, cfg: NodeConfig, learner: Learner, *, secure_sum: Callable[[str], Any] | None = None) -> None:
+        """``learner``: the seam of :class:`sites.interfaces.Learner` (``sites.learner.SiteLearner``);
+        it keeps its own durable state. ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient`` built from the
         verified manifest's roster (None: this site cannot join secure-sum runs)."""
         self.cfg = cfg
         self.learner = learner
@@ -186,12 +188,8 @@ class SiteNode:
             log.info("hello_sent", site=self.cfg.site_id)
 
     def _releases(self) -> int:
-        """How many steps this site has served so far (its ledger's count when it keeps one)."""
-        ledger = getattr(self.learner, "ledger", None)
-        count = getattr(ledger, "releases", None) if ledger is not None else None
-        if count is None:
-            count = getattr(self.learner, "steps_served", 0)
-        return int(count) if isinstance(count, int) and count >= 0 else 0
+        """How many steps this site has served so far (its learner's durable count)."""
+        return int(self.learner.releases)
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -252,7 +250,7 @@ class SiteNode:
             log.error("welcome_refused", reason="image_size", theirs=msg.image_size, ours=self.cfg.image.size)
             self._fatal("image_size_mismatch", 2)
             return
-        refusal = self.learner.refuses_source(msg.condition_source) if hasattr(self.learner, "refuses_source") else None
+        refusal = self.learner.refuses_source(msg.condition_source)
         if refusal or msg.condition_source not in self.cfg.accept_sources:
             log.error("welcome_refused", reason="condition_source", source=msg.condition_source)
             self._fatal("source_refused", 3)
@@ -283,7 +281,7 @@ class SiteNode:
     def _check_plan(self, run_steps: int) -> None:
         """Compare the run's steps with the steps this site's noise was planned for (site log only:
         the exact epsilon never goes on the wire)."""
-        plan = self.learner.plan(run_steps) if hasattr(self.learner, "plan") else None
+        plan = self.learner.plan(run_steps)
         if plan is None:  # nothing accounted (mode "off")
             return
         fields = {k: plan[k] for k in ("run_steps", "planned_steps", "epsilon_run", "target_epsilon",
@@ -316,10 +314,7 @@ class SiteNode:
         secure = self.aggregation == "secure-sum"
         t0 = time.perf_counter()
         try:
-            if secure and hasattr(self.learner, "secure_sum_noise"):
-                reply = self.learner.serve(msg, distributed_noise=True)
-            else:
-                reply = self.learner.serve(msg)
+            reply = self.learner.serve(msg, distributed_noise=secure)
         except ProtocolError:
             raise
         except Exception as exc:  # noqa: BLE001 - a privacy invariant, a numeric error: refuse this step, keep serving
@@ -362,15 +357,14 @@ class SiteNode:
             first = client.needs_gradient(ann)
             held = self._held if self._held is not None and self._held.key == key else None
             noise_std, generator = 0.0, None
-            if first and held is not None and hasattr(self.learner, "secure_sum_noise"):
+            if first and held is not None:
                 noise_std, generator = self.learner.secure_sum_noise(threshold=client.threshold)
-            if held is not None and hasattr(self.learner, "record_distributed_noise"):
+            if held is not None:
                 self.learner.record_distributed_noise(threshold=client.threshold, participants=len(ann.participants),
                                                       first_attempt=first)
-            policy = getattr(self.learner, "policy", None)
             masked = client.contribute(ann, held.grad if (first and held is not None) else None,
                                        noise_std=noise_std, generator=generator,
-                                       secure_noise=bool(getattr(policy, "secure_noise", True)),
+                                       secure_noise=self.learner.policy.secure_noise,
                                        budget_left=held.budget_left if held is not None else None)
         except SecAggRefusal as exc:
             self._refuse_attempt(ann, exc.code, exc.detail or exc.code)
@@ -404,13 +398,9 @@ class SiteNode:
     # -- loop --------------------------------------------------------------------------------------
 
     def write_status(self) -> None:
-        # epsilon and releases are the ledger's own (already durable) figures, one read of one object,
+        # epsilon and releases are the learner's ledger's own (already durable) figures,
         # so site.json never disagrees with ledger.json; counts are this process's only
-        ledger = getattr(self.learner, "ledger", None)
-        if ledger is not None:
-            eps, releases = ledger.epsilon, ledger.releases
-        else:
-            eps, releases = (self.learner.epsilon() if hasattr(self.learner, "epsilon") else None), None
+        eps, releases = self.learner.epsilon(), self.learner.releases
         atomic_write_json(Path(self.cfg.state_dir) / "site.json", {
             "site_id": self.cfg.site_id, "run_id": self.run_id, "welcomed": self.welcomed,
             "epsilon": eps, "releases": releases, "counts": dict(self.counts), "exit_reason": self.exit_reason,

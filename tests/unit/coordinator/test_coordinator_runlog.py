@@ -14,7 +14,7 @@ from secgan.net.schema import GradientReply
 from secgan.gan.models import build_generator
 from secgan.gan.config import ModelConfig
 from secgan.core.spec import ImageSpec
-from secgan.gan.step import GeneratorCore
+from coordinator.core import GeneratorCore
 
 from coordinator.registry import Registry
 from coordinator.runlog import RunLog

@@ -23,7 +23,7 @@ from secgan.cli import main as cli_main
 from secgan.core.errors import PrivacyError
 from secgan.net.schema import GradientReply
 from secgan.privacy import accounting as acc
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.ledger import LEDGER_FILE, PrivacyLedger
 from secgan.privacy.release_log import LOG_FILE, ReleaseLog, verify_chain, verify_release_log
 from secgan.privacy.statelock import StateLock, StateLocked

@@ -22,7 +22,7 @@ D). Both are reserved in the ledger (the latter at zero steps) and logged with t
 ``charged_steps``, so the log stays a complete record and a rebuild from it prices them exactly.
 
 Numerical safety: a batch outside the generator's value range is refused before step 2
-(``check_fake_batch``), so it is never charged. If D (or its optimiser state) or the gradient is
+(``sites.checks.check_fake_batch``), so it is never charged. If D (or its optimiser state) or the gradient is
 not finite after the update anyway, D and its optimiser are rolled back to their state before the
 step, so a poisoned D is never kept, saved or restored. In ``dpsgd`` and ``off`` modes the step is
 then answered ``Refusal(code="non_finite")``: that refusal is a function of the private update,
@@ -55,6 +55,8 @@ from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rat
 from secgan.privacy.sanitize import effective_noise_multiplier
 from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
+
+from sites.checks import check_fake_batch
 
 log = get_logger(__name__)
 
@@ -234,6 +236,11 @@ class SiteLearner:
     def epsilon(self) -> float | None:
         return self.ledger.epsilon
 
+    @property
+    def releases(self) -> int:
+        """Batches served so far: the ledger's durable release count."""
+        return self.ledger.releases
+
     def budget_left(self) -> float | None:
         """What the coordinator is told: the coarse fraction of the budget left (None if DP is off)."""
         return budget_left(epsilon=self.ledger.epsilon, target_epsilon=self.ledger.target_epsilon)
@@ -283,7 +290,10 @@ class SiteLearner:
             if not self._finite(i):  # never reached after a rolled-back step; never write a poisoned D
                 log.error("discriminator_not_saved", index=i, reason="non_finite")
                 continue
-            save_module_state(self._state_file(i), module, opt, {"mode": self.policy.mode, "releases": self.ledger.releases})
+            meta = {"mode": self.policy.mode, "releases": self.ledger.releases}
+            if self.policy.mode == "off":  # nothing private: the sampling stream continues across a restart
+                meta["rng"] = self._rng.bit_generator.state
+            save_module_state(self._state_file(i), module, opt, meta)
         self._since_save = 0
 
     def serve(self, msg: FakeBatch, *, distributed_noise: bool = False) -> GradientReply | Refusal:
@@ -295,8 +305,6 @@ class SiteLearner:
         exactly as for a locally noised release: the sum carries at least the full noise as long as
         the threshold of participants is honest (``record_distributed_noise`` writes that down).
         """
-        from secgan.gan.step import check_fake_batch
-
         check_fake_batch(msg, self.image)
         rows = int(msg.fake.shape[0])
         sigma_acc = self._accounted_noise(rows)
@@ -572,3 +580,8 @@ class SiteLearner:
                         f"{path}: discriminator saved after {meta.get('releases')} releases but the ledger counts "
                         f"{self.ledger.releases}; the ledger must never be behind the model it paid for"
                     )
+                if self.policy.mode == "off" and "rng" in meta and int(meta.get("releases", -1)) == self.ledger.releases:
+                    try:  # mode "off" only: a resumed run samples as an uninterrupted one would
+                        self._rng.bit_generator.state = meta["rng"]
+                    except (TypeError, ValueError, KeyError) as exc:
+                        raise PrivacyError(f"{path}: site state is malformed ({exc})") from None
