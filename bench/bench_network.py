@@ -64,7 +64,8 @@ def _site_process(site_dir: str, site_id: str, pub: bytes, sec: bytes, spub: byt
     from secgan.data.dataset import load_site
     from secgan.privacy.policy import PrivacyPolicy
     from sites.learner import SiteLearner
-    from sites.node import NodeConfig, SiteNode
+    from sites.config import NodeConfig
+    from sites.node import SiteNode
 
     ds = load_site(Path(site_dir), split="train", image_size=IMAGE.size)
     learner = SiteLearner(dataset=ds, policy=PrivacyPolicy(mode="off", allow_off=True), model=MODEL, image=IMAGE,

@@ -67,14 +67,15 @@ def run(args: argparse.Namespace) -> int:
     from secgan.keys.curve import load_curve_keypair
     from secgan.core.logs import get_logger
     from secgan.privacy.statelock import StateLock
-    from secgan.settings import load_site_config, verify_federation
+    from secgan.settings import load_site_config, verify_site_federation
 
-    from sites.node import NodeConfig, SiteNode
+    from sites.config import NodeConfig
+    from sites.node import SiteNode
 
     cfg = load_site_config(args.config)
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data_dir=str(args.data.expanduser().resolve()))
-    manifest = verify_federation(cfg)  # also checks the pinned coordinator key against the manifest
+    manifest = verify_site_federation(cfg)  # also checks the pinned coordinator key against the manifest
     public, secret = load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit

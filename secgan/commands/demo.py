@@ -197,7 +197,7 @@ def stage_train(cfg: DemoConfig, kits: dict[str, Path]) -> dict:
     """Coordinator and sites as separate OS processes over CURVE; progress from run.json."""
     from tqdm import tqdm
 
-    from secgan.settings import load_coordinator_config
+    from coordinator.config import load_coordinator_config
 
     ccfg = load_coordinator_config(kits["coordinator"])
     logs = cfg.out / "logs"
@@ -266,7 +266,7 @@ def stage_sample(cfg: DemoConfig, kits: dict[str, Path]) -> Path:
 
     from secgan.gan.checkpoint import CHECKPOINT_FILE
     from secgan.data.dataset import load_site
-    from secgan.settings import load_coordinator_config
+    from coordinator.config import load_coordinator_config
     from secgan.gan.synthetic import sample_generator, save_grid, write_synthetic
 
     ccfg = load_coordinator_config(kits["coordinator"])

@@ -340,7 +340,8 @@ def test_ledger_never_under_counts_the_log_whatever_the_order_of_crashes_and_res
 
 def test_site_json_epsilon_and_releases_are_the_ledgers(tmp_path):
     from secgan.core.spec import ImageSpec
-    from sites.node import NodeConfig, SiteNode
+    from sites.config import NodeConfig
+    from sites.node import SiteNode
 
     state = tmp_path / "site"
     site = make(state)

@@ -16,7 +16,8 @@ from secgan.core.errors import PrivacyError
 from secgan.gan.models import SEMANTIC_CLASSES
 from secgan.privacy import accounting as acc
 from secgan.privacy import stats as S
-from sites.learner import STATS_FILE, SiteLearner
+from sites.learner import SiteLearner
+from sites.stats_release import STATS_FILE
 from secgan.privacy.ledger import LEDGER_FILE
 from secgan.privacy.policy import PrivacyPolicy
 

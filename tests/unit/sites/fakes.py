@@ -57,7 +57,8 @@ class FakeSocket:
 def fake_node(tmp_path, learner, *, size: int = 16, secure_sum=None, **config):
     """A SiteNode on a fake socket (no network): site-1, loopback endpoint, no keys, ``procedural``."""
     from secgan.core.spec import ImageSpec
-    from sites.node import NodeConfig, SiteNode
+    from sites.config import NodeConfig
+    from sites.node import SiteNode
 
     fields = dict(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
                   server_public=b"", state_dir=tmp_path, image=ImageSpec(size=size),

@@ -14,7 +14,9 @@ from secgan.cli import main
 from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, Welcome
 from secgan.privacy import accounting as acc
 from sites.learner import SiteLearner
-from secgan.settings import load_coordinator_config, load_site_config
+from secgan.settings import load_site_config
+
+from coordinator.config import load_coordinator_config
 
 from tests.unit.sites.fakes import fake_node
 from tests.unit.privacy.privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy
