@@ -58,6 +58,7 @@ from secgan.core.spec import ImageSpec
 from sites.checks import check_fake_batch
 from sites.discriminators import build_discriminators, derive_seed
 from sites.last_good import State, is_finite, roll_back, snapshot
+from sites.saved_state import restore_discriminators, save_discriminators
 
 log = get_logger(__name__)
 
@@ -151,7 +152,7 @@ class SiteLearner:
             noise_generator=self._noise)
         from secgan.privacy.recovery import cover_saved_state, saved_releases
 
-        cover_saved_state(self.ledger, saved_releases=saved_releases([self._state_file(i) for i in range(len(self._modules))]),
+        cover_saved_state(self.ledger, saved_releases=saved_releases(self._state_files()),
                           cost=cost, rows=max(self.release_log.max_rows, train.batch_size), what="discriminator state",
                           steps_per_release=policy.max_steps_per_release)
         self._restore()
@@ -206,16 +207,8 @@ class SiteLearner:
                         accountant=self.ledger.accountant)
 
     def save(self) -> None:
-        from secgan.gan.checkpoint import save_module_state
-
-        for i, (module, opt) in enumerate(self._modules):
-            if not self._finite(i):  # never reached after a rolled-back step; never write a poisoned D
-                log.error("discriminator_not_saved", index=i, reason="non_finite")
-                continue
-            meta = {"mode": self.policy.mode, "releases": self.ledger.releases}
-            if self.policy.mode == "off":  # nothing private: the sampling stream continues across a restart
-                meta["rng"] = self._rng.bit_generator.state
-            save_module_state(self._state_file(i), module, opt, meta)
+        save_discriminators(self._modules, self._state_files(), mode=self.policy.mode, releases=self.ledger.releases,
+                            rng=self._rng)
         self._since_save = 0
 
     def serve(self, msg: FakeBatch, *, distributed_noise: bool = False) -> GradientReply | Refusal:
@@ -433,28 +426,9 @@ class SiteLearner:
         name = "discriminator.safetensors" if self.policy.mode != "sanitize" else f"discriminator-{i}.safetensors"
         return self.state_dir / name
 
-    def _restore(self) -> None:
-        from secgan.gan.checkpoint import load_module_state
+    def _state_files(self) -> list[Path]:
+        return [self._state_file(i) for i in range(len(self._modules))]
 
-        for i, (module, opt) in enumerate(self._modules):
-            path = self._state_file(i)
-            if path.exists():
-                fresh = self._snapshot(i)
-                meta = load_module_state(path, module, opt)
-                if not self._finite(i):
-                    # a poisoned D (written by an older version) is never restored: start this D
-                    # afresh (data-independent initialisation); the ledger keeps everything it charged
-                    self._roll_back(i, fresh)
-                    log.warning("discriminator_state_discarded", path=path.name, reason="non_finite")
-                if meta.get("mode") != self.policy.mode:
-                    raise PrivacyError(f"{path}: saved for privacy mode {meta.get('mode')!r}, not {self.policy.mode!r}")
-                if int(meta.get("releases", 0)) > self.ledger.releases:
-                    raise PrivacyError(
-                        f"{path}: discriminator saved after {meta.get('releases')} releases but the ledger counts "
-                        f"{self.ledger.releases}; the ledger must never be behind the model it paid for"
-                    )
-                if self.policy.mode == "off" and "rng" in meta and int(meta.get("releases", -1)) == self.ledger.releases:
-                    try:  # mode "off" only: a resumed run samples as an uninterrupted one would
-                        self._rng.bit_generator.state = meta["rng"]
-                    except (TypeError, ValueError, KeyError) as exc:
-                        raise PrivacyError(f"{path}: site state is malformed ({exc})") from None
+    def _restore(self) -> None:
+        restore_discriminators(self._modules, self._state_files(), mode=self.policy.mode, releases=self.ledger.releases,
+                               rng=self._rng)
