@@ -27,7 +27,8 @@ def measure(size: int, batch: int, reps: int) -> dict:
     from secgan.gan.models import build_discriminator, build_generator, count_parameters
     from secgan.gan.config import ModelConfig
     from secgan.core.spec import ImageSpec
-    from secgan.gan.step import GeneratorCore, discriminator_step, generator_gradient
+    from coordinator.core import GeneratorCore
+    from secgan.gan.step import discriminator_step, generator_gradient
 
     model, image = ModelConfig(), ImageSpec(size=size)
     G, D = build_generator(model, image), build_discriminator(model, image)

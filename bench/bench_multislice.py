@@ -38,7 +38,7 @@ def _time_updates(k: int, *, steps: int, mode: str) -> list[float]:
     import torch
 
     from secgan.net.schema import FakeBatch
-    from secgan.privacy.learner import SiteLearner
+    from sites.learner import SiteLearner
     from secgan.privacy.policy import PrivacyPolicy
     from secgan.gan.config import ModelConfig, TrainConfig
     from secgan.core.spec import ImageSpec

@@ -62,12 +62,14 @@ def _site_process(site_dir: str, site_id: str, pub: bytes, sec: bytes, spub: byt
                   state_dir: str, train: TrainConfig, seed: int) -> None:
     torch.set_num_threads(1)
     from secgan.data.dataset import load_site
-    from secgan.gan.step import PlainSiteLearner
-    from sites.node import NodeConfig, SiteNode
+    from secgan.privacy.policy import PrivacyPolicy
+    from sites.learner import SiteLearner
+    from sites.config import NodeConfig
+    from sites.node import SiteNode
 
     ds = load_site(Path(site_dir), split="train", image_size=IMAGE.size)
-    learner = PlainSiteLearner(dataset=ds, model=MODEL, image=IMAGE, train=train, generator_seed=seed,
-                               state_dir=Path(state_dir))
+    learner = SiteLearner(dataset=ds, policy=PrivacyPolicy(mode="off", allow_off=True), model=MODEL, image=IMAGE,
+                          train=train, generator_seed=seed, state_dir=Path(state_dir))
     node = SiteNode(NodeConfig(site_id=site_id, endpoint=endpoint, client_public=pub, client_secret=sec,
                                server_public=spub, state_dir=Path(state_dir), image=IMAGE,
                                policy_summary=POLICY_OFF, accept_sources=("procedural",)), learner)

@@ -63,13 +63,14 @@ def build_service_config(cfg, manifest, *, progress: bool | None = None):
 
 def run(args: argparse.Namespace) -> int:
     from secgan.core.errors import ConfigError
-    from secgan.settings import load_coordinator_config, verify_federation
+    from secgan.gan.checkpoint import CHECKPOINT_FILE
 
-    from coordinator.service import CHECKPOINT_NAME, Coordinator
+    from coordinator.config import load_coordinator_config, verify_coordinator_federation
+    from coordinator.service import Coordinator
 
     cfg = load_coordinator_config(args.config)
-    manifest = verify_federation(cfg)
-    checkpoint = Path(cfg.state_dir) / CHECKPOINT_NAME
+    manifest = verify_coordinator_federation(cfg)
+    checkpoint = Path(cfg.state_dir) / CHECKPOINT_FILE
     if checkpoint.exists() and not args.resume:
         raise ConfigError(f"{cfg.state_dir} already holds a checkpoint of run {cfg.run_id!r}: pass --resume to continue it")
     service = Coordinator(build_service_config(cfg, manifest, progress=args.progress), resume=args.resume)

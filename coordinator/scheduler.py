@@ -20,6 +20,7 @@ from secgan.core.errors import ProtocolError
 from secgan.core.logs import get_logger
 from secgan.net.schema import FakeBatch, GradientReply, Refusal
 
+from coordinator.core import StepCore
 from coordinator.registry import Registry
 
 log = get_logger(__name__)
@@ -59,7 +60,7 @@ class RoundResult:
 class Scheduler:
     def __init__(
         self,
-        core: Any,  # secgan.gan.step.GeneratorCore
+        core: StepCore,
         registry: Registry,
         policy: QuorumPolicy,
         *,

@@ -30,6 +30,7 @@ from secgan.core.logs import get_logger
 from secgan.net.schema import GradientReply, SecAggAnnounce, SecAggMasked
 from secgan.secagg import ASSUMPTION, RoundStats, SecAggRoundFailed, SecureSumAggregator, summarize_rounds
 
+from coordinator.core import StepCore
 from coordinator.registry import Registry
 from coordinator.scheduler import QuorumPolicy, Round, RoundResult, Scheduler
 
@@ -53,24 +54,13 @@ class SecureRound(Round):
 
 
 class SecureSumScheduler(Scheduler):
-    def __init__(
-        self,
-        core: Any,
-        registry: Registry,
-        policy: QuorumPolicy,
-        *,
-        run_id: str,
-        total_steps: int,
-        roster: Mapping[str, str],
-        step: int = 0,
-        round_number: int = 0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, core: StepCore, registry: Registry, policy: QuorumPolicy, *, roster: Mapping[str, str],
+                 clock: Callable[[], float] = time.monotonic, **rounds: Any) -> None:
+        """``rounds``: the :class:`Scheduler`'s own keywords (run_id, total_steps, step, round_number)."""
         # the aggregator refuses sets below the default site threshold, so do not start below it either
-        agg = SecureSumAggregator(run_id=run_id, roster=roster, clock=clock)
+        agg = SecureSumAggregator(run_id=rounds["run_id"], roster=roster, clock=clock)
         policy = dataclasses.replace(policy, min_sites=max(policy.min_sites, agg.threshold))
-        super().__init__(core, registry, policy, run_id=run_id, total_steps=total_steps, step=step,
-                         round_number=round_number)
+        super().__init__(core, registry, policy, **rounds)
         self.agg = agg
         self.threshold = agg.threshold
         self.clock = clock

@@ -1,11 +1,15 @@
-"""Configuration files of the two long-running services: ``coordinator.toml`` and ``site.toml``.
+"""The site's configuration file, ``site.toml``, and what configuration files have in common.
 
-Both load into frozen dataclasses through :func:`secgan.core.config.load_dataclass`, so an unknown key,
-a wrong type or an out-of-range value is a ConfigError naming the dotted key. Relative paths are
-resolved against the folder of the config file and stored as absolute strings. Checks that cross
-fields (loopback unless ``allow_remote``, quorum vs. manifest, ...) also name their keys.
+The site's config lives here, in the library, and not in ``sites/``, because two roles read it:
+the site node and the site's auditor (``audits/``, which runs where the data is and never imports
+``sites/``). The coordinator's ``coordinator.toml`` is ``coordinator.config.CoordinatorConfig``.
 
-:func:`verify_federation` is what each service calls at start, before opening a socket: it verifies
+Both load into frozen dataclasses through :func:`load_config_file` (:func:`secgan.core.config.load_dataclass`),
+so an unknown key, a wrong type or an out-of-range value is a ConfigError naming the dotted key.
+Relative paths are resolved against the folder of the config file and stored as absolute strings.
+Checks that cross fields (loopback unless ``allow_remote``, ...) also name their keys.
+
+:func:`verify_site_federation` is what a site calls at start, before opening a socket: it verifies
 the signed manifest against the coordinator's Ed25519 key and checks that the local key files are
 the ones the manifest lists.
 """
@@ -21,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 from secgan.core.config import choices, load_dataclass, read_toml, rng
 from secgan.core.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.gan.config import CONDITION_SOURCES, ModelConfig, TrainConfig
+from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
-from secgan.core.ids import RUN_ID_RE, SITE_ID_RE
-from secgan.net.schema import AGGREGATIONS
+from secgan.core.ids import SITE_ID_RE
 from secgan.net.transport import SocketTuning
 from secgan.net.limits import WireLimits
 
@@ -32,117 +35,17 @@ if TYPE_CHECKING:
     from secgan.keys.manifest import Manifest
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_HOST_RE = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9a-fA-F:]{2,39}")
+HOST_RE = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9a-fA-F:]{2,39}")
 _ENDPOINT_RE = re.compile(r"tcp://([A-Za-z0-9.\-]{1,253}|\[[0-9a-fA-F:]{2,39}\]):([0-9]{1,5})")
 
-_POSITIVE = rng(min=0.0, min_exclusive=True)
+POSITIVE = rng(min=0.0, min_exclusive=True)
 
 
-def _endpoint_host(endpoint: str) -> str | None:
+def endpoint_host(endpoint: str) -> str | None:
     m = _ENDPOINT_RE.fullmatch(endpoint)
     if m is None or not 0 < int(m.group(2)) < 65536:
         return None
     return m.group(1).strip("[]")
-
-
-@dataclass(frozen=True)
-class CoordinatorConfig:
-    """The coordinator service. ``train.steps`` and ``train.checkpoint_every`` drive the run;
-    ``train.lr_d`` is not used here (each site trains its own D)."""
-
-    # ROUTER bind address; anything but loopback needs allow_remote = true
-    host: str = "127.0.0.1"
-    # ROUTER port; the only port of a federation, open it to the sites' addresses only
-    port: int = field(default=5555, metadata=rng(min=1, max=65535))
-    # must be true to bind or advertise anything but loopback (a deliberate step)
-    allow_remote: bool = False
-    # the endpoint sites connect to (written into the manifest); default tcp://host:port
-    advertise: str | None = None
-    keys_dir: str = "keys"  # holds <key_name>.key and <key_name>.key_secret (CURVE)
-    # file stem of the CURVE key pair in keys_dir
-    key_name: str = "coordinator"
-    signing_key: str = "signing.pem"  # Ed25519, signs the manifest
-    # the signed federation manifest (site ids and public keys)
-    manifest: str = "manifest.json"
-    state_dir: str = "state"  # checkpoints, run.json
-    # names the run; messages of another run are dropped as wrong_run
-    run_id: str = "run"
-    # quorum: a round completes with answers from at least this many sites
-    min_sites: int = field(default=1, metadata=rng(min=1, max=1024))
-    # a site that has not answered a round by then is left out of that step
-    round_deadline_s: float = field(default=120.0, metadata=_POSITIVE)
-    # a step retried this often without a quorum stops the run (quorum_lost)
-    max_round_attempts: int = field(default=3, metadata=rng(min=1, max=100))
-    # kept for symmetry with sites; the coordinator sends no heartbeats of its own, it answers each site's
-    heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
-    # an idle site silent this long is marked dead (readmitted when it says Hello again)
-    heartbeat_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
-    # how often state_dir/run.json is rewritten during the run
-    run_json_every_s: float = field(default=5.0, metadata=_POSITIVE)
-    # where label maps come from: procedural (no patient data), bank (bank_dir), site (refused with DP)
-    condition_source: str = field(default="procedural", metadata=choices(*CONDITION_SOURCES))
-    # folder of label maps the coordinator may legitimately hold, for condition_source = bank
-    bank_dir: str | None = None
-    # routed: each site its own batch; secure-sum: one batch, the coordinator learns only the sum
-    aggregation: str = field(default="routed", metadata=choices(*AGGREGATIONS))
-    # where G runs: cpu or cuda
-    device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
-    image: ImageSpec = field(default_factory=ImageSpec)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    wire: WireLimits = field(default_factory=WireLimits)
-    tuning: SocketTuning = field(default_factory=SocketTuning)
-
-    def __post_init__(self) -> None:
-        if _HOST_RE.fullmatch(self.host) is None:
-            raise ValueError(f"host: not a host name or address: {self.host!r}")
-        if self.host not in LOOPBACK_HOSTS and not self.allow_remote:
-            raise ValueError(f"host = {self.host!r} is not loopback; set allow_remote = true to listen on a network")
-        if self.advertise is not None:
-            adv = _endpoint_host(self.advertise)
-            if adv is None:
-                raise ValueError("advertise: must look like tcp://HOST:PORT")
-            if adv not in LOOPBACK_HOSTS and not self.allow_remote:
-                raise ValueError("advertise is not loopback; set allow_remote = true")
-        elif self.host in ("0.0.0.0", "::"):
-            raise ValueError(f"host = {self.host!r} binds every interface; set advertise = \"tcp://NAME:PORT\"")
-        if RUN_ID_RE.fullmatch(self.run_id) is None:
-            raise ValueError("run_id: must be 1-64 characters of letters, digits, '-', '_' or '.'")
-        if not SITE_ID_RE.fullmatch(self.key_name):
-            raise ValueError("key_name: must be 1-64 of [a-z0-9_-]")
-        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
-            raise ValueError("heartbeat_timeout_s must be greater than heartbeat_interval_s")
-        if self.condition_source == "bank" and not self.bank_dir:
-            raise ValueError("condition_source = 'bank' needs bank_dir")
-        if self.aggregation == "secure-sum" and self.min_sites < 3:
-            raise ValueError("aggregation = 'secure-sum' needs min_sites >= 3 (with two sites each learns the other's gradient)")
-        if self.aggregation == "secure-sum" and self.condition_source == "site":
-            raise ValueError("aggregation = 'secure-sum' shares one batch drawn at the coordinator: "
-                             "condition_source must be 'procedural' or 'bank'")
-        if self.train.l1_weight > 0 and self.condition_source != "site":
-            raise ValueError("train.l1_weight > 0 needs condition_source = 'site'")
-        try:
-            self.model.check_fits(self.image)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        from secgan.net.limits import batch_wire_problem
-
-        problem = batch_wire_problem(image=self.image, batch_size=self.train.batch_size, limits=self.wire,
-                                     aggregation=self.aggregation)
-        if problem is not None:
-            raise ValueError(problem)
-
-    @property
-    def bind(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-    @property
-    def endpoint(self) -> str:
-        """What sites connect to."""
-        if self.advertise is not None:
-            return self.advertise
-        return self.bind.replace("tcp://localhost:", "tcp://127.0.0.1:")
 
 
 @dataclass(frozen=True)
@@ -177,15 +80,15 @@ class SiteConfig:
     # where D runs: cpu or cuda
     device: str = field(default="cpu", metadata=choices("cpu", "cuda"))
     # how often the site tells the coordinator it is alive
-    heartbeat_interval_s: float = field(default=1.0, metadata=_POSITIVE)
+    heartbeat_interval_s: float = field(default=1.0, metadata=POSITIVE)
     # Hello is re-sent this often until the coordinator answers Welcome
-    hello_retry_s: float = field(default=2.0, metadata=_POSITIVE)
+    hello_retry_s: float = field(default=2.0, metadata=POSITIVE)
     # how often state_dir/site.json is rewritten
-    status_every_s: float = field(default=5.0, metadata=_POSITIVE)
+    status_every_s: float = field(default=5.0, metadata=POSITIVE)
     # no message from the coordinator for this many heartbeat intervals: reconnect and say Hello again
     dead_link_heartbeats: int = field(default=10, metadata=rng(min=2, max=10000))
     # no message from the coordinator for this long: warn (and again every this often)
-    no_answer_warn_s: float = field(default=60.0, metadata=_POSITIVE)
+    no_answer_warn_s: float = field(default=60.0, metadata=POSITIVE)
     image: ImageSpec = field(default_factory=ImageSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -198,7 +101,7 @@ class SiteConfig:
             raise ValueError("site_id: must be 1-64 of [a-z0-9_-], starting with a letter or digit")
         if self.key_name is not None and SITE_ID_RE.fullmatch(self.key_name) is None:
             raise ValueError("key_name: must be 1-64 of [a-z0-9_-]")
-        host = _endpoint_host(self.coordinator_endpoint)
+        host = endpoint_host(self.coordinator_endpoint)
         if host is None:
             raise ValueError("coordinator_endpoint: must look like tcp://HOST:PORT")
         if host not in LOOPBACK_HOSTS and not self.allow_remote:
@@ -223,7 +126,6 @@ class SiteConfig:
         return Path(self.keys_dir) / f"{self.curve_key_name}.x25519"
 
 
-COORDINATOR_PATH_KEYS = ("keys_dir", "signing_key", "manifest", "state_dir", "bank_dir")
 SITE_PATH_KEYS = (
     "data_dir", "state_dir", "keys_dir", "signing_key", "coordinator_public_key", "coordinator_signing_key", "manifest",
     "agreement_key",
@@ -243,7 +145,7 @@ def _resolve(cfg: Any, keys: tuple[str, ...], base: Path) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
-def _load(cls: type, path: str | Path, keys: tuple[str, ...]) -> Any:
+def load_config_file(cls: type, path: str | Path, keys: tuple[str, ...]) -> Any:
     path = Path(path)
     data = read_toml(path)
     try:
@@ -257,48 +159,12 @@ def _load(cls: type, path: str | Path, keys: tuple[str, ...]) -> Any:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
-    return _load(CoordinatorConfig, path, COORDINATOR_PATH_KEYS)
-
-
 def load_site_config(path: str | Path) -> SiteConfig:
-    return _load(SiteConfig, path, SITE_PATH_KEYS)
+    return load_config_file(SiteConfig, path, SITE_PATH_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------
 # start-up checks against the signed manifest
-
-
-def verify_coordinator_federation(cfg: CoordinatorConfig) -> "Manifest":
-    """Verify the manifest with the coordinator's own signing key and check that it lists this
-    coordinator's CURVE key, that the quorum is reachable and that run ids agree."""
-    from secgan.keys.curve import load_curve_keypair
-    from secgan.keys.manifest import load_manifest
-    from secgan.keys.signing import load_signing_key
-
-    signing = load_signing_key(cfg.signing_key)
-    manifest = load_manifest(cfg.manifest, coordinator_verify_key=signing.public_key())
-    public, _ = load_curve_keypair(cfg.keys_dir, cfg.key_name)
-    if public != manifest.coordinator.curve_public:
-        raise ConfigError(f"keys_dir: {cfg.key_name}.key is not the coordinator key listed in {cfg.manifest}")
-    if cfg.min_sites > len(manifest.sites):
-        raise ConfigError(f"min_sites = {cfg.min_sites} but the manifest lists {len(manifest.sites)} site(s)")
-    if manifest.run_id is not None and manifest.run_id != cfg.run_id:
-        raise ConfigError(f"run_id = {cfg.run_id!r} differs from the manifest's run_id {manifest.run_id!r}")
-    if cfg.aggregation == "secure-sum":
-        from secgan.secagg import resolve_threshold
-
-        manifest.agreement_roster()  # every site needs an x25519_public
-        try:
-            threshold = resolve_threshold(0, len(manifest.sites))
-        except ConfigError as exc:
-            raise ConfigError(f"aggregation = 'secure-sum': {exc}") from None
-        if cfg.min_sites < threshold:
-            raise ConfigError(
-                f"aggregation = 'secure-sum': min_sites = {cfg.min_sites} is below the default site threshold "
-                f"{threshold} (strict majority of {len(manifest.sites)} sites, at least 3); sites would refuse such rounds"
-            )
-    return manifest
 
 
 def verify_site_federation(cfg: SiteConfig) -> "Manifest":
@@ -333,13 +199,3 @@ def verify_site_federation(cfg: SiteConfig) -> "Manifest":
     elif cfg.agreement_key is not None:
         raise ConfigError(f"agreement_key: {cfg.agreement_key_path} does not exist")
     return manifest
-
-
-def verify_federation(cfg: CoordinatorConfig | SiteConfig) -> "Manifest":
-    """The start-up check each service runs before opening a socket (see the two functions above)."""
-    if isinstance(cfg, CoordinatorConfig):
-        return verify_coordinator_federation(cfg)
-    if isinstance(cfg, SiteConfig):
-        return verify_site_federation(cfg)
-    raise TypeError(f"expected CoordinatorConfig or SiteConfig, got {type(cfg).__name__}")
-

@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_learner(cfg: Any, dataset: Any) -> Any:
     """The site's learner: every mode, "off" included, goes through
-    ``secgan.privacy.learner.SiteLearner`` (ledger before release, refusal past the budget), which
+    ``sites.learner.SiteLearner`` (ledger before release, refusal past the budget), which
     keeps its own durable state in the state folder."""
-    from secgan.privacy.learner import SiteLearner
+    from sites.learner import SiteLearner
 
     return SiteLearner(dataset=dataset, policy=cfg.policy, model=cfg.model, image=cfg.image, train=cfg.train,
                        state_dir=Path(cfg.state_dir), generator_seed=cfg.seed, device=cfg.device)
@@ -67,14 +67,15 @@ def run(args: argparse.Namespace) -> int:
     from secgan.keys.curve import load_curve_keypair
     from secgan.core.logs import get_logger
     from secgan.privacy.statelock import StateLock
-    from secgan.settings import load_site_config, verify_federation
+    from secgan.settings import load_site_config, verify_site_federation
 
-    from sites.node import NodeConfig, SiteNode
+    from sites.config import NodeConfig
+    from sites.node import SiteNode
 
     cfg = load_site_config(args.config)
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data_dir=str(args.data.expanduser().resolve()))
-    manifest = verify_federation(cfg)  # also checks the pinned coordinator key against the manifest
+    manifest = verify_site_federation(cfg)  # also checks the pinned coordinator key against the manifest
     public, secret = load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit

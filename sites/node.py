@@ -22,13 +22,8 @@ actually spend; on a mismatch it warns, or, with ``policy.on_steps_mismatch = "r
 the first batch with a final Refusal ``steps_mismatch`` (nothing charged) and exits with code 2.
 
 Secure-sum mode (the Welcome says ``aggregation = "secure-sum"``): a FakeBatch is served by the
-learner as usual (which accounts and writes its ledger before returning) but the gradient is HELD,
-never sent; the following SecAggAnnounce is checked against this site's own verified manifest and
-policy threshold by its SecureSumClient, and only the masked vector goes out (or a Refusal naming
-the check that failed). A retry of the same step re-masks the held value with fresh masks: no new
-release, no new ledger charge. In sanitize mode the learner leaves the gradient un-noised and the
-site adds its noise share inside the masked vector; the ledger records the distributed-noise
-statement first.
+learner as usual but the gradient is held, never sent; only masked contributions go out
+(:mod:`sites.secure_round`).
 
 Every release goes through the learner (which accounts and writes its ledger before returning
 and saves D on its own cadence), so a kill -9 + restart resumes from the site's state. Malformed
@@ -41,7 +36,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +43,6 @@ import zmq
 
 from secgan.net import codec, replay
 from secgan.net.errors import PROTOCOL_ERRORS
-from secgan.net.limits import WireLimits
 from secgan.core.errors import ProtocolError, SecganError
 from secgan.core.fsio import atomic_write_json
 from secgan.core.logs import LogLimiter, get_logger
@@ -67,8 +60,11 @@ from secgan.net.schema import (
     Stop,
     Welcome,
 )
-from secgan.core.spec import ImageSpec
-from secgan.net.transport import SocketTuning, make_dealer
+from secgan.net.transport import make_dealer
+
+from sites.config import NodeConfig
+from sites.interfaces import Learner
+from sites.secure_round import Held, SecureSumSide
 
 log = get_logger(__name__)
 
@@ -80,52 +76,17 @@ MAX_ROUND_AHEAD = 2**16
 FATAL_CODES = frozenset({"unsupported_version", "source_refused"})
 
 
-@dataclass(frozen=True)
-class _Held:
-    """A gradient released by the learner (paid for) and kept for this step's masked contributions."""
-
-    key: tuple[int, int]  # (round, step)
-    grad: Any  # torch.Tensor; never sent as is
-    budget_left: float | None
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """What the site loop needs, resolved at the CLI edge."""
-
-    site_id: str
-    endpoint: str
-    client_public: bytes
-    client_secret: bytes
-    server_public: bytes  # pinned: the coordinator key from the verified manifest
-    state_dir: Path
-    image: ImageSpec
-    policy_summary: dict[str, Any]
-    accept_sources: tuple[str, ...]
-    limits: WireLimits = field(default_factory=WireLimits)
-    tuning: SocketTuning = field(default_factory=SocketTuning)
-    heartbeat_s: float = 1.0
-    hello_retry_s: float = 2.0
-    status_every_s: float = 5.0
-    # silence (no inbound message) for this many heartbeat intervals: reopen the DEALER, Hello again
-    dead_link_heartbeats: int = 10
-    # silence this long: warn "no answer from <endpoint>", again every this often
-    no_answer_warn_s: float = 60.0
-    # a run whose steps differ from the calibrated plan: "warn" or "refuse"
-    on_steps_mismatch: str = "warn"
-
-
-class SiteNode:
-    def __init__(self, cfg: NodeConfig, learner: Any, *, secure_sum: Callable[[str], Any] | None = None) -> None:
-        """``learner``: serve(FakeBatch) -> GradientReply | Refusal, epsilon(), save(); it keeps its own
-        durable state. ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient`` built from the
+class SiteNode(SecureSumSide):
+    def __init__(self, cfg: NodeConfig, learner: Learner, *, secure_sum: Callable[[str], Any] | None = None) -> None:
+        """``learner``: the seam of :class:`sites.interfaces.Learner` (``sites.learner.SiteLearner``);
+        it keeps its own durable state. ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient`` built from the
         verified manifest's roster (None: this site cannot join secure-sum runs)."""
         self.cfg = cfg
         self.learner = learner
         self.secure_sum_factory = secure_sum
         self.secagg: Any = None  # SecureSumClient of the current run (kept across sessions: masks never repeat)
         self.aggregation = "routed"
-        self._held: _Held | None = None
+        self._held: Held | None = None
         # a coordinator sends every round to every welcomed site, so within a session its rounds
         # and steps move by a few at a time; far beyond that is refused, not remembered
         # (the coordinator numbers its messages to all sites in one sequence: no seq window, only
@@ -186,12 +147,8 @@ class SiteNode:
             log.info("hello_sent", site=self.cfg.site_id)
 
     def _releases(self) -> int:
-        """How many steps this site has served so far (its ledger's count when it keeps one)."""
-        ledger = getattr(self.learner, "ledger", None)
-        count = getattr(ledger, "releases", None) if ledger is not None else None
-        if count is None:
-            count = getattr(self.learner, "steps_served", 0)
-        return int(count) if isinstance(count, int) and count >= 0 else 0
+        """How many steps this site has served so far (its learner's durable count)."""
+        return int(self.learner.releases)
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -252,7 +209,7 @@ class SiteNode:
             log.error("welcome_refused", reason="image_size", theirs=msg.image_size, ours=self.cfg.image.size)
             self._fatal("image_size_mismatch", 2)
             return
-        refusal = self.learner.refuses_source(msg.condition_source) if hasattr(self.learner, "refuses_source") else None
+        refusal = self.learner.refuses_source(msg.condition_source)
         if refusal or msg.condition_source not in self.cfg.accept_sources:
             log.error("welcome_refused", reason="condition_source", source=msg.condition_source)
             self._fatal("source_refused", 3)
@@ -283,7 +240,7 @@ class SiteNode:
     def _check_plan(self, run_steps: int) -> None:
         """Compare the run's steps with the steps this site's noise was planned for (site log only:
         the exact epsilon never goes on the wire)."""
-        plan = self.learner.plan(run_steps) if hasattr(self.learner, "plan") else None
+        plan = self.learner.plan(run_steps)
         if plan is None:  # nothing accounted (mode "off")
             return
         fields = {k: plan[k] for k in ("run_steps", "planned_steps", "epsilon_run", "target_epsilon",
@@ -316,10 +273,7 @@ class SiteNode:
         secure = self.aggregation == "secure-sum"
         t0 = time.perf_counter()
         try:
-            if secure and hasattr(self.learner, "secure_sum_noise"):
-                reply = self.learner.serve(msg, distributed_noise=True)
-            else:
-                reply = self.learner.serve(msg)
+            reply = self.learner.serve(msg, distributed_noise=secure)
         except ProtocolError:
             raise
         except Exception as exc:  # noqa: BLE001 - a privacy invariant, a numeric error: refuse this step, keep serving
@@ -337,57 +291,13 @@ class SiteNode:
             log.warning("step_refused", code=reply.code, final=reply.final)
         if secure and isinstance(reply, GradientReply):
             # never sent in the clear: held until this step's announcement masks it
-            self._held = _Held(key=key, grad=reply.grad, budget_left=reply.budget_left)
+            self._held = Held(key=key, grad=reply.grad, budget_left=reply.budget_left)
             log.info("batch_held", round=msg.round, step=msg.step, seconds=round(time.perf_counter() - t0, 4),
                      budget_left=reply.budget_left)
             return
         self._send(reply)
         log.info("batch_served", round=msg.round, step=msg.step, reply=reply.TYPE,
                  seconds=round(time.perf_counter() - t0, 4), budget_left=getattr(reply, "budget_left", None))
-
-    def _on_announce(self, ann: SecAggAnnounce) -> None:
-        from secgan.secagg import SecAggRefusal
-
-        if not self.welcomed:
-            raise ProtocolError("not_welcomed", "announcement before Welcome")
-        if self.aggregation != "secure-sum" or self.secagg is None:
-            raise ProtocolError("unexpected_message", "secure-sum announcement in a routed run")
-        if ann.run_id != self.run_id:
-            raise ProtocolError("wrong_run", "announcement for another run")
-        self.last_round, self.last_step = ann.round, ann.step
-        client = self.secagg
-        key = (ann.round, ann.step)
-        try:
-            client.check(ann)  # manifest keys, threshold, digest, attempt order: refuse before anything else
-            first = client.needs_gradient(ann)
-            held = self._held if self._held is not None and self._held.key == key else None
-            noise_std, generator = 0.0, None
-            if first and held is not None and hasattr(self.learner, "secure_sum_noise"):
-                noise_std, generator = self.learner.secure_sum_noise(threshold=client.threshold)
-            if held is not None and hasattr(self.learner, "record_distributed_noise"):
-                self.learner.record_distributed_noise(threshold=client.threshold, participants=len(ann.participants),
-                                                      first_attempt=first)
-            policy = getattr(self.learner, "policy", None)
-            masked = client.contribute(ann, held.grad if (first and held is not None) else None,
-                                       noise_std=noise_std, generator=generator,
-                                       secure_noise=bool(getattr(policy, "secure_noise", True)),
-                                       budget_left=held.budget_left if held is not None else None)
-        except SecAggRefusal as exc:
-            self._refuse_attempt(ann, exc.code, exc.detail or exc.code)
-            return
-        except SecganError as exc:  # e.g. a non-finite held gradient: refuse this attempt, keep serving
-            log.error("secagg_failed", error=type(exc).__name__)
-            self._refuse_attempt(ann, "site_error", type(exc).__name__)
-            return
-        self.counts["masked" if first else "remasked"] += 1
-        self._send(masked)
-        log.info("masked_sent", round=ann.round, step=ann.step, attempt=ann.attempt,
-                 participants=len(ann.participants), budget_left=masked.budget_left)
-
-    def _refuse_attempt(self, ann: SecAggAnnounce, code: str, reason: str) -> None:
-        self.counts[f"refused_{code}"] += 1
-        log.warning("secagg_refused", code=code, round=ann.round, attempt=ann.attempt)
-        self._send(Refusal(run_id=ann.run_id, round=ann.round, step=ann.step, code=code, reason=reason[:200]))
 
     def _on_error(self, msg: ErrorReply) -> None:
         log.warning("coordinator_error", code=msg.code)
@@ -404,13 +314,9 @@ class SiteNode:
     # -- loop --------------------------------------------------------------------------------------
 
     def write_status(self) -> None:
-        # epsilon and releases are the ledger's own (already durable) figures, one read of one object,
+        # epsilon and releases are the learner's ledger's own (already durable) figures,
         # so site.json never disagrees with ledger.json; counts are this process's only
-        ledger = getattr(self.learner, "ledger", None)
-        if ledger is not None:
-            eps, releases = ledger.epsilon, ledger.releases
-        else:
-            eps, releases = (self.learner.epsilon() if hasattr(self.learner, "epsilon") else None), None
+        eps, releases = self.learner.epsilon(), self.learner.releases
         atomic_write_json(Path(self.cfg.state_dir) / "site.json", {
             "site_id": self.cfg.site_id, "run_id": self.run_id, "welcomed": self.welcomed,
             "epsilon": eps, "releases": releases, "counts": dict(self.counts), "exit_reason": self.exit_reason,

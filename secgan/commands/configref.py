@@ -87,7 +87,9 @@ def markdown_table(cls: type, *, prefix: str = "") -> str:
 
 def reference() -> str:
     from secgan.run.config import RunConfig
-    from secgan.settings import CoordinatorConfig, SiteConfig
+    from secgan.settings import SiteConfig
+
+    from coordinator.config import CoordinatorConfig
 
     parts = []
     for title, cls in (("coordinator.toml", CoordinatorConfig), ("site.toml", SiteConfig), ("run.toml (in-process `secgan train`)", RunConfig)):

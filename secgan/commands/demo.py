@@ -197,7 +197,7 @@ def stage_train(cfg: DemoConfig, kits: dict[str, Path]) -> dict:
     """Coordinator and sites as separate OS processes over CURVE; progress from run.json."""
     from tqdm import tqdm
 
-    from secgan.settings import load_coordinator_config
+    from coordinator.config import load_coordinator_config
 
     ccfg = load_coordinator_config(kits["coordinator"])
     logs = cfg.out / "logs"
@@ -264,13 +264,13 @@ def _steps_done(run_json: Path) -> int:
 def stage_sample(cfg: DemoConfig, kits: dict[str, Path]) -> Path:
     import numpy as np
 
-    from coordinator.service import CHECKPOINT_NAME
+    from secgan.gan.checkpoint import CHECKPOINT_FILE
     from secgan.data.dataset import load_site
-    from secgan.settings import load_coordinator_config
+    from coordinator.config import load_coordinator_config
     from secgan.gan.synthetic import sample_generator, save_grid, write_synthetic
 
     ccfg = load_coordinator_config(kits["coordinator"])
-    checkpoint = Path(ccfg.state_dir) / CHECKPOINT_NAME
+    checkpoint = Path(ccfg.state_dir) / CHECKPOINT_FILE
     images, conds = sample_generator(checkpoint, n=cfg.samples, seed=cfg.seed + 7, source="procedural")
     out = cfg.out / "synthetic"
     write_synthetic(out, images, conds)

@@ -21,17 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from secgan.core.errors import ConfigError
     from secgan.simulation.pretrain import pretrain
     from secgan.run.config import load_run_config
 
-    cfg = load_run_config(args.config)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ConfigError("--steps must be >= 1")
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
+    cfg = load_run_config(args.config, steps=args.steps)
     info = pretrain(cfg, args.public, args.out, progress=not args.no_progress)
     print(json.dumps({"steps": info["steps"], "patients": info["trained_on"]["patients"],
                       "recommended_clip_norm": info["clip_norm"]["recommended"]}))

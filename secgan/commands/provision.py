@@ -108,7 +108,9 @@ def provision(
     from secgan.keys.manifest import manifest_dict, write_manifest
     from secgan.keys.signing import generate_signing_key, write_signing_key, write_verify_key
     from secgan.core.spec import ImageSpec
-    from secgan.settings import CoordinatorConfig, LOOPBACK_HOSTS, load_coordinator_config, load_site_config, verify_federation
+    from secgan.settings import LOOPBACK_HOSTS, load_site_config, verify_site_federation
+
+    from coordinator.config import CoordinatorConfig, load_coordinator_config, verify_coordinator_federation
 
     supplied = _read_site_keys(site_keys or [])
     if supplied:
@@ -251,10 +253,10 @@ def provision(
         written[sid] = stoml
 
     # never hand out a kit that does not load and verify
-    verify_federation(load_coordinator_config(ctoml))
+    verify_coordinator_federation(load_coordinator_config(ctoml))
     for sid in site_ids:
         if sid not in supplied:  # a site with its own keys runs this check itself at start
-            verify_federation(load_site_config(written[sid]))
+            verify_site_federation(load_site_config(written[sid]))
     return written
 
 

@@ -18,17 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from secgan.core.errors import ConfigError
     from secgan.run.config import load_run_config
     from secgan.simulation.runner import run_inprocess
 
-    cfg = load_run_config(args.config)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ConfigError("--steps must be >= 1")
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
+    cfg = load_run_config(args.config, steps=args.steps)
     summary = run_inprocess(cfg, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({k: summary[k] for k in ("steps_done", "stopped", "wall_seconds")}))
     return 0

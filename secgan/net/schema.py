@@ -200,7 +200,7 @@ class SecAggAnnounce:
     clip: float = body(Float(0.0, 1e12, lo_open=True))
     modulus_bits: int = body(Int(2, 63))
     shape: list[int] = body(IntList(1, 2**31, 1, 8))  # shape of the gradient (= the fake batch)
-    # hex SHA-256 of the attempt context (secgan.secagg.protocol.RoundContext)
+    # hex SHA-256 of the attempt context (secgan.secagg.context.RoundContext)
     set_digest: str = body(Hex(64))
 
 

@@ -17,7 +17,8 @@ depends on, so a restart can neither lose spent budget nor reuse it under other 
   release log is brought up to (at least) what the log shows, and the event is recorded in
   ``recoveries``.
 
-The math stays in ``secgan.privacy.accounting``; this module only keeps state.
+The math stays in ``secgan.privacy.accounting``; this module only keeps state. What a valid
+``ledger.json`` holds is checked by ``secgan.privacy.ledger_file``.
 """
 
 from __future__ import annotations
@@ -30,14 +31,11 @@ from typing import Any
 
 from secgan.core.errors import BudgetExhausted, PrivacyError
 from secgan.core.fsio import atomic_write_json
-from secgan.privacy.accounting import ACCOUNTANT, ACCOUNTANTS, accountant_version, check_accountant, epsilon_from_history
+from secgan.privacy.accounting import ACCOUNTANT, accountant_version, check_accountant, epsilon_from_history
+from secgan.privacy.ledger_file import FORMAT, SHARD_AMPLIFICATION, corrupt, validate  # noqa: F401 (SHARD_AMPLIFICATION: named by importers)
 from secgan.privacy.policy import MODES
 
 LEDGER_FILE = "ledger.json"
-FORMAT = 1
-# Accounting assumptions a site may opt into (``PrivacyPolicy``); each is named in the ledger.
-SHARD_AMPLIFICATION = "sanitize_shard_amplification"
-ASSUMPTIONS = (SHARD_AMPLIFICATION,)
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ class LedgerParams:
     accountant: str = ACCOUNTANT
     # None: the version of ``accountant`` in this code (accounting.accountant_version)
     accountant_version: str | None = None
-    # accounting assumptions this budget rests on (names from ASSUMPTIONS, sorted); () = proven only
+    # accounting assumptions this budget rests on (names from ledger_file.ASSUMPTIONS, sorted); () = proven only
     assumptions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -81,73 +79,6 @@ def _scheme_of(version: str) -> str:
     return version.rsplit("+", 1)[-1]
 
 
-def _corrupt(path: Path, what: str) -> PrivacyError:
-    return PrivacyError(
-        f"{path}: privacy ledger is corrupt ({what}); refusing to start. A ledger is never reset "
-        "silently: restore it from a backup or start a new run with a new state directory"
-    )
-
-
-def _validate(path: Path, data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise _corrupt(path, "not a JSON object")
-    if data.get("format") != FORMAT:
-        raise _corrupt(path, f"format {data.get('format')!r} is not {FORMAT}")
-    expect = {
-        "mode": str,
-        "delta": float,
-        "target_epsilon": float,
-        "clip_norm": float,
-        "dataset_fingerprint": str,
-        "policy_hash": str,
-        "accountant": str,
-        "accountant_version": str,
-        "releases": int,
-        "steps": int,
-        "history": list,
-    }
-    for key, tp in expect.items():
-        v = data.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float) if tp is float else tp):
-            raise _corrupt(path, f"field {key!r} missing or not a {tp.__name__}")
-    if data["mode"] not in MODES:
-        raise _corrupt(path, f"field 'mode' is {data['mode']!r}")
-    if data["accountant"] not in ACCOUNTANTS:
-        raise _corrupt(path, f"field 'accountant' is {data['accountant']!r} (known: {', '.join(ACCOUNTANTS)})")
-    if data["releases"] < 0 or data["steps"] < 0:
-        raise _corrupt(path, "negative counters")
-    steps = 0
-    for i, e in enumerate(data["history"]):
-        if not (
-            isinstance(e, list)
-            and len(e) == 3
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in e)
-            and isinstance(e[2], int)
-            and e[0] >= 0
-            and 0 <= e[1] <= 1
-            and e[2] >= 1
-        ):
-            raise _corrupt(path, f"history[{i}] is not [sigma, q, steps]")
-        steps += e[2]
-    if steps != data["steps"]:
-        raise _corrupt(path, f"history holds {steps} steps but 'steps' says {data['steps']}")
-    eps = data.get("epsilon")
-    if eps is not None and not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps >= 0):
-        raise _corrupt(path, "field 'epsilon' is not a number >= 0 or null")
-    if "assumptions" not in data:
-        # written before assumptions were recorded: sanitize then always assumed shard amplification
-        data["assumptions"] = [SHARD_AMPLIFICATION] if data["mode"] == "sanitize" else []
-    a = data["assumptions"]
-    if not (isinstance(a, list) and all(isinstance(x, str) and x in ASSUMPTIONS for x in a)):
-        raise _corrupt(path, f"field 'assumptions' must be a list of {', '.join(ASSUMPTIONS)}")
-    tail = data.get("log_tail")
-    if tail is not None and not (isinstance(tail, str) and len(tail) == 64 and all(c in "0123456789abcdef" for c in tail)):
-        raise _corrupt(path, "field 'log_tail' is not a SHA-256 hex digest")
-    if not isinstance(data.get("recoveries", []), list):
-        raise _corrupt(path, "field 'recoveries' is not a list")
-    return data
-
-
 class PrivacyLedger:
     """State of one site's accountant, bound to its data and policy. Not thread-safe: one owner."""
 
@@ -170,8 +101,8 @@ class PrivacyLedger:
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _corrupt(path, f"not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
-        ledger = cls(path, _validate(path, data))
+            raise corrupt(path, f"not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+        ledger = cls(path, validate(path, data))
         ledger._disk = json.loads(raw)
         return ledger
 

@@ -145,7 +145,7 @@ class PrivacyPolicy:
 
     def assumptions(self) -> tuple[str, ...]:
         """Accounting assumptions this policy opts into (recorded in, and bound by, the ledger)."""
-        from secgan.privacy.ledger import SHARD_AMPLIFICATION
+        from secgan.privacy.ledger_file import SHARD_AMPLIFICATION
 
         return (SHARD_AMPLIFICATION,) if self.mode == "sanitize" and self.assume_shard_amplification else ()
 

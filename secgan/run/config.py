@@ -85,9 +85,16 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     return dataclasses.replace(cfg, data=data, train=train)
 
 
-def load_run_config(path: str | Path) -> RunConfig:
+def load_run_config(path: str | Path, *, steps: int | None = None) -> RunConfig:
+    """The run config in ``path``, its paths resolved; ``steps`` (a command's ``--steps``) overrides train.steps."""
     path = Path(path)
     cfg = load_dataclass(RunConfig, read_toml(path))
+    if steps is not None:
+        if steps < 1:
+            raise ConfigError("--steps must be >= 1")
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
     return resolve_paths(cfg, path.parent.resolve())
 
 

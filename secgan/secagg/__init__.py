@@ -23,17 +23,9 @@ live in ``secgan.net.schema``; ``masked`` travels in the announced gradient shap
 
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec, modulus_bits_for
 from secgan.secagg.noise import ASSUMPTION, distributed_noise_statement, draw_noise_share, noise_share_std
-from secgan.secagg.protocol import (
-    REFUSAL_CODES,
-    RoundContext,
-    RoundStats,
-    SecAggRefusal,
-    SecAggRoundFailed,
-    SecureSumAggregator,
-    SecureSumClient,
-    resolve_threshold,
-    summarize_rounds,
-)
+from secgan.secagg.aggregator import RoundStats, SecureSumAggregator, summarize_rounds
+from secgan.secagg.client import SecureSumClient
+from secgan.secagg.context import REFUSAL_CODES, RoundContext, SecAggRefusal, SecAggRoundFailed, resolve_threshold
 
 __all__ = [
     "ASSUMPTION",

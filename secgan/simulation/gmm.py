@@ -35,7 +35,9 @@ import torch
 from torch import nn
 
 from secgan.net.schema import GradientReply
-from secgan.gan.step import GeneratorCore, discriminator_step, generator_gradient
+from secgan.gan.step import discriminator_step, generator_gradient
+
+from coordinator.core import GeneratorCore
 
 MIXTURE: tuple[tuple[float, float], ...] = ((-3.0, 2.0), (1.0, 1.0), (3.0, 0.5))
 COVER_FRACTION = 0.15

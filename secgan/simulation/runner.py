@@ -1,9 +1,11 @@
 """AsynDGAN in one process: the coordinator's GeneratorCore and every site's learner side by side.
 
 Messages pass as Python objects (the same FakeBatch / GradientReply / Refusal the network carries),
-so this runner exercises exactly the step core the distributed coordinator uses, minus transport.
-Each site still only sees its own data and returns only gradients; DP sites use the privacy
-module's SiteLearner with its ledger under ``out_dir/sites/<site>/``.
+so this runner exercises exactly the step core the distributed coordinator uses, minus transport:
+the core is built and resumed by the coordinator's own ``coordinator.build.build_generator_core``,
+and every site, whatever its privacy mode, is the site node's own ``sites.learner.SiteLearner``
+with its ledger under ``out_dir/sites/<site>/``. It needs both roles, so this package sits above
+them in the layers (``tests/unit/project/test_architecture.py``), beside evaluation and commands.
 
 Layout of ``out_dir``: ``checkpoint/checkpoint.safetensors`` (G, Adam, step, RNG), ``sites/site-K/``
 (site state), ``previews/step-XXXXXX.png``, ``run.json`` (summary).
@@ -13,17 +15,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from secgan.core.config import to_dict
 from secgan.core.errors import ConfigError, DataError
 from secgan.core.fsio import atomic_write_json
 from secgan.core.logs import get_logger
 from secgan.net.schema import GradientReply, Refusal
 from secgan.run.config import RunConfig
+
+from coordinator.core import GeneratorCore
+from sites.learner import SiteLearner
 
 log = get_logger(__name__)
 
@@ -56,46 +59,30 @@ def check_inprocess_config(cfg: RunConfig) -> None:
         raise ConfigError("device = 'cuda' but no CUDA device is available")
 
 
-def _build_learners(cfg: RunConfig, datasets: list, out_dir: Path) -> dict[str, Any]:
+def _build_learners(cfg: RunConfig, datasets: list, out_dir: Path) -> dict[str, SiteLearner]:
+    """One ``sites.learner.SiteLearner`` per site, whatever the privacy mode (state under out_dir/sites/)."""
     seeds = _site_seeds(cfg.train.seed, len(datasets))
-    learners: dict[str, Any] = {}
+    learners: dict[str, SiteLearner] = {}
     for k, (ds, seed) in enumerate(zip(datasets, seeds)):
         name = f"site-{k + 1}"
         state_dir = out_dir / "sites" / name
         state_dir.mkdir(parents=True, exist_ok=True)
-        # the policy's levers (several slices, D/G schedule) live in the SiteLearner, also in mode "off"
-        levers = (cfg.privacy.slices_per_patient, cfg.privacy.slice_augment, cfg.privacy.gradient_only_rounds,
-                  cfg.privacy.d_steps) != (1, False, 0, 1)
-        if cfg.privacy.mode == "off" and not levers:
-            from secgan.gan.step import PlainSiteLearner
-
-            learners[name] = PlainSiteLearner(
-                dataset=ds, model=cfg.model, image=cfg.image, train=cfg.train,
-                generator_seed=seed, device=cfg.device, state_dir=state_dir,
-            )
-        else:
-            try:
-                from secgan.privacy.learner import SiteLearner
-            except ImportError as exc:
-                raise ConfigError(
-                    f"privacy.mode = {cfg.privacy.mode!r} needs the privacy module (secgan.privacy.learner): {exc}"
-                ) from None
-            learners[name] = SiteLearner(
-                dataset=ds, policy=cfg.privacy, model=cfg.model, image=cfg.image, train=cfg.train,
-                state_dir=state_dir, generator_seed=seed, device=cfg.device,
-            )
-        refusal = getattr(learners[name], "refuses_source", lambda _n: None)(cfg.data.condition_source)
+        learners[name] = SiteLearner(
+            dataset=ds, policy=cfg.privacy, model=cfg.model, image=cfg.image, train=cfg.train,
+            state_dir=state_dir, generator_seed=seed, device=cfg.device,
+        )
+        refusal = learners[name].refuses_source(cfg.data.condition_source)
         if refusal:
             raise ConfigError(f"{name} refuses condition source {cfg.data.condition_source!r}: {refusal}")
     return learners
 
 
-def _site_moments(cfg: RunConfig, learners: dict[str, Any]) -> dict[str, np.ndarray] | None:
+def _site_moments(cfg: RunConfig, learners: dict[str, SiteLearner]) -> dict[str, np.ndarray] | None:
     """Each site's one DP statistics release (released now if its policy says so and it has not yet),
     averaged over the sites, as the target of G's moment-matching term (None when nobody released)."""
     released = []
     for name, learner in learners.items():
-        stats = getattr(learner, "release_stats", lambda: None)()
+        stats = learner.release_stats()
         if stats is not None:
             released.append(stats)
             log.info("site_stats_received", site=name)
@@ -106,7 +93,7 @@ def _site_moments(cfg: RunConfig, learners: dict[str, Any]) -> dict[str, np.ndar
     return {k: np.mean([np.asarray(s[k], dtype=np.float64) for s in released], axis=0) for k in ("mean", "std")}
 
 
-def _preview(core, cfg: RunConfig, path: Path, n: int = 6) -> None:
+def _preview(core: GeneratorCore, cfg: RunConfig, path: Path, n: int = 6) -> None:
     from secgan.gan.synthetic import save_grid
 
     gen = torch.Generator().manual_seed(cfg.train.seed + 7919)  # fixed preview conditions, separate stream
@@ -134,16 +121,14 @@ def run_inprocess(
     """
     from tqdm import tqdm
 
-    from secgan.gan.checkpoint import checkpoint_file, load_checkpoint, restore_optimizer, save_checkpoint
-    from secgan.gan.conditions import build_condition_source
     from secgan.data.dataset import load_site
-    from secgan.gan.models import build_generator
-    from secgan.gan.step import GeneratorCore
+    from secgan.gan.checkpoint import checkpoint_file, load_checkpoint
+
+    from coordinator.build import build_generator_core, save_generator_core
 
     check_inprocess_config(cfg)
     out_dir = Path(out_dir)
     ck_dir = out_dir / "checkpoint"
-    config_dict = to_dict(cfg)
     existing = checkpoint_file(ck_dir).is_file()
     if existing and not resume:
         raise ConfigError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose another folder")
@@ -156,52 +141,22 @@ def run_inprocess(
         for d in cfg.data.site_dirs
     ]
     learners = _build_learners(cfg, datasets, out_dir)
-
-    device = torch.device(cfg.device)
-    G = build_generator(cfg.model, cfg.image, seed=cfg.train.seed).to(device)
-    opt = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=(cfg.train.beta1, cfg.train.beta2))
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    conditions = build_condition_source(
-        cfg.data.condition_source, size=cfg.image.size,
-        bank_dir=Path(cfg.data.bank_dir) if cfg.data.bank_dir else None,
-    )
-    moments = _site_moments(cfg, learners)
-    core = GeneratorCore(G, opt, conditions, batch_size=cfg.train.batch_size, noise_dim=cfg.model.noise_dim,
-                         generator=gen, device=device, average=cfg.train.g_average,
-                         moments=moments, moment_weight=cfg.train.stats_weight)
-    if cfg.train.init_from and not resume:  # a resumed run keeps its trained weights
-        from secgan.gan.pretrained import init_generator
-
-        init_generator(cfg.train.init_from, G, model=cfg.model, image=cfg.image, average=core.G_average)
-
-    start = 0
-    rnd = 0  # rounds always advance, steps only when G was updated
+    core, start_at = build_generator_core(cfg, load_checkpoint(ck_dir) if resume else None,
+                                          moments=_site_moments(cfg, learners))
+    start, rnd = start_at.step, start_at.round  # rounds always advance, steps only when G was updated
     status = {name: {"steps_served": 0, "refusals": {}, "active": True, "epsilon": None} for name in learners}
     if resume:
-        ck = load_checkpoint(ck_dir)
-        if ck.config != config_dict:
-            raise ConfigError(f"{ck.path}: the checkpoint was written with a different run config; refusing to resume")
-        G.load_state_dict(ck.generator_state)
-        core.restore_average(ck.average_state)
-        restore_optimizer(opt, ck.optimizer_state, where=ck.path)
-        try:
-            gen.set_state(ck.rng_state["core"])
-            saved = ck.meta["sites"]
-        except (KeyError, RuntimeError, TypeError) as exc:
-            raise DataError(f"{ck.path}: checkpoint lacks the runner's state ({exc})") from None
+        saved = start_at.meta.get("sites")
+        if not isinstance(saved, dict):
+            raise DataError(f"{ck_dir}: checkpoint lacks the runner's site status")
         if set(saved) != set(status):
-            raise ConfigError(f"{ck.path}: the checkpoint has sites {sorted(saved)}, the config {sorted(status)}")
+            raise ConfigError(f"{ck_dir}: the checkpoint has sites {sorted(saved)}, the config {sorted(status)}")
         status = saved
-        start = ck.step
-        rnd = int(ck.meta.get("round", start))
-        log.info("resumed", step=start)
 
     def save(step: int) -> None:
         for learner in learners.values():
             learner.save()
-        save_checkpoint(ck_dir, generator=G, optimizer=opt, step=step, rng_state={"core": gen.get_state()},
-                        meta={"sites": status, "run_id": cfg.run_id, "round": rnd}, config=config_dict,
-                        average=core.G_average)
+        save_generator_core(ck_dir, core, cfg, step=step, round=rnd, meta={"sites": status})
 
     t0 = time.perf_counter()
     step = start

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from secgan.net.schema import GradientReply
 from secgan.privacy import accounting as acc
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.release_log import LOG_FILE, verify_chain, verify_release_log
 from tests.unit.privacy.privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy
 

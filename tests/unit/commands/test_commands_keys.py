@@ -79,13 +79,14 @@ def test_a_malformed_public_keys_file_is_refused_naming_the_field(tmp_path, chan
 
 def test_provision_from_site_made_keys_holds_no_site_secret_and_verifies(tmp_path):
     from secgan.keys.curve import load_curve_public
-    from secgan.settings import load_coordinator_config, load_site_config, verify_federation
+    from coordinator.config import load_coordinator_config, verify_coordinator_federation
+    from secgan.settings import load_site_config, verify_site_federation
 
     files = [_generate(tmp_path, sid) for sid in ("site-a", "site-b")]
     kit = tmp_path / "kit"
     assert main(["provision", "--out", str(kit), *sum((["--site-keys", str(f)] for f in files), []),
                  "--data-root", str(tmp_path / "data")]) == 0
-    manifest = verify_federation(load_coordinator_config(kit / "coordinator" / "coordinator.toml"))
+    manifest = verify_coordinator_federation(load_coordinator_config(kit / "coordinator" / "coordinator.toml"))
     assert [s.site_id for s in manifest.sites] == ["site-a", "site-b"]
     for sid, f in zip(("site-a", "site-b"), files):
         entry = manifest.site(sid)
@@ -100,7 +101,7 @@ def test_provision_from_site_made_keys_holds_no_site_secret_and_verifies(tmp_pat
         for p in folder.iterdir():
             shutil.copy(p, own / p.name)
         cfg = load_site_config(own / "site.toml")
-        assert verify_federation(cfg).site(sid).curve_public == load_curve_public(own / "keys" / f"{sid}.key")
+        assert verify_site_federation(cfg).site(sid).curve_public == load_curve_public(own / "keys" / f"{sid}.key")
 
 
 def test_provision_refuses_duplicates_and_a_count_mismatch(tmp_path, capsys):

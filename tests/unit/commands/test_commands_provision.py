@@ -13,7 +13,9 @@ from secgan.cli import main
 from secgan.core.errors import ConfigError
 from secgan.keys.manifest import load_manifest
 from secgan.keys.signing import key_id, load_verify_key, public_raw
-from secgan.settings import load_coordinator_config, load_site_config, verify_federation
+from secgan.settings import load_site_config, verify_site_federation
+
+from coordinator.config import load_coordinator_config, verify_coordinator_federation
 
 
 def mode(p: Path) -> int:
@@ -34,7 +36,7 @@ def test_provision_cli_writes_a_complete_kit(tmp_path, capsys):
     assert mode(c) == 0o700 and mode(c / "keys") == 0o700 and mode(out) == 0o700
     cfg = load_coordinator_config(c / "coordinator.toml")
     assert cfg.port == 6001 and cfg.min_sites == 3 and cfg.image.size == 32
-    manifest = verify_federation(cfg)
+    manifest = verify_coordinator_federation(cfg)
     assert manifest.federation == "demo" and manifest.coordinator.endpoint == "tcp://127.0.0.1:6001"
     assert manifest.run_id is None  # no --run-id: the manifest does not bind a run
     seeds = set()
@@ -51,7 +53,7 @@ def test_provision_cli_writes_a_complete_kit(tmp_path, capsys):
         scfg = load_site_config(s / "site.toml")
         assert scfg.data_dir == str((tmp_path / "data" / f"site-{k}").resolve())
         assert scfg.image.size == 32 and scfg.coordinator_endpoint == "tcp://127.0.0.1:6001"
-        assert verify_federation(scfg).site(f"site-{k}") is not None
+        assert verify_site_federation(scfg).site(f"site-{k}") is not None
         seeds.add(scfg.seed)
     assert len(seeds) == 3  # private per-site seeds, not a shared guessable value
     # every party holds the same signed manifest; no secret anywhere in it
@@ -81,7 +83,7 @@ def test_refuses_existing_kit_without_force(tmp_path, capsys):
     provision(out, sites=2, run_id="r2", force=True)
     assert (out / "coordinator" / "keys" / "coordinator.key").read_bytes() != before
     assert (out / "site-1" / "state" / "ledger.json").read_text() == "{}"
-    assert verify_federation(load_site_config(out / "site-1" / "site.toml")).run_id == "r2"
+    assert verify_site_federation(load_site_config(out / "site-1" / "site.toml")).run_id == "r2"
 
 
 def test_remote_host_and_bad_arguments(tmp_path):

@@ -19,7 +19,7 @@ from secgan.net.limits import WireLimits
 from secgan.core.errors import ConfigError, SecganError
 from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Hello, Welcome
 from secgan.gan.config import ModelConfig, TrainConfig
-from secgan.settings import load_coordinator_config
+from coordinator.config import load_coordinator_config
 from secgan.core.spec import ImageSpec
 from secgan.net.transport import make_dealer
 

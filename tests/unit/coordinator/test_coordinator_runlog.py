@@ -14,7 +14,7 @@ from secgan.net.schema import GradientReply
 from secgan.gan.models import build_generator
 from secgan.gan.config import ModelConfig
 from secgan.core.spec import ImageSpec
-from secgan.gan.step import GeneratorCore
+from coordinator.core import GeneratorCore
 
 from coordinator.registry import Registry
 from coordinator.runlog import RunLog
@@ -136,7 +136,7 @@ def test_a_failed_write_is_counted_and_never_raised(tmp_path):
 def test_open_files_limit_is_raised_to_the_hard_limit():
     code = (
         "import resource\n"
-        "from coordinator.service import raise_open_files_limit\n"
+        "from coordinator.upkeep import raise_open_files_limit\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "before, after = raise_open_files_limit(cap=1024)\n"
         "print(before, after, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"

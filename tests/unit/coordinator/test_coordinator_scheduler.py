@@ -10,7 +10,7 @@ from secgan.net.schema import GradientReply, Heartbeat, Hello, Refusal, Stop
 from secgan.gan.models import build_generator
 from secgan.gan.config import ModelConfig
 from secgan.core.spec import ImageSpec
-from secgan.gan.step import GeneratorCore
+from coordinator.core import GeneratorCore
 
 from coordinator.registry import DEAD, REMOVED, WELCOMED, Registry
 from coordinator.scheduler import START, STOP, WAIT, QuorumPolicy, Scheduler

@@ -20,13 +20,13 @@ from secgan.gan.models import build_generator
 from secgan.gan.config import ModelConfig
 from secgan.secagg import SecureSumAggregator, SecureSumClient
 from secgan.core.spec import ImageSpec
-from secgan.gan.step import GeneratorCore
+from coordinator.core import GeneratorCore
 
 from coordinator.registry import Registry
 from coordinator.scheduler import START, QuorumPolicy
 from coordinator.secure_sum import SecureSumScheduler
 from coordinator.stages import check_stage
-from sites.node import NodeConfig, SiteNode
+from tests.unit.sites.fakes import FakeLearner, fake_node
 
 IMAGE = ImageSpec(size=16)
 MODEL = ModelConfig(g_width=8, g_depth=2, d_width=8, d_layers=2, noise_dim=4)
@@ -182,40 +182,22 @@ def test_round_below_threshold_fails_and_leaves_g_untouched():
 # -- the site node -------------------------------------------------------------------------------
 
 
-class _Sock:
+class _Learner(FakeLearner):
     def __init__(self) -> None:
-        self.sent: list = []
-
-    def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(codec.decode(frames)[1])
-
-
-class _Learner:
-    def __init__(self) -> None:
-        self.served = 0
+        super().__init__()
         self.grads: list = []
 
-    def serve(self, msg):
-        self.served += 1
-        g = torch.randn(msg.fake.shape, generator=torch.Generator().manual_seed(self.served)) * 1e-2
+    def serve(self, msg, *, distributed_noise: bool = False):
+        self.served.append((msg.round, msg.step))
+        g = torch.randn(msg.fake.shape, generator=torch.Generator().manual_seed(self.releases)) * 1e-2
         self.grads.append(g)
         return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=g)
 
-    def epsilon(self):
-        return None
-
-    def save(self):
-        pass
-
 
 def _node(tmp_path: Path, *, secure=True):
-    cfg = NodeConfig(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
-                     server_public=b"", state_dir=tmp_path, image=IMAGE,
-                     policy_summary={"mode": "off", "accept_sources": ["procedural"]}, accept_sources=("procedural",))
     factory = (lambda run_id: SecureSumClient(site_id="site-1", agreement_key=KEYS["site-1"], roster=ROSTER,
                                               run_id=run_id)) if secure else None
-    node = SiteNode(cfg, _Learner(), secure_sum=factory)
-    node.sock = _Sock()
+    node = fake_node(tmp_path, _Learner(), size=IMAGE.size, secure_sum=factory)
     return node, node.sock
 
 
@@ -242,7 +224,7 @@ def test_node_holds_the_gradient_and_sends_only_masked_vectors(tmp_path):
     shape = (2, 4, IMAGE.size, IMAGE.size)
     batch = FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(shape), fake=torch.zeros(shape))
     node.handle(c.frames(batch))
-    assert node.learner.served == 1 and sock.sent == []  # paid for, held, nothing sent
+    assert node.learner.releases == 1 and sock.sent == []  # paid for, held, nothing sent
     agg = SecureSumAggregator(run_id="r", roster=ROSTER)
     ann = agg.begin(round=1, step=0, participants=IDS, shape=shape)
     node.handle(c.frames(ann))
@@ -254,7 +236,7 @@ def test_node_holds_the_gradient_and_sends_only_masked_vectors(tmp_path):
         agg.accept(i, others[i].contribute(ann, g_other[i]))
     retry = agg.retry()  # site-4 never delivered
     node.handle(c.frames(retry))
-    assert node.learner.served == 1 and isinstance(sock.sent[-1], SecAggMasked) and sock.sent[-1].attempt == 1
+    assert node.learner.releases == 1 and isinstance(sock.sent[-1], SecAggMasked) and sock.sent[-1].attempt == 1
     assert not torch.equal(sock.sent[-1].masked, sock.sent[0].masked)  # fresh masks
     agg.accept("site-1", sock.sent[-1])
     for i in IDS[1:3]:

@@ -23,9 +23,10 @@ from secgan.gan.models import build_discriminator, build_generator
 from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.run.config import RunConfig, stored_run_config
 from secgan.core.spec import ImageSpec
-from secgan.gan.step import GeneratorCore, PlainSiteLearner, generator_gradient
+from secgan.gan.step import generator_gradient
 
-from .test_gan_step import ArrayDataset, RandomConditions
+from coordinator.core import GeneratorCore
+from tests.unit.coordinator.test_coordinator_core import RandomConditions
 
 CFG = RunConfig(
     image=ImageSpec(size=16),
@@ -133,21 +134,3 @@ def test_module_state_round_trip_through_an_opacus_wrapped_discriminator(tmp_pat
     wrong = build_discriminator(dataclasses.replace(CFG.model, d_width=16), CFG.image)
     with pytest.raises(DataError, match="module tensor"):
         load_module_state(tmp_path / "d.safetensors", wrong, None)
-
-
-def test_plain_site_learner_persists_and_resumes(tmp_path: Path) -> None:
-    def make():
-        return PlainSiteLearner(dataset=ArrayDataset(5, 16), model=CFG.model, image=CFG.image, train=CFG.train,
-                                generator_seed=3, state_dir=tmp_path)
-
-    core, _ = _setup()
-    site = make()
-    site.serve(core.make_batch(run_id="r", round=0, step=0))
-    site.save()
-    b = core.make_batch(run_id="r", round=1, step=1)
-    r1 = site.serve(b)
-    again = make()
-    assert again.steps_served == 1
-    r2 = again.serve(b)
-    torch.testing.assert_close(r1.grad, r2.grad)
-    assert again.dataset.requests == [site.dataset.requests[-1]]

@@ -135,10 +135,9 @@ def test_calibrated_norms_are_the_per_row_gradient_norms(world):
 
 
 def test_shape_mismatch_is_refused_naming_it(world, tmp_path: Path):
-    from secgan.privacy.learner import SiteLearner
+    from sites.learner import SiteLearner
     from secgan.simulation.runner import run_inprocess
-    from secgan.gan.step import PlainSiteLearner
-    from tests.unit.privacy.privacy_helpers import dataset
+    from tests.unit.privacy.privacy_helpers import dataset, policy
 
     pre = world["pre"]
     base = load_run_config(_write_config(tmp_path / "r.toml", world["sites"], init=pre))
@@ -146,16 +145,12 @@ def test_shape_mismatch_is_refused_naming_it(world, tmp_path: Path):
     wide = dataclasses.replace(base, model=dataclasses.replace(base.model, g_width=8))
     with pytest.raises(ConfigError, match=r"pretrained generator does not fit.*model\.g_width 4 \(pretrained\) vs 8"):
         run_inprocess(wide, out_dir=tmp_path / "wide", progress=False)
-    # D (each site decides for its own D): another depth, in every learner
+    # D (each site decides for its own D): another depth, in every privacy mode
     deep = dataclasses.replace(base.model, d_layers=3)
-    for make in (
-        lambda d: SiteLearner(dataset=dataset(4), policy=base.privacy, model=deep, image=base.image, train=base.train,
-                              state_dir=d, generator_seed=0),
-        lambda d: PlainSiteLearner(dataset=dataset(4), model=deep, image=base.image, train=base.train,
-                                   generator_seed=0, state_dir=d),
-    ):
+    for site_policy in (base.privacy, policy("off")):
         with pytest.raises(ConfigError, match=r"pretrained discriminator does not fit.*model\.d_layers 2 \(pretrained\) vs 3"):
-            make(tmp_path / f"s{id(make)}")
+            SiteLearner(dataset=dataset(4), policy=site_policy, model=deep, image=base.image, train=base.train,
+                        state_dir=tmp_path / f"s-{site_policy.mode}", generator_seed=0)
     # a record that claims the right shape over weights of another: the tensor is named
     forged = tmp_path / "forged"
     shutil.copytree(pre, forged)
@@ -165,25 +160,28 @@ def test_shape_mismatch_is_refused_naming_it(world, tmp_path: Path):
     save_module_state(forged / "discriminator.safetensors",
                       build_discriminator(dataclasses.replace(base.model, d_width=8), base.image), None, {})
     with pytest.raises(ConfigError, match=r"discriminator does not fit.*tensor stem\.0\.weight is \(8, 4, 3, 3\)"):
-        PlainSiteLearner(dataset=dataset(4), model=base.model, image=base.image,
-                         train=dataclasses.replace(base.train, init_from=str(forged)), generator_seed=0)
+        SiteLearner(dataset=dataset(4), policy=policy("off"), model=base.model, image=base.image,
+                    train=dataclasses.replace(base.train, init_from=str(forged)), state_dir=tmp_path / "s-forged",
+                    generator_seed=0)
     # a folder that is not a finished pretraining
     with pytest.raises(ConfigError, match="not a finished pretrain folder"):
-        PlainSiteLearner(dataset=dataset(4), model=base.model, image=base.image,
-                         train=dataclasses.replace(base.train, init_from=str(tmp_path)), generator_seed=0)
+        SiteLearner(dataset=dataset(4), policy=policy("off"), model=base.model, image=base.image,
+                    train=dataclasses.replace(base.train, init_from=str(tmp_path)), state_dir=tmp_path / "s-unfinished",
+                    generator_seed=0)
 
 
 def test_pickle_in_place_of_weights_is_refused_without_unpickling(world, tmp_path: Path):
-    from secgan.gan.step import PlainSiteLearner
-    from tests.unit.privacy.privacy_helpers import dataset
+    from sites.learner import SiteLearner
+    from tests.unit.privacy.privacy_helpers import dataset, policy
 
     cfg = load_run_config(world["config"])
     evil = tmp_path / "evil"
     shutil.copytree(world["pre"], evil)
     torch.save({"stem.0.weight": torch.zeros(1)}, evil / "discriminator.safetensors")  # a pickle
     with pytest.raises((ConfigError, DataError), match="not a readable safetensors"):
-        PlainSiteLearner(dataset=dataset(4), model=cfg.model, image=cfg.image,
-                         train=dataclasses.replace(cfg.train, init_from=str(evil)), generator_seed=0)
+        SiteLearner(dataset=dataset(4), policy=policy("off"), model=cfg.model, image=cfg.image,
+                    train=dataclasses.replace(cfg.train, init_from=str(evil)), state_dir=tmp_path / "s-evil",
+                    generator_seed=0)
 
 
 def test_init_applied_once_and_a_resumed_run_keeps_its_trained_weights(world, tmp_path: Path):
@@ -220,7 +218,7 @@ def test_frozen_stages_get_no_update_and_no_noise(world, tmp_path: Path):
     from opacus.validators import ModuleValidator
 
     from secgan.gan.models import discriminator_stages
-    from secgan.privacy.learner import SiteLearner
+    from sites.learner import SiteLearner
     from tests.unit.privacy.privacy_helpers import batches, dataset
 
     cfg = load_run_config(_write_config(tmp_path / "r.toml", world["sites"], init=world["pre"], freeze=2))

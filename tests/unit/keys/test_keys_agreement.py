@@ -18,7 +18,7 @@ from secgan.keys.agreement import (
     public_hex,
     write_agreement_key,
 )
-from secgan.settings import load_site_config, verify_federation
+from secgan.settings import load_site_config, verify_site_federation
 
 
 def test_agreement_key_file_round_trip_and_permissions(tmp_path):
@@ -69,7 +69,7 @@ def _site_start_with(kit, tmp_path, swap):
     os.replace(path, saved)
     try:
         swap(path, saved)
-        return verify_federation(load_site_config(kit / "site-1" / "site.toml"))
+        return verify_site_federation(load_site_config(kit / "site-1" / "site.toml"))
     finally:
         if path.is_symlink() or path.is_file():
             path.unlink()

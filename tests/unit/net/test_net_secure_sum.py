@@ -18,7 +18,9 @@ from secgan.keys.curve import generate_curve_keypair
 from secgan.keys.manifest import manifest_dict, parse_manifest
 from secgan.keys.signing import generate_signing_key
 from secgan.net.schema import SecAggAnnounce, SecAggMasked
-from secgan.settings import CoordinatorConfig, load_coordinator_config, load_site_config, verify_federation
+from secgan.settings import load_site_config, verify_site_federation
+
+from coordinator.config import CoordinatorConfig, load_coordinator_config, verify_coordinator_federation
 
 H = "ab" * 32
 
@@ -108,7 +110,7 @@ def test_provisioned_kit_has_agreement_keys_in_the_signed_manifest(tmp_path):
     provision(out, sites=3, run_id="r1", aggregation="secure-sum")
     ccfg = load_coordinator_config(out / "coordinator" / "coordinator.toml")
     assert ccfg.aggregation == "secure-sum"
-    roster = verify_federation(ccfg).agreement_roster()
+    roster = verify_coordinator_federation(ccfg).agreement_roster()
     for k in (1, 2, 3):
         sdir = out / f"site-{k}"
         path = sdir / "keys" / f"site-{k}.x25519"
@@ -116,11 +118,11 @@ def test_provisioned_kit_has_agreement_keys_in_the_signed_manifest(tmp_path):
         assert public_hex(load_agreement_key(path)) == roster[f"site-{k}"]
         scfg = load_site_config(sdir / "site.toml")
         assert scfg.agreement_key_path == path
-        verify_federation(scfg)
+        verify_site_federation(scfg)
     # a site whose agreement key is not the manifest's is refused at start
     write_agreement_key(out / "site-1" / "keys" / "site-1.x25519", generate_agreement_key())
     with pytest.raises(ConfigError, match="agreement_key"):
-        verify_federation(load_site_config(out / "site-1" / "site.toml"))
+        verify_site_federation(load_site_config(out / "site-1" / "site.toml"))
 
 
 def test_coordinator_config_rules_for_secure_sum(tmp_path):
@@ -134,4 +136,4 @@ def test_coordinator_config_rules_for_secure_sum(tmp_path):
     text = path.read_text().replace('aggregation = "routed"', 'aggregation = "secure-sum"')
     path.write_text(text.replace("min_sites = 6", "min_sites = 3"))
     with pytest.raises(ConfigError, match="threshold 4"):  # 6 sites: a strict majority is 4
-        verify_federation(load_coordinator_config(path))
+        verify_coordinator_federation(load_coordinator_config(path))

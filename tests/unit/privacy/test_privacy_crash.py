@@ -17,7 +17,7 @@ import pytest
 
 from secgan.cli import main as cli_main
 from secgan.net.schema import GradientReply
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.release_log import LOG_FILE, verify_release_log
 
 from .privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from secgan.privacy.learner import SiteLearner
+    from sites.learner import SiteLearner
     from tests.unit.privacy.privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy
 
     def hold(releases):

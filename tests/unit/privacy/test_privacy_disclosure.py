@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from secgan.net import codec
 from secgan.net.schema import GradientReply, Refusal
 from secgan.privacy.disclosure import BUDGET_STEP, budget_left
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 
 from .privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy
 

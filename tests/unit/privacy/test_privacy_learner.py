@@ -14,7 +14,7 @@ import torch
 from secgan.core.errors import PrivacyError
 from secgan.net.schema import GradientReply, Refusal
 from secgan.privacy import accounting as acc
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.release_log import verify_release_log
 from secgan.privacy.sanitize import effective_noise_multiplier, sanitized_gradient
 from secgan.gan.step import generator_gradient

@@ -43,7 +43,7 @@ def test_orders_match_opacus() -> None:
 
 
 def test_importing_the_ledger_does_not_import_opacus() -> None:
-    code = "import sys, secgan.privacy.ledger, secgan.privacy.learner; print('opacus' in sys.modules)"
+    code = "import sys, secgan.privacy.ledger, sites.learner; print('opacus' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

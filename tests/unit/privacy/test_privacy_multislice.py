@@ -10,7 +10,7 @@ import torch
 from secgan.core.config import load_dataclass
 from secgan.core.errors import ConfigError, PrivacyError
 from secgan.net.schema import GradientReply
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.multislice import augment, patient_rows
 from secgan.privacy.policy import PrivacyPolicy
 

@@ -9,7 +9,7 @@ import torch
 from secgan.gan.checkpoint import save_module_state
 from secgan.core.errors import ProtocolError
 from secgan.net.schema import FakeBatch, GradientReply, Refusal
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.release_log import LOG_FILE
 from secgan.privacy.sanitize import clip_rows
 

@@ -16,7 +16,7 @@ import torch
 
 from secgan.net.schema import GradientReply
 from secgan.privacy import accounting as acc
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.ledger import LEDGER_FILE
 from secgan.privacy.policy import ACCOUNTED_FIELDS, PrivacyPolicy
 from secgan.privacy.release_log import LOG_FILE, verify_chain, verify_release_log

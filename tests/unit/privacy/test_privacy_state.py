@@ -23,7 +23,7 @@ from secgan.cli import main as cli_main
 from secgan.core.errors import PrivacyError
 from secgan.net.schema import GradientReply
 from secgan.privacy import accounting as acc
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.privacy.ledger import LEDGER_FILE, PrivacyLedger
 from secgan.privacy.release_log import LOG_FILE, ReleaseLog, verify_chain, verify_release_log
 from secgan.privacy.statelock import StateLock, StateLocked
@@ -340,7 +340,8 @@ def test_ledger_never_under_counts_the_log_whatever_the_order_of_crashes_and_res
 
 def test_site_json_epsilon_and_releases_are_the_ledgers(tmp_path):
     from secgan.core.spec import ImageSpec
-    from sites.node import NodeConfig, SiteNode
+    from sites.config import NodeConfig
+    from sites.node import SiteNode
 
     state = tmp_path / "site"
     site = make(state)

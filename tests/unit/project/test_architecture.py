@@ -28,7 +28,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("secgan.privacy",),  # DP-SGD and sanitize wrap gan's step functions; secure-sum noise shares
     ("secgan.run", "secgan.settings"),  # a run's config (composes the privacy policy); role configs
     ("sites", "coordinator"),  # the two roles; never each other
-    ("secgan.simulation",),  # in-process federations: every role in one process
+    # in-process federations: every role in one process, built from the roles' own parts (the
+    # coordinator's generator core, the site's learner), so it sits above them
+    ("secgan.simulation",),
     ("secgan.evaluation", "audits"),
     ("secgan.cli",),  # the dispatcher: it names the commands only as strings
     ("secgan.commands",),  # one module per subcommand, the CLI edge where configs are built
@@ -116,6 +118,68 @@ def test_the_layering_check_sees_imports_inside_functions(tmp_path: Path) -> Non
                      "            from secgan.privacy import policy\n        from ..run import config\n")
     found = layering_offences([(probe, "secgan.gan.probe")])
     assert len(found) == 2 and "secgan.privacy" in found[0] and "secgan.run" in found[1], found
+
+
+# The shared library: every secgan package below the roles. The packages of secgan above the
+# roles (simulation, evaluation, cli, commands) are the application edge that composes them.
+ROLE_LAYER = LAYERS.index(("sites", "coordinator"))
+LIBRARY = tuple(unit for layer in LAYERS[:ROLE_LAYER] for unit in layer)
+
+
+def role_imports(modules: list[tuple[Path, str]]) -> list[str]:
+    """The imports of a role (coordinator, sites, audits) by each (file, module) of the library."""
+    return [f"{module} imports {name}" for path, module in modules if _unit(module) in LIBRARY
+            for name in sorted(_imports(path, module)) if name.split(".")[0] in ROLES]
+
+
+def test_the_library_never_imports_a_role_not_even_lazily(tmp_path: Path) -> None:
+    offenders = role_imports([(f, _module_name(f)) for f in _py_files("secgan")])
+    assert not offenders, "the library imports a role:\n" + "\n".join(offenders)
+    probe = tmp_path / "probe.py"  # the check itself: a role import hidden in a method is seen
+    probe.write_text("def f():\n    from sites.learner import SiteLearner\n    import coordinator.core\n")
+    assert len(role_imports([(probe, "secgan.gan.probe")])) == 2
+    assert role_imports([(probe, "secgan.simulation.probe")]) == []  # above the roles: allowed
+
+
+# Role logic and the role folder that owns it: defined there, once, and nowhere in secgan/. (The
+# site's ``SiteConfig`` is read by two roles, the site and its auditor, so it is library:
+# ``secgan.settings``.)
+ROLE_LOGIC = {
+    "GeneratorCore": "coordinator",
+    "build_generator_core": "coordinator",
+    "moment_loss": "coordinator",
+    "Scheduler": "coordinator",
+    "CoordinatorConfig": "coordinator",
+    "ServiceConfig": "coordinator",
+    "SiteLearner": "sites",
+    "NodeConfig": "sites",
+    "check_fake_batch": "sites",
+}
+# names that must not exist anywhere any more (a second learner for one mode)
+RETIRED = ("PlainSiteLearner",)
+
+
+def _top_level_definitions(package: str) -> list[tuple[str, str]]:
+    found = []
+    for path in _py_files(package):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                found.append((node.name, str(path.relative_to(ROOT))))
+    return found
+
+
+def test_role_logic_lives_in_its_role_folder_once() -> None:
+    where: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for name, file in _top_level_definitions(package):
+            if name in ROLE_LOGIC or name in RETIRED:
+                where.setdefault(name, []).append(file)
+    problems = [f"{name} is defined in {', '.join(files)}" for name, files in where.items() if name in RETIRED]
+    for name, role in ROLE_LOGIC.items():
+        files = where.get(name, [])
+        if len(files) != 1 or not files[0].startswith(role + "/"):
+            problems.append(f"{name} must be defined once, in {role}/, found in: {', '.join(files) or 'nowhere'}")
+    assert not problems, "role logic out of place:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize(

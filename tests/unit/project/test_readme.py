@@ -12,7 +12,8 @@ README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
 def test_readme_lists_every_config_key() -> None:
     from secgan.run.config import RunConfig
-    from secgan.settings import CoordinatorConfig, SiteConfig
+    from coordinator.config import CoordinatorConfig
+    from secgan.settings import SiteConfig
 
     missing = [
         f"{cls.__name__}.{key}"

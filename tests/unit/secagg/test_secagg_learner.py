@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from secgan.net.schema import GradientReply
-from secgan.privacy.learner import SiteLearner
+from sites.learner import SiteLearner
 from secgan.secagg import ASSUMPTION
 
 from tests.unit.privacy.privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy

@@ -40,6 +40,7 @@ def test_the_site_node_passes_its_policy_to_the_noise_share(tmp_path):
     """The masked vector of a sanitize site with secure_noise off differs from one with it on
     (same generator seeds): the flag reaches the share the site draws."""
     from tests.unit.coordinator import test_coordinator_secure_sum as h
+    from tests.unit.sites.fakes import FakeSocket
 
     from secgan.net.schema import FakeBatch, SecAggMasked
     from secgan.secagg import SecureSumAggregator, SecureSumClient
@@ -66,7 +67,7 @@ def test_the_site_node_passes_its_policy_to_the_noise_share(tmp_path):
         node = SiteNode(node.cfg, _Learner(secure),
                         secure_sum=lambda run_id: SecureSumClient(site_id="site-1", agreement_key=h.KEYS["site-1"],
                                                                   roster=h.ROSTER, run_id=run_id))
-        node.sock = h._Sock()
+        node.sock = FakeSocket()
         c = h._Coord()
         node.handle(c.frames(h._welcome(), round=0))
         shape = (2, 4, h.IMAGE.size, h.IMAGE.size)

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 
 from secgan.core.errors import ConfigError, CryptoError
-from secgan.settings import (
-    CoordinatorConfig,
-    SiteConfig,
-    load_coordinator_config,
-    load_site_config,
-    verify_federation,
-)
+from secgan.settings import SiteConfig, load_site_config, verify_site_federation
+
+from coordinator.config import CoordinatorConfig, load_coordinator_config, verify_coordinator_federation
 
 SITE_MIN = 'site_id = "site-1"\ndata_dir = "data"\n'
 
@@ -129,9 +125,9 @@ def copy_kit(kit: Path, tmp_path: Path) -> Path:
 
 
 def test_verify_federation_happy_path(kit):
-    m = verify_federation(load_coordinator_config(kit / "coordinator" / "coordinator.toml"))
+    m = verify_coordinator_federation(load_coordinator_config(kit / "coordinator" / "coordinator.toml"))
     assert [s.site_id for s in m.sites] == ["site-1", "site-2"] and m.run_id == "run-7"
-    m2 = verify_federation(load_site_config(kit / "site-2" / "site.toml"))
+    m2 = verify_site_federation(load_site_config(kit / "site-2" / "site.toml"))
     assert m2 == m or m2.coordinator.curve_public == m.coordinator.curve_public
 
 
@@ -142,26 +138,26 @@ def test_verify_refuses_foreign_or_mismatched_files(kit, tmp_path):
     # quorum larger than the federation
     ctoml.write_text(ctoml.read_text().replace("min_sites = 2", "min_sites = 3"))
     with pytest.raises(ConfigError, match="min_sites"):
-        verify_federation(load_coordinator_config(ctoml))
+        verify_coordinator_federation(load_coordinator_config(ctoml))
     ctoml.write_text(ctoml.read_text().replace("min_sites = 3", "min_sites = 2").replace('run_id = "run-7"', 'run_id = "other"'))
     with pytest.raises(ConfigError, match="run_id"):
-        verify_federation(load_coordinator_config(ctoml))
+        verify_coordinator_federation(load_coordinator_config(ctoml))
     # site-1 pointing at site-2's keys
     shutil.copy(fed / "site-2" / "keys" / "site-2.key_secret", fed / "site-1" / "keys" / "site-1.key_secret")
     (fed / "site-1" / "keys" / "site-1.key").unlink()
     with pytest.raises(ConfigError, match="keys_dir"):
-        verify_federation(load_site_config(s1))
+        verify_site_federation(load_site_config(s1))
     # a tampered manifest at the site
     s2 = fed / "site-2" / "site.toml"
     mpath = fed / "site-2" / "manifest.json"
     mpath.write_text(mpath.read_text().replace('"site-1"', '"site-9"'))
     with pytest.raises(CryptoError):
-        verify_federation(load_site_config(s2))
+        verify_site_federation(load_site_config(s2))
     # a site pinned to another coordinator signing key
     mpath.write_text((kit / "site-2" / "manifest.json").read_text())
     shutil.copy(fed / "site-2" / "signing.pub", fed / "site-2" / "coordinator-signing.pub")
     with pytest.raises(CryptoError):
-        verify_federation(load_site_config(s2))
+        verify_site_federation(load_site_config(s2))
 
 
 def test_site_not_in_manifest(kit, tmp_path):
@@ -169,7 +165,7 @@ def test_site_not_in_manifest(kit, tmp_path):
     s1 = fed / "site-1" / "site.toml"
     s1.write_text(s1.read_text().replace('site_id = "site-1"', 'site_id = "site-5"\nkey_name = "site-1"'))
     with pytest.raises(ConfigError, match="site-5"):
-        verify_federation(load_site_config(s1))
+        verify_site_federation(load_site_config(s1))
 
 
 def test_dataclasses_are_frozen():

@@ -8,41 +8,14 @@ import torch
 
 from secgan.net import codec, replay
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
-from secgan.core.spec import ImageSpec
 
-from sites.node import NodeConfig, SiteNode
-
-
-class _Sock:
-    def __init__(self) -> None:
-        self.sent: list = []
-
-    def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(codec.decode(frames)[1])
+from sites.node import SiteNode
+from tests.unit.sites.fakes import FakeLearner, FakeSocket, fake_node
 
 
-class _Learner:
-    def __init__(self) -> None:
-        self.served = 0
-
-    def serve(self, msg):
-        self.served += 1
-        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=torch.zeros_like(msg.fake))
-
-    def epsilon(self):
-        return None
-
-    def save(self):
-        pass
-
-
-def _node(tmp_path: Path) -> tuple[SiteNode, _Sock, _Learner]:
-    cfg = NodeConfig(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
-                     server_public=b"", state_dir=tmp_path, image=ImageSpec(size=16),
-                     policy_summary={"mode": "off", "accept_sources": ["procedural"]}, accept_sources=("procedural",))
-    learner = _Learner()
-    node = SiteNode(cfg, learner)
-    node.sock = _Sock()
+def _node(tmp_path: Path) -> tuple[SiteNode, FakeSocket, FakeLearner]:
+    learner = FakeLearner()
+    node = fake_node(tmp_path, learner)
     return node, node.sock, learner
 
 
@@ -72,18 +45,18 @@ def test_session_rules(tmp_path):
     node._hello()
     assert isinstance(sock.sent[-1], Hello) and not node.welcomed
     node.handle(c.frames(_batch(1)))  # before Welcome
-    assert sock.sent[-1] == ErrorReply(code="not_welcomed", detail=sock.sent[-1].detail) and learner.served == 0
+    assert sock.sent[-1] == ErrorReply(code="not_welcomed", detail=sock.sent[-1].detail) and learner.releases == 0
     node.handle(c.frames(_welcome(), round=1))
     assert node.welcomed and node.run_id == "r1"
     node.handle(c.frames(_welcome(), round=1))  # answer to a repeated Hello: ignored
     assert node.welcomed and not isinstance(sock.sent[-1], GradientReply)
     node.handle(c.frames(_batch(2)))
-    assert isinstance(sock.sent[-1], GradientReply) and sock.sent[-1].round == 2 and learner.served == 1
+    assert isinstance(sock.sent[-1], GradientReply) and sock.sent[-1].round == 2 and learner.releases == 1
     node.handle(c.frames(_batch(2)))  # the same round again
-    assert sock.sent[-1].code == "replay" and learner.served == 1
+    assert sock.sent[-1].code == "replay" and learner.releases == 1
     sent, stale = len(sock.sent), node.counts["rejected_stale"]
     node.handle(c.frames(_batch(1)))  # older round: dropped silently (nothing sent, the drop counted)
-    assert len(sock.sent) == sent and node.counts["rejected_stale"] == stale + 1 and learner.served == 1
+    assert len(sock.sent) == sent and node.counts["rejected_stale"] == stale + 1 and learner.releases == 1
 
     # a new coordinator incarnation: its numbering restarts, it says not_welcomed, we say Hello again
     fresh = _Coordinator()
@@ -93,7 +66,7 @@ def test_session_rules(tmp_path):
     assert isinstance(sock.sent[n], Hello) and not node.welcomed
     node.handle(fresh.frames(_welcome(), round=0))
     node.handle(fresh.frames(_batch(2)))  # round 2 again, but in the new session: served
-    assert learner.served == 2
+    assert learner.releases == 2
     node.handle(fresh.frames(Stop(run_id="r1", reason="completed"), round=2))
     assert node.exit_reason == "stop:completed" and node.exit_code == 0
 

@@ -13,38 +13,20 @@ import torch
 
 from secgan.net import codec, fields, replay
 from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Heartbeat, Hello, SecAggAnnounce, Stop, Welcome
-from secgan.core.spec import ImageSpec
 
-from sites.node import MAX_ROUND_AHEAD, NodeConfig, SiteNode
+from sites.node import MAX_ROUND_AHEAD
+from tests.unit.sites.fakes import FakeLearner, fake_node
 
 SHAPE = (2, 4, 16, 16)
 
 
-class Sock:
-    def __init__(self) -> None:
-        self.sent: list = []
-
-    def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(codec.decode(frames)[1])
-
-
-class Learner:
-    def __init__(self) -> None:
-        self.served: list[tuple[int, int]] = []
-
-    def serve(self, msg):
+class Learner(FakeLearner):
+    def serve(self, msg, *, distributed_noise: bool = False):
         if tuple(msg.fake.shape) != SHAPE:
             from secgan.core.errors import ProtocolError
 
             raise ProtocolError("bad_shape", "not this site's image size")
-        self.served.append((msg.round, msg.step))
-        return GradientReply(run_id=msg.run_id, round=msg.round, step=msg.step, grad=torch.zeros_like(msg.fake))
-
-    def epsilon(self):
-        return None
-
-    def save(self):
-        pass
+        return super().serve(msg, distributed_noise=distributed_noise)
 
 
 class Coord:
@@ -59,12 +41,8 @@ class Coord:
 
 
 def welcomed(tmp_path: Path):
-    cfg = NodeConfig(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
-                     server_public=b"", state_dir=tmp_path, image=ImageSpec(size=16),
-                     policy_summary={"mode": "off", "accept_sources": ["procedural"]}, accept_sources=("procedural",))
     learner = Learner()
-    node = SiteNode(cfg, learner)
-    node.sock = Sock()
+    node = fake_node(tmp_path, learner)
     c = Coord()
     node._hello()
     node.handle(c.frames(Welcome(version=PROTOCOL_VERSION, run_id="r1", image_size=16, model={}, condition_source="procedural", planned_steps=200),

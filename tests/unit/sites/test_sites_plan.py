@@ -13,19 +13,13 @@ from secgan.net import codec
 from secgan.cli import main
 from secgan.net.schema import PROTOCOL_VERSION, FakeBatch, GradientReply, Refusal, Welcome
 from secgan.privacy import accounting as acc
-from secgan.privacy.learner import SiteLearner
-from secgan.settings import load_coordinator_config, load_site_config
+from sites.learner import SiteLearner
+from secgan.settings import load_site_config
 
-from sites.node import NodeConfig, SiteNode
+from coordinator.config import load_coordinator_config
+
+from tests.unit.sites.fakes import fake_node
 from tests.unit.privacy.privacy_helpers import IMAGE, MODEL, TRAIN, batches, dataset, policy
-
-
-class _Sock:
-    def __init__(self) -> None:
-        self.sent: list = []
-
-    def send_multipart(self, frames, flags=0, copy=True):
-        self.sent.append(codec.decode(frames)[1])
 
 
 def _site(tmp_path, **pol):
@@ -34,13 +28,8 @@ def _site(tmp_path, **pol):
 
 
 def _node(tmp_path, learner, on_mismatch):
-    cfg = NodeConfig(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
-                     server_public=b"", state_dir=tmp_path, image=IMAGE,
-                     policy_summary=learner.policy.summary(), accept_sources=("procedural",),
+    return fake_node(tmp_path, learner, size=IMAGE.size, policy_summary=learner.policy.summary(),
                      on_steps_mismatch=on_mismatch)
-    node = SiteNode(cfg, learner)
-    node.sock = _Sock()
-    return node
 
 
 def _frames(msg, seq, *, round=0):

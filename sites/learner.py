@@ -22,7 +22,7 @@ D). Both are reserved in the ledger (the latter at zero steps) and logged with t
 ``charged_steps``, so the log stays a complete record and a rebuild from it prices them exactly.
 
 Numerical safety: a batch outside the generator's value range is refused before step 2
-(``check_fake_batch``), so it is never charged. If D (or its optimiser state) or the gradient is
+(``sites.checks.check_fake_batch``), so it is never charged. If D (or its optimiser state) or the gradient is
 not finite after the update anyway, D and its optimiser are rolled back to their state before the
 step, so a poisoned D is never kept, saved or restored. In ``dpsgd`` and ``off`` modes the step is
 then answered ``Refusal(code="non_finite")``: that refusal is a function of the private update,
@@ -37,7 +37,6 @@ after the ledger write they depend on) and restored from ``state_dir`` on constr
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from pathlib import Path
 from typing import Any, Callable
@@ -51,22 +50,19 @@ from secgan.net.schema import FakeBatch, GradientReply, Refusal
 from secgan.privacy.disclosure import EXHAUSTED_REASON, budget_left
 from secgan.privacy.guards import check_policy, source_refusal
 from secgan.privacy.policy import PrivacyPolicy
-from secgan.privacy.sampling import patient_shards, poisson_patients, sample_rate
+from secgan.privacy.sampling import poisson_patients, sample_rate
 from secgan.privacy.sanitize import effective_noise_multiplier
 from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 
+from sites.checks import check_fake_batch
+from sites.discriminators import build_discriminators, derive_seed
+from sites.last_good import State, is_finite, roll_back, snapshot
+from sites.saved_state import restore_discriminators, save_discriminators
+
 log = get_logger(__name__)
 
 FINGERPRINT_SALT = b"secgan.privacy.ledger.v1"
-DISTRIBUTED_NOISE_KEY = "distributed_noise"  # ledger.json: secure-sum noise statement (sanitize mode)
-STATS_FILE = "stats.json"  # the site's one DP statistics release, kept (post-processing from then on)
-from secgan.privacy.recovery import STATS_KIND  # noqa: E402  (the release log's kind of the statistics release)
-
-
-def _derive_seed(*parts: int | str) -> int:
-    h = hashlib.sha256("\0".join(str(p) for p in parts).encode())
-    return int.from_bytes(h.digest()[:8], "big") >> 1
 
 
 class SiteLearner:
@@ -85,7 +81,6 @@ class SiteLearner:
         device: str = "cpu",
         on_reserved: Callable[[int], None] | None = None,
     ) -> None:
-        from secgan.gan.models import build_discriminator
         from secgan.privacy.ledger import LedgerParams  # Opacus is imported only when needed
 
         check_policy(policy, l1_weight=train.l1_weight)
@@ -146,61 +141,18 @@ class SiteLearner:
         epoch = self.ledger.releases
         self._rng = np.random.default_rng([base % 2**63, epoch, 1])
         self._noise = torch.Generator(device=self.device)
-        self._noise.manual_seed(_derive_seed(base, epoch, "noise"))
+        self._noise.manual_seed(derive_seed(base, epoch, "noise"))
         self._stats_rng = np.random.default_rng([base % 2**63, epoch, 2])
 
-        # --- discriminator(s) ----------------------------------------------------------------
-        betas = (train.beta1, train.beta2)
-        self._dp = None
-        self._shards = None
-        # pretrained start (train.init_from) for a D that has no saved state yet, then frozen stages
+        # --- discriminator(s): one (off, dpsgd: Opacus-wrapped) or one per patient shard (sanitize) ---
         fresh = not any(self._state_file(i).exists() for i in range(policy.shards if mode == "sanitize" else 1))
-
-        def prepare(D: torch.nn.Module) -> torch.nn.Module:
-            if train.init_from and fresh:
-                from secgan.gan.pretrained import init_discriminator
-
-                init_discriminator(train.init_from, D, model=model, image=image)
-            if policy.freeze_d_stages:
-                from secgan.gan.models import freeze_discriminator_stages
-
-                freeze_discriminator_stages(D, policy.freeze_d_stages)
-            return D
-
-        if mode == "sanitize":
-            from secgan.privacy.sanitize import ShardedDiscriminators
-
-            Ds = [prepare(build_discriminator(model, image, seed=_derive_seed(generator_seed, "D", k)).to(self.device))
-                  for k in range(policy.shards)]
-            self._shards = ShardedDiscriminators(
-                Ds, patient_shards(dataset, shards=policy.shards, seed=generator_seed), lr=train.lr_d, betas=betas
-            )
-            if any(len(m) == 0 for m in self._shards.members):
-                log.warning("sanitize_empty_shard", shards=policy.shards, patient_count=dataset.n_patients)
-            self._modules = list(zip(Ds, self._shards.optimizers))
-        else:
-            D = prepare(build_discriminator(model, image, seed=generator_seed).to(self.device))
-            if mode == "dpsgd":
-                from secgan.privacy.dpsgd import DPSGDDiscriminator
-
-                self._dp = DPSGDDiscriminator(
-                    D,
-                    lr=train.lr_d,
-                    betas=betas,
-                    noise_multiplier=self.noise_multiplier,
-                    clip_norm=policy.clip_norm,
-                    expected_batch_size=policy.expected_batch_size,
-                    sample_rate=self.sample_rate,
-                    noise_generator=self._noise,
-                    secure_noise=policy.secure_noise,
-                    grad_sample_mode=policy.grad_sample_mode,
-                )
-                self._modules = [(self._dp.module, self._dp.optimizer)]
-            else:
-                self._modules = [(D, torch.optim.Adam(D.parameters(), lr=train.lr_d, betas=betas))]
+        self._dp, self._shards, self._modules = build_discriminators(
+            policy=policy, model=model, image=image, train=train, dataset=dataset, seed=generator_seed,
+            device=self.device, fresh=fresh, noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
+            noise_generator=self._noise)
         from secgan.privacy.recovery import cover_saved_state, saved_releases
 
-        cover_saved_state(self.ledger, saved_releases=saved_releases([self._state_file(i) for i in range(len(self._modules))]),
+        cover_saved_state(self.ledger, saved_releases=saved_releases(self._state_files()),
                           cost=cost, rows=max(self.release_log.max_rows, train.batch_size), what="discriminator state",
                           steps_per_release=policy.max_steps_per_release)
         self._restore()
@@ -234,56 +186,29 @@ class SiteLearner:
     def epsilon(self) -> float | None:
         return self.ledger.epsilon
 
+    @property
+    def releases(self) -> int:
+        """Batches served so far: the ledger's durable release count."""
+        return self.ledger.releases
+
     def budget_left(self) -> float | None:
         """What the coordinator is told: the coarse fraction of the budget left (None if DP is off)."""
         return budget_left(epsilon=self.ledger.epsilon, target_epsilon=self.ledger.target_epsilon)
 
     def plan(self, run_steps: int) -> dict[str, Any] | None:
-        """The run's steps against this site's plan (None in mode "off": nothing is accounted).
-
-        ``epsilon_run``: what a run of ``run_steps`` rounds spends from a fresh ledger at this
-        site's sigma and q (``policy.charged_steps`` of them are charged), stopping where the budget
-        does (``budget_lasts_steps``, the most rounds the target allows). ``mismatch``: the noise was calibrated for another number
-        of steps, or the budget runs out before the run ends. Exact figures: for the site's own log.
-        """
+        """The run's steps against this site's plan (``sites.plan.run_plan``); None in mode "off"
+        (nothing is accounted). Exact figures: for the site's own log."""
         if self.policy.mode == "off":
             return None
-        from secgan.privacy.accounting import epsilon
+        from sites.plan import run_plan
 
-        sigma = self._accounted_noise(self.train.batch_size)
-        target = self.ledger.target_epsilon
-
-        def eps(k: int) -> float:  # k rounds: the policy's schedule says how many steps they charge
-            steps = self.policy.charged_steps(k)
-            return epsilon(noise_multiplier=sigma, sample_rate=self.sample_rate, steps=steps, delta=self.ledger.delta,
-                           accountant=self.ledger.accountant) if steps else 0.0
-
-        run_steps = int(run_steps)
-        lasts = run_steps
-        if eps(run_steps) > target:  # bisection: largest k with eps(k) <= target
-            lo, hi = 0, run_steps
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if eps(mid) <= target else (lo, mid)
-            lasts = lo
-        calibrated = self.policy.noise_multiplier is None
-        return {
-            "run_steps": run_steps,
-            "planned_steps": self.policy.planned_steps if calibrated else None,
-            "epsilon_run": round(eps(lasts), 4),
-            "target_epsilon": target,
-            "budget_lasts_steps": lasts,
-            "mismatch": (calibrated and run_steps != self.policy.planned_steps) or lasts < run_steps,
-        }
+        return run_plan(self.policy, run_steps=run_steps, noise_multiplier=self._accounted_noise(self.train.batch_size),
+                        sample_rate=self.sample_rate, delta=self.ledger.delta, target_epsilon=self.ledger.target_epsilon,
+                        accountant=self.ledger.accountant)
 
     def save(self) -> None:
-        from secgan.gan.checkpoint import save_module_state
-
-        for i, (module, opt) in enumerate(self._modules):
-            if not self._finite(i):  # never reached after a rolled-back step; never write a poisoned D
-                log.error("discriminator_not_saved", index=i, reason="non_finite")
-                continue
-            save_module_state(self._state_file(i), module, opt, {"mode": self.policy.mode, "releases": self.ledger.releases})
+        save_discriminators(self._modules, self._state_files(), mode=self.policy.mode, releases=self.ledger.releases,
+                            rng=self._rng)
         self._since_save = 0
 
     def serve(self, msg: FakeBatch, *, distributed_noise: bool = False) -> GradientReply | Refusal:
@@ -295,8 +220,6 @@ class SiteLearner:
         exactly as for a locally noised release: the sum carries at least the full noise as long as
         the threshold of participants is honest (``record_distributed_noise`` writes that down).
         """
-        from secgan.gan.step import check_fake_batch
-
         check_fake_batch(msg, self.image)
         rows = int(msg.fake.shape[0])
         sigma_acc = self._accounted_noise(rows)
@@ -363,37 +286,18 @@ class SiteLearner:
         return [(stats_noise_multiplier(stats_epsilon=p.stats_epsilon, delta=p.delta, accountant=p.accountant), 1.0, 1)]
 
     def release_stats(self) -> dict[str, Any] | None:
-        """The site's DP summary statistics (``secgan.privacy.stats``), released at most once.
-
-        The first call charges the ledger one (sigma_s, q = 1) Gaussian step, durably, before the
-        noised sum is computed, logs the release and keeps it in ``stats.json``; later calls (and
-        restarts) return the kept release, which is post-processing and costs nothing. None when the
-        policy does not release statistics; a budget too small for it raises BudgetExhausted."""
+        """The site's DP summary statistics (``secgan.privacy.stats``), released at most once
+        (``sites.stats_release``): the first call charges the ledger, durably, before the noised sum
+        is computed; later calls (and restarts) return the kept release, which costs nothing. None
+        when the policy does not release statistics; a budget too small for it raises BudgetExhausted."""
         prior = self._stats_prior()
         if not prior:
             return None
-        import json
+        from sites.stats_release import release_stats_once
 
-        from secgan.core.fsio import atomic_write_json
-        from secgan.privacy import stats as S
-
-        path = self.state_dir / STATS_FILE
-        if path.exists():
-            kept = json.loads(path.read_text())
-            return {k: np.asarray(v) if isinstance(v, list) else v for k, v in kept.items()}
-        sigma_s = prior[0][0]
-        eps = self.ledger.reserve_step(noise_multiplier=sigma_s, sample_rate=1.0)
-        vectors = np.stack([S.patient_vector(self.dataset.images(i), self.dataset.conds(i))
-                            for i in range(self.dataset.n_patients)])
-        noised = S.noised_sum(vectors, clip_norm=self.policy.stats_clip_norm, noise_multiplier=sigma_s,
-                              generator=self._stats_rng)
-        del vectors
-        self.release_log.append(step=-1, round=-1, run_id="stats", tensors={STATS_KIND: torch.as_tensor(noised)},
-                                epsilon_after=eps)
-        out = {**S.debias(noised), "classes": list(S.STATS_CLASSES)}
-        atomic_write_json(path, {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in out.items()})
-        log.info("site_stats_released", epsilon=eps, releases=self.ledger.releases)
-        return out
+        return release_stats_once(self.state_dir, ledger=self.ledger, release_log=self.release_log, dataset=self.dataset,
+                                  noise_multiplier=prior[0][0], clip_norm=self.policy.stats_clip_norm,
+                                  generator=self._stats_rng)
 
     def _accounted_noise(self, rows: int) -> float | None:
         if self.policy.mode == "dpsgd":
@@ -427,24 +331,14 @@ class SiteLearner:
         return noise_share_std(self.noise_multiplier * self.policy.clip_norm, threshold=threshold), self._noise
 
     def record_distributed_noise(self, *, threshold: int, participants: int, first_attempt: bool) -> dict | None:
-        """Write the distributed-noise statement (assumption, threshold, slack) into the ledger,
-        durably, before the masked contribution it describes is sent. Sanitize mode only."""
+        """Write the distributed-noise statement into the ledger, durably, before the masked
+        contribution it describes is sent (``sites.secure_noise``). Sanitize mode only."""
         if self.policy.mode != "sanitize":
             return None
-        from secgan.secagg import distributed_noise_statement
+        from sites.secure_noise import record_distributed_noise
 
-        stmt = distributed_noise_statement(sigma_total=self.noise_multiplier * self.policy.clip_norm,
-                                           threshold=threshold, participants=participants)
-        prev = self.ledger.to_dict().get(DISTRIBUTED_NOISE_KEY) or {}
-        releases = int(prev.get("releases", 0)) + (1 if first_attempt else 0)
-        note = {
-            **stmt,
-            "releases": releases,
-            "participants_min": min(participants, int(prev.get("participants_min", participants))),
-            "variance_slack_max": max(stmt["variance_slack"], float(prev.get("variance_slack_max", 0.0))),
-        }
-        self.ledger.annotate(DISTRIBUTED_NOISE_KEY, note)
-        return note
+        return record_distributed_noise(self.ledger, sigma_total=self.noise_multiplier * self.policy.clip_norm,
+                                        threshold=threshold, participants=participants, first_attempt=first_attempt)
 
     def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False, update: bool = True) -> torch.Tensor | None:
         """D update (mode-specific) and the gradient to send; returns a CPU float32 tensor, or None
@@ -517,58 +411,24 @@ class SiteLearner:
                 return self._roll_back(0, good)
         return grad.detach().to("cpu", torch.float32).contiguous()
 
-    # ------------------------------------------------------------------ last good state
-
-    def _parts(self, i: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        """The plain module and the torch optimiser that owns the state (Opacus wrappers removed)."""
-        module, opt = self._modules[i]
-        return getattr(module, "_module", module), getattr(opt, "original_optimizer", opt)
+    # ------------------------------------------------------------------ last good state (sites.last_good)
 
     def _finite(self, i: int) -> bool:
-        """D_i's parameters, buffers and optimiser state are all finite."""
-        module, opt = self._parts(i)
-        tensors = [*module.state_dict().values()]
-        tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
-        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+        return is_finite(*self._modules[i])
 
-    def _snapshot(self, i: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        import copy
+    def _snapshot(self, i: int) -> State:
+        return snapshot(*self._modules[i])
 
-        module, opt = self._parts(i)
-        return {k: v.detach().clone() for k, v in module.state_dict().items()}, copy.deepcopy(opt.state_dict())
-
-    def _roll_back(self, i: int, state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> None:
-        module, opt = self._parts(i)
-        module.load_state_dict(state[0])
-        opt.load_state_dict(state[1])
-        for p in module.parameters():  # no half-computed gradient or per-sample state survives
-            p.grad = None
-            if hasattr(p, "grad_sample"):
-                p.grad_sample = None
-        log.warning("discriminator_rolled_back", index=i, reason="non_finite")
-        return None
+    def _roll_back(self, i: int, state: State) -> None:
+        return roll_back(*self._modules[i], state, index=i)
 
     def _state_file(self, i: int) -> Path:
         name = "discriminator.safetensors" if self.policy.mode != "sanitize" else f"discriminator-{i}.safetensors"
         return self.state_dir / name
 
-    def _restore(self) -> None:
-        from secgan.gan.checkpoint import load_module_state
+    def _state_files(self) -> list[Path]:
+        return [self._state_file(i) for i in range(len(self._modules))]
 
-        for i, (module, opt) in enumerate(self._modules):
-            path = self._state_file(i)
-            if path.exists():
-                fresh = self._snapshot(i)
-                meta = load_module_state(path, module, opt)
-                if not self._finite(i):
-                    # a poisoned D (written by an older version) is never restored: start this D
-                    # afresh (data-independent initialisation); the ledger keeps everything it charged
-                    self._roll_back(i, fresh)
-                    log.warning("discriminator_state_discarded", path=path.name, reason="non_finite")
-                if meta.get("mode") != self.policy.mode:
-                    raise PrivacyError(f"{path}: saved for privacy mode {meta.get('mode')!r}, not {self.policy.mode!r}")
-                if int(meta.get("releases", 0)) > self.ledger.releases:
-                    raise PrivacyError(
-                        f"{path}: discriminator saved after {meta.get('releases')} releases but the ledger counts "
-                        f"{self.ledger.releases}; the ledger must never be behind the model it paid for"
-                    )
+    def _restore(self) -> None:
+        restore_discriminators(self._modules, self._state_files(), mode=self.policy.mode, releases=self.ledger.releases,
+                               rng=self._rng)
