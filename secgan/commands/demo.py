@@ -166,7 +166,10 @@ def stage_provision(cfg: DemoConfig, pretrained: Path) -> dict[str, Path]:
     port = _free_port()
     kits = provision(cfg.out / "kits", sites=cfg.sites, port=port, run_id=f"demo-{cfg.seed}",
                      data_root=cfg.out / "data", image_size=cfg.size)
-    train = {**_train_settings(cfg), "init_from": str(pretrained.resolve())}
+    from secgan.gan.config import recommended_settings
+
+    fine_tune = recommended_settings(cfg.size)["fine_tune"]  # the private run starts from the pretraining
+    train = {**_train_settings(cfg), **fine_tune["train"], "init_from": str(pretrained.resolve())}
     _rewrite_toml(kits["coordinator"], {
         "min_sites": max(1, cfg.sites - 1), "round_deadline_s": 60.0, "run_json_every_s": 1.0,
         "heartbeat_timeout_s": 30.0, "model": _model_settings(cfg), "train": train,
@@ -175,7 +178,8 @@ def stage_provision(cfg: DemoConfig, pretrained: Path) -> dict[str, Path]:
         _rewrite_toml(kits[f"site-{k}"], {
             "seed": cfg.seed * 100 + k, "model": _model_settings(cfg), "train": train,
             "policy": {"mode": "dpsgd", "target_epsilon": cfg.target_epsilon, "delta": 1e-5, "clip_norm": 1.0,
-                       "planned_steps": cfg.steps, "expected_batch_size": _expected_batch(cfg)},
+                       "planned_steps": cfg.steps, "expected_batch_size": _expected_batch(cfg),
+                       **fine_tune["policy"]},
         })
     return kits
 
