@@ -21,7 +21,7 @@ HELP = "privacy audits of synthetic data: run at a site, verify signed reports, 
 
 _RUN_OPTIONS = ("site_config", "synthetic", "out", "rubric", "generator", "seed", "annex", "device", "mark_broken_ledger",
                 "force", "fail_on")
-FAIL_ON = ("amber", "red", "critical")
+FAIL_ON = ("amber", "inconclusive", "red", "critical")
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -29,7 +29,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument("--site-config", type=Path, default=d, metavar="FILE", help="the site's site.toml")
     p.add_argument("--synthetic", type=Path, default=d, metavar="DIR", help="folder with synthetic.safetensors")
     p.add_argument("--out", type=Path, default=d, metavar="REPORT_DIR", help="where report.json and report.html go")
-    p.add_argument("--rubric", type=Path, default=d, metavar="FILE", help="rubric TOML (default: rubric-v2.toml)")
+    p.add_argument("--rubric", type=Path, default=d, metavar="FILE", help="rubric TOML (default: rubric-v3.toml)")
     p.add_argument("--generator", type=Path, default=d, metavar="CHECKPOINT",
                    help="generator checkpoint: enables the projection attack")
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS if suppress else 0, help="audit seed (default 0)")
@@ -189,6 +189,9 @@ def _merge(args: argparse.Namespace) -> int:
         keys = [load_verify_key(p) for p in args.public_key]
     summary = merge_reports(args.reports, out_dir=args.out, site_keys=site_keys, keys=keys)
     print(f"federation verdict: {summary['verdict']}")
+    if summary.get("missing_sites"):
+        print(f"  MISSING: no report from {len(summary['missing_sites'])} site(s) of the manifest: "
+              f"{', '.join(summary['missing_sites'])}; the federation is not fully audited")
     for r in summary["sites"]:
         print(f"  {r['site_id']}: {r['verdict']} ({r['signature']}); epsilon claimed {r['epsilon_claimed']}, "
               f"lower bound {r['epsilon_lb']:.3f}")

@@ -19,10 +19,12 @@ from audits.rubric import LEVELS
 LEDGER_SUBJECT = "privacy ledger"  # the finding audits.api adds for a ledger that fails verification
 
 TEMPLATES = Path(__file__).with_name("templates")
-COLOURS = {"Green": "#1b7f3b", "Amber": "#b36b00", "Red": "#b3261e", "Critical": "#5c0a0a"}
+COLOURS = {"Green": "#1b7f3b", "Amber": "#b36b00", "Inconclusive": "#4b4f9c", "Red": "#b3261e", "Critical": "#5c0a0a"}
 MEANING = {
     "Green": "No sign that the synthetic data reveals who was in the training set.",
     "Amber": "Some signals deserve a closer look before the synthetic data is released.",
+    "Inconclusive": ("This audit cannot tell whether the synthetic data is safe: the sample is too small to check "
+                     "the privacy claim. This is NOT a pass."),
     "Red": "The synthetic data reveals information about individual training patients. Do not release it as is.",
     "Critical": "The measured leakage contradicts the privacy guarantee this site claims. Do not release; investigate.",
 }
@@ -188,9 +190,9 @@ def render_summary_html(summary: dict) -> str:
     return tpl.render(s=summary, colour=COLOURS[summary["verdict"]], colours=COLOURS)
 
 
-def render_annex_html(pairs: list[dict], site_id: str) -> str:
+def render_annex_html(pairs: list[dict], site_id: str, *, copies: list[dict] = (), copies_total: int = 0) -> str:
     tpl = _env().get_template("annex.html")
-    return tpl.render(pairs=pairs, site_id=site_id)
+    return tpl.render(pairs=pairs, site_id=site_id, copies=list(copies), copies_total=copies_total)
 
 
 def image_pair_png(synthetic: np.ndarray, real: np.ndarray, title: str) -> str:

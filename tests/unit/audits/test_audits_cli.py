@@ -96,7 +96,7 @@ def test_run_writes_a_signed_red_report_with_every_attack(kit: dict) -> None:
     assert len(prov["data"]["salt"]) == 32 and len(prov["data"]["members_fingerprint"]) == 64
     assert prov["data"]["members_fingerprint"] != prov["data"]["nonmembers_fingerprint"]
     assert "dataset_fingerprint" not in prov["ledger"] and "dataset_fingerprint_salted" in prov["ledger"]
-    assert prov["rubric"]["version"] == "rubric-v2" and prov["code"]["secgan_version"]
+    assert prov["rubric"]["version"] == "rubric-v3" and prov["code"]["secgan_version"]
     assert set(r["memorisation"]) == {"pixels", "embedding"}
     html = (kit["out"] / "report.html").read_text()
     assert "Verdict: " + r["verdict"] in html and "data:image/png;base64," in html

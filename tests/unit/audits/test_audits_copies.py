@@ -1,0 +1,126 @@
+"""Copies of real images and Inconclusive audits (issue 15's table, built from the phantom at 16 px).
+
+A copy of ANY real image of the site is Red on its own; an audit that cannot resolve the claim says
+Inconclusive; clean sets stay Green when the sample can resolve the claim.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audits.cohort import make_cohort
+from audits.core import AuditConfig, audit_arrays
+from audits.features import EmbeddingConfig
+from audits.memorisation import MemorisationConfig
+from audits.rubric import grade, load_rubric
+
+from .phantoms import phantom_slices
+
+CONFIG = AuditConfig(seed=3, embedding=EmbeddingConfig(epochs=2), memorisation=MemorisationConfig(permutations=99))
+
+
+def _cohorts(im, co, gr, members: np.ndarray):
+    non = ~members
+    return (make_cohort("members", im[members], co[members], gr[members]),
+            make_cohort("non-members", im[non], co[non], gr[non]))
+
+
+@pytest.fixture(scope="module")
+def demo_site():
+    """The demo site's sample sizes: 40 training and 20 held-out patients, plus another site's 20."""
+    im, co, gr = phantom_slices(range(1, 61), size=16, slices=8)
+    members, nonmembers = _cohorts(im, co, gr, gr < 40)
+    oim, oco, _ = phantom_slices(range(1, 21), size=16, slices=8, site=2)
+    return {"members": members, "nonmembers": nonmembers, "other_site": (oim, oco)}
+
+
+def _grade(site, images, *, claimed: float, conds=None, **kw):
+    res = audit_arrays(site["members"], site["nonmembers"], make_cohort("synthetic", images, conds), config=CONFIG, **kw)
+    res["epsilon"].update(mode="dpsgd", claimed=claimed, delta=1e-5, target=claimed, ledger_found=True)
+    verdict, findings = grade(res, load_rubric()[0])
+    return verdict, findings, res
+
+
+def _levels(findings, subject):
+    return [f["level"] for f in findings if f["subject"] == subject]
+
+
+def test_one_copied_patient_is_red(demo_site) -> None:
+    m = demo_site["members"]
+    oim, oco = demo_site["other_site"]
+    one = m.groups == m.groups[0]
+    verdict, findings, res = _grade(demo_site, np.concatenate([oim, m.images[one]]), claimed=9.98)
+    assert verdict == "Red", [f for f in findings if f["level"] != "Green"]
+    c = res["copies"]
+    assert c["count"] == int(one.sum()) and c["patients"] == 1
+    assert c["by_set"]["training"] == {"images": int(one.sum()), "patients": 1}
+    assert _levels(findings, "copies of real images") == ["Red"]
+
+
+def test_one_copied_slice_is_red(demo_site) -> None:
+    oim, _ = demo_site["other_site"]
+    verdict, findings, res = _grade(demo_site, np.concatenate([oim, demo_site["members"].images[5:6]]), claimed=9.98)
+    assert verdict == "Red" and res["copies"]["count"] == 1 and res["copies"]["exact"] == 1
+
+
+def test_held_out_slices_released_verbatim_are_red(demo_site) -> None:
+    n = demo_site["nonmembers"]
+    verdict, findings, res = _grade(demo_site, n.images, conds=n.conds, claimed=9.98)
+    assert verdict == "Red"
+    c = res["copies"]
+    assert c["by_set"]["held-out"] == {"images": len(n), "patients": n.n_patients}
+    assert c["by_set"]["training"]["images"] == 0
+    red = [f for f in findings if f["level"] == "Red"]
+    assert any("held-out patient" in f["reason"] for f in red)
+
+
+def test_other_patients_of_the_site_are_searched_too(demo_site) -> None:
+    """A patient in data_dir that is in neither split: a copy of it is Red too."""
+    extra_im, extra_co, extra_gr = phantom_slices([90, 91], size=16, slices=8)
+    others = make_cohort("other patients", extra_im, extra_co, extra_gr)
+    oim, _ = demo_site["other_site"]
+    verdict, _, res = _grade(demo_site, np.concatenate([oim, extra_im[:2]]), claimed=9.98, others=others)
+    assert verdict == "Red" and res["copies"]["by_set"]["other"]["images"] == 2
+
+
+def test_three_images_are_inconclusive(demo_site) -> None:
+    oim, _ = demo_site["other_site"]
+    verdict, findings, _ = _grade(demo_site, oim[:3], claimed=0.5)
+    assert verdict == "Inconclusive"
+    (f,) = [f for f in findings if f["subject"] == "synthetic sample size"]
+    assert f["level"] == "Inconclusive" and "only 3 synthetic" in f["reason"]
+
+
+def test_demo_sample_sizes_cannot_resolve_a_claim_of_ten(demo_site) -> None:
+    oim, oco = demo_site["other_site"]
+    verdict, findings, res = _grade(demo_site, oim, conds=oco, claimed=10.0)
+    assert verdict == "Inconclusive", [f for f in findings if f["level"] != "Green"]
+    (f,) = [f for f in findings if f["subject"] == "privacy claim"]
+    need = f["values"]["patients_needed"]
+    assert res["epsilon"]["max_resolvable"] < 1.0 and need > 1000 and f"about {need} member" in f["reason"]
+    # the 1% FPR check cannot be made with 10 non-members in the evaluation half: said once, not a pass
+    (u,) = [f for f in findings if f["subject"] == "non-member sample size"]
+    assert u["level"] == "Inconclusive" and "holds 10" in u["reason"]
+
+
+@pytest.fixture(scope="module")
+def big_site():
+    """Enough held-out patients (210) for the 1% FPR heading, so a small claim is resolvable."""
+    im, co, gr = phantom_slices(range(1, 251), size=16, slices=4)
+    members, nonmembers = _cohorts(im, co, gr, gr < 40)
+    oim, oco, _ = phantom_slices(range(1, 61), size=16, slices=4, site=2)
+    return {"members": members, "nonmembers": nonmembers, "other_site": (oim, oco)}
+
+
+@pytest.mark.parametrize("kind", ["other_site", "uniform_noise", "gaussian_noise"])
+def test_clean_sets_are_green_when_the_claim_is_resolvable(big_site, kind) -> None:
+    g = np.random.default_rng(1)
+    oim, oco = big_site["other_site"]
+    images = {"other_site": oim,
+              "uniform_noise": g.uniform(-1, 1, size=(120, 4, 16, 16)),
+              "gaussian_noise": np.clip(g.normal(0, 0.5, size=(120, 4, 16, 16)), -1, 1)}[kind].astype(np.float32)
+    verdict, findings, res = _grade(big_site, images, claimed=1.0, conds=oco if kind == "other_site" else None)
+    assert res["epsilon"]["max_resolvable"] >= 1.0  # the claim CAN be contradicted at these sizes
+    assert verdict == "Green", [f for f in findings if f["level"] != "Green"]
+    assert res["copies"]["count"] == 0
