@@ -294,6 +294,7 @@ def build_report(
     claim: dict,
     rubric_path: Path | None,
     provenance: dict,
+    extra_findings: list[dict] = (),
 ) -> dict:
     """Grade ``result`` and assemble the unsigned report dict (JSON-ready)."""
     rubric, rubric_meta = load_rubric(rubric_path)
@@ -302,7 +303,7 @@ def build_report(
     graded = {"attacks": result["attacks"], "memorisation": result["memorisation"], "epsilon": eps,
               "copies": result.get("copies"), "sizes": result["sizes"]}
     verdict, findings = grade(graded, rubric)
-    findings = sorted(findings + _ledger_findings(eps), key=lambda f: -LEVELS.index(f["level"]))
+    findings = sorted(findings + _ledger_findings(eps) + list(extra_findings), key=lambda f: -LEVELS.index(f["level"]))
     verdict = worst([verdict, *(f["level"] for f in findings)])
     report = {
         "format": REPORT_FORMAT,
@@ -366,7 +367,7 @@ def run_audit(
     from secgan import __version__
     from secgan.data.dataset import load_site
     from secgan.settings import load_site_config
-    from secgan.gan.synthetic import SYNTHETIC_FILE, read_synthetic
+    from secgan.gan.synthetic import GENERATOR_SHA256, SYNTHETIC_FILE, read_synthetic, read_synthetic_metadata
 
     site_config_path = Path(site_config_path)
     synthetic_dir = Path(synthetic_dir)
@@ -394,6 +395,19 @@ def run_audit(
         cfg = dataclasses.replace(cfg, seed=seed)
 
     syn_images, syn_conds = read_synthetic(synthetic_dir)
+    recorded_generator = read_synthetic_metadata(synthetic_dir).get(GENERATOR_SHA256)
+    generator_sha = None
+    if generator_checkpoint is not None:
+        from secgan.gan.checkpoint import checkpoint_file
+
+        generator_sha = sha256_file(checkpoint_file(generator_checkpoint))
+        if recorded_generator is not None and recorded_generator != generator_sha:
+            raise DataError(
+                f"{synthetic_dir}: this synthetic folder was drawn from a generator with SHA-256 "
+                f"{recorded_generator[:16]}..., but --generator {generator_checkpoint} has SHA-256 {generator_sha[:16]}...: "
+                "the model attacks would audit another release than the folder attacks. Give the generator "
+                "the folder was sampled from (or re-sample the folder from this one)"
+            )
     size = int(syn_images.shape[-1])
     if size != site.image.size:
         raise DataError(
@@ -448,14 +462,24 @@ def run_audit(
             "members_fingerprint": members_ps.fingerprint(salt=salt),
             "nonmembers_fingerprint": nonmembers_ps.fingerprint(salt=salt),
             "synthetic_sha256": sha256_file(syn_file),
-            "generator_checkpoint_sha256": sha256_file(Path(generator_checkpoint)) if generator_checkpoint else None,
+            "generator_checkpoint_sha256": generator_sha,
+            "synthetic_generator_sha256": recorded_generator,
+            "generator_matches_synthetic": None if generator_sha is None or recorded_generator is None
+            else recorded_generator == generator_sha,
         },
         "seeds": {"audit": cfg.seed, **{f"{k}_stream": [cfg.seed, v] for k, v in _stream_tags().items()}},
         "attacks": dict(mia.ATTACK_VERSIONS),
         "audit_config": jsonable(dataclasses.asdict(cfg)),
         "claim_source": "ledger.json" if ledger is not None else "site policy (no ledger)",
     }
-    report = build_report(result, site_id=site.site_id, claim=claim, rubric_path=rubric_path, provenance=provenance)
+    prov_findings = []
+    if generator_sha is not None and recorded_generator is None:
+        prov_findings.append({"level": "Amber", "area": "provenance", "subject": "synthetic folder",
+                      "reason": ("the synthetic folder does not record which generator drew it, so the model attacks "
+                                 "(--generator) may be about another release; re-sample it with `secgan sample`"),
+                      "values": {}})
+    report = build_report(result, site_id=site.site_id, claim=claim, rubric_path=rubric_path, provenance=provenance,
+                          extra_findings=prov_findings)
     out_dir.mkdir(parents=True, exist_ok=True)
     annex_path = None
     if annex:

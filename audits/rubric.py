@@ -301,7 +301,7 @@ def _grade_copies(c: dict, r: CopiesRubric) -> list[dict]:
         return [_f("Red", "copies", "copies of real images",
                    f"{n} synthetic image(s) are copies of real images of this site ({', '.join(parts)}; "
                    f"{c['exact']} exact): each is a leaked patient image, whatever any population test says. "
-                   "The local annex (--annex) shows which", count=n, patients=c["patients"], by_set=by)]
+                   "Which patients is kept out of this report, for the site's local review only", count=n, patients=c["patients"], by_set=by)]
     return [_f("Green", "copies", "copies of real images",
                f"no synthetic image is a copy of any of the site's {c['n_real']} real images of "
                f"{c['real_patients']} patients (exact, or under small warps, gain, blur and noise)", count=n)]
