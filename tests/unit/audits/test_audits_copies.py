@@ -15,7 +15,7 @@ from audits.features import EmbeddingConfig
 from audits.memorisation import MemorisationConfig
 from audits.rubric import grade, load_rubric
 
-from .phantoms import phantom_slices
+from .phantoms import phantom_slices, warped_copies
 
 CONFIG = AuditConfig(seed=3, embedding=EmbeddingConfig(epochs=2), memorisation=MemorisationConfig(permutations=99))
 
@@ -148,3 +148,30 @@ def test_write_synthetic_is_byte_for_byte_reproducible_and_records_the_generator
     import hashlib
 
     assert read_synthetic_metadata(tmp_path / "s0")[GENERATOR_SHA256] == hashlib.sha256(b"a generator").hexdigest()
+
+
+@pytest.fixture(scope="module")
+def site32():
+    """20 training and 10 held-out patients at 32 px (warps need a few pixels), another site's 20."""
+    im, co, gr = phantom_slices(range(1, 31), size=32, slices=8)
+    members, nonmembers = _cohorts(im, co, gr, gr < 20)
+    oim, oco, _ = phantom_slices(range(1, 21), size=32, slices=8, site=2)
+    return {"members": members, "nonmembers": nonmembers, "other_site": (oim, oco)}
+
+
+def test_warped_copies_of_training_slices_are_red(site32) -> None:
+    m = site32["members"]
+    pick = np.random.default_rng(4).choice(len(m), 40, replace=False)
+    syn = warped_copies(m.images[pick], rng=np.random.default_rng(5))
+    verdict, findings, res = _grade(site32, syn, claimed=9.98, conds=m.conds[pick])
+    assert verdict == "Red"
+    c = res["copies"]
+    assert c["exact"] == 0 and c["count"] >= 20 and c["by_set"]["training"]["images"] == c["count"]
+    assert _levels(findings, "copies of real images") == ["Red"]
+
+
+def test_another_sites_patients_are_no_copies_at_32px(site32) -> None:
+    oim, oco = site32["other_site"]
+    verdict, findings, res = _grade(site32, oim, claimed=9.98, conds=oco)
+    assert res["copies"]["count"] == 0 and _levels(findings, "copies of real images") == ["Green"]
+    assert verdict == "Inconclusive"  # 10 held-out patients cannot resolve the claim; nothing else is flagged
