@@ -102,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
         stale_annex.unlink(missing_ok=True)  # the previous report's annex: not this report's
     e = report["epsilon"]
     print(f"verdict: {report['verdict']}")
-    print(f"epsilon claimed: {e.get('claimed')}  empirical lower bound: {e['empirical_lb']:.3f}  "
+    claimed = "none" if e.get("claimed") is None else f"{e['claimed']:.2f}"
+    print(f"epsilon claimed: {claimed}  empirical lower bound: {e['empirical_lb']:.3f}  "
           f"(max resolvable at this sample size: {e['max_resolvable']:.3f})")
     for f in report["findings"]:
         if f["level"] != "Green":
@@ -193,7 +194,8 @@ def _merge(args: argparse.Namespace) -> int:
         print(f"  MISSING: no report from {len(summary['missing_sites'])} site(s) of the manifest: "
               f"{', '.join(summary['missing_sites'])}; the federation is not fully audited")
     for r in summary["sites"]:
-        print(f"  {r['site_id']}: {r['verdict']} ({r['signature']}); epsilon claimed {r['epsilon_claimed']}, "
+        claimed = "none" if r["epsilon_claimed"] is None else f"{r['epsilon_claimed']:.2f}"
+        print(f"  {r['site_id']}: {r['verdict']} ({r['signature']}); epsilon claimed {claimed}, "
               f"lower bound {r['epsilon_lb']:.3f}")
     print(f"summary: {Path(args.out) / 'summary.json'} and summary.html")
     return 0

@@ -236,12 +236,21 @@ def sample_generator(
 
 
 _SEG_COLOURS = {0: (0, 0, 0), 1: (0.9, 0.2, 0.2), 2: (0.2, 0.8, 0.2), 4: (1.0, 0.9, 0.1)}
+_BRAIN_GREY = 0.35
+# What the label-map row of a grid shows, for a page's legend: (name, CSS colour).
+GRID_LEGEND = (
+    ("background", "rgb(0,0,0)"),
+    ("brain", f"rgb({int(255 * _BRAIN_GREY)},{int(255 * _BRAIN_GREY)},{int(255 * _BRAIN_GREY)})"),
+    *((name, "rgb({},{},{})".format(*(int(255 * c) for c in _SEG_COLOURS[label])))
+      for label, name in ((1, "necrotic / non-enhancing tumour core (label 1)"), (2, "oedema (label 2)"),
+                          (4, "enhancing tumour (label 4)"))),
+)
 
 
 def _cond_rgb(cond: np.ndarray) -> np.ndarray:
     seg, brain = decode_condition(cond)
     rgb = np.zeros(seg.shape + (3,), np.float32)
-    rgb[brain] = 0.35
+    rgb[brain] = _BRAIN_GREY
     for label, colour in _SEG_COLOURS.items():
         if label:
             rgb[seg == label] = colour
