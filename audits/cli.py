@@ -21,7 +21,7 @@ HELP = "privacy audits of synthetic data: run at a site, verify signed reports, 
 
 _RUN_OPTIONS = ("site_config", "synthetic", "out", "rubric", "generator", "seed", "annex", "device", "mark_broken_ledger",
                 "force", "fail_on")
-FAIL_ON = ("amber", "inconclusive", "red", "critical")
+FAIL_ON = ("amber", "red", "critical")
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -115,8 +115,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def verdict_exit_code(verdict: str, fail_on: str | None) -> int:
-    """0, or AUDIT_FLAGGED when ``fail_on`` is given and the verdict reaches it (an unknown verdict,
-    e.g. one that could not be decided, always does: a limitation is never a pass)."""
+    """0, or AUDIT_FLAGGED when ``fail_on`` is given and the verdict reaches it. An Inconclusive or
+    unknown verdict (one the audit could not decide) always does: a limitation is never a pass."""
     from secgan.core import exitcodes
 
     from audits.rubric import LEVELS
@@ -125,7 +125,7 @@ def verdict_exit_code(verdict: str, fail_on: str | None) -> int:
         return exitcodes.OK
     levels = [lvl.lower() for lvl in LEVELS]
     v = verdict.lower() if isinstance(verdict, str) else ""
-    if v not in levels or levels.index(v) >= levels.index(fail_on):
+    if v not in levels or v == "inconclusive" or levels.index(v) >= levels.index(fail_on):
         return exitcodes.AUDIT_FLAGGED
     return exitcodes.OK
 
