@@ -41,6 +41,7 @@ from secgan.core.logs import get_logger
 log = get_logger(__name__)
 REPORT_FORMAT = "secgan-audit-report"
 REPORT_FORMAT_VERSION = 1
+AUDIT_CACHE = "audit-cache"  # in the site's state folder: the embedding trained on its real images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,6 +449,7 @@ def run_audit(
         members, nonmembers, synthetic, config=cfg,
         discriminator=D, discriminator_absent_reason=d_reason,
         generator=G, noise_dim=noise_dim, generator_absent_reason=g_reason, others=others,
+        cache_dir=Path(site.state_dir) / AUDIT_CACHE,
     )
 
     salt = os.urandom(16)

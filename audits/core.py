@@ -99,11 +99,13 @@ def audit_arrays(
     noise_dim: int | None = None,
     generator_absent_reason: str = "no generator checkpoint given (--generator)",
     others: Cohort | None = None,
+    cache_dir=None,
 ) -> dict:
     """Run every attack and memorisation test. Returns JSON-ready results plus ``_plots`` (arrays).
 
     ``others`` are real images of the site's other patients (neither training nor held-out): the
     copy search looks for them too, as it does for every slice of the members and non-members.
+    ``cache_dir``: where the trained embedding of these real images is cached (keyed by their hash).
     """
     for c, label in ((members, "members"), (nonmembers, "non-members")):
         if c.n_patients < config.min_patients:
@@ -122,6 +124,7 @@ def audit_arrays(
         np.concatenate([members.images, nonmembers.images]),
         seed=config.torch_seed("embedding"),
         config=config.embedding,
+        cache_dir=cache_dir,
     )
     spaces = {
         "pixels": tuple(pixel_features(c.images) for c in (members, nonmembers, synthetic)),

@@ -175,3 +175,22 @@ def test_another_sites_patients_are_no_copies_at_32px(site32) -> None:
     verdict, findings, res = _grade(site32, oim, claimed=9.98, conds=oco)
     assert res["copies"]["count"] == 0 and _levels(findings, "copies of real images") == ["Green"]
     assert verdict == "Inconclusive"  # 10 held-out patients cannot resolve the claim; nothing else is flagged
+
+
+def test_the_real_embedding_is_cached_per_data_and_invalidated_by_it(tmp_path) -> None:
+    import stat
+
+    from audits.features import EmbeddingConfig, train_embedding
+
+    im, _, _ = phantom_slices(range(1, 5), size=16, slices=8)
+    cfg = EmbeddingConfig(epochs=1)
+    first = train_embedding(im, seed=1, config=cfg, cache_dir=tmp_path)
+    (cached,) = list(tmp_path.iterdir())
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    again = train_embedding(im, seed=1, config=cfg, cache_dir=tmp_path)
+    assert again.cached and not first.cached and again.losses == first.losses
+    assert np.array_equal(again.transform(im), first.transform(im))
+    changed = im.copy()
+    changed[0, 0, 0, 0] += 0.5
+    assert not train_embedding(changed, seed=1, config=cfg, cache_dir=tmp_path).cached
+    assert len(list(tmp_path.iterdir())) == 2
