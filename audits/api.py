@@ -21,6 +21,7 @@ import numpy as np
 from audits import membership as mia
 from audits import report as rep
 from audits.cohort import make_cohort
+from audits.copies import SETS as COPY_SETS
 from audits.core import AuditConfig, audit_arrays
 from audits.rubric import LEVELS, grade, load_rubric, worst
 from audits.signing import (
@@ -40,6 +41,7 @@ from secgan.core.logs import get_logger
 log = get_logger(__name__)
 REPORT_FORMAT = "secgan-audit-report"
 REPORT_FORMAT_VERSION = 1
+AUDIT_CACHE = "audit-cache"  # in the site's state folder: the embedding trained on its real images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +211,10 @@ def _load_generator(path: Path):
     return ck.build_generator(), int(model.noise_dim)
 
 
-def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8) -> Path:
+def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8, *, real_cohorts=(), case_ids=(),
+           max_copies: int = 64) -> Path:
+    """The local annex (0600): the copies found, with the patients' case ids, and the closest pairs.
+    ``real_cohorts`` / ``case_ids``: per set (training, held-out, other) the uncapped cohort and its ids."""
     memo = result["memorisation"]["pixels"]["_plot"]
     d, idx = memo["synthetic_to_train"], memo["synthetic_nn_index"]
     members, synthetic = result["_members"], result["_synthetic"]
@@ -217,9 +222,53 @@ def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8) -> Path:
     for i in np.argsort(d)[:n]:
         png = rep.image_pair_png(synthetic.images[i], members.images[idx[i]], f"distance {d[i]:.4f}")
         pairs.append({"png": png, "distance": float(d[i])})
+    copies = []
+    c = result.get("copies") or {}
+    for syn_i, real_i, ratio in (c.get("_pairs") or [])[:max_copies]:
+        set_i, patient, slice_i = (int(v) for v in c["_real"][real_i])
+        cohort = real_cohorts[set_i] if set_i < len(real_cohorts) else None
+        ids = case_ids[set_i] if set_i < len(case_ids) else ()
+        case = ids[patient] if patient < len(ids) else f"patient #{patient}"
+        png = None
+        if cohort is not None:
+            png = rep.image_pair_png(synthetic.images[syn_i], cohort.images[slice_i], f"synthetic #{syn_i}: ratio {ratio:.3f}")
+        copies.append({"synthetic": syn_i, "set": COPY_SETS[set_i], "case": case, "ratio": ratio, "png": png})
     path = out_dir / ANNEX_HTML
-    atomic_write_bytes(path, rep.render_annex_html(pairs, site_id).encode("utf-8"), mode=0o600)
+    html = rep.render_annex_html(pairs, site_id, copies=copies, copies_total=int(c.get("count") or 0))
+    atomic_write_bytes(path, html.encode("utf-8"), mode=0o600)
     return path
+
+
+def _other_patients(site_dir: Path, listed: set[str], size: int, skip_bad: bool):
+    """The site's patients in ``data_dir`` that split.json lists neither as train nor as test:
+    (PatientSlices-like (case ids, images, conds, groups)) or None. Unreadable ones are skipped
+    (counted in the log, never named)."""
+    from secgan.data.brats import CaseError, read_case
+    from secgan.data.dataset import case_to_slices
+    from secgan.core.spec import IMAGE_CHANNELS
+
+    ids, ims, cos, grp = [], [], [], []
+    skipped = 0
+    for d in sorted(p for p in Path(site_dir).iterdir() if p.is_dir() and p.name not in listed):
+        if not any(d.glob("*seg.nii*")):
+            continue
+        try:
+            case = read_case(d, modalities=IMAGE_CHANNELS)
+            im, co, _ = case_to_slices(case, image_size=size, modalities=IMAGE_CHANNELS, min_tumour_pixels=10)
+        except (CaseError, DataError):
+            skipped += 1
+            continue
+        if len(im) == 0:
+            continue
+        grp.append(np.full(len(im), len(ids), dtype=np.int64))
+        ids.append(d.name)
+        ims.append(im)
+        cos.append(co)
+    if skipped:
+        log.warning("audit_other_cases_skipped", skipped_count=skipped)
+    if not ids:
+        return None
+    return ids, np.concatenate(ims), np.concatenate(cos), np.concatenate(grp)
 
 
 def _plots(result: dict) -> dict[str, str | None]:
@@ -246,14 +295,16 @@ def build_report(
     claim: dict,
     rubric_path: Path | None,
     provenance: dict,
+    extra_findings: list[dict] = (),
 ) -> dict:
     """Grade ``result`` and assemble the unsigned report dict (JSON-ready)."""
     rubric, rubric_meta = load_rubric(rubric_path)
     eps = dict(result["epsilon"])
     eps.update(claim)
-    graded = {"attacks": result["attacks"], "memorisation": result["memorisation"], "epsilon": eps}
+    graded = {"attacks": result["attacks"], "memorisation": result["memorisation"], "epsilon": eps,
+              "copies": result.get("copies"), "sizes": result["sizes"]}
     verdict, findings = grade(graded, rubric)
-    findings = sorted(findings + _ledger_findings(eps), key=lambda f: -LEVELS.index(f["level"]))
+    findings = sorted(findings + _ledger_findings(eps) + list(extra_findings), key=lambda f: -LEVELS.index(f["level"]))
     verdict = worst([verdict, *(f["level"] for f in findings)])
     report = {
         "format": REPORT_FORMAT,
@@ -266,6 +317,7 @@ def build_report(
         "epsilon": eps,
         "attacks": result["attacks"],
         "memorisation": result["memorisation"],
+        "copies": result.get("copies"),
         "sizes": result["sizes"],
         "feature_spaces": result["feature_spaces"],
         "provenance": dict(provenance, rubric=rubric_meta),
@@ -316,7 +368,7 @@ def run_audit(
     from secgan import __version__
     from secgan.data.dataset import load_site
     from secgan.settings import load_site_config
-    from secgan.gan.synthetic import SYNTHETIC_FILE, read_synthetic
+    from secgan.gan.synthetic import GENERATOR_SHA256, SYNTHETIC_FILE, read_synthetic, read_synthetic_metadata
 
     site_config_path = Path(site_config_path)
     synthetic_dir = Path(synthetic_dir)
@@ -344,6 +396,19 @@ def run_audit(
         cfg = dataclasses.replace(cfg, seed=seed)
 
     syn_images, syn_conds = read_synthetic(synthetic_dir)
+    recorded_generator = read_synthetic_metadata(synthetic_dir).get(GENERATOR_SHA256)
+    generator_sha = None
+    if generator_checkpoint is not None:
+        from secgan.gan.checkpoint import checkpoint_file
+
+        generator_sha = sha256_file(checkpoint_file(generator_checkpoint))
+        if recorded_generator is not None and recorded_generator != generator_sha:
+            raise DataError(
+                f"{synthetic_dir}: this synthetic folder was drawn from a generator with SHA-256 "
+                f"{recorded_generator[:16]}..., but --generator {generator_checkpoint} has SHA-256 {generator_sha[:16]}...: "
+                "the model attacks would audit another release than the folder attacks. Give the generator "
+                "the folder was sampled from (or re-sample the folder from this one)"
+            )
     size = int(syn_images.shape[-1])
     if size != site.image.size:
         raise DataError(
@@ -357,6 +422,9 @@ def run_audit(
     members = make_cohort("members (training patients)", mi, mc, mg)
     nonmembers = make_cohort("non-members (held-out patients)", ni, nc, ng)
     synthetic = make_cohort("synthetic", syn_images, syn_conds)
+    listed = set(members_ps.case_ids) | set(nonmembers_ps.case_ids)
+    extra = _other_patients(Path(site.data_dir), listed, size, site.skip_bad)
+    others = None if extra is None else make_cohort("other patients of the site", *extra[1:])
 
     try:
         ledger = read_ledger(Path(site.state_dir))
@@ -380,7 +448,8 @@ def run_audit(
     result = audit_arrays(
         members, nonmembers, synthetic, config=cfg,
         discriminator=D, discriminator_absent_reason=d_reason,
-        generator=G, noise_dim=noise_dim, generator_absent_reason=g_reason,
+        generator=G, noise_dim=noise_dim, generator_absent_reason=g_reason, others=others,
+        cache_dir=Path(site.state_dir) / AUDIT_CACHE,
     )
 
     salt = os.urandom(16)
@@ -395,16 +464,30 @@ def run_audit(
             "members_fingerprint": members_ps.fingerprint(salt=salt),
             "nonmembers_fingerprint": nonmembers_ps.fingerprint(salt=salt),
             "synthetic_sha256": sha256_file(syn_file),
-            "generator_checkpoint_sha256": sha256_file(Path(generator_checkpoint)) if generator_checkpoint else None,
+            "generator_checkpoint_sha256": generator_sha,
+            "synthetic_generator_sha256": recorded_generator,
+            "generator_matches_synthetic": None if generator_sha is None or recorded_generator is None
+            else recorded_generator == generator_sha,
         },
         "seeds": {"audit": cfg.seed, **{f"{k}_stream": [cfg.seed, v] for k, v in _stream_tags().items()}},
         "attacks": dict(mia.ATTACK_VERSIONS),
         "audit_config": jsonable(dataclasses.asdict(cfg)),
         "claim_source": "ledger.json" if ledger is not None else "site policy (no ledger)",
     }
-    report = build_report(result, site_id=site.site_id, claim=claim, rubric_path=rubric_path, provenance=provenance)
+    prov_findings = []
+    if generator_sha is not None and recorded_generator is None:
+        prov_findings.append({"level": "Amber", "area": "provenance", "subject": "synthetic folder",
+                      "reason": ("the synthetic folder does not record which generator drew it, so the model attacks "
+                                 "(--generator) may be about another release; re-sample it with `secgan sample`"),
+                      "values": {}})
+    report = build_report(result, site_id=site.site_id, claim=claim, rubric_path=rubric_path, provenance=provenance,
+                          extra_findings=prov_findings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    annex_path = _annex(result, out_dir, site.site_id) if annex else None
+    annex_path = None
+    if annex:
+        annex_path = _annex(result, out_dir, site.site_id, real_cohorts=(members, nonmembers, others),
+                            case_ids=(list(members_ps.case_ids), list(nonmembers_ps.case_ids),
+                                      [] if extra is None else extra[0]))
     signed = write_report(report, out_dir, plots=_plots(result), signing_key=signing_key, annex_path=annex_path)
     log.info("audit_done", site=site.site_id, verdict=signed["verdict"])
     return signed
@@ -420,6 +503,15 @@ def _salted_ledger(ledger: dict | None, salt: bytes) -> dict | None:
     if fp is not None:
         out["dataset_fingerprint_salted"] = hashlib.sha256(salt + str(fp).encode()).hexdigest()
     return out
+
+
+def _relative_href(report_json: Path, out_dir: Path) -> str:
+    """Link from the summary folder to the site's report.html (relative when possible)."""
+    html = Path(report_json).resolve().parent / REPORT_HTML
+    try:
+        return Path(os.path.relpath(html, Path(out_dir).resolve())).as_posix()
+    except ValueError:  # another drive
+        return html.as_uri()
 
 
 def _stream_tags() -> dict[str, int]:
@@ -488,16 +580,22 @@ def merge_reports(
             "max_resolvable": e.get("max_resolvable"),
             "worst_finding": f"{worst_f['level']}: {worst_f['subject']}: {worst_f['reason']}" if worst_f else "none",
             "report_sha256": sha256_file(p if p.is_file() else p / REPORT_JSON),
+            "report_href": _relative_href(p if p.is_file() else p / REPORT_JSON, Path(out_dir)),
         })
     levels = [r["verdict"] for r in rows]
     if any(r["signature"].startswith("UNVERIFIED") for r in rows):
         levels.append("Amber")
+    # A federation verdict speaks for every site of the manifest: one without a report is unaudited.
+    missing = sorted(str(s) for s in (site_keys or {}) if s not in seen)
+    if missing:
+        levels.append("Inconclusive")
     summary = {
         "format": "secgan-audit-summary",
         "format_version": 1,
         "created": _utc_now(),
         "verdict": worst(levels),
         "manifest": site_keys is not None,
+        "missing_sites": missing,
         "sites": sorted(rows, key=lambda r: str(r["site_id"])),
     }
     out_dir = Path(out_dir)

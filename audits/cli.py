@@ -29,7 +29,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument("--site-config", type=Path, default=d, metavar="FILE", help="the site's site.toml")
     p.add_argument("--synthetic", type=Path, default=d, metavar="DIR", help="folder with synthetic.safetensors")
     p.add_argument("--out", type=Path, default=d, metavar="REPORT_DIR", help="where report.json and report.html go")
-    p.add_argument("--rubric", type=Path, default=d, metavar="FILE", help="rubric TOML (default: rubric-v2.toml)")
+    p.add_argument("--rubric", type=Path, default=d, metavar="FILE", help="rubric TOML (default: rubric-v3.toml)")
     p.add_argument("--generator", type=Path, default=d, metavar="CHECKPOINT",
                    help="generator checkpoint: enables the projection attack")
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS if suppress else 0, help="audit seed (default 0)")
@@ -102,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
         stale_annex.unlink(missing_ok=True)  # the previous report's annex: not this report's
     e = report["epsilon"]
     print(f"verdict: {report['verdict']}")
-    print(f"epsilon claimed: {e.get('claimed')}  empirical lower bound: {e['empirical_lb']:.3f}  "
+    claimed = "none" if e.get("claimed") is None else f"{e['claimed']:.2f}"
+    print(f"epsilon claimed: {claimed}  empirical lower bound: {e['empirical_lb']:.3f}  "
           f"(max resolvable at this sample size: {e['max_resolvable']:.3f})")
     for f in report["findings"]:
         if f["level"] != "Green":
@@ -114,8 +115,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def verdict_exit_code(verdict: str, fail_on: str | None) -> int:
-    """0, or AUDIT_FLAGGED when ``fail_on`` is given and the verdict reaches it (an unknown verdict,
-    e.g. one that could not be decided, always does: a limitation is never a pass)."""
+    """0, or AUDIT_FLAGGED when ``fail_on`` is given and the verdict reaches it. An Inconclusive or
+    unknown verdict (one the audit could not decide) always does: a limitation is never a pass."""
     from secgan.core import exitcodes
 
     from audits.rubric import LEVELS
@@ -124,7 +125,7 @@ def verdict_exit_code(verdict: str, fail_on: str | None) -> int:
         return exitcodes.OK
     levels = [lvl.lower() for lvl in LEVELS]
     v = verdict.lower() if isinstance(verdict, str) else ""
-    if v not in levels or levels.index(v) >= levels.index(fail_on):
+    if v not in levels or v == "inconclusive" or levels.index(v) >= levels.index(fail_on):
         return exitcodes.AUDIT_FLAGGED
     return exitcodes.OK
 
@@ -189,8 +190,12 @@ def _merge(args: argparse.Namespace) -> int:
         keys = [load_verify_key(p) for p in args.public_key]
     summary = merge_reports(args.reports, out_dir=args.out, site_keys=site_keys, keys=keys)
     print(f"federation verdict: {summary['verdict']}")
+    if summary.get("missing_sites"):
+        print(f"  MISSING: no report from {len(summary['missing_sites'])} site(s) of the manifest: "
+              f"{', '.join(summary['missing_sites'])}; the federation is not fully audited")
     for r in summary["sites"]:
-        print(f"  {r['site_id']}: {r['verdict']} ({r['signature']}); epsilon claimed {r['epsilon_claimed']}, "
+        claimed = "none" if r["epsilon_claimed"] is None else f"{r['epsilon_claimed']:.2f}"
+        print(f"  {r['site_id']}: {r['verdict']} ({r['signature']}); epsilon claimed {claimed}, "
               f"lower bound {r['epsilon_lb']:.3f}")
     print(f"summary: {Path(args.out) / 'summary.json'} and summary.html")
     return 0

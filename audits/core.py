@@ -13,6 +13,7 @@ import torch
 
 from audits import membership as mia
 from audits.cohort import Cohort, check_compatible, make_cohort
+from audits.copies import CopySearchConfig, find_copies
 from audits.features import EmbeddingConfig, pixel_features, train_embedding
 from audits.memorisation import MemorisationConfig, memorisation_tests
 from audits.stats import max_resolvable_epsilon
@@ -41,6 +42,7 @@ class AuditConfig:
     device: str = "cpu"
     embedding: EmbeddingConfig = EmbeddingConfig()
     memorisation: MemorisationConfig = MemorisationConfig()
+    copies: CopySearchConfig = CopySearchConfig()
 
     def stream(self, name: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, _TAGS[name]])
@@ -61,6 +63,26 @@ def cap_slices(c: Cohort, per_patient: int, g: np.random.Generator) -> Cohort:
     return Cohort(c.name, c.images[k], c.conds[k], c.groups[k])
 
 
+def search_copies(members: Cohort, nonmembers: Cohort, others: Cohort | None, synthetic: Cohort,
+                  config: AuditConfig) -> dict:
+    """The copy search over EVERY real slice of the site (uncapped): members, non-members, others.
+    ``_real`` keeps (set index, patient index within its cohort, slice index) per real image, for the annex."""
+    cohorts = [members, nonmembers] + ([others] if others is not None else [])
+    images, patients, sets, local = [], [], [], []
+    offset = 0
+    for s, c in enumerate(cohorts):
+        ids, inv = np.unique(c.groups, return_inverse=True)
+        images.append(c.images)
+        patients.append(inv.reshape(-1) + offset)
+        sets.append(np.full(len(c), s, dtype=np.int64))
+        local.append(np.stack([np.full(len(c), s), c.groups, np.arange(len(c))], 1))
+        offset += len(ids)
+    out = find_copies(synthetic.images, np.concatenate(images), np.concatenate(patients), np.concatenate(sets),
+                      config=config.copies, device=config.device)
+    out["_real"] = np.concatenate(local)
+    return out
+
+
 def _attack_seeded(config: AuditConfig, name: str) -> np.random.Generator:
     return np.random.default_rng([config.seed, _TAGS["attacks"], sum(map(ord, name))])
 
@@ -76,24 +98,33 @@ def audit_arrays(
     generator: torch.nn.Module | None = None,
     noise_dim: int | None = None,
     generator_absent_reason: str = "no generator checkpoint given (--generator)",
+    others: Cohort | None = None,
+    cache_dir=None,
 ) -> dict:
-    """Run every attack and memorisation test. Returns JSON-ready results plus ``_plots`` (arrays)."""
+    """Run every attack and memorisation test. Returns JSON-ready results plus ``_plots`` (arrays).
+
+    ``others`` are real images of the site's other patients (neither training nor held-out): the
+    copy search looks for them too, as it does for every slice of the members and non-members.
+    ``cache_dir``: where the trained embedding of these real images is cached (keyed by their hash).
+    """
     for c, label in ((members, "members"), (nonmembers, "non-members")):
         if c.n_patients < config.min_patients:
             raise DataError(f"{label}: need at least {config.min_patients} patients for an audit, got {c.n_patients}")
-    check_compatible(members, nonmembers, synthetic)
+    check_compatible(members, nonmembers, synthetic, *([others] if others is not None else []))
+    if len(synthetic) > config.max_synthetic:
+        k = np.sort(config.stream("subsample").choice(len(synthetic), size=config.max_synthetic, replace=False))
+        synthetic = make_cohort("synthetic", synthetic.images[k], synthetic.conds[k])
+    copies = search_copies(members, nonmembers, others, synthetic, config)
     g_sub = config.stream("subsample")
     members = cap_slices(members, config.max_slices_per_patient, g_sub)
     nonmembers = cap_slices(nonmembers, config.max_slices_per_patient, g_sub)
-    if len(synthetic) > config.max_synthetic:
-        k = np.sort(g_sub.choice(len(synthetic), size=config.max_synthetic, replace=False))
-        synthetic = make_cohort("synthetic", synthetic.images[k], synthetic.conds[k])
 
     # Feature spaces.
     emb = train_embedding(
         np.concatenate([members.images, nonmembers.images]),
         seed=config.torch_seed("embedding"),
         config=config.embedding,
+        cache_dir=cache_dir,
     )
     spaces = {
         "pixels": tuple(pixel_features(c.images) for c in (members, nonmembers, synthetic)),
@@ -164,6 +195,7 @@ def audit_arrays(
     return {
         "attacks": attacks,
         "memorisation": memo,
+        "copies": copies,
         "epsilon": {
             "empirical_lb": best["epsilon"]["epsilon_lb"],
             "best_attack": best["label"],
@@ -180,6 +212,7 @@ def audit_arrays(
             "nonmember_patients": nonmembers.n_patients,
             "nonmember_slices": len(nonmembers),
             "synthetic": len(synthetic),
+            "other_patients": 0 if others is None else others.n_patients,
             "image_shape": list(members.images.shape[1:]),
         },
         "feature_spaces": {"pixels": {"name": "pixels", "dims": int(spaces["pixels"][0].shape[1])},

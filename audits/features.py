@@ -93,6 +93,7 @@ class Embedding:
         self.losses = losses
         self.config = config
         self.seed = seed
+        self.cached = False
 
     @torch.no_grad()
     def transform(self, images: np.ndarray, *, batch: int = 512) -> np.ndarray:
@@ -109,14 +110,45 @@ class Embedding:
             "config": {k: getattr(self.config, k) for k in self.config.__dataclass_fields__},
             "first_loss": self.losses[0] if self.losses else None,
             "last_loss": self.losses[-1] if self.losses else None,
+            "from_cache": self.cached,
         }
 
 
-def train_embedding(images: np.ndarray, *, seed: int, config: EmbeddingConfig = EmbeddingConfig()) -> Embedding:
-    """Train the contrastive encoder on ``images`` [N, C, H, W] (N >= 4)."""
+EMBEDDING_CACHE_VERSION = 1
+
+
+def embedding_key(images: np.ndarray, *, seed: int, config: EmbeddingConfig) -> str:
+    """What a trained embedding depends on (the images, the seed, the config, this code's version)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(b"secgan.audits.embedding\0")
+    h.update(json.dumps([EMBEDDING_CACHE_VERSION, seed, repr(config), list(images.shape), str(images.dtype)]).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()
+
+
+def train_embedding(images: np.ndarray, *, seed: int, config: EmbeddingConfig = EmbeddingConfig(),
+                    cache_dir=None) -> Embedding:
+    """Train the contrastive encoder on ``images`` [N, C, H, W] (N >= 4).
+
+    With ``cache_dir``, an encoder already trained on exactly these images with this seed and config
+    is loaded from ``cache_dir/embedding-<key>.safetensors`` instead (the key is a hash of all of
+    them, so any change of the data invalidates it), and a newly trained one is stored there (0600).
+    """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[0] < 4:
         raise DataError(f"embedding training needs [N>=4, C, H, W] images, got shape {images.shape}")
+    if cache_dir is not None:
+        from pathlib import Path
+
+        path = Path(cache_dir) / f"embedding-{embedding_key(images, seed=seed, config=config)}.safetensors"
+        cached = _load_cached(path, images.shape, config, seed)
+        if cached is not None:
+            return cached
+        emb = train_embedding(images, seed=seed, config=config)
+        _store_cached(path, emb)
+        return emb
     g = torch.Generator().manual_seed(seed)
     enc = _Encoder(images.shape[1], images.shape[2], config.width, config.dim)
     _init(enc, g)
@@ -142,3 +174,36 @@ def train_embedding(images: np.ndarray, *, seed: int, config: EmbeddingConfig = 
             count += len(idx)
         losses.append(total / max(count, 1))
     return Embedding(enc, losses, config, seed)
+
+
+def _store_cached(path, emb: Embedding) -> None:
+    import json
+
+    from safetensors.torch import save
+
+    from secgan.core.fsio import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in emb._encoder.state_dict().items()}
+    atomic_write_bytes(path, save(state, metadata={"losses": json.dumps(emb.losses)}), mode=0o600)
+
+
+def _load_cached(path, shape, config: EmbeddingConfig, seed: int) -> Embedding | None:
+    """The cached encoder, or None (missing or unreadable: then it is trained again)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        return None
+    enc = _Encoder(shape[1], shape[2], config.width, config.dim)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+            losses = json.loads((fh.metadata() or {}).get("losses", "[]"))
+        enc.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError):
+        return None
+    emb = Embedding(enc, [float(x) for x in losses], config, seed)
+    emb.cached = True
+    return emb

@@ -19,10 +19,12 @@ from audits.rubric import LEVELS
 LEDGER_SUBJECT = "privacy ledger"  # the finding audits.api adds for a ledger that fails verification
 
 TEMPLATES = Path(__file__).with_name("templates")
-COLOURS = {"Green": "#1b7f3b", "Amber": "#b36b00", "Red": "#b3261e", "Critical": "#5c0a0a"}
+COLOURS = {"Green": "#1b7f3b", "Amber": "#b36b00", "Inconclusive": "#4b4f9c", "Red": "#b3261e", "Critical": "#5c0a0a"}
 MEANING = {
     "Green": "No sign that the synthetic data reveals who was in the training set.",
     "Amber": "Some signals deserve a closer look before the synthetic data is released.",
+    "Inconclusive": ("This audit cannot tell whether the synthetic data is safe: the sample is too small to check "
+                     "the privacy claim. This is NOT a pass."),
     "Red": "The synthetic data reveals information about individual training patients. Do not release it as is.",
     "Critical": "The measured leakage contradicts the privacy guarantee this site claims. Do not release; investigate.",
 }
@@ -39,7 +41,28 @@ def _env():
         lstrip_blocks=True,
     )
     env.filters["num"] = _num
+    env.filters["ordinal"] = _ordinal
     return env
+
+
+def _ordinal(x: Any) -> str:
+    """1 -> "1st", 2.0 -> "2nd", 11 -> "11th", 2.5 -> "2.5th"."""
+    if isinstance(x, float) and not x.is_integer():
+        return f"{_num(x)}th"
+    n = int(x)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+PLAIN_SUBJECTS = {
+    "copies of real images": "Copies of real patient images",
+    "privacy claim": "The privacy claim cannot be checked",
+    "synthetic sample size": "Too few synthetic images",
+    "non-member sample size": "Too few held-out patients",
+    "privacy": "Privacy budget",
+    "memorisation/pixels": "Memorisation (raw pixels)",
+    "memorisation/embedding": "Memorisation (learned features)",
+}
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -96,7 +119,7 @@ def roc_plot(attacks: list[dict]) -> str | None:
     ax.set_xlabel("false positive rate (non-members flagged)")
     ax.set_ylabel("true positive rate (members found)")
     ax.set_title("Membership inference ROC (log-log, per patient)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # beside, not over, the curves
     return _png(fig)
 
 
@@ -144,6 +167,9 @@ def plain_summary(report: dict) -> list[str]:
             out.append(MEANING["Critical"])
     else:
         out = [MEANING[v]]
+    lead = [f for f in report["findings"] if f["level"] == v and v in ("Inconclusive", "Red", "Critical")]
+    if v == "Inconclusive":
+        out += [f["reason"][0].upper() + f["reason"][1:] + "." for f in lead if f["subject"] == "privacy claim"][:1]
     if e.get("assumptions"):
         out.append("The claimed epsilon rests on an accounting assumption the site opted into "
                    f"({', '.join(e['assumptions'])}), not on a proof.")
@@ -180,6 +206,7 @@ def render_html(report: dict, plots: dict[str, Any]) -> str:
         colours=COLOURS,
         levels=LEVELS,
         summary=plain_summary(report),
+        plain_subjects=PLAIN_SUBJECTS,
     )
 
 
@@ -188,9 +215,9 @@ def render_summary_html(summary: dict) -> str:
     return tpl.render(s=summary, colour=COLOURS[summary["verdict"]], colours=COLOURS)
 
 
-def render_annex_html(pairs: list[dict], site_id: str) -> str:
+def render_annex_html(pairs: list[dict], site_id: str, *, copies: list[dict] = (), copies_total: int = 0) -> str:
     tpl = _env().get_template("annex.html")
-    return tpl.render(pairs=pairs, site_id=site_id)
+    return tpl.render(pairs=pairs, site_id=site_id, copies=list(copies), copies_total=copies_total)
 
 
 def image_pair_png(synthetic: np.ndarray, real: np.ndarray, title: str) -> str:

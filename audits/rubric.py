@@ -15,8 +15,10 @@ from pathlib import Path
 from secgan.core.config import choices, load_dataclass, read_toml, rng
 from secgan.core.errors import ConfigError
 
-LEVELS = ("Green", "Amber", "Red", "Critical")
-DEFAULT_RUBRIC = Path(__file__).with_name("rubric-v2.toml")
+# Inconclusive (rubric-v3 on): the audit could not resolve the claim at these sample sizes. It is no
+# pass: it ranks above Amber, and a Red or Critical finding still decides the verdict.
+LEVELS = ("Green", "Amber", "Inconclusive", "Red", "Critical")
+DEFAULT_RUBRIC = Path(__file__).with_name("rubric-v3.toml")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,28 @@ class MembershipRubric:
     # Holm-Bonferroni-adjust the attacks' p-values across all attacks run before comparing them with
     # p_amber / p_red, so running more attacks does not raise the chance of a false alarm.
     family_wise: bool = False
+    # Added in rubric-v3 (the defaults grade as v1/v2 did). The member-vs-member controls are
+    # Holm-adjusted like the attacks, and a control resting on fewer patients per half than this is
+    # reported as noise, never graded.
+    control_family_wise: bool = False
+    control_min_patients: int = field(default=0, metadata=rng(min=0))
+    # Level of a low-FPR check that the non-member count cannot resolve ("green" in v1/v2).
+    unresolvable_fpr: str = field(default="green", metadata=choices("green", "inconclusive"))
+
+
+@dataclass(frozen=True)
+class CopiesRubric:
+    # Added in rubric-v3: this many synthetic images that copy a real image of the site (any
+    # patient) make a Red finding on their own; 0 disables the check (v1/v2).
+    red_min_images: int = field(default=0, metadata=rng(min=0))
+
+
+@dataclass(frozen=True)
+class SampleRubric:
+    # Added in rubric-v3 (0 disables each check): fewer synthetic images than this make the audit
+    # Inconclusive; so does a claimed epsilon above max_resolvable / resolvable_fraction.
+    min_synthetic: int = field(default=0, metadata=rng(min=0))
+    resolvable_fraction: float = field(default=0.0, metadata=rng(min=0.0, max=1.0))
 
 
 @dataclass(frozen=True)
@@ -49,7 +73,7 @@ class MemorisationRubric:
     slice_level_copies_amber: bool = False
 
 
-_LEVEL_CHOICES = choices("green", "amber", "red", "critical")
+_LEVEL_CHOICES = choices("green", "amber", "inconclusive", "red", "critical")
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,8 @@ class Rubric:
     membership: MembershipRubric = MembershipRubric()
     memorisation: MemorisationRubric = MemorisationRubric()
     epsilon: EpsilonRubric = EpsilonRubric()
+    copies: CopiesRubric = CopiesRubric()
+    sample: SampleRubric = SampleRubric()
 
     def __post_init__(self) -> None:
         m, r = self.membership, self.memorisation
@@ -106,7 +132,14 @@ def holm_adjust(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _grade_attack(a: dict, m: MembershipRubric, *, p_adjusted: float | None = None) -> list[dict]:
+def _control_p(c: dict) -> float | None:
+    """Two-sided p-value of a member-vs-member control (its AUC far from 0.5 either way)."""
+    p = c.get("p_value")
+    return None if p is None else min(1.0, 2 * min(p, 1 - p))
+
+
+def _grade_attack(a: dict, m: MembershipRubric, *, p_adjusted: float | None = None,
+                  control_p: float | None = None) -> list[dict]:
     out = []
     subj = a["label"]
     auc = a["auc"]
@@ -127,8 +160,11 @@ def _grade_attack(a: dict, m: MembershipRubric, *, p_adjusted: float | None = No
     out.append(_f(lvl, "membership", subj, reason, auc=auc, p_value=p))
     t1 = a["tpr_at_fpr"].get("0.01")
     if t1 is not None and not t1.get("resolvable", True):
-        out.append(_f("Green", "membership", subj,
-                      "too few non-member patients to measure the attack at a 1% false-positive rate"))
+        ev = a.get("split", {}).get("evaluation", {}).get("nonmembers")
+        need = f" (needs at least 100 in the evaluation half, has {ev})" if ev is not None else ""
+        out.append(_f(m.unresolvable_fpr.capitalize(), "membership", subj,
+                      f"too few non-member patients to measure the attack at a 1% false-positive rate{need}",
+                      nonmembers_evaluation=ev))
     elif t1 is not None:
         lo = t1["tpr_ci"][0]
         lvl = "Red" if lo >= m.tpr_at_1pct_lo_red else "Amber" if lo >= m.tpr_at_1pct_lo_amber else "Green"
@@ -137,10 +173,19 @@ def _grade_attack(a: dict, m: MembershipRubric, *, p_adjusted: float | None = No
                       f"{t1['tpr']:.2f} (95% CI lower bound {lo:.2f})",
                       tpr=t1["tpr"], tpr_lo=lo, fpr=t1["fpr"]))
     c = a["control"]
-    if c.get("auc") is not None and abs(c["auc"] - 0.5) >= m.control_auc_deviation and c["p_value"] is not None and 2 * min(c["p_value"], 1 - c["p_value"]) < m.p_amber:
-        out.append(_f("Amber", "membership", subj,
-                      f"member-vs-member control is far from chance (AUC {c['auc']:.2f}); this attack's evaluation is unreliable",
-                      control_auc=c["auc"]))
+    cp = _control_p(c) if control_p is None else control_p
+    if c.get("auc") is not None and abs(c["auc"] - 0.5) >= m.control_auc_deviation and cp is not None and cp < m.p_amber:
+        few = min(c.get("n_a") or 0, c.get("n_b") or 0)
+        adj = "Holm-adjusted " if control_p is not None else ""
+        if few < m.control_min_patients:
+            out.append(_f("Green", "membership", subj,
+                          f"member-vs-member control AUC {c['auc']:.2f} ({adj}p={cp:.2g}) rests on {few} patient(s) a "
+                          f"half: noise, not graded (a control needs {m.control_min_patients} a half)",
+                          control_auc=c["auc"], control_p=cp))
+        else:
+            out.append(_f("Amber", "membership", subj,
+                          f"member-vs-member control is far from chance (AUC {c['auc']:.2f}, {adj}p={cp:.2g}); this "
+                          "attack's evaluation is unreliable", control_auc=c["auc"], control_p=cp))
     return out
 
 
@@ -249,19 +294,93 @@ def _grade_epsilon(e: dict, r: EpsilonRubric) -> list[dict]:
     return out
 
 
+def _grade_copies(c: dict, r: CopiesRubric) -> list[dict]:
+    n, by = c["count"], c.get("by_set") or {}
+    if n >= r.red_min_images:
+        parts = [f"{v['images']} image(s) of {v['patients']} {k} patient(s)" for k, v in by.items() if v["images"]]
+        return [_f("Red", "copies", "copies of real images",
+                   f"{n} synthetic image(s) are copies of real images of this site ({', '.join(parts)}; "
+                   f"{c['exact']} exact): each is a leaked patient image, whatever any population test says. "
+                   "Which patients is kept out of this report, for the site's local review only", count=n, patients=c["patients"], by_set=by)]
+    return [_f("Green", "copies", "copies of real images",
+               f"no synthetic image is a copy of any of the site's {c['n_real']} real images of "
+               f"{c['real_patients']} patients (exact, or under small warps, gain, blur and noise)", count=n)]
+
+
+def patients_to_resolve(claimed: float, *, delta: float, confidence: float, limit: int = 10**9) -> int | None:
+    """Smallest n such that n member and n non-member patients in the evaluation half let a perfect
+    attack show epsilon >= ``claimed`` (None if no n up to ``limit`` does)."""
+    from audits.stats import max_resolvable_epsilon
+
+    def ok(n: int) -> bool:
+        return max_resolvable_epsilon(n_pos=n, n_neg=n, delta=delta, confidence=confidence) >= claimed
+
+    hi = 2
+    while not ok(hi):
+        hi *= 2
+        if hi > limit:
+            return None
+    lo = hi // 2
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def _grade_sample(results: dict, r: SampleRubric) -> list[dict]:
+    out = []
+    n_syn = (results.get("sizes") or {}).get("synthetic")
+    if r.min_synthetic and n_syn is not None and n_syn < r.min_synthetic:
+        out.append(_f("Inconclusive", "sample", "synthetic sample size",
+                      f"only {n_syn} synthetic image(s): too few for the tests to see anything (the rubric needs at "
+                      f"least {r.min_synthetic}); audit a larger sample of the release", synthetic=n_syn,
+                      needed=r.min_synthetic))
+    e = results["epsilon"]
+    claim, top = e.get("claimed"), e.get("max_resolvable")
+    if r.resolvable_fraction and claim is not None and top is not None and e.get("mode") != "off" \
+            and top < r.resolvable_fraction * claim:
+        conf = float(e.get("per_attack_confidence") or e.get("confidence") or 0.95)
+        need = patients_to_resolve(claim, delta=float(e.get("delta_used", e.get("delta", 1e-5))), confidence=conf)
+        have = f"{e.get('n_eval_members')} member and {e.get('n_eval_nonmembers')} non-member"
+        ask = (f"resolving it needs about {need} member and {need} non-member patients in the evaluation half "
+               f"(about {2 * need} of each in all)" if need else "no sample size resolves it at this delta")
+        out.append(_f("Inconclusive", "sample", "privacy claim",
+                      f"this audit cannot check the claimed epsilon {claim:.2f}: with {have} patients in the "
+                      f"evaluation half even a perfect attack shows at most epsilon {top:.2f}; {ask}",
+                      claimed=claim, max_resolvable=top, patients_needed=need))
+    return out
+
+
 def grade(results: dict, rubric: Rubric) -> tuple[str, list[dict]]:
     """(overall verdict, findings sorted worst first)."""
     findings: list[dict] = []
     run = [a for a in results["attacks"] if a["status"] == "run"]
-    if rubric.membership.family_wise and run:
-        adjusted = holm_adjust([a["auc_p_value"] for a in run])
-        for a, p_adj in zip(run, adjusted):
-            findings += _grade_attack(a, rubric.membership, p_adjusted=p_adj)
-    else:
-        for a in run:
-            findings += _grade_attack(a, rubric.membership)
+    m = rubric.membership
+    adjusted = holm_adjust([a["auc_p_value"] for a in run]) if m.family_wise and run else [None] * len(run)
+    controls: list[float | None] = [None] * len(run)
+    if m.control_family_wise and run:
+        raw = [_control_p(a["control"]) for a in run]
+        known = [i for i, p in enumerate(raw) if p is not None]
+        for i, p_adj in zip(known, holm_adjust([raw[i] for i in known])):
+            controls[i] = p_adj
+    unmeasured = []
+    for a, p_adj, c_adj in zip(run, adjusted, controls):
+        for f in _grade_attack(a, m, p_adjusted=p_adj, control_p=c_adj):
+            if f["level"] == "Inconclusive" and "nonmembers_evaluation" in f["values"]:
+                unmeasured.append(f)  # one finding for all attacks, not one each
+            else:
+                findings.append(f)
+    if unmeasured:
+        ev = unmeasured[0]["values"]["nonmembers_evaluation"]
+        findings.append(_f("Inconclusive", "sample", "non-member sample size",
+                           f"too few non-member patients to measure any attack at a 1% false-positive rate: the "
+                           f"evaluation half holds {ev}, a 1% rate needs at least 100 (about 200 held-out patients "
+                           "in all)", nonmembers_evaluation=ev, needed=100))
     for space, r in results["memorisation"].items():
         findings += _grade_memorisation(space, r, rubric.memorisation)
+    if results.get("copies") is not None and rubric.copies.red_min_images > 0:
+        findings += _grade_copies(results["copies"], rubric.copies)
     findings += _grade_epsilon(results["epsilon"], rubric.epsilon)
+    findings += _grade_sample(results, rubric.sample)
     findings.sort(key=lambda f: -LEVELS.index(f["level"]))
     return worst(f["level"] for f in findings), findings

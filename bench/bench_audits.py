@@ -5,6 +5,11 @@ throughput measured here in the same run, on the same device and dtype. Prints p
 and the ratio (achieved FLOP/s of the search over plain matmul FLOP/s).
 
     python bench/bench_audits.py [--n 10000] [--device cpu|cuda] [--chunk 2048]
+    python bench/bench_audits.py --audit [--synthetic 256] [--size 32]
+
+``--audit`` times a whole audit (``audit_arrays``: copy search, embedding, every attack, the
+permutation tests) of phantom patients (40 training, 20 held-out) and prints its wall time as a
+ratio against the nearest-neighbour search alone (synthetic to every real slice, pixels).
 """
 
 from __future__ import annotations
@@ -58,6 +63,45 @@ def blocked_matmul_seconds(a: torch.Tensor, b: torch.Tensor, chunk: int, device:
     return time.perf_counter() - t
 
 
+def audit_ratio(n_synthetic: int, size: int, device: str) -> list[dict]:
+    """Wall time of a whole audit over the wall time of its pixel NN search alone."""
+    from audits.cohort import make_cohort
+    from audits.core import AuditConfig, audit_arrays
+    from secgan.data.brats import Case
+    from secgan.data.dataset import case_to_slices
+    from secgan.data.phantom import synthesize_case
+    from secgan.core.spec import IMAGE_CHANNELS
+
+    def patients(ids, site):
+        ims, cos, grp = [], [], []
+        for k, p in enumerate(ids):
+            vols, seg, aff = synthesize_case(7, site, p, size=size, slices=16)
+            case = Case(f"P{p}", {m: v.astype(np.float32) for m, v in vols.items()}, seg.astype(np.int16), aff)
+            im, co, _ = case_to_slices(case, image_size=size, modalities=IMAGE_CHANNELS, min_tumour_pixels=10)
+            ims.append(im)
+            cos.append(co)
+            grp.append(np.full(len(im), k, dtype=np.int64))
+        return np.concatenate(ims), np.concatenate(cos), np.concatenate(grp)
+
+    im, co, gr = patients(range(1, 61), 1)
+    members = make_cohort("members", im[gr < 40], co[gr < 40], gr[gr < 40])
+    nonmembers = make_cohort("non-members", im[gr >= 40], co[gr >= 40], gr[gr >= 40])
+    oim, oco, _ = patients(range(1, 61), 2)
+    pick = np.random.default_rng(0).choice(len(oim), n_synthetic, replace=len(oim) < n_synthetic)
+    synthetic = make_cohort("synthetic", oim[pick], oco[pick])
+    real = np.concatenate([members.images, nonmembers.images])
+    t = time.perf_counter()
+    nearest(synthetic.images, real, device=device)
+    nn = time.perf_counter() - t
+    t = time.perf_counter()
+    audit_arrays(members, nonmembers, synthetic, config=AuditConfig(device=device))
+    wall = time.perf_counter() - t
+    print(f"audit of {n_synthetic} synthetic images at {size} px against {len(real)} real slices: {wall:.1f} s; "
+          f"NN search alone {nn:.3f} s; ratio {wall / nn:.0f}")
+    return [{"metric": f"audit wall time / NN search alone ({device}, {n_synthetic} images, {size} px)",
+             "ratio": wall / nn, "note": f"audit {wall:.1f} s"}]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="bench_audits", description=__doc__)
     p.add_argument("--n", type=int, default=10_000, help="images per side (default 10000)")
@@ -65,7 +109,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--chunk", type=int, default=2048)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="n = 2000")
+    p.add_argument("--audit", action="store_true", help="time a whole audit against its NN search alone")
+    p.add_argument("--synthetic", type=int, default=256, help="synthetic images for --audit (default 256)")
     args = p.parse_args(argv)
+    if args.audit:
+        return audit_ratio(args.synthetic, args.size if args.size != 64 else 32, args.device)
     n = 2000 if args.quick else args.n
     dim = 4 * args.size * args.size
     rng = np.random.default_rng(0)

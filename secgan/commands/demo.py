@@ -277,7 +277,7 @@ def stage_sample(cfg: DemoConfig, kits: dict[str, Path]) -> Path:
     checkpoint = Path(ccfg.state_dir) / CHECKPOINT_FILE
     images, conds = sample_generator(checkpoint, n=cfg.samples, seed=cfg.seed + 7, source="procedural")
     out = cfg.out / "synthetic"
-    write_synthetic(out, images, conds)
+    write_synthetic(out, images, conds, generator_checkpoint=checkpoint)
     real = load_site(cfg.out / "data" / "site-1", split="train", image_size=cfg.size)
     r_images, r_conds, _, _ = real.all_slices()
     pick = np.linspace(0, len(r_images) - 1, 6).astype(int)

@@ -14,6 +14,7 @@ import jinja2
 
 from secgan import __version__
 from secgan.core.fsio import atomic_write_bytes
+from secgan.gan.synthetic import GRID_LEGEND
 
 VERDICT_COLOURS = {"green": "#1b7f3b", "amber": "#b36b00", "red": "#b3261e", "critical": "#6a0dad"}
 
@@ -60,7 +61,9 @@ site, on its own patients, and signed with the site's key.</p>
 <h2>Real and synthetic slices</h2>
 <p>Top row: the label maps the generator was given; then, per modality, real slices (other patients)
 and the synthetic slices made from those label maps.</p>
-{% if grid %}<img alt="real vs synthetic slices" src="data:image/png;base64,{{ grid }}">{% else %}<p>(no grid)</p>{% endif %}
+{% if grid %}<img alt="real vs synthetic slices" src="data:image/png;base64,{{ grid }}">
+<p class="legend">Label colours (top row): {% for name, css in legend %}<span style="display:inline-block;width:.9em;height:.9em;background:{{ css }};border:1px solid #888;vertical-align:middle"></span> {{ name }}{% if not loop.last %} &nbsp; {% endif %}{% endfor %}</p>
+{% else %}<p>(no grid)</p>{% endif %}
 <p>Synthetic cases as NIfTI and PNG previews: <a href="synthetic/">synthetic/</a>.</p>
 
 <h2>Everything else</h2>
@@ -133,7 +136,7 @@ def write_index(out: Path, *, run_summary: dict, reports: dict[str, dict], utili
         wall_s=wall_s, version=__version__,
         sites=_site_rows(out, run_summary, reports),
         utility=_utility_rows(utility),
-        grid=grid, timings=timings,
+        grid=grid, timings=timings, legend=GRID_LEGEND,
         settings=html.unescape(json.dumps(shown, indent=2, default=str)),
     )
     index = out / "index.html"

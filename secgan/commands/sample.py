@@ -81,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
     images, conds = sample_generator(args.checkpoint, n=args.n, seed=args.seed, source=args.source, bank_dir=args.bank_dir)
     remove_outputs(previous)  # only once the new sample exists
     write_synthetic(args.out, images, conds, previews=not args.no_previews, nifti=not args.no_nifti,
-                    meta={"seed": args.seed, "source": args.source})
+                    meta={"seed": args.seed, "source": args.source}, generator_checkpoint=args.checkpoint)
     print(f"wrote {args.n} samples to {args.out}")
     return 0

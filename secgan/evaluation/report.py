@@ -26,7 +26,7 @@ every site (per-patient 3-D Dice and HD95 in voxels, mean of whole tumour, tumou
 tumour; mean &plusmn; sample std over {{ seeds }} seed(s)). Wall time {{ wall }}.</p>
 {% if figure %}<img alt="Dice against epsilon" src="data:image/png;base64,{{ figure }}">{% endif %}
 <h2>Results</h2>
-<table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+<table><tr>{% for c in columns %}<th>{{ titles.get(c, c) }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr class="{{ 'dp' if r.setting.startswith(dp_prefix) else '' }}">
 {% for c in columns %}<td>{{ fmt(r.get(c)) }}</td>{% endfor %}</tr>
 {% endfor %}</table>
@@ -37,7 +37,7 @@ tumour; mean &plusmn; sample std over {{ seeds }} seed(s)). Wall time {{ wall }}
 <p class="note">W1: Wasserstein-1 distance between brain intensities of synthetic and real test slices, per
 modality (images in [-1, 1]). Precision/recall: k-NN manifolds (k = 3) in an embedding trained here on
 real training slices.</p>
-<table><tr>{% for c in qcolumns %}<th>{{ c }}</th>{% endfor %}</tr>
+<table><tr>{% for c in qcolumns %}<th>{{ titles.get(c, c) }}</th>{% endfor %}</tr>
 {% for r in quality %}<tr>{% for c in qcolumns %}<td>{{ fmt(r.get(c)) }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% endif %}
 {% if notes %}<h2>Notes</h2><ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
@@ -48,6 +48,15 @@ real training slices.</p>
 COLUMNS = ("setting", "epsilon", "epsilon_spent", "dice_mean", "dice_std", "hd95_mean", "hd95_std",
            "dice_wt_mean", "dice_tc_mean", "dice_et_mean", "train_slices", "seeds")
 QUALITY_COLUMNS = ("setting", "w1_t1", "w1_t1ce", "w1_t2", "w1_flair", "w1_mean", "precision", "recall")
+# Column headings a reader understands (the CSV keeps the short names).
+TITLES = {
+    "setting": "trained on", "epsilon": "target epsilon", "epsilon_spent": "epsilon spent",
+    "dice_mean": "mean Dice", "dice_std": "Dice std", "hd95_mean": "mean HD95 (voxels)", "hd95_std": "HD95 std",
+    "dice_wt_mean": "Dice whole tumour", "dice_tc_mean": "Dice tumour core", "dice_et_mean": "Dice enhancing",
+    "train_slices": "training slices", "seeds": "seeds",
+    "w1_t1": "W1 T1", "w1_t1ce": "W1 T1ce", "w1_t2": "W1 T2", "w1_flair": "W1 FLAIR", "w1_mean": "W1 mean",
+    "precision": "precision", "recall": "recall",
+}
 
 
 def _fmt(v: Any) -> str:
@@ -77,6 +86,7 @@ def render_report(
     return env.from_string(_TEMPLATE).render(
         rows=[dict(r) for r in rows],
         columns=COLUMNS,
+        titles=TITLES,
         quality=quality,
         qcolumns=QUALITY_COLUMNS,
         claims=list(claims),

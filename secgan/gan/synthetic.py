@@ -9,17 +9,23 @@ A synthetic folder holds
   case shorter than 8 slices is padded with empty background slices (no brain, no tumour), which
   slice loaders drop;
 - ``previews/``: PNG grids of a few samples.
+
+The safetensors file is written byte for byte reproducibly (tensors and header keys in sorted order),
+so equal samples give an equal SHA-256, and its metadata records the SHA-256 of the generator
+checkpoint that drew them (``generator_sha256``), so an audit can check that a folder and a
+generator belong to the same release.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as st_save
 
 from secgan.core.errors import DataError
 from secgan.core.fsio import atomic_write_bytes, atomic_write_json
@@ -50,8 +56,11 @@ def write_synthetic(
     nifti: bool = True,
     slices_per_case: int = 16,
     meta: dict | None = None,
+    generator_checkpoint: str | Path | None = None,
 ) -> Path:
-    """Write a synthetic folder (see module doc). Returns ``out_dir``."""
+    """Write a synthetic folder (see module doc). Returns ``out_dir``.
+
+    ``generator_checkpoint``: the checkpoint the samples were drawn from; its SHA-256 is recorded."""
     out_dir = Path(out_dir)
     images = _as_array(images, "images")
     conds = _as_array(conds, "conds")
@@ -65,16 +74,59 @@ def write_synthetic(
         raise ValueError("slices_per_case must be >= 1")
     out_dir.mkdir(parents=True, exist_ok=True)
     header = {"format": "secgan-synthetic/1", "n": str(images.shape[0]), "meta": json.dumps(meta or {}, sort_keys=True)}
-    atomic_write_bytes(
-        out_dir / SYNTHETIC_FILE,
-        st_save({"images": torch.from_numpy(images), "conds": torch.from_numpy(conds)}, metadata=header),
-    )
+    if generator_checkpoint is not None:
+        from secgan.gan.checkpoint import checkpoint_file
+
+        header[GENERATOR_SHA256] = file_sha256(checkpoint_file(generator_checkpoint))
+    atomic_write_bytes(out_dir / SYNTHETIC_FILE, safetensors_bytes({"images": images, "conds": conds}, header))
     if nifti:
         _write_nifti_cases(out_dir / "nifti", images, conds, slices_per_case)
     if previews:
         k = min(8, images.shape[0])
         save_grid(out_dir / "previews" / "samples.png", None, images[:k], conds[:k])
     return out_dir
+
+
+GENERATOR_SHA256 = "generator_sha256"
+_ST_DTYPES = {np.dtype(np.float32): "F32"}
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """A safetensors file with tensors and header keys in sorted order: the same inputs always give
+    the same bytes (the library's writer orders its metadata map differently from run to run)."""
+    entries, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        if a.dtype not in _ST_DTYPES:
+            raise DataError(f"{name}: dtype {a.dtype} cannot be written (float32 only)")
+        raw = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        entries[name] = {"dtype": _ST_DTYPES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **entries}
+    text = json.dumps(head, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def read_synthetic_metadata(folder: str | Path) -> dict[str, str]:
+    """The header metadata of ``folder/synthetic.safetensors`` (``generator_sha256`` when recorded)."""
+    path = Path(folder)
+    if path.is_dir():
+        path = path / SYNTHETIC_FILE
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
 
 
 def _write_nifti_cases(folder: Path, images: np.ndarray, conds: np.ndarray, per_case: int) -> None:
@@ -184,12 +236,21 @@ def sample_generator(
 
 
 _SEG_COLOURS = {0: (0, 0, 0), 1: (0.9, 0.2, 0.2), 2: (0.2, 0.8, 0.2), 4: (1.0, 0.9, 0.1)}
+_BRAIN_GREY = 0.35
+# What the label-map row of a grid shows, for a page's legend: (name, CSS colour).
+GRID_LEGEND = (
+    ("background", "rgb(0,0,0)"),
+    ("brain", f"rgb({int(255 * _BRAIN_GREY)},{int(255 * _BRAIN_GREY)},{int(255 * _BRAIN_GREY)})"),
+    *((name, "rgb({},{},{})".format(*(int(255 * c) for c in _SEG_COLOURS[label])))
+      for label, name in ((1, "necrotic / non-enhancing tumour core (label 1)"), (2, "oedema (label 2)"),
+                          (4, "enhancing tumour (label 4)"))),
+)
 
 
 def _cond_rgb(cond: np.ndarray) -> np.ndarray:
     seg, brain = decode_condition(cond)
     rgb = np.zeros(seg.shape + (3,), np.float32)
-    rgb[brain] = 0.35
+    rgb[brain] = _BRAIN_GREY
     for label, colour in _SEG_COLOURS.items():
         if label:
             rgb[seg == label] = colour

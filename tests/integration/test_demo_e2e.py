@@ -62,5 +62,5 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     # the demo's own process logs went to a file, not the terminal
     assert (out / "logs" / "demo.log").stat().st_size > 0
     summary = json.loads((out / "audits" / "summary.json").read_text())
-    assert "audits/summary.html" in page and summary["verdict"] in ("Green", "Amber", "Red", "Critical")
+    assert "audits/summary.html" in page and summary["verdict"] in ("Green", "Amber", "Inconclusive", "Red", "Critical")
     assert "secgan.data.dataset" not in proc.stdout

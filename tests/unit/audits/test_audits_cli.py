@@ -76,7 +76,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = root / "report"
     rc = main(["audit", "run", "--site-config", str(root / "site.toml"), "--synthetic", str(root / "syn"),
                "--out", str(out), "--generator", str(ck), "--seed", "1", "--annex"])
-    return {"root": root, "out": out, "rc": rc, "epsilon": ledger.epsilon}
+    return {"root": root, "out": out, "rc": rc, "epsilon": ledger.epsilon, "checkpoint": ck}
 
 
 def _verify(report: Path, *extra: str) -> int:
@@ -96,7 +96,7 @@ def test_run_writes_a_signed_red_report_with_every_attack(kit: dict) -> None:
     assert len(prov["data"]["salt"]) == 32 and len(prov["data"]["members_fingerprint"]) == 64
     assert prov["data"]["members_fingerprint"] != prov["data"]["nonmembers_fingerprint"]
     assert "dataset_fingerprint" not in prov["ledger"] and "dataset_fingerprint_salted" in prov["ledger"]
-    assert prov["rubric"]["version"] == "rubric-v2" and prov["code"]["secgan_version"]
+    assert prov["rubric"]["version"] == "rubric-v3" and prov["code"]["secgan_version"]
     assert set(r["memorisation"]) == {"pixels", "embedding"}
     html = (kit["out"] / "report.html").read_text()
     assert "Verdict: " + r["verdict"] in html and "data:image/png;base64," in html
@@ -212,3 +212,23 @@ def test_rerun_needs_force_and_fail_on_red_exits_4(kit: dict, tmp_path: Path, ca
     assert main(base + ["--force", "--fail-on", "red"]) == 4  # this fixture's report is Red or Critical
     assert not (tmp_path / "again" / "annex.html").exists()  # the previous run's annex is not left beside it
     assert _verify(tmp_path / "again", "--public-key", str(root / "site.pub")) == 0
+
+
+@pytest.mark.slow
+def test_generator_that_did_not_draw_the_folder_is_refused(kit: dict, tmp_path: Path, capsys) -> None:
+    from secgan.gan.synthetic import read_synthetic, write_synthetic
+
+    root = kit["root"]
+    im, co = read_synthetic(root / "syn")
+    other = tmp_path / "other-g.safetensors"
+    other.write_bytes(b"another generator")
+    write_synthetic(tmp_path / "syn", im, co, previews=False, nifti=False, generator_checkpoint=other)
+    rc = main(["audit", "run", "--site-config", str(root / "site.toml"), "--synthetic", str(tmp_path / "syn"),
+               "--out", str(tmp_path / "r"), "--generator", str(kit["checkpoint"])])
+    assert rc == 2
+    assert "drawn from a generator with SHA-256" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.json").exists()
+    # the kit's folder records no generator: the report says the pairing cannot be confirmed
+    r = json.loads((kit["out"] / "report.json").read_text())
+    assert any(f["area"] == "provenance" and f["level"] == "Amber" for f in r["findings"])
+    assert r["provenance"]["data"]["generator_matches_synthetic"] is None

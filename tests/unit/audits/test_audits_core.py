@@ -11,7 +11,7 @@ from audits.cohort import make_cohort
 from audits.core import AuditConfig, audit_arrays
 from audits.features import EmbeddingConfig
 from audits.memorisation import MemorisationConfig, data_copying_ct, memorisation_tests
-from audits.rubric import grade, load_rubric
+from audits.rubric import DEFAULT_RUBRIC, grade, load_rubric
 from secgan.core.errors import DataError
 
 from .phantoms import copies_of, phantom_slices
@@ -68,7 +68,11 @@ def test_memorising_generator_is_red_with_auc_near_one(site) -> None:
 def test_generator_of_other_patients_is_green(site) -> None:
     im, co = site["others"]
     res = _audit(site, im, co)
+    # 20 / 20 patients cannot resolve the claim of 8: rubric-v3 says so (Inconclusive, and nothing else
+    # is flagged); rubric-v2 graded the same results Green
     verdict, findings = grade(res, load_rubric()[0])
+    assert verdict == "Inconclusive" and {f["area"] for f in findings if f["level"] != "Green"} == {"sample"}
+    verdict, findings = grade(res, load_rubric(DEFAULT_RUBRIC.with_name("rubric-v2.toml"))[0])
     assert verdict == "Green", [f for f in findings if f["level"] != "Green"]
     for a in res["attacks"]:
         if a["status"] == "run":

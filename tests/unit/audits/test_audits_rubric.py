@@ -15,9 +15,14 @@ def _results(*, lb: float, claimed: float | None, mode: str = "dpsgd") -> dict:
 
 def test_default_rubric_is_versioned_and_hashed() -> None:
     rubric, meta = load_rubric()
-    assert rubric.version == "rubric-v2" and meta["file"] == DEFAULT_RUBRIC.name == "rubric-v2.toml"
+    assert rubric.version == "rubric-v3" and meta["file"] == DEFAULT_RUBRIC.name == "rubric-v3.toml"
     assert len(meta["sha256"]) == 64
     assert rubric.memorisation.red_min_patients == 3 and rubric.memorisation.ct_p == 0.01
+    assert rubric.copies.red_min_images == 1 and rubric.sample.min_synthetic == 50
+    # rubric-v2 stays loadable and grades as it did: no copy check, no Inconclusive
+    v2, meta2 = load_rubric(DEFAULT_RUBRIC.with_name("rubric-v2.toml"))
+    assert v2.version == "rubric-v2" and v2.copies.red_min_images == 0 and v2.sample.min_synthetic == 0
+    assert v2.membership.unresolvable_fpr == "green" and meta2["sha256"] != meta["sha256"]
     # the earlier version stays loadable, so old reports can be re-graded as they were
     v1, meta1 = load_rubric(DEFAULT_RUBRIC.with_name("rubric-v1.toml"))
     assert v1.version == "rubric-v1" and meta1["sha256"] != meta["sha256"]
@@ -112,7 +117,9 @@ def test_tpr_at_low_fpr_counts_only_when_the_sample_can_resolve_it() -> None:
     rubric = load_rubric()[0]
     base = _results(lb=0.0, claimed=1.0)
     base["attacks"] = [_attack(auc=0.5, p=0.5, tpr_lo=0.9, resolvable=False)]
-    assert grade(base, rubric)[0] == "Green"
+    # rubric-v3: a check the sample cannot make is Inconclusive, never a pass; rubric-v2 read it as Green
+    assert grade(base, rubric)[0] == "Inconclusive"
+    assert grade(base, load_rubric(DEFAULT_RUBRIC.with_name("rubric-v2.toml"))[0])[0] == "Green"
     base["attacks"] = [_attack(auc=0.5, p=0.5, tpr_lo=0.9, resolvable=True)]
     assert grade(base, rubric)[0] == "Red"
 
