@@ -6,7 +6,8 @@ Per modality, the background is read off the in-plane border of the volume (the 
   skull-stripped BraTS files and the phantom, some other value once a volume is z-scored or
   offset) and every voxel of another value is brain;
 - otherwise the background is noise (a volume that was not skull-stripped or masked): its median
-  plus ``NOISE_SIGMAS`` robust standard deviations is the threshold.
+  plus ``NOISE_SIGMAS`` robust standard deviations is the threshold; if (almost) nothing rises above
+  it, the border is not background at all and the whole frame counts as foreground.
 
 The brain is the union over the loaded modalities. If it covers almost the whole frame
 (:data:`FULL_FRAME_FRACTION` of some slice), the data is most likely not skull-stripped; the caller
@@ -20,6 +21,7 @@ import numpy as np
 CONSTANT_BORDER_FRACTION = 0.5
 NOISE_SIGMAS = 5.0
 FULL_FRAME_FRACTION = 0.9
+EMPTY_FRACTION = 0.01
 
 
 def _border(v: np.ndarray) -> np.ndarray:
@@ -36,7 +38,10 @@ def volume_mask(v: np.ndarray) -> np.ndarray:
     bg = float(np.median(border))
     sigma = 1.4826 * float(np.median(np.abs(border - bg)))
     spread = float(np.max(v) - np.min(v))
-    return v > bg + max(NOISE_SIGMAS * sigma, 1e-6 * spread)
+    mask = v > bg + max(NOISE_SIGMAS * sigma, 1e-6 * spread)
+    if mask.mean() < EMPTY_FRACTION:  # the border is tissue: no separable background
+        return np.ones(v.shape, dtype=bool)
+    return mask
 
 
 def brain_mask(volumes) -> np.ndarray:
