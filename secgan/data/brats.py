@@ -31,6 +31,8 @@ log = get_logger(__name__)
 
 # A float segmentation whose values are all within this of an integer is rounded (with a warning).
 SEG_ROUNDING_TOLERANCE = 1e-3
+# Default largest element-wise difference between the affines of one case's files (mm).
+DEFAULT_AFFINE_TOLERANCE_MM = 1e-3
 _GZ_CHUNK = 1 << 16
 _ALLOWED_DTYPES = ("uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64")
 
@@ -55,7 +57,7 @@ class ReaderLimits:
     max_pixdim_mm: float = 20.0
     allowed_dtypes: tuple[str, ...] = _ALLOWED_DTYPES
     # largest element-wise difference between the affines of one case's files (mm)
-    affine_atol: float = 1e-3
+    affine_atol: float = DEFAULT_AFFINE_TOLERANCE_MM
     # largest tilt of a voxel axis from the scanner axes (degrees); beyond it the case is oblique
     oblique_tolerance_deg: float = orientation.DEFAULT_OBLIQUE_TOLERANCE_DEG
 
