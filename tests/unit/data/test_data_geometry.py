@@ -88,13 +88,18 @@ def test_phantom_is_not_cropped_under_auto(tmp_path: Path):
     assert brain.fingerprint() != none.fingerprint()
 
 
-def test_z_scored_case_gives_the_same_slices(tmp_path: Path):
+@pytest.mark.parametrize("how", ["brain", "volume"])
+def test_z_scored_case_gives_the_same_slices(tmp_path: Path, how: str):
     vols, seg = fx.patient(0)
     raw = _site(tmp_path / "raw", vols, seg)
     z = {}
     for m, v in vols.items():
         f = v.astype(np.float32)
-        z[m] = ((f - f.mean()) / f.std()).astype(np.float32)  # background becomes a negative constant
+        if how == "brain":  # z-scored over the brain, background left at 0: half the brain is negative
+            inside = f[v > 0]
+            z[m] = np.where(v > 0, (f - inside.mean()) / inside.std(), 0.0).astype(np.float32)
+        else:  # z-scored over the whole volume: the background becomes a negative constant
+            z[m] = ((f - f.mean()) / f.std()).astype(np.float32)
     zs = _site(tmp_path / "z", z, seg)
     a = load_site(raw, image_size=32, min_tumour_pixels=1)
     b = load_site(zs, image_size=32, min_tumour_pixels=1)
