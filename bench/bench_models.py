@@ -1,9 +1,9 @@
-"""Model sizes and CPU seconds per training step (one thread), at 32 and 64 px.
+"""Model sizes and CPU seconds per training step (one thread), at 32, 64 and 128 px.
 
 A "D step" is one ``discriminator_step`` on batch real+fake plus one ``generator_gradient``
 (what a site does per request); a "G step" is ``make_batch`` + ``apply`` + ``finish_step``
 (what the coordinator does per site and step). Ratios are measured side by side in one run.
-``python -m bench bench_models [--quick]``.
+``python -m bench bench_models [--quick] [--sizes 32,64,128]``.
 """
 
 from __future__ import annotations
@@ -65,10 +65,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="bench_models")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--sizes", default="32,64,128", help="comma-separated slice sizes (32 and 64 always run)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     reps = 2 if args.quick else 5
-    res = {s: measure(s, args.batch, reps) for s in (32, 64)}
+    sizes = sorted({32, 64, *(int(v) for v in args.sizes.split(",") if v.strip())})
+    res = {s: measure(s, args.batch, reps) for s in sizes}
     for r in res.values():
         print(f"   {r['size']:3d} px  G {r['g_params']:,} params  D {r['d_params']:,} params  "
               f"G step {r['g_step_s']:.3f} s  D step {r['d_step_s']:.3f} s  (batch {args.batch}, 1 thread)")
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
          "note": f"{res[64]['d_step_s']:.3f} s vs {res[32]['d_step_s']:.3f} s"},
         {"metric": "G step / D step at 64px", "ratio": res[64]["g_step_s"] / res[64]["d_step_s"],
          "note": f"G {res[64]['g_params']:,} params, D {res[64]['d_params']:,}"},
+    ] + [
+        {"metric": f"{part} step 128px / 64px", "ratio": res[128][key] / res[64][key],
+         "note": f"{res[128][key]:.3f} s vs {res[64][key]:.3f} s (batch {args.batch}, 1 thread)"}
+        for part, key in (("G", "g_step_s"), ("D", "d_step_s")) if 128 in res
     ]
 
 

@@ -20,6 +20,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # subcommand -> module exposing HELP, add_arguments(parser), run(args) -> int
 COMMANDS: dict[str, str] = {
     "phantom": "secgan.commands.phantom",
+    "data": "secgan.commands.data",
     "train": "secgan.commands.train",
     "pretrain": "secgan.commands.pretrain",
     "sample": "secgan.commands.sample",

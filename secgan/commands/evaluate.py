@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from secgan.data.layouts import LAYOUT_CHOICES
+
 HELP = "downstream utility: train a 2-D U-Net on one source, report Dice and HD95 on held-out real patients"
 
 
@@ -42,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip a malformed case with a warning (naming the file, not the patient) instead of stopping")
+    parser.add_argument("--layout", default="auto", choices=LAYOUT_CHOICES,
+                        help="folder layout of every site (default: detected)")
     parser.add_argument("--quality", action="store_true",
                         help="also report intensity W1 and feature precision/recall of the synthetic pairs")
 
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda, but no CUDA device is available")
-    bench = Workbench(args.data, args.image_size)
+    bench = Workbench(args.data, args.image_size, load_options={"skip_bad": args.skip_bad, "layout": args.layout})
     result = evaluate_source(
         spec, bench, seeds=args.seeds, segmenter=seg, checkpoint=args.checkpoint,
         n_synthetic=args.n_synthetic or None, condition_source=args.condition_source, bank_dir=args.bank_dir,

@@ -1,11 +1,18 @@
 """A site's training data as 2-D slices indexed by patient, the unit of privacy.
 
-``load_site`` turns a BraTS-layout site folder into a :class:`PatientSlices`:
+``load_site`` turns a site folder of any supported layout (:mod:`secgan.data.layouts`, detected
+unless given) into a :class:`PatientSlices`:
 
 - ``split.json`` (``{"train": [...], "test": [...]}``, patient ids) chooses the patients;
+- each case is read, checked and brought to canonical RAS orientation (:mod:`secgan.data.brats`,
+  :mod:`secgan.data.orientation`), its labels mapped to the internal convention
+  (:mod:`secgan.data.labels`), and resampled to ``voxel_mm`` where its spacing differs
+  (:mod:`secgan.data.geometry`);
+- the brain mask is found without assuming a zero background (:mod:`secgan.data.brainmask`);
 - each volume is normalised on its own: the 0.5 and 99.5 percentiles inside the brain mask map to
-  -1 and 1 (clipped), the background is exactly -1. The brain mask is "any loaded modality above
-  zero" (BraTS volumes are skull-stripped/masked with a zero background);
+  -1 and 1 (clipped), the background is exactly -1;
+- the frame is cropped to the brain's bounding box plus a margin (``crop``: "auto" crops every
+  folder but the built-in phantom's, whose slices stay as they always were; "brain"; "none");
 - axial slices (last axis) with at least ``min_tumour_pixels`` tumour pixels are kept;
 - slices are brought to ``image_size`` x ``image_size`` in-plane by centre padding to a square (with
   background) and then resampling: area averaging when shrinking, bilinear when enlarging, nearest
@@ -24,14 +31,20 @@ from typing import Sequence
 
 import numpy as np
 
+from secgan.data import brainmask, geometry
 from secgan.data.brats import Case, CaseError, ReaderLimits, read_case
+from secgan.data.layouts import Layout, discover_cases, resolve_layout
+from secgan.data.orientation import CANONICAL
 from secgan.core.errors import DataError
 from secgan.core.logs import get_logger
-from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS, encode_condition
+from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS, REGIONS, encode_condition
 
 log = get_logger(__name__)
 
 SPLITS = ("train", "test", "all")
+CROP_MODES = ("auto", "brain", "none")
+# A site folder holding this file was written by the phantom generator (``crop = "auto"`` leaves it uncropped).
+PHANTOM_MARKER = "phantom.json"
 MAX_SPLIT_BYTES = 16 << 20
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
@@ -53,6 +66,7 @@ class PatientSlices:
         image_size: int,
         modalities: tuple[str, ...] = IMAGE_CHANNELS,
         missing: tuple[str, ...] = (),
+        geometry: str = "",
     ) -> None:
         if not (len(case_ids) == len(images) == len(conds) == len(segs)):
             raise ValueError("case_ids, images, conds and segs must have one entry per patient")
@@ -70,6 +84,8 @@ class PatientSlices:
         self.image_size = int(image_size)
         self.modalities = tuple(modalities)
         self.missing = tuple(missing)
+        # how the slices were made (orientation, voxel size, crop); part of the fingerprint
+        self.geometry = str(geometry)
 
     # --- per patient -------------------------------------------------------------------------
     @property
@@ -134,15 +150,17 @@ class PatientSlices:
             image_size=self.image_size,
             modalities=self.modalities,
             missing=self.missing,
+            geometry=self.geometry,
         )
 
     def fingerprint(self, *, salt: bytes = b"") -> str:
-        """Hex sha256 over the patient count and every array (not the case ids), salted."""
+        """Hex sha256 over the patient count, the geometry (orientation, voxel size, crop) and every
+        array (not the case ids), salted."""
         h = hashlib.sha256()
-        h.update(b"secgan.PatientSlices.v1\0")
+        h.update(b"secgan.PatientSlices.v2\0")
         h.update(len(salt).to_bytes(8, "big") + bytes(salt))
         h.update(self.n_patients.to_bytes(8, "big"))
-        h.update(json.dumps([self.image_size, list(self.modalities), list(self.missing)]).encode())
+        h.update(json.dumps([self.image_size, list(self.modalities), list(self.missing), self.geometry]).encode())
         for im, co, sg in zip(self._images, self._conds, self._segs):
             for a in (im, co, sg):
                 h.update(json.dumps([a.dtype.str, list(a.shape)]).encode())
@@ -169,13 +187,15 @@ def _frozen(a: np.ndarray, dtype) -> np.ndarray:
 
 
 # --- split file ---------------------------------------------------------------------------------
-def read_split(site_dir: Path) -> dict[str, list[str]]:
-    """Read and validate ``site_dir/split.json``."""
+def read_split(site_dir: Path, known: set[str] | None = None) -> dict[str, list[str]]:
+    """Read and validate ``site_dir/split.json``. ``known``: the case ids the layout found (default:
+    the folders next to the split file)."""
     path = Path(site_dir) / "split.json"
     try:
         raw = path.read_bytes() if path.stat().st_size <= MAX_SPLIT_BYTES else None
     except FileNotFoundError:
-        raise DataError(f"{path}: split file is missing") from None
+        raise DataError(f"{path}: split file is missing (it lists the patient ids under \"train\" and \"test\"; "
+                        "`secgan data check` lists the cases found)") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read split file ({exc.strerror})") from None
     if raw is None:
@@ -200,7 +220,7 @@ def read_split(site_dir: Path) -> dict[str, list[str]]:
     if overlap:
         raise DataError(f"{path}: {len(overlap)} case(s) are in both 'train' and 'test' (patient-level split required)")
     for c in obj["train"] + obj["test"]:
-        if not (path.parent / c).is_dir():
+        if (c not in known) if known is not None else not (path.parent / c).is_dir():
             raise DataError(f"{path}: a listed case folder does not exist (entry {(obj['train'] + obj['test']).index(c)})")
     return {"train": list(obj["train"]), "test": list(obj["test"])}
 
@@ -255,28 +275,34 @@ def case_to_slices(
     image_size: int,
     modalities: tuple[str, ...],
     min_tumour_pixels: int,
+    crop_margin_vox: int | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A case -> (images ``[S,4,H,W]``, conds ``[S,4,H,W]``, segs ``[S,H,W]``) of its kept slices.
 
-    Raises :class:`CaseError` if the case has no brain voxels; returns S = 0 if no slice qualifies.
+    ``crop_margin_vox``: crop in-plane to the brain's bounding box plus this margin first (None: no
+    crop). ``mask``: the case's brain mask if already computed. Raises :class:`CaseError` if the case
+    has no brain voxels; returns S = 0 if no slice qualifies.
     """
-    loaded = [case.volumes[m] for m in modalities]
-    mask = np.zeros(case.shape, dtype=bool)
-    for v in loaded:
-        mask |= v > 0
+    if mask is None:
+        mask = brainmask.brain_mask(case.volumes[m] for m in modalities)
     if not mask.any():
-        raise CaseError(Path(case.case_id), "no brain voxels (every loaded modality is zero or negative)")
+        raise CaseError(Path(case.case_id), "no brain voxels (every loaded modality is background)")
     vols = np.full((len(IMAGE_CHANNELS),) + case.shape, -1.0, dtype=np.float32)
     for m in modalities:
         vols[IMAGE_CHANNELS.index(m)] = normalise_volume(case.volumes[m], mask)
+    seg = case.seg
+    if crop_margin_vox is not None:
+        bx, by = geometry.brain_box(mask | (seg > 0), crop_margin_vox)
+        vols, seg, mask = vols[:, bx, by], seg[bx, by], mask[bx, by]
     # Axial slices along the last axis -> [Z, C, X, Y].
     imgs = np.moveaxis(vols, 3, 0)
-    segs = np.moveaxis(case.seg, 2, 0)[:, None]
+    segs = np.moveaxis(seg, 2, 0)[:, None]
     masks = np.moveaxis(mask, 2, 0)[:, None].astype(np.float32)
     imgs, segs, masks = _to_square(imgs, -1.0), _to_square(segs, 0), _to_square(masks, 0.0)
     segs_r = np.rint(_resize_stack(segs.astype(np.float32), image_size, mode="nearest"))[:, 0].astype(np.int16)
     masks_r = _resize_stack(masks, image_size, mode="nearest")[:, 0] > 0.5
-    tumour = (segs_r > 0).sum(axis=(1, 2))
+    tumour = np.isin(segs_r, REGIONS["wt"]).sum(axis=(1, 2))  # the resection cavity is not tumour
     if min_tumour_pixels > 0:
         keep = np.flatnonzero(tumour >= min_tumour_pixels)
     else:
@@ -292,6 +318,24 @@ def case_to_slices(
     return imgs_r, conds, segs_k
 
 
+def crop_margin_for(site_dir: Path, crop: str, voxel_mm: float) -> int | None:
+    """The crop margin in voxels for ``crop`` at ``site_dir`` (None: no crop)."""
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    if crop == "none" or (crop == "auto" and (Path(site_dir) / PHANTOM_MARKER).is_file()):
+        return None
+    return int(round(geometry.DEFAULT_CROP_MARGIN_MM / voxel_mm))
+
+
+def geometry_tag(margin: int | None, voxel_mm: float) -> str:
+    return f"{CANONICAL};voxel_mm={voxel_mm:g};crop={'none' if margin is None else f'brain+{margin}'}"
+
+
+def prepare_case(case: Case, *, voxel_mm: float) -> Case:
+    """Canonical case -> the common voxel size (the label map with nearest neighbour)."""
+    return geometry.resample_case(case, voxel_mm)
+
+
 def load_site(
     site_dir: Path,
     *,
@@ -301,13 +345,17 @@ def load_site(
     skip_bad: bool = False,
     min_tumour_pixels: int = 10,
     limits: ReaderLimits = ReaderLimits(),
+    layout: str = "auto",
+    crop: str = "auto",
+    voxel_mm: float = 1.0,
 ) -> PatientSlices:
     """Load one site's patients for ``split`` ("train" | "test" | "all") as :class:`PatientSlices`.
 
     A malformed case raises :class:`DataError` naming the file, or with ``skip_bad`` is skipped with a
-    warning that names the problem and the case's position in the split (never its id). Patients
-    without a qualifying slice are skipped with a warning; if nobody is left, DataError.
-    ``min_tumour_pixels=0`` keeps every slice that contains brain.
+    warning that names the problem, the file (with the case id replaced by ``<case>``) and the case's
+    position in the split (never its id). Patients without a qualifying slice are skipped with a
+    warning; if nobody is left, DataError. ``min_tumour_pixels=0`` keeps every slice that contains
+    brain. ``layout``: "auto" or a name of :data:`secgan.data.layouts.LAYOUTS`.
     """
     site_dir = Path(site_dir)
     if split not in SPLITS:
@@ -316,25 +364,39 @@ def load_site(
         raise ValueError(f"image_size must be in 16..1024, got {image_size}")
     if min_tumour_pixels < 0:
         raise ValueError("min_tumour_pixels must be >= 0")
+    if not 0.1 <= voxel_mm <= 10.0:
+        raise ValueError(f"voxel_mm must be in 0.1..10, got {voxel_mm}")
     modalities = tuple(modalities)
     if not modalities or len(set(modalities)) != len(modalities) or any(m not in IMAGE_CHANNELS for m in modalities):
         raise ValueError(f"modalities must be distinct names from {IMAGE_CHANNELS}, got {modalities}")
     if not site_dir.is_dir():
         raise DataError(f"{site_dir}: site folder is missing")
-    parts = read_split(site_dir)
+    margin = crop_margin_for(site_dir, crop, voxel_mm)
+    if not (site_dir / "split.json").is_file():
+        read_split(site_dir)  # raises: a missing split file is said before anything about the layout
+    found = site_layout(site_dir, layout)
+    cases = discover_cases(site_dir, found)
+    parts = read_split(site_dir, known=set(cases))
     ids = parts["train"] + parts["test"] if split == "all" else parts[split]
     case_ids, images, conds, segs = [], [], [], []
     skipped_bad = skipped_empty = 0
     for k, cid in enumerate(ids):
+        files = cases[cid]
         try:
-            case = read_case(site_dir / cid, modalities=modalities, limits=limits)
-            im, co, sg = case_to_slices(case, image_size=image_size, modalities=modalities, min_tumour_pixels=min_tumour_pixels)
+            case = prepare_case(read_case(files, layout=found, modalities=modalities, limits=limits), voxel_mm=voxel_mm)
+            mask = brainmask.brain_mask(case.volumes[m] for m in modalities)
+            im, co, sg = case_to_slices(case, image_size=image_size, modalities=modalities,
+                                        min_tumour_pixels=min_tumour_pixels, crop_margin_vox=margin, mask=mask)
         except CaseError as exc:
             if not skip_bad:
                 raise
             skipped_bad += 1
-            log.warning("case_skipped", split=split, index=k, problem=exc.problem)
+            log.warning("case_skipped", split=split, index=k, file=files.redacted(exc.path), problem=exc.problem)
             continue
+        coverage = brainmask.frame_coverage(mask)
+        if coverage > brainmask.FULL_FRAME_FRACTION:
+            log.warning("brain_covers_frame", split=split, index=k, coverage=round(coverage, 3),
+                        hint="the brain mask fills almost the whole frame: the data is likely not skull-stripped")
         if im.shape[0] == 0:
             skipped_empty += 1
             log.warning("case_without_slices", split=split, index=k, min_tumour_pixels=min_tumour_pixels)
@@ -348,7 +410,8 @@ def load_site(
             f"{site_dir}: no usable patient in split '{split}' "
             f"({len(ids)} listed, {skipped_bad} malformed, {skipped_empty} without a qualifying slice)"
         )
-    log.info("site_loaded", split=split, patient_count=len(case_ids), skipped_count=skipped_bad + skipped_empty)
+    log.info("site_loaded", split=split, layout=found.name, patient_count=len(case_ids),
+             skipped_count=skipped_bad + skipped_empty)
     return PatientSlices(
         case_ids=case_ids,
         images=images,
@@ -357,4 +420,12 @@ def load_site(
         image_size=image_size,
         modalities=modalities,
         missing=tuple(m for m in IMAGE_CHANNELS if m not in modalities),
+        geometry=geometry_tag(margin, voxel_mm),
     )
+
+
+def site_layout(site_dir: Path, layout: str = "auto") -> Layout:
+    """The site's layout (detected for "auto"), logged once."""
+    found = resolve_layout(site_dir, layout)
+    log.info("layout_found", layout=found.name, title=found.title, detected=layout == "auto")
+    return found

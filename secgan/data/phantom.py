@@ -361,6 +361,7 @@ def write_phantom(
     ``style``: the distribution drawn from (``SITE_STYLE``, or ``PUBLIC_STYLE`` for a public cohort).
     """
     from secgan.core.fsio import atomic_write_json
+    from secgan.data.dataset import PHANTOM_MARKER
 
     if not 1 <= sites <= 64:
         raise ValueError(f"sites must be in 1..64, got {sites}")
@@ -388,5 +389,8 @@ def write_phantom(
                 _save_nifti(case_dir / f"{cid}_{name}.nii.gz", vol, affine)
             _save_nifti(case_dir / f"{cid}_seg.nii.gz", seg, affine)
         atomic_write_json(site_dir / "split.json", patient_split(seed, site, ids, test_fraction, style))
+        # Marks the folder as the built-in phantom: data crop = "auto" leaves its slices uncropped.
+        atomic_write_json(site_dir / PHANTOM_MARKER, {"generator": "secgan phantom", "style": style.name,
+                                                      "seed": seed, "size": size, "slices": slices})
         site_dirs.append(site_dir)
     return site_dirs

@@ -17,7 +17,7 @@ def pool_sites(site_dirs: Sequence[Path], out: Path) -> Path:
 
     Case folder names must be distinct across sites. Re-running with the same sites is a no-op.
     """
-    from secgan.data.dataset import read_split
+    from secgan.data.dataset import PHANTOM_MARKER, read_split
 
     out = Path(out)
     merged: dict[str, list[str]] = {"train": [], "test": []}
@@ -44,6 +44,8 @@ def pool_sites(site_dirs: Sequence[Path], out: Path) -> Path:
         except OSError:
             shutil.copytree(src, tmp / case)
     atomic_write_json(tmp / "split.json", merged)
+    if site_dirs and all((Path(d) / PHANTOM_MARKER).is_file() for d in site_dirs):  # pooled phantoms stay phantoms
+        shutil.copyfile(Path(site_dirs[0]) / PHANTOM_MARKER, tmp / PHANTOM_MARKER)
     if out.exists() or out.is_symlink():
         if _pooled_matches(out, merged):  # another process finished first
             shutil.rmtree(tmp)

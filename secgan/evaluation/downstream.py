@@ -41,6 +41,8 @@ class Workbench:
 
     data_root: Path
     image_size: int
+    # further keyword arguments of load_site (skip_bad, layout, ...)
+    load_options: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def sites(self) -> list[int]:
@@ -51,7 +53,8 @@ class Workbench:
         key = ("real", site, split, modalities)
         if key not in self._cache:
             self._cache[key] = load_real_slices(
-                self.data_root, site=site, split=split, image_size=self.image_size, modalities=modalities
+                self.data_root, site=site, split=split, image_size=self.image_size, modalities=modalities,
+                load_options=self.load_options,
             )
         return self._cache[key]
 
@@ -62,7 +65,8 @@ class Workbench:
     def test_patients(self, modalities: tuple[str, ...] = IMAGE_CHANNELS) -> list[HeldOutPatient]:
         key = ("test", modalities)
         if key not in self._cache:
-            self._cache[key] = load_test_patients(self.data_root, image_size=self.image_size, modalities=modalities)
+            self._cache[key] = load_test_patients(self.data_root, image_size=self.image_size, modalities=modalities,
+                                                  load_options=self.load_options)
         return self._cache[key]
 
 

@@ -94,14 +94,17 @@ def load_real_slices(
     split: str = "train",
     modalities: tuple[str, ...] = IMAGE_CHANNELS,
     min_tumour_pixels: int = 10,
+    load_options: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slices of one site (``site``) or all sites (None) for ``split``: (images, conds, segs)."""
+    """Slices of one site (``site``) or all sites (None) for ``split``: (images, conds, segs).
+    ``load_options``: further keyword arguments of ``load_site`` (skip_bad, layout, ...)."""
     from secgan.data.dataset import load_site
 
     dirs = site_dirs(data_root) if site is None else {site: _site_dir(data_root, site)}
     images, conds, segs = [], [], []
     for d in dirs.values():
-        data = load_site(d, split=split, image_size=image_size, modalities=modalities, min_tumour_pixels=min_tumour_pixels)
+        data = load_site(d, split=split, image_size=image_size, modalities=modalities, min_tumour_pixels=min_tumour_pixels,
+                         **(load_options or {}))
         im, co, sg, _ = data.all_slices()
         images.append(im)
         conds.append(co)
@@ -126,13 +129,15 @@ def load_test_patients(
     *,
     image_size: int,
     modalities: tuple[str, ...] = IMAGE_CHANNELS,
+    load_options: dict | None = None,
 ) -> list[HeldOutPatient]:
     """Every site's held-out test patients, each with all of its brain slices."""
     from secgan.data.dataset import load_site
 
     out = []
     for d in site_dirs(data_root).values():
-        data = load_site(d, split="test", image_size=image_size, modalities=modalities, min_tumour_pixels=0)
+        data = load_site(d, split="test", image_size=image_size, modalities=modalities, min_tumour_pixels=0,
+                         **(load_options or {}))
         out.extend(HeldOutPatient(images=data.images(i), segs=data.segs(i)) for i in range(data.n_patients))
     return out
 

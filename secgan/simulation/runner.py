@@ -137,7 +137,7 @@ def run_inprocess(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     datasets = [
-        load_site(Path(d), split=cfg.data.split, image_size=cfg.image.size, skip_bad=cfg.data.skip_bad)
+        load_site(Path(d), split=cfg.data.split, image_size=cfg.image.size, **cfg.data.load_options())
         for d in cfg.data.site_dirs
     ]
     learners = _build_learners(cfg, datasets, out_dir)

@@ -81,3 +81,36 @@ def test_normalise_volume_contract(vol, mask):
     inside_v, inside_o = vol[mask], out[mask]
     order = np.argsort(inside_v, kind="stable")
     assert np.all(np.diff(inside_o[order]) >= -1e-6)
+
+
+@FAST
+@given(
+    payload=st.binary(min_size=1, max_size=4000),
+    cuts=st.lists(st.integers(0, 4000), max_size=3),
+    level=st.sampled_from([0, 1, 6, 9]),
+    flip=st.integers(0, 10**6),
+    bit=st.integers(0, 7),
+)
+def test_gunzip_never_returns_damaged_bytes(payload, cuts, level, flip, bit):
+    """Whole-stream reading: any (multi-member) gzip stream decodes to its payload, and one flipped
+    bit anywhere past the member header either fails with a CaseError or (where it lands in a
+    header field nothing reads) decodes to the very same payload, never to other bytes."""
+    import gzip
+
+    from secgan.data.brats import _gunzip_whole
+
+    points = sorted({0, len(payload), *(c % (len(payload) + 1) for c in cuts)})
+    stream = b"".join(gzip.compress(payload[a:b], compresslevel=level, mtime=0) for a, b in zip(points, points[1:]))
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.nii.gz"
+        p.write_bytes(stream)
+        assert _gunzip_whole(p, len(payload) + 16) == payload
+        damaged = bytearray(stream)
+        i = 10 + flip % (len(stream) - 10)  # past the first member's fixed header
+        damaged[i] ^= 1 << bit
+        p.write_bytes(bytes(damaged))
+        try:
+            out = _gunzip_whole(p, len(payload) + 16)
+        except CaseError:
+            return
+        assert out == payload

@@ -37,7 +37,9 @@ def test_pooled_site_is_built_once_even_by_concurrent_processes(tmp_path):
         for part, cases in read_split(s).items():
             merged[part] += cases
     assert json.loads((out / "split.json").read_text()) == merged
-    assert sorted(c.name for c in out.iterdir() if c.name != "split.json") == sorted(merged["train"] + merged["test"])
+    assert sorted(c.name for c in out.iterdir() if c.name not in ("split.json", "phantom.json")) == sorted(
+        merged["train"] + merged["test"])
+    assert (out / "phantom.json").is_file()  # pooled phantoms stay phantoms (no crop under data crop = "auto")
     assert not [p for p in out.parent.iterdir() if p.name != "site-1"]  # no partial folder left behind
     stamp = (out / "split.json").stat().st_mtime_ns
     assert pool_sites(sites, out) == out and (out / "split.json").stat().st_mtime_ns == stamp
