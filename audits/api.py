@@ -239,35 +239,24 @@ def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8, *, real_cohort
     return path
 
 
-def _other_patients(site_dir: Path, listed: set[str], size: int, skip_bad: bool):
-    """The site's patients in ``data_dir`` that split.json lists neither as train nor as test:
-    (PatientSlices-like (case ids, images, conds, groups)) or None. Unreadable ones are skipped
-    (counted in the log, never named)."""
-    from secgan.data.brats import CaseError, read_case
-    from secgan.data.dataset import case_to_slices
-    from secgan.core.spec import IMAGE_CHANNELS
+def _other_patients(site, size: int):
+    """The site's patients in ``data_dir`` that split.json lists neither as train nor as test, read
+    and sliced exactly like the listed ones (the site's layout and ``[read]`` settings): (case ids,
+    images, conds, groups) or None. Unreadable ones are skipped (counted in the log, never named)."""
+    from secgan.data.dataset import load_site
 
+    try:
+        ps = load_site(Path(site.data_dir), split="unlisted", image_size=size, skip_bad=True,
+                       **site.read.load_kwargs())
+    except DataError:  # nobody unlisted (or nobody usable)
+        return None
     ids, ims, cos, grp = [], [], [], []
-    skipped = 0
-    for d in sorted(p for p in Path(site_dir).iterdir() if p.is_dir() and p.name not in listed):
-        if not any(d.glob("*seg.nii*")):
-            continue
-        try:
-            case = read_case(d, modalities=IMAGE_CHANNELS)
-            im, co, _ = case_to_slices(case, image_size=size, modalities=IMAGE_CHANNELS, min_tumour_pixels=10)
-        except (CaseError, DataError):
-            skipped += 1
-            continue
-        if len(im) == 0:
-            continue
-        grp.append(np.full(len(im), len(ids), dtype=np.int64))
-        ids.append(d.name)
+    for i, cid in enumerate(ps.case_ids):
+        im, co = ps.images(i), ps.conds(i)
+        grp.append(np.full(len(im), i, dtype=np.int64))
+        ids.append(cid)
         ims.append(im)
         cos.append(co)
-    if skipped:
-        log.warning("audit_other_cases_skipped", skipped_count=skipped)
-    if not ids:
-        return None
     return ids, np.concatenate(ims), np.concatenate(cos), np.concatenate(grp)
 
 
@@ -415,15 +404,16 @@ def run_audit(
             f"{synthetic_dir}: synthetic images are {size}x{size} but site {site.site_id} works at "
             f"{site.image.size}x{site.image.size} (image.size in {site_config_path.name})"
         )
-    members_ps = load_site(Path(site.data_dir), split="train", image_size=size, skip_bad=site.skip_bad)
-    nonmembers_ps = load_site(Path(site.data_dir), split="test", image_size=size, skip_bad=site.skip_bad)
+    members_ps = load_site(Path(site.data_dir), split="train", image_size=size, skip_bad=site.skip_bad,
+                           **site.read.load_kwargs())
+    nonmembers_ps = load_site(Path(site.data_dir), split="test", image_size=size, skip_bad=site.skip_bad,
+                              **site.read.load_kwargs())
     mi, mc, _, mg = members_ps.all_slices()
     ni, nc, _, ng = nonmembers_ps.all_slices()
     members = make_cohort("members (training patients)", mi, mc, mg)
     nonmembers = make_cohort("non-members (held-out patients)", ni, nc, ng)
     synthetic = make_cohort("synthetic", syn_images, syn_conds)
-    listed = set(members_ps.case_ids) | set(nonmembers_ps.case_ids)
-    extra = _other_patients(Path(site.data_dir), listed, size, site.skip_bad)
+    extra = _other_patients(site, size)
     others = None if extra is None else make_cohort("other patients of the site", *extra[1:])
 
     try:

@@ -27,6 +27,7 @@ from secgan.core.errors import ConfigError
 from secgan.privacy.policy import PrivacyPolicy
 from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
+from secgan.data.options import ReadOptions
 from secgan.core.ids import SITE_ID_RE
 from secgan.net.transport import SocketTuning
 from secgan.net.limits import WireLimits
@@ -61,6 +62,8 @@ class SiteConfig:
     split: str = field(default="train", metadata=choices("train", "all"))
     # skip a malformed case with a warning instead of refusing to start
     skip_bad: bool = False
+    # how data_dir is read (layout, tolerances, voxel size, crop): [read]; `secgan data check` takes the same
+    read: ReadOptions = field(default_factory=ReadOptions)
     state_dir: str = "state"  # ledger, release log, D checkpoints
     keys_dir: str = "keys"  # holds <site_id>.key and <site_id>.key_secret (CURVE)
     key_name: str | None = None  # default: site_id

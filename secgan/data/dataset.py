@@ -41,7 +41,8 @@ from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS, REGIONS, encode_cond
 
 log = get_logger(__name__)
 
-SPLITS = ("train", "test", "all")
+# "unlisted": the cases of the folder that split.json lists in neither part (an audit searches them for copies)
+SPLITS = ("train", "test", "all", "unlisted")
 CROP_MODES = ("auto", "brain", "none")
 # A site folder holding this file was written by the phantom generator (``crop = "auto"`` leaves it uncropped).
 PHANTOM_MARKER = "phantom.json"
@@ -349,7 +350,7 @@ def load_site(
     crop: str = "auto",
     voxel_mm: float = 1.0,
 ) -> PatientSlices:
-    """Load one site's patients for ``split`` ("train" | "test" | "all") as :class:`PatientSlices`.
+    """Load one site's patients for ``split`` ("train" | "test" | "all" | "unlisted") as :class:`PatientSlices`.
 
     A malformed case raises :class:`DataError` naming the file, or with ``skip_bad`` is skipped with a
     warning that names the problem, the file (with the case id replaced by ``<case>``) and the case's
@@ -377,7 +378,11 @@ def load_site(
     found = site_layout(site_dir, layout)
     cases = discover_cases(site_dir, found)
     parts = read_split(site_dir, known=set(cases))
-    ids = parts["train"] + parts["test"] if split == "all" else parts[split]
+    if split == "unlisted":
+        listed = set(parts["train"]) | set(parts["test"])
+        ids = sorted(c for c in cases if c not in listed)
+    else:
+        ids = parts["train"] + parts["test"] if split == "all" else parts[split]
     case_ids, images, conds, segs = [], [], [], []
     skipped_bad = skipped_empty = 0
     for k, cid in enumerate(ids):

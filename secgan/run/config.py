@@ -15,10 +15,7 @@ from secgan.core.config import choices, load_dataclass, read_toml, rng
 from secgan.core.errors import ConfigError, DataError
 from secgan.core.ids import RUN_ID_RE
 from secgan.core.spec import ImageSpec
-from secgan.data.brats import DEFAULT_AFFINE_TOLERANCE_MM
-from secgan.data.dataset import CROP_MODES
-from secgan.data.layouts import LAYOUT_CHOICES
-from secgan.data.orientation import DEFAULT_OBLIQUE_TOLERANCE_DEG
+from secgan.data.options import ReadOptions
 from secgan.gan.config import CONDITION_SOURCES, ModelConfig, TrainConfig
 from secgan.privacy.policy import PrivacyPolicy
 
@@ -35,16 +32,8 @@ class DataConfig:
     bank_dir: str | None = None
     # skip a malformed case with a warning instead of stopping
     skip_bad: bool = False
-    # folder layout of every site: auto (detected and logged), brats2021 (2018-2021), brats2023 (GLI), brats2024-post, msd
-    layout: str = field(default="auto", metadata=choices(*LAYOUT_CHOICES))
-    # largest difference (mm) between the affines of one case's files
-    affine_tolerance: float = field(default=DEFAULT_AFFINE_TOLERANCE_MM, metadata=rng(min=0.0, max=10.0))
-    # largest tilt (degrees) of a voxel axis from the scanner axes; more is refused as oblique
-    oblique_tolerance_deg: float = field(default=DEFAULT_OBLIQUE_TOLERANCE_DEG, metadata=rng(min=0.0, max=45.0))
-    # voxel size (mm) every case is resampled to where its spacing differs
-    voxel_mm: float = field(default=1.0, metadata=rng(min=0.1, max=10.0))
-    # crop to the brain before resizing: auto (every folder but the built-in phantom's), brain, none
-    crop: str = field(default="auto", metadata=choices(*CROP_MODES))
+    # how every site's folder is read (layout, tolerances, voxel size, crop): [data.read]
+    read: ReadOptions = field(default_factory=ReadOptions)
 
     def __post_init__(self) -> None:
         if self.condition_source == "bank" and not self.bank_dir:
@@ -52,11 +41,7 @@ class DataConfig:
 
     def load_options(self) -> dict:
         """The keyword arguments of :func:`secgan.data.dataset.load_site` these settings give."""
-        from secgan.data.brats import ReaderLimits
-
-        limits = ReaderLimits(affine_atol=self.affine_tolerance, oblique_tolerance_deg=self.oblique_tolerance_deg)
-        return {"skip_bad": self.skip_bad, "layout": self.layout, "crop": self.crop, "voxel_mm": self.voxel_mm,
-                "limits": limits}
+        return {"skip_bad": self.skip_bad, **self.read.load_kwargs()}
 
 
 @dataclass(frozen=True)
