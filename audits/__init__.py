@@ -5,7 +5,7 @@ Entry points:
 - ``audits.api.run_audit(*, site_config_path, synthetic_dir, out_dir, rubric_path=None,
   generator_checkpoint=None, seed=0, annex=False) -> dict`` (the signed report; writes
   ``report.json`` + ``report.html``, and ``annex.html`` with ``annex=True``);
-- ``audits.api.merge_reports(paths, *, out_dir, site_keys=None, keys=None) -> dict`` (federation summary);
+- ``audits.merge.merge_reports(paths, *, out_dir, site_keys=None, keys=None) -> dict`` (federation summary);
 - ``audits.signing.verify_report(path, *, site_keys=None, key=None) -> dict`` (raises on any tampering);
 - ``audits.core.audit_arrays(members, nonmembers, synthetic, *, config, ...)`` on plain arrays
   (``audits.cohort.make_cohort``), for callers that hold the data in memory;

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
-import json
 import math
 import os
 import subprocess
@@ -22,6 +20,7 @@ from audits import membership as mia
 from audits import report as rep
 from audits.cohort import make_cohort
 from audits.copies import SETS as COPY_SETS
+from audits.claim import BROKEN_LEDGER_CHOICES, claim_of, ledger_findings, read_ledger, salted_ledger, verify_ledger_state
 from audits.core import AuditConfig, audit_arrays
 from audits.rubric import LEVELS, grade, load_rubric, worst
 from audits.signing import (
@@ -34,8 +33,8 @@ from audits.signing import (
     verify_report,
     write_report_json,
 )
-from secgan.core.errors import ConfigError, CryptoError, DataError, PrivacyError, SecganError
-from secgan.core.fsio import atomic_write_bytes, atomic_write_json
+from secgan.core.errors import ConfigError, DataError, PrivacyError, SecganError
+from secgan.core.fsio import atomic_write_bytes
 from secgan.core.logs import get_logger
 
 log = get_logger(__name__)
@@ -76,99 +75,6 @@ def git_commit() -> str | None:
         return None
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and len(commit) in (40, 64) else None
-
-
-def read_ledger(state_dir: Path) -> dict | None:
-    """The site's ledger as a dict (None if there is none). Uses the privacy package's reader."""
-    path = Path(state_dir) / "ledger.json"
-    if not path.exists():
-        return None
-    try:
-        from secgan.privacy.ledger import PrivacyLedger
-    except ImportError:  # pragma: no cover - the ledger module ships with secgan
-        PrivacyLedger = None
-    if PrivacyLedger is not None:
-        try:
-            return PrivacyLedger.read(state_dir).to_dict()
-        except PrivacyError as exc:
-            raise DataError(f"{path}: unreadable privacy ledger ({exc})") from None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable privacy ledger ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: a ledger must be a JSON object")
-    return data
-
-
-BROKEN_LEDGER_CHOICES = ("refuse", "mark")
-
-
-def verify_ledger_state(state_dir: Path) -> dict:
-    """Ledger and release log verified together, as ``secgan ledger verify`` does:
-    {"ok", "problems", "log_releases", "log_max_epsilon"}. A log without a ledger is a problem."""
-    from secgan.privacy.ledger import LEDGER_FILE
-    from secgan.privacy.release_log import LOG_FILE, verify_chain, verify_release_log
-
-    state_dir = Path(state_dir)
-    chain = verify_chain(state_dir / LOG_FILE)
-    if not (state_dir / LEDGER_FILE).exists():
-        problems = list(chain.problems)
-        if chain.releases:
-            problems.append(f"the release log holds {chain.releases} releases but there is no ledger")
-        return {"ok": not problems, "problems": problems, "log_releases": chain.releases,
-                "log_max_epsilon": chain.max_epsilon}
-    res = verify_release_log(state_dir)
-    return {"ok": res.ok, "problems": list(res.problems), "log_releases": res.releases,
-            "log_max_epsilon": res.max_epsilon}
-
-
-def _ledger_findings(claim: dict) -> list[dict]:
-    """Findings the rubric cannot see: a ledger that fails verification (always Critical: its epsilon
-    is no bound) and accounting that rests on an assumption rather than a proof (Amber)."""
-    out = []
-    v = claim.get("ledger_verification") or {}
-    if v and not v.get("ok", True):
-        out.append({
-            "level": "Critical", "area": "epsilon", "subject": rep.LEDGER_SUBJECT,
-            "reason": ("the site's privacy ledger FAILS verification against its release log, so the claimed "
-                       "epsilon is not a valid bound: " + "; ".join(v.get("problems") or [])[:600]),
-            "values": {"problems": list(v.get("problems") or [])},
-        })
-    for a in claim.get("assumptions") or []:
-        out.append({
-            "level": "Amber", "area": "epsilon", "subject": "privacy accounting",
-            "reason": (f"the claimed epsilon rests on the assumption '{a}' (opted into by the site's policy), not on "
-                       "a proof; the proven figure is larger (see SECURITY.md)"),
-            "values": {"assumption": a},
-        })
-    return out
-
-
-def _claim(ledger: dict | None, policy) -> dict:
-    mode = (ledger or {}).get("mode") or policy.mode
-    claimed = None if ledger is None else ledger.get("epsilon")
-    recomputed = None
-    if ledger is not None and ledger.get("history") and mode != "off":
-        try:
-            from secgan.privacy.accounting import epsilon_from_history
-
-            recomputed = float(epsilon_from_history([tuple(h) for h in ledger["history"]], delta=float(ledger["delta"]),
-                                                    accountant=ledger.get("accountant", policy.accountant)))
-        except (ImportError, ValueError, TypeError, KeyError, SecganError):
-            recomputed = None
-    if claimed is not None and recomputed is not None:
-        claimed = max(float(claimed), recomputed)  # never let a stale ledger flatter the site
-    return {
-        "mode": mode,
-        "claimed": None if mode == "off" or claimed is None else float(claimed),
-        "recomputed": recomputed,
-        "delta": float((ledger or {}).get("delta", policy.delta)),
-        "target": float((ledger or {}).get("target_epsilon", policy.target_epsilon)),
-        "ledger_found": ledger is not None,
-        "accountant": str((ledger or {}).get("accountant", policy.accountant)),
-        "assumptions": list((ledger or {}).get("assumptions") or []),
-    }
 
 
 def _load_discriminators(site, state_dir: Path):
@@ -269,7 +175,7 @@ def _plots(result: dict) -> dict[str, str | None]:
     return plots
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -293,13 +199,13 @@ def build_report(
     graded = {"attacks": result["attacks"], "memorisation": result["memorisation"], "epsilon": eps,
               "copies": result.get("copies"), "sizes": result["sizes"]}
     verdict, findings = grade(graded, rubric)
-    findings = sorted(findings + _ledger_findings(eps) + list(extra_findings), key=lambda f: -LEVELS.index(f["level"]))
+    findings = sorted(findings + ledger_findings(eps) + list(extra_findings), key=lambda f: -LEVELS.index(f["level"]))
     verdict = worst([verdict, *(f["level"] for f in findings)])
     report = {
         "format": REPORT_FORMAT,
         "format_version": REPORT_FORMAT_VERSION,
         "site_id": site_id,
-        "created": _utc_now(),
+        "created": utc_now(),
         "verdict": verdict,
         "positive_class": "member",
         "findings": findings,
@@ -422,7 +328,7 @@ def run_audit(
         if broken_ledger == "refuse":
             raise
         ledger = None
-    claim = _claim(ledger, site.policy)
+    claim = claim_of(ledger, site.policy)
     claim["ledger_verification"] = verification
     if not verification["ok"] and verification["log_max_epsilon"] is not None and claim["claimed"] is not None:
         claim["claimed"] = max(claim["claimed"], float(verification["log_max_epsilon"]))
@@ -448,7 +354,7 @@ def run_audit(
         "config_file": site_config_path.name,
         "config_sha256": sha256_file(site_config_path),
         "code": {"secgan_version": __version__, "git_commit": git_commit()},
-        "ledger": _salted_ledger(ledger, salt),
+        "ledger": salted_ledger(ledger, salt),
         "data": {
             "salt": salt.hex(),
             "members_fingerprint": members_ps.fingerprint(salt=salt),
@@ -483,116 +389,10 @@ def run_audit(
     return signed
 
 
-def _salted_ledger(ledger: dict | None, salt: bytes) -> dict | None:
-    """The ledger for the report, its raw dataset fingerprint replaced by a salted one (an unsalted
-    hash of the data would let anyone holding a candidate data set confirm it)."""
-    if ledger is None:
-        return None
-    out = dict(ledger)
-    fp = out.pop("dataset_fingerprint", None)
-    if fp is not None:
-        out["dataset_fingerprint_salted"] = hashlib.sha256(salt + str(fp).encode()).hexdigest()
-    return out
-
-
-def _relative_href(report_json: Path, out_dir: Path) -> str:
-    """Link from the summary folder to the site's report.html (relative when possible)."""
-    html = Path(report_json).resolve().parent / REPORT_HTML
-    try:
-        return Path(os.path.relpath(html, Path(out_dir).resolve())).as_posix()
-    except ValueError:  # another drive
-        return html.as_uri()
-
-
 def _stream_tags() -> dict[str, int]:
     from audits.core import _TAGS
 
     return dict(_TAGS)
 
 
-# ---------------------------------------------------------------------------------------------
-# federation summary
-
-
-def merge_reports(
-    paths: list[Path],
-    *,
-    out_dir: Path,
-    site_keys: dict[str, Any] | None = None,
-    keys: list[Any] | None = None,
-) -> dict:
-    """Verify every site report and write ``summary.json`` + ``summary.html``.
-
-    With ``site_keys`` (from a verified manifest) each report must verify under its own site's
-    key; with ``keys`` under one of them. With neither, reports are read but marked "unverified",
-    and the summary verdict is at least Amber. Any failed verification raises (CryptoError / DataError).
-    """
-    if not paths:
-        raise DataError("merge: no reports given")
-    rows, seen = [], set()
-    for p in paths:
-        p = Path(p)
-        if site_keys is not None:
-            body, sig = verify_report(p, site_keys=site_keys), "verified (manifest key)"
-        elif keys:
-            body = None
-            for k in keys:
-                try:
-                    body = verify_report(p, key=k)
-                    break
-                except CryptoError:
-                    continue
-            if body is None:
-                raise CryptoError(f"{p}: signature verification failed under every given key")
-            sig = "verified (given key)"
-        else:
-            from audits.signing import read_report_json
-
-            body = read_report_json(p)
-            body.pop("signature", None)
-            sig = "UNVERIFIED (no keys given)"
-        if body.get("format") != REPORT_FORMAT:
-            raise DataError(f"{p}: not a secgan audit report")
-        sid = body.get("site_id")
-        if sid in seen:
-            raise DataError(f"{p}: a second report for site {sid}")
-        seen.add(sid)
-        findings = body.get("findings") or []
-        worst_f = findings[0] if findings else None
-        e = body.get("epsilon", {})
-        rows.append({
-            "site_id": sid,
-            "verdict": body.get("verdict"),
-            "signature": sig,
-            "mode": e.get("mode"),
-            "epsilon_claimed": e.get("claimed"),
-            "epsilon_lb": e.get("empirical_lb") or 0.0,
-            "max_resolvable": e.get("max_resolvable"),
-            "worst_finding": f"{worst_f['level']}: {worst_f['subject']}: {worst_f['reason']}" if worst_f else "none",
-            "report_sha256": sha256_file(p if p.is_file() else p / REPORT_JSON),
-            "report_href": _relative_href(p if p.is_file() else p / REPORT_JSON, Path(out_dir)),
-        })
-    levels = [r["verdict"] for r in rows]
-    if any(r["signature"].startswith("UNVERIFIED") for r in rows):
-        levels.append("Amber")
-    # A federation verdict speaks for every site of the manifest: one without a report is unaudited.
-    missing = sorted(str(s) for s in (site_keys or {}) if s not in seen)
-    if missing:
-        levels.append("Inconclusive")
-    summary = {
-        "format": "secgan-audit-summary",
-        "format_version": 1,
-        "created": _utc_now(),
-        "verdict": worst(levels),
-        "manifest": site_keys is not None,
-        "missing_sites": missing,
-        "sites": sorted(rows, key=lambda r: str(r["site_id"])),
-    }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_bytes(out_dir / "summary.html", rep.render_summary_html(summary).encode("utf-8"))
-    return summary
-
-
-__all__ = ["run_audit", "merge_reports", "verify_report", "build_report", "write_report", "AuditConfig"]
+__all__ = ["run_audit", "verify_report", "build_report", "write_report", "AuditConfig"]

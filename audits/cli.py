@@ -178,7 +178,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from audits.api import merge_reports
+    from audits.merge import merge_reports
     from audits.signing import load_public_keys
     from secgan.keys.signing import load_verify_key
 

@@ -300,7 +300,7 @@ def stage_audit(cfg: DemoConfig, kits: dict[str, Path], checkpoint: Path) -> dic
                                   config=audit_cfg)
         print(f"      {site}: verdict {reports[site]['verdict']}", flush=True)
     # The coordinator's side: verify every site's signature against the signed manifest, summarise.
-    from audits.api import merge_reports
+    from audits.merge import merge_reports
     from audits.signing import load_public_keys
 
     kit = cfg.out / "kits" / "coordinator"

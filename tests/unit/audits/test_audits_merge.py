@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from audits.api import merge_reports
+from audits.merge import merge_reports
 from audits.signing import REPORT_HTML, sign_report, write_report_json
 from secgan.keys.signing import generate_signing_key, write_signing_key
 
