@@ -91,6 +91,12 @@ def figure_title(cfg: SweepConfig, n_sites: int) -> str:
     return f"{n_sites} sites, {steps}, {cfg.gan.runs} GAN(s) x {len(cfg.seeds)} U-Net seed(s)"
 
 
+def _accounting(cfg: SweepConfig) -> str:
+    if (cfg.privacy.policy or {}).get("accountant", "rdp") == "prv":
+        return "PRV accounting: the smaller of the PRV upper bound and RDP"
+    return "RDP accounting"
+
+
 def notes(cfg: SweepConfig, rows: list[dict]) -> list[str]:
     """The page's notes on how the rows were made."""
     by = {r["setting"]: r for r in rows}
@@ -101,7 +107,7 @@ def notes(cfg: SweepConfig, rows: list[dict]) -> list[str]:
         "brain slices (3-D Dice/HD95 per patient, then averaged).",
         "Syn-All: the same G and D trained by the same runner on one site pooling every site's patients, "
         "with the per-step batch times the number of sites.",
-        "DP runs: DP-SGD at each site (Opacus, Poisson sampling of patients, RDP accounting), noise "
+        f"DP runs: DP-SGD at each site (Opacus, Poisson sampling of patients, {_accounting(cfg)}), noise "
         "calibrated so the planned steps spend the target epsilon; epsilon_spent is the largest spent "
         "epsilon reported by a site.",
     ]
