@@ -68,7 +68,7 @@ def audit_ratio(n_synthetic: int, size: int, device: str) -> list[dict]:
     from audits.cohort import make_cohort
     from audits.core import AuditConfig, audit_arrays
     from secgan.data.brats import Case
-    from secgan.data.dataset import case_to_slices
+    from secgan.data.slicing import case_to_slices
     from secgan.data.phantom import synthesize_case
     from secgan.core.spec import IMAGE_CHANNELS
 

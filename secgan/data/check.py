@@ -15,7 +15,8 @@ from secgan.core.errors import DataError
 from secgan.core.spec import IMAGE_CHANNELS
 from secgan.data import brainmask
 from secgan.data.brats import CaseError, ReaderLimits, read_case
-from secgan.data.dataset import case_to_slices, crop_margin_for, geometry_tag, prepare_case, read_split
+from secgan.data.dataset import crop_margin_for, geometry_tag, prepare_case, read_split
+from secgan.data.slicing import case_to_slices
 from secgan.data.labels import LABEL_NAMES
 from secgan.data.layouts import discover_cases, resolve_layout
 

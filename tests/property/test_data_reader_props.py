@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from secgan.data.brats import CaseError, ReaderLimits, open_checked, read_labels
-from secgan.data.dataset import normalise_volume
+from secgan.data.slicing import normalise_volume
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from secgan.data.brats import Case
-from secgan.data.dataset import case_to_slices
+from secgan.data.slicing import case_to_slices
 from secgan.data.phantom import synthesize_case
 from secgan.core.spec import IMAGE_CHANNELS
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from secgan.data.brats import Case
-from secgan.data.dataset import case_to_slices, load_site, normalise_volume, read_split
+from secgan.data.dataset import load_site, read_split
+from secgan.data.slicing import case_to_slices, normalise_volume
 from secgan.core.errors import DataError
 from secgan.core.spec import decode_condition
 
