@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bank-dir", type=Path, default=None, help="label-map bank folder (with --source bank)")
     parser.add_argument("--no-nifti", action="store_true", help="skip the BraTS-layout NIfTI copy")
     parser.add_argument("--no-previews", action="store_true")
+    parser.add_argument("--pixel-mm", type=float, default=None,
+                        help="in-plane pixel size the NIfTI copies state (default: unknown, said so in their header)")
     parser.add_argument("--force", action="store_true",
                         help="replace a previous sample in --out (its synthetic.safetensors, nifti/, previews/)")
 
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     images, conds = sample_generator(args.checkpoint, n=args.n, seed=args.seed, source=args.source, bank_dir=args.bank_dir)
     remove_outputs(previous)  # only once the new sample exists
     write_synthetic(args.out, images, conds, previews=not args.no_previews, nifti=not args.no_nifti,
-                    meta={"seed": args.seed, "source": args.source}, generator_checkpoint=args.checkpoint)
+                    meta={"seed": args.seed, "source": args.source}, generator_checkpoint=args.checkpoint,
+                    pixel_mm=args.pixel_mm)
     print(f"wrote {args.n} samples to {args.out}")
     return 0

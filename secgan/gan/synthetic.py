@@ -57,10 +57,12 @@ def write_synthetic(
     slices_per_case: int = 16,
     meta: dict | None = None,
     generator_checkpoint: str | Path | None = None,
+    pixel_mm: float | None = None,
 ) -> Path:
     """Write a synthetic folder (see module doc). Returns ``out_dir``.
 
-    ``generator_checkpoint``: the checkpoint the samples were drawn from; its SHA-256 is recorded."""
+    ``generator_checkpoint``: the checkpoint the samples were drawn from; its SHA-256 is recorded.
+    ``pixel_mm``: the in-plane pixel size the NIfTI copies state (None: unknown, said so in the header)."""
     out_dir = Path(out_dir)
     images = _as_array(images, "images")
     conds = _as_array(conds, "conds")
@@ -72,6 +74,8 @@ def write_synthetic(
         raise DataError("samples contain NaN or infinite values")
     if slices_per_case < 1:
         raise ValueError("slices_per_case must be >= 1")
+    if pixel_mm is not None and not (isinstance(pixel_mm, (int, float)) and 0.01 <= pixel_mm <= 100.0):
+        raise ValueError(f"pixel_mm must be a number in 0.01..100 (mm), got {pixel_mm!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     header = {"format": "secgan-synthetic/1", "n": str(images.shape[0]), "meta": json.dumps(meta or {}, sort_keys=True)}
     if generator_checkpoint is not None:
@@ -80,7 +84,7 @@ def write_synthetic(
         header[GENERATOR_SHA256] = file_sha256(checkpoint_file(generator_checkpoint))
     atomic_write_bytes(out_dir / SYNTHETIC_FILE, safetensors_bytes({"images": images, "conds": conds}, header))
     if nifti:
-        _write_nifti_cases(out_dir / "nifti", images, conds, slices_per_case)
+        _write_nifti_cases(out_dir / "nifti", images, conds, slices_per_case, pixel_mm)
     if previews:
         k = min(8, images.shape[0])
         save_grid(out_dir / "previews" / "samples.png", None, images[:k], conds[:k])
@@ -129,12 +133,27 @@ def read_synthetic_metadata(folder: str | Path) -> dict[str, str]:
         raise DataError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
 
 
-def _write_nifti_cases(folder: Path, images: np.ndarray, conds: np.ndarray, per_case: int) -> None:
+# NIfTI xform code 2, "aligned anatomical": RAS+ axes, but not a scanner's coordinates (code 1 would claim them)
+SYNTHETIC_XFORM_CODE = 2
+
+
+def synthetic_affine(pixel_mm: float | None) -> np.ndarray:
+    """The affine of a synthetic case: RAS+ axes (the slices are canonical, as the reader makes real
+    ones), ``pixel_mm`` in every direction (1 when unknown; the header then says it is unknown)."""
+    p = 1.0 if pixel_mm is None else float(pixel_mm)
+    return np.diag([p, p, p, 1.0])
+
+
+def _write_nifti_cases(folder: Path, images: np.ndarray, conds: np.ndarray, per_case: int,
+                       pixel_mm: float | None = None) -> None:
     import nibabel as nib
 
     folder.mkdir(parents=True, exist_ok=True)
     n, _, h, w = images.shape
-    affine = np.eye(4)
+    affine = synthetic_affine(pixel_mm)
+    # what the geometry is, in the header's own words (80 bytes at most)
+    descrip = "secgan synthetic: independent 2-D slices; " + (
+        f"pixel {pixel_mm:g} mm" if pixel_mm is not None else "pixel size unknown")
     ids = []
     for k, start in enumerate(range(0, n, per_case)):
         img = images[start : start + per_case]
@@ -149,17 +168,19 @@ def _write_nifti_cases(folder: Path, images: np.ndarray, conds: np.ndarray, per_
         case_dir.mkdir(exist_ok=True)
         for c, name in enumerate(IMAGE_CHANNELS):
             vol = np.ascontiguousarray(np.moveaxis(img[:, c], 0, 2), dtype=np.float32)  # [H, W, s]
-            _save_nifti(case_dir / f"{cid}_{name}.nii.gz", vol, affine, nib)
-        _save_nifti(case_dir / f"{cid}_seg.nii.gz", np.ascontiguousarray(np.moveaxis(segs, 0, 2), dtype=np.int16), affine, nib)
+            _save_nifti(case_dir / f"{cid}_{name}.nii.gz", vol, affine, nib, descrip, pixel_mm is not None)
+        _save_nifti(case_dir / f"{cid}_seg.nii.gz", np.ascontiguousarray(np.moveaxis(segs, 0, 2), dtype=np.int16),
+                    affine, nib, descrip, pixel_mm is not None)
         ids.append(cid)
     atomic_write_json(folder / "split.json", {"train": ids, "test": []})
 
 
-def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, nib) -> None:
+def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, nib, descrip: str, known_size: bool) -> None:
     img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm" if known_size else "unknown", "unknown")
+    img.header["descrip"] = descrip.encode("ascii")[:79]
+    img.set_qform(affine, code=SYNTHETIC_XFORM_CODE)
+    img.set_sform(affine, code=SYNTHETIC_XFORM_CODE)
     atomic_write_bytes(path, img.to_bytes() if not str(path).endswith(".gz") else _gz(img.to_bytes()))
 
 
