@@ -27,7 +27,7 @@ from secgan.net.transport import make_dealer
 
 from tests.integration.net_helpers import coordinator_proc, free_port, make_kit, site_proc, stand_in_coordinator
 from tests.integration.test_net_badframes import LIMITS, POLICY, Peer
-from tests.property.test_wire_fields import FIELDS, NASTY, json_any, valid_frames
+from tests.property.test_wire_fields import FIELDS, NASTY, json_any, substitute
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,15 +39,7 @@ LIVE_NASTY = [v for v in NASTY if not (isinstance(v, str) and len(v) > 10_000)] 
 def fuzzed(field: tuple[str, str, str], value, *, run: str, round: int, seq: int, site: str) -> list[bytes]:
     """A valid message of the field's type with that one field replaced by ``value``."""
     mtype, where, key = field
-    header, frames = valid_frames(mtype)
-    header.update(run=run, round=round, step=0, seq=seq, site=site)
-    if where == "envelope":
-        header[key] = value
-    elif where == "body":
-        header["body"][key] = value
-    else:
-        header["tensors"][0][key] = value
-    return [json.dumps(header, ensure_ascii=False).encode("utf-8", "surrogatepass"), *frames]
+    return substitute(mtype, where, key, value, run=run, round=round, step=0, seq=seq, site=site)
 
 
 def drain(sock: zmq.Socket, *, routed: bool) -> list:

@@ -89,8 +89,11 @@ FIELDS = sorted(
 )
 
 
-def substitute(mtype: str, where: str, key: str, value) -> list[bytes]:
+def substitute(mtype: str, where: str, key: str, value, **envelope) -> list[bytes]:
+    """A valid message of type ``mtype`` with one field (``where``: envelope, body or tensor) set to
+    ``value``; ``envelope``: envelope fields set first (run, round, seq, ...)."""
     header, frames = valid_frames(mtype)
+    header.update(envelope)
     if where == "envelope":
         header[key] = value
     elif where == "body":

@@ -10,29 +10,12 @@ from secgan.cli import main
 from secgan.data.phantom import write_phantom
 from secgan.gan.synthetic import read_synthetic
 
+from tests.unit.simulation.test_simulation_runner import CONFIG as RUN_CONFIG
+
 from . import layout_fixtures as fx
 
-CONFIG = """
-run_id = "s64"
-[image]
-size = 64
-[model]
-g_width = 8
-g_depth = 2
-d_width = 8
-d_layers = 2
-noise_dim = 4
-[train]
-steps = 2
-batch_size = 2
-checkpoint_every = 2
-seed = 3
-[data]
-site_dirs = [{sites}]
-[privacy]
-mode = "off"
-allow_off = true
-"""
+# the runner test's tiny model and plain run, at 64 px
+CONFIG = RUN_CONFIG.replace('run_id = "t"', 'run_id = "s64"').replace("size = 32", "size = 64")
 
 
 def test_train_sample_evaluate_at_64(tmp_path: Path, capsys):
@@ -47,7 +30,7 @@ def test_train_sample_evaluate_at_64(tmp_path: Path, capsys):
     assert main(["data", "check", str(root), "--image-size", "64", "--min-tumour-pixels", "1"]) == 0
     assert "layout brats2023" in capsys.readouterr().out
     cfg = tmp_path / "run.toml"
-    cfg.write_text(CONFIG.format(sites=", ".join(f'"{root / s}"' for s in ("site-1", "site-2"))))
+    cfg.write_text(CONFIG.format(steps=2, sites=", ".join(f'"{root / s}"' for s in ("site-1", "site-2"))))
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "run.json").read_text())["steps_done"] == 2
