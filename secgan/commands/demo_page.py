@@ -44,6 +44,8 @@ site, on its own patients, and signed with the site's key.</p>
 <td class="num">{{ s.eps_lb }}</td>
 <td><a href="{{ s.report_html }}">report.html</a> · <a href="{{ s.report_json }}">report.json</a></td></tr>
 {% endfor %}</table>
+{% set why = sites|selectattr("why")|list %}{% if why %}<p>Why a verdict is not Green (the findings that decide it; the
+report has the rest):</p><ul>{% for s in why %}<li>{{ s.site }}, {{ s.verdict }}: {{ s.why }}</li>{% endfor %}</ul>{% endif %}
 <p>Federation summary, every signature verified against the signed manifest:
 <a href="audits/summary.html">audits/summary.html</a> (<a href="audits/summary.json">json</a>).</p>
 <p class="note">Check a report's signature (from this folder):
@@ -90,6 +92,15 @@ def _fmt(x: Any, digits: int = 2) -> str:
     return str(x)
 
 
+def _deciding_reason(report: dict, verdict: str) -> str:
+    """The reasons of the findings at the report's verdict, the ones that decide it ("" for Green or
+    no report)."""
+    if verdict.lower() in ("green", "not run"):
+        return ""
+    return "; ".join(str(f.get("reason", "")) for f in report.get("findings") or []
+                     if isinstance(f, dict) and str(f.get("level", "")).lower() == verdict.lower())
+
+
 def _site_rows(out: Path, run_summary: dict, reports: dict[str, dict]) -> list[dict]:
     rows = []
     sites = run_summary.get("sites", {})
@@ -108,6 +119,7 @@ def _site_rows(out: Path, run_summary: dict, reports: dict[str, dict]) -> list[d
             "verdict": verdict.capitalize(),
             "colour": VERDICT_COLOURS.get(verdict.lower(), "#555"),
             "eps_lb": f"{_fmt(claim.get('empirical_lb'))} (resolvable: up to {_fmt(claim.get('max_resolvable'))})",
+            "why": _deciding_reason(rep, verdict),
             "report_html": f"audits/{site}/report.html",
             "report_json": f"audits/{site}/report.json",
         })
