@@ -14,6 +14,8 @@ Entry points:
 Modules: ``stats`` (Clopper-Pearson, empirical epsilon, ROC), ``neighbours`` (blocked exact
 nearest-neighbour search), ``features`` (pixels, contrastive embedding trained at audit time),
 ``membership`` (attacks and their evaluation), ``memorisation`` (DCR, NNDR, C_T, near-duplicates,
-graded by patient-level permutation tests), ``rubric`` + ``rubric-v2.toml`` (verdict; ``rubric-v1.toml``
-kept so old reports can be re-graded), ``report`` + ``templates/`` (HTML), ``signing``.
+graded by patient-level permutation tests), ``copies`` (copies of any real image of the site, warp
+tolerant), ``claim`` (the ledger's claim), ``merge`` (the federation summary), ``rubric`` +
+``rubric-v3.toml`` (verdict; ``rubric-v1/v2.toml`` kept so old reports can be re-graded), ``report`` +
+``templates/`` (HTML), ``signing``.
 """

@@ -1,7 +1,7 @@
-"""The verdict: a versioned rubric file maps audit results to Green / Amber / Red / Critical.
+"""The verdict: a versioned rubric file maps audit results to Green / Amber / Inconclusive / Red / Critical.
 
 Every check yields a finding with its level and a plain-language reason; the overall verdict is
-the worst finding. The rubric is data (``rubric-v2.toml``; older versions stay beside it so old
+the worst finding. The rubric is data (``rubric-v3.toml``; older versions stay beside it so old
 reports can be re-graded as they were), so changing a threshold means writing a new version, and
 each report records which version (and its SHA-256) graded it.
 """
