@@ -156,14 +156,8 @@ def _other_patients(site, size: int):
                        **site.read.load_kwargs())
     except DataError:  # nobody unlisted (or nobody usable)
         return None
-    ids, ims, cos, grp = [], [], [], []
-    for i, cid in enumerate(ps.case_ids):
-        im, co = ps.images(i), ps.conds(i)
-        grp.append(np.full(len(im), i, dtype=np.int64))
-        ids.append(cid)
-        ims.append(im)
-        cos.append(co)
-    return ids, np.concatenate(ims), np.concatenate(cos), np.concatenate(grp)
+    images, conds, _, groups = ps.all_slices()
+    return list(ps.case_ids), images, conds, groups
 
 
 def _plots(result: dict) -> dict[str, str | None]:

@@ -67,21 +67,10 @@ def audit_ratio(n_synthetic: int, size: int, device: str) -> list[dict]:
     """Wall time of a whole audit over the wall time of its pixel NN search alone."""
     from audits.cohort import make_cohort
     from audits.core import AuditConfig, audit_arrays
-    from secgan.data.brats import Case
-    from secgan.data.slicing import case_to_slices
-    from secgan.data.phantom import synthesize_case
-    from secgan.core.spec import IMAGE_CHANNELS
+    from secgan.data.phantom import phantom_slices
 
     def patients(ids, site):
-        ims, cos, grp = [], [], []
-        for k, p in enumerate(ids):
-            vols, seg, aff = synthesize_case(7, site, p, size=size, slices=16)
-            case = Case(f"P{p}", {m: v.astype(np.float32) for m, v in vols.items()}, seg.astype(np.int16), aff)
-            im, co, _ = case_to_slices(case, image_size=size, modalities=IMAGE_CHANNELS, min_tumour_pixels=10)
-            ims.append(im)
-            cos.append(co)
-            grp.append(np.full(len(im), k, dtype=np.int64))
-        return np.concatenate(ims), np.concatenate(cos), np.concatenate(grp)
+        return phantom_slices(ids, seed=7, site=site, size=size, slices=16, min_tumour_pixels=10)
 
     im, co, gr = patients(range(1, 61), 1)
     members = make_cohort("members", im[gr < 40], co[gr < 40], gr[gr < 40])

@@ -321,6 +321,25 @@ def synthesize_case(seed: int, site: int, patient: int, *, size: int, slices: in
     return volumes, seg, affine
 
 
+def phantom_slices(patients, *, seed: int, site: int, size: int, slices: int,
+                   min_tumour_pixels: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The listed phantom patients sliced in memory as a site's loader would slice them, without
+    writing NIfTI: (images [N,4,H,W], conds [N,4,H,W], patient index [N] in list order)."""
+    from secgan.data.brats import Case
+    from secgan.data.slicing import case_to_slices
+
+    ims, cos, grp = [], [], []
+    for k, p in enumerate(patients):
+        vols, seg, aff = synthesize_case(seed, site, p, size=size, slices=slices)
+        case = Case(f"P{p}", {m: v.astype(np.float32) for m, v in vols.items()}, seg.astype(np.int16), aff)
+        im, co, _ = case_to_slices(case, image_size=size, modalities=IMAGE_CHANNELS,
+                                   min_tumour_pixels=min_tumour_pixels)
+        ims.append(im)
+        cos.append(co)
+        grp.append(np.full(len(im), k, dtype=np.int64))
+    return np.concatenate(ims), np.concatenate(cos), np.concatenate(grp)
+
+
 def patient_split(seed: int, site: int, ids: list[str], test_fraction: float,
                   style: PhantomStyle = SITE_STYLE) -> dict[str, list[str]]:
     """Patient-level train/test split, deterministic in (seed, site, style); both sides non-empty."""

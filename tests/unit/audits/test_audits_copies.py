@@ -26,13 +26,18 @@ def _cohorts(im, co, gr, members: np.ndarray):
             make_cohort("non-members", im[non], co[non], gr[non]))
 
 
+def _site(patients: int, others: int, slices: int) -> dict:
+    """A site of ``patients`` phantom patients (the first 40 train), plus ``others`` of site 2."""
+    im, co, gr = phantom_slices(range(1, patients + 1), size=16, slices=slices)
+    members, nonmembers = _cohorts(im, co, gr, gr < 40)
+    oim, oco, _ = phantom_slices(range(1, others + 1), size=16, slices=slices, site=2)
+    return {"members": members, "nonmembers": nonmembers, "other_site": (oim, oco)}
+
+
 @pytest.fixture(scope="module")
 def demo_site():
     """The demo site's sample sizes: 40 training and 20 held-out patients, plus another site's 20."""
-    im, co, gr = phantom_slices(range(1, 61), size=16, slices=8)
-    members, nonmembers = _cohorts(im, co, gr, gr < 40)
-    oim, oco, _ = phantom_slices(range(1, 21), size=16, slices=8, site=2)
-    return {"members": members, "nonmembers": nonmembers, "other_site": (oim, oco)}
+    return _site(60, 20, slices=8)
 
 
 def _grade(site, images, *, claimed: float, conds=None, **kw):
@@ -107,10 +112,7 @@ def test_demo_sample_sizes_cannot_resolve_a_claim_of_ten(demo_site) -> None:
 @pytest.fixture(scope="module")
 def big_site():
     """Enough held-out patients (210) for the 1% FPR heading, so a small claim is resolvable."""
-    im, co, gr = phantom_slices(range(1, 251), size=16, slices=4)
-    members, nonmembers = _cohorts(im, co, gr, gr < 40)
-    oim, oco, _ = phantom_slices(range(1, 61), size=16, slices=4, site=2)
-    return {"members": members, "nonmembers": nonmembers, "other_site": (oim, oco)}
+    return _site(250, 60, slices=4)
 
 
 @pytest.mark.parametrize("kind", ["other_site", "uniform_noise", "gaussian_noise"])

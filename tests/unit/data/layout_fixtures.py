@@ -13,6 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from secgan.data.phantom import _save_nifti
+
 SHAPE = (48, 48, 16)
 MODS = ("t1", "t1ce", "t2", "flair")
 GLI_TAGS = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
@@ -55,11 +57,7 @@ def ras_to_lps(a: np.ndarray) -> np.ndarray:
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, str(path))
+    _save_nifti(path, data, affine)  # the phantom's writer: a scanner-coded qform and sform, mm
     return path
 
 
