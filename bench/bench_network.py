@@ -64,15 +64,16 @@ def _site_process(site_dir: str, site_id: str, pub: bytes, sec: bytes, spub: byt
     from secgan.data.dataset import load_site
     from secgan.privacy.policy import PrivacyPolicy
     from sites.learner import SiteLearner
+    from secgan.settings import SiteConfig
     from sites.config import NodeConfig
     from sites.node import SiteNode
 
     ds = load_site(Path(site_dir), split="train", image_size=IMAGE.size)
     learner = SiteLearner(dataset=ds, policy=PrivacyPolicy(mode="off", allow_off=True), model=MODEL, image=IMAGE,
                           train=train, generator_seed=seed, state_dir=Path(state_dir))
-    node = SiteNode(NodeConfig(site_id=site_id, endpoint=endpoint, client_public=pub, client_secret=sec,
-                               server_public=spub, state_dir=Path(state_dir), image=IMAGE,
-                               policy_summary=POLICY_OFF, accept_sources=("procedural",)), learner)
+    settings = SiteConfig(site_id=site_id, data_dir=site_dir, coordinator_endpoint=endpoint, state_dir=state_dir,
+                          image=IMAGE, model=MODEL, train=train, policy=learner.policy)
+    node = SiteNode(NodeConfig(settings=settings, client_public=pub, client_secret=sec, server_public=spub), learner)
     node.serve(install_signals=False)
 
 
@@ -83,8 +84,8 @@ def bench_step_time(tmp: Path, steps: int, batch: int, n_sites: int) -> tuple[fl
     from secgan.run.config import DataConfig, RunConfig
     from secgan.simulation.runner import run_inprocess
 
-    from coordinator.scheduler import QuorumPolicy
-    from coordinator.service import Coordinator, ServiceConfig
+    from coordinator.config import CoordinatorConfig, ServiceConfig
+    from coordinator.service import Coordinator
 
     tmp = tmp / f"sites-{n_sites}"
     dirs = write_phantom(tmp / "phantom", sites=n_sites, patients=8, seed=7, size=32, slices=16)
@@ -105,11 +106,11 @@ def bench_step_time(tmp: Path, steps: int, batch: int, n_sites: int) -> tuple[fl
              for i, (d, (sid, (pub, sec))) in enumerate(zip(dirs, keys.items()))]
     for p in procs:
         p.start()
-    service = ServiceConfig(bind=endpoint, server_public=spub, server_secret=ssec,
-                            site_keys={s: k[0] for s, k in keys.items()}, state_dir=tmp / "coord", run_id="bench",
-                            image=IMAGE, model=MODEL, train=train,
-                            quorum=QuorumPolicy(min_sites=n_sites, round_deadline_s=30.0, startup_grace_s=60.0),
-                            heartbeat_timeout_s=60.0)
+    settings = CoordinatorConfig(port=port, state_dir=str(tmp / "coord"), run_id="bench", image=IMAGE, model=MODEL,
+                                 train=train, min_sites=n_sites, round_deadline_s=30.0, heartbeat_timeout_s=60.0,
+                                 startup_grace_s=60.0)
+    service = ServiceConfig(settings=settings, server_public=spub, server_secret=ssec,
+                            site_keys={s: k[0] for s, k in keys.items()})
     try:
         result = Coordinator(service).serve(install_signals=False)
     finally:
@@ -218,22 +219,23 @@ def _stand_ins(endpoint: str, spub: bytes, keys: dict[str, tuple[bytes, bytes]],
 
 
 def per_message_time(n_sites: int, steps: int, tmp: Path) -> float:
-    from coordinator.scheduler import QuorumPolicy
-    from coordinator.service import Coordinator, ServiceConfig
+    from coordinator.config import CoordinatorConfig, ServiceConfig
+    from coordinator.service import Coordinator
 
     image = ImageSpec(size=16)
     model = ModelConfig(g_width=4, g_depth=1, d_width=4, d_layers=1, noise_dim=2)
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    port = _free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
     spub, ssec = zmq.curve_keypair()
     keys = {f"s{i}": zmq.curve_keypair() for i in range(n_sites)}
     stop = threading.Event()
     thread = threading.Thread(target=_stand_ins, args=(endpoint, spub, keys, stop), daemon=True)
-    service = ServiceConfig(bind=endpoint, server_public=spub, server_secret=ssec,
-                            site_keys={s: k[0] for s, k in keys.items()}, state_dir=tmp / f"coord-{n_sites}",
-                            run_id="bench", image=image, model=model,
-                            train=TrainConfig(steps=steps, batch_size=2, checkpoint_every=10**6),
-                            quorum=QuorumPolicy(min_sites=n_sites, round_deadline_s=30.0, startup_grace_s=60.0),
-                            heartbeat_timeout_s=120.0, self_check=False)
+    settings = CoordinatorConfig(port=port, state_dir=str(tmp / f"coord-{n_sites}"), run_id="bench", image=image,
+                                 model=model, train=TrainConfig(steps=steps, batch_size=2, checkpoint_every=10**6),
+                                 min_sites=n_sites, round_deadline_s=30.0, heartbeat_timeout_s=120.0,
+                                 startup_grace_s=60.0, self_check=False)
+    service = ServiceConfig(settings=settings, server_public=spub, server_secret=ssec,
+                            site_keys={s: k[0] for s, k in keys.items()})
     coord = Coordinator(service)
     thread.start()
     try:

@@ -27,37 +27,16 @@ def build_service_config(cfg, manifest, *, progress: bool | None = None):
     """CoordinatorConfig + verified Manifest -> ServiceConfig (keys read here, at the edge)."""
     from secgan.keys.curve import load_curve_keypair
 
-    from coordinator.scheduler import QuorumPolicy
-    from coordinator.service import ServiceConfig
+    from coordinator.config import ServiceConfig
 
     public, secret = load_curve_keypair(cfg.keys_dir, cfg.key_name)
     return ServiceConfig(
-        bind=cfg.bind,
+        settings=cfg,
         server_public=public,
         server_secret=secret,
         site_keys={s.site_id: s.curve_public for s in manifest.sites},
-        state_dir=Path(cfg.state_dir),
-        run_id=cfg.run_id,
-        image=cfg.image,
-        model=cfg.model,
-        train=cfg.train,
-        quorum=QuorumPolicy(
-            min_sites=cfg.min_sites,
-            round_deadline_s=cfg.round_deadline_s,
-            max_attempts=cfg.max_round_attempts,
-            readmission_wait_s=max(cfg.heartbeat_timeout_s * 3, cfg.round_deadline_s),
-            startup_grace_s=cfg.heartbeat_timeout_s,
-        ),
-        condition_source=cfg.condition_source,
-        bank_dir=Path(cfg.bank_dir) if cfg.bank_dir else None,
-        aggregation=cfg.aggregation,
         agreement_roster=manifest.agreement_roster() if cfg.aggregation == "secure-sum" else None,
-        heartbeat_timeout_s=cfg.heartbeat_timeout_s,
-        limits=cfg.wire,
-        tuning=cfg.tuning,
         progress=progress,
-        run_json_every_s=cfg.run_json_every_s,
-        device=cfg.device,
     )
 
 

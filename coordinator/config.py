@@ -1,6 +1,7 @@
 """The coordinator's configuration: ``coordinator.toml`` (:class:`CoordinatorConfig`, loaded and
 checked against the signed manifest at the CLI edge) and what the process runs from once the keys
-are read (:class:`ServiceConfig`), with the run config its generator is built and checkpointed with.
+are read (:class:`ServiceConfig`: those settings plus the keys and the verified roster, nothing
+copied), with the run config its generator is built and checkpointed with.
 
 :func:`verify_coordinator_federation` is what the coordinator calls at start, before opening a
 socket: it verifies the manifest with its own signing key and checks that it lists this
@@ -62,8 +63,15 @@ class CoordinatorConfig:
     heartbeat_interval_s: float = field(default=1.0, metadata=POSITIVE)
     # an idle site silent this long is marked dead (readmitted when it says Hello again)
     heartbeat_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    # before the first round, wait this long for every manifest site to say Hello; default heartbeat_timeout_s
+    startup_grace_s: float | None = field(default=None, metadata=rng(min=0.0))
     # how often state_dir/run.json is rewritten during the run
     run_json_every_s: float = field(default=5.0, metadata=POSITIVE)
+    # "waiting_for_sites" names the manifest's sites without a Hello, first after the start-up grace
+    # (heartbeat_timeout_s), then every this many seconds while any is missing
+    waiting_warn_every_s: float = field(default=60.0, metadata=POSITIVE)
+    # at start, prove that the authenticator refuses an unknown key before serving (off only in tests and benches)
+    self_check: bool = True
     # where label maps come from: procedural (no patient data), bank (bank_dir), site (refused with DP)
     condition_source: str = field(default="procedural", metadata=choices(*CONDITION_SOURCES))
     # folder of label maps the coordinator may legitimately hold, for condition_source = bank
@@ -116,6 +124,18 @@ class CoordinatorConfig:
                                      aggregation=self.aggregation)
         if problem is not None:
             raise ValueError(problem)
+
+    @property
+    def quorum(self) -> QuorumPolicy:
+        """The round rules these settings give (the one place they are derived): a site that misses
+        rounds is waited for max(3 heartbeat timeouts, one round deadline) before the run stops, and
+        before the first round every able site is waited for ``startup_grace_s`` (default one heartbeat
+        timeout)."""
+        return QuorumPolicy(min_sites=self.min_sites, round_deadline_s=self.round_deadline_s,
+                            max_attempts=self.max_round_attempts,
+                            readmission_wait_s=max(self.heartbeat_timeout_s * 3, self.round_deadline_s),
+                            startup_grace_s=self.heartbeat_timeout_s if self.startup_grace_s is None
+                            else self.startup_grace_s)
 
     @property
     def bind(self) -> str:
@@ -173,37 +193,21 @@ def verify_coordinator_federation(cfg: CoordinatorConfig) -> "Manifest":
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Everything the coordinator process needs, resolved at the CLI edge (no file reading below)."""
+    """What the coordinator process runs from: its settings (``coordinator.toml``, unchanged) and what
+    the CLI edge read from files for them: the CURVE key pair and, from the VERIFIED manifest, the
+    sites' keys and (secure-sum) their agreement keys. No file reading below it, and no setting copied."""
 
-    bind: str
+    settings: CoordinatorConfig
     server_public: bytes
     server_secret: bytes
     site_keys: dict[str, bytes]  # site id -> z85 CURVE public key, from the VERIFIED manifest
-    state_dir: Path
-    run_id: str
-    image: ImageSpec
-    model: ModelConfig
-    train: TrainConfig
-    quorum: QuorumPolicy
-    condition_source: str = "procedural"
-    bank_dir: Path | None = None
-    aggregation: str = "routed"  # or "secure-sum" (needs agreement_roster)
     # site id -> x25519_public from the VERIFIED manifest (secure-sum only)
     agreement_roster: dict[str, str] | None = None
-    heartbeat_timeout_s: float = 10.0
-    limits: WireLimits = field(default_factory=WireLimits)
-    tuning: SocketTuning = field(default_factory=SocketTuning)
     progress: bool | None = None  # None: a bar when stderr is a TTY
-    run_json_every_s: float = 5.0
-    # "waiting_for_sites" names the manifest's sites without a Hello, first after the start-up
-    # grace (quorum.startup_grace_s), then every this many seconds while any is missing
-    waiting_warn_every_s: float = 60.0
-    self_check: bool = True
-    device: str = "cpu"
 
 
-def generator_run_config(cfg: ServiceConfig) -> RunConfig:
+def generator_run_config(settings: CoordinatorConfig) -> RunConfig:
     """The run config G is built from and checkpointed with (the sites' side is theirs)."""
-    return RunConfig(image=cfg.image, model=cfg.model, train=cfg.train, run_id=cfg.run_id, device=cfg.device,
-                     data=DataConfig(condition_source=cfg.condition_source,
-                                     bank_dir=str(cfg.bank_dir) if cfg.bank_dir else None))
+    return RunConfig(image=settings.image, model=settings.model, train=settings.train, run_id=settings.run_id,
+                     device=settings.device,
+                     data=DataConfig(condition_source=settings.condition_source, bank_dir=settings.bank_dir))

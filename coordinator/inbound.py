@@ -83,7 +83,7 @@ class Inbound:
         self.registry.seen(site, now=now, nbytes=nbytes)
         rec = self.registry[site]
         try:
-            env, msg = codec.decode(payload, limits=self.cfg.limits)
+            env, msg = codec.decode(payload, limits=self.settings.wire)
             if env.site != site:
                 raise ProtocolError("identity_mismatch", "header names another site than the authenticated key")
             # a Hello starts a new session (e.g. a restarted site): checked without the old
@@ -92,7 +92,7 @@ class Inbound:
             fresh = isinstance(msg, Hello)
             self.guard.check(env, peer=site, new_session=fresh,
                              max_round=self.scheduler.round_number, max_step=self.scheduler.step)
-            check_stage(state=rec.state, msg=msg, run_id=self.cfg.run_id,
+            check_stage(state=rec.state, msg=msg, run_id=self.settings.run_id,
                         current_round=self.scheduler.round_number or None,
                         in_flight=self.scheduler.in_flight_for(site))
             self._dispatch(site, routing_id, msg, nbytes, now)
@@ -142,14 +142,14 @@ class Inbound:
         if rec.state == REMOVED:  # final for this run, whatever this Hello says: told again, never welcomed
             self.registry.welcome(site, routing_id=routing_id, now=now, policy=policy)  # counted; stays removed
             log.info("site_still_removed", site=site, reason=rec.stop_reason)
-            self._send(site, Stop(run_id=self.cfg.run_id, reason=rec.stop_reason or "removed"))
+            self._send(site, Stop(run_id=self.settings.run_id, reason=rec.stop_reason or "removed"))
             return
         if not (rec.state == WELCOMED and rec.routing_id == routing_id):
             # a new connection (restart, reconnect): what it had in flight belonged to the old one;
             # a repeated Hello on the same connection is only a retry and changes nothing
             self.scheduler.on_site_lost(site)
-        if self.cfg.condition_source not in sources:
-            reason = f"the site's policy does not accept condition source {self.cfg.condition_source!r}"
+        if self.settings.condition_source not in sources:
+            reason = f"the site's policy does not accept condition source {self.settings.condition_source!r}"
             self.registry.exclude(site, routing_id=routing_id, reason="source_refused")
             log.warning("site_excluded", site=site, reason="source_refused")
             self._send(site, ErrorReply(code="source_refused", detail=reason), routing_id=routing_id)
@@ -158,9 +158,9 @@ class Inbound:
         rec = self.registry[site]
         log.info("site_welcomed", site=site, mode=policy.get("mode"), hellos=rec.hellos,
                  resume_step=msg.resume_step, state=rec.state)
-        self._send(site, Welcome(version=PROTOCOL_VERSION, run_id=self.cfg.run_id, image_size=self.cfg.image.size,
-                                 model=to_dict(self.cfg.model), condition_source=self.cfg.condition_source,
-                                 planned_steps=self.cfg.train.steps, aggregation=self.cfg.aggregation))
+        self._send(site, Welcome(version=PROTOCOL_VERSION, run_id=self.settings.run_id, image_size=self.settings.image.size,
+                                 model=to_dict(self.settings.model), condition_source=self.settings.condition_source,
+                                 planned_steps=self.settings.train.steps, aggregation=self.settings.aggregation))
 
     def _handle_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message

@@ -79,20 +79,22 @@ class _SelfCheckDenialIsInfo(logging.Filter):
 
 class Coordinator(Inbound, Upkeep):
     def __init__(self, cfg: ServiceConfig, *, resume: bool = False) -> None:
-        if cfg.aggregation not in AGGREGATIONS:
-            raise SecganError(f"aggregation {cfg.aggregation!r} is not served by this coordinator")
-        if cfg.aggregation == "secure-sum":
-            if cfg.condition_source not in SECURE_SUM_SOURCES:
+        settings = cfg.settings
+        if settings.aggregation not in AGGREGATIONS:
+            raise SecganError(f"aggregation {settings.aggregation!r} is not served by this coordinator")
+        if settings.aggregation == "secure-sum":
+            if settings.condition_source not in SECURE_SUM_SOURCES:
                 raise SecganError("aggregation 'secure-sum' draws one shared batch at the coordinator: "
                                   "condition_source must be 'procedural' or 'bank'")
             if not cfg.agreement_roster or set(cfg.agreement_roster) != set(cfg.site_keys):
                 raise SecganError("aggregation 'secure-sum' needs every site's x25519_public from the manifest")
         self.cfg = cfg
+        self.settings = settings
         self.resume = resume
-        self.state_dir = Path(cfg.state_dir)
+        self.state_dir = Path(settings.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(sorted(cfg.site_keys))
-        self.guard = replay.ReplayGuard(run_id=cfg.run_id)
+        self.guard = replay.ReplayGuard(run_id=settings.run_id)
         # repeated warnings (a flood of bad frames, refused handshakes): first lines per
         # (event, site, code) and window, then one summary line with the count
         self.log_limiter = LogLimiter(burst=10, window_s=60.0)
@@ -109,11 +111,11 @@ class Coordinator(Inbound, Upkeep):
         self.policy = AllowListPolicy(cfg.site_keys)
         from secgan.net.limits import batch_wire_problem
 
-        problem = batch_wire_problem(image=cfg.image, batch_size=cfg.train.batch_size, limits=cfg.limits,
-                                     aggregation=cfg.aggregation)
+        problem = batch_wire_problem(image=settings.image, batch_size=settings.train.batch_size, limits=settings.wire,
+                                     aggregation=settings.aggregation)
         if problem is not None:
             raise SecganError(problem)
-        self.run_config = generator_run_config(cfg)
+        self.run_config = generator_run_config(settings)
         self._build_core()
         previous = None
         run_json = self.state_dir / RUN_JSON
@@ -123,7 +125,7 @@ class Coordinator(Inbound, Upkeep):
             except ValueError:
                 log.warning("run_json_not_continued", reason="previous run.json is not valid JSON")
                 previous = None
-        self.runlog = RunLog(run_json, run_id=cfg.run_id, previous=previous)
+        self.runlog = RunLog(run_json, run_id=settings.run_id, previous=previous)
         self.runlog.restore_sites(self.registry)
         self.scheduler.stale += self.runlog.prior_counter("stale_replies")
         self._prior_auth = (self.runlog.prior_counter("auth", "allowed"), self.runlog.prior_counter("auth", "denied"))
@@ -142,23 +144,23 @@ class Coordinator(Inbound, Upkeep):
 
         from coordinator.build import build_generator_core
 
-        cfg = self.cfg
+        cfg, settings = self.cfg, self.settings
         ckpt = self.state_dir / CHECKPOINT_FILE
         if self.resume and not ckpt.is_file():
             raise SecganError(f"--resume: no checkpoint in {self.state_dir}")
         self.core, start = build_generator_core(self.run_config, load_checkpoint(ckpt) if self.resume else None)
         round_number = start.round
-        if cfg.aggregation == "secure-sum":
+        if settings.aggregation == "secure-sum":
             from coordinator.secure_sum import SecureSumScheduler
 
             if self.resume:
                 round_number = max(round_number, self._round_mark())
-            self.scheduler = SecureSumScheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
-                                                total_steps=cfg.train.steps, roster=cfg.agreement_roster,
+            self.scheduler = SecureSumScheduler(self.core, self.registry, self.settings.quorum, run_id=settings.run_id,
+                                                total_steps=settings.train.steps, roster=cfg.agreement_roster,
                                                 step=start.step, round_number=round_number)
         else:
-            self.scheduler = Scheduler(self.core, self.registry, self.cfg.quorum, run_id=cfg.run_id,
-                                       total_steps=cfg.train.steps, step=start.step, round_number=round_number)
+            self.scheduler = Scheduler(self.core, self.registry, self.settings.quorum, run_id=settings.run_id,
+                                       total_steps=settings.train.steps, step=start.step, round_number=round_number)
 
     def checkpoint(self) -> Path:
         from coordinator.build import save_generator_core
@@ -171,7 +173,7 @@ class Coordinator(Inbound, Upkeep):
 
     def open(self) -> str:
         """Start ZAP, bind, self-check. Returns the bound endpoint."""
-        cfg = self.cfg
+        cfg, settings = self.cfg, self.settings
         limits = raise_open_files_limit()
         if limits is not None:
             before, after = limits
@@ -182,37 +184,37 @@ class Coordinator(Inbound, Upkeep):
         self.ctx = zmq.Context()
         self.zap = ZapAuthenticator(self.ctx, self.policy).start()
         try:
-            self.router = make_router(self.ctx, bind=cfg.bind, server_secret=cfg.server_secret,
-                                      server_public=cfg.server_public, limits=cfg.limits, tuning=cfg.tuning)
+            self.router = make_router(self.ctx, bind=settings.bind, server_secret=cfg.server_secret,
+                                      server_public=cfg.server_public, limits=settings.wire, tuning=settings.tuning)
         except zmq.ZMQError as exc:
             hint = " (is another coordinator running on this port?)" if exc.errno == zmq.EADDRINUSE else ""
-            raise SecganError(f"cannot listen on {cfg.bind}: {exc.strerror}{hint}") from None
+            raise SecganError(f"cannot listen on {settings.bind}: {exc.strerror}{hint}") from None
         endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.monitor = self.router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
-        if cfg.self_check:
+        if settings.self_check:
             note = _SelfCheckDenialIsInfo()
             zap_log = logging.getLogger("secgan.net.transport")
             denied_before = self.policy.denied
             zap_log.addFilter(note)
             try:
                 self_check_rejects_unknown(self.ctx, endpoint=endpoint, server_public=cfg.server_public,
-                                           policy=self.policy, limits=cfg.limits)
+                                           policy=self.policy, limits=settings.wire)
             finally:
                 zap_log.removeFilter(note)
                 self._self_check_denials = self.policy.denied - denied_before
                 self._self_check_events = self._self_check_denials
         self._opened_at = time.monotonic()
-        self._next_waiting_warn = self._opened_at + max(cfg.quorum.startup_grace_s, 1.0)
-        log.info("coordinator_listening", endpoint=endpoint, run_id=cfg.run_id, sites=len(cfg.site_keys),
-                 step=self.scheduler.step, min_sites=cfg.quorum.min_sites, incarnation=self.runlog.incarnation)
+        self._next_waiting_warn = self._opened_at + max(settings.quorum.startup_grace_s, 1.0)
+        log.info("coordinator_listening", endpoint=endpoint, run_id=settings.run_id, sites=len(cfg.site_keys),
+                 step=self.scheduler.step, min_sites=settings.quorum.min_sites, incarnation=self.runlog.incarnation)
         return endpoint
 
     def close(self) -> None:
         if self.router is not None:
             self.router.disable_monitor()
-            self.router.close(linger=self.cfg.tuning.linger_ms)
+            self.router.close(linger=self.settings.tuning.linger_ms)
             self.router = None
         if self.monitor is not None:
             self.monitor.close(0)
@@ -234,8 +236,8 @@ class Coordinator(Inbound, Upkeep):
         rnd = getattr(msg, "round", self.scheduler.round_number)
         step = getattr(msg, "step", self.scheduler.step)
         try:
-            frames = codec.encode(msg, run_id=getattr(msg, "run_id", self.cfg.run_id), round=rnd, step=step,
-                                 site=site, seq=self.seq, limits=self.cfg.limits)
+            frames = codec.encode(msg, run_id=getattr(msg, "run_id", self.settings.run_id), round=rnd, step=step,
+                                 site=site, seq=self.seq, limits=self.settings.wire)
         except ProtocolError as exc:  # e.g. a batch above wire.max_tensor_bytes: refused here, never sent
             self._unencodable += 1
             log.error("send_unencodable", site=site, type=msg.TYPE, code=exc.code)
@@ -264,7 +266,7 @@ class Coordinator(Inbound, Upkeep):
         from tqdm import tqdm
 
         show = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
-        return tqdm(total=self.cfg.train.steps, initial=self.scheduler.step, file=sys.stderr,
+        return tqdm(total=self.settings.train.steps, initial=self.scheduler.step, file=sys.stderr,
                     disable=not show, unit="step", dynamic_ncols=True)
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -300,7 +302,7 @@ class Coordinator(Inbound, Upkeep):
             return "interrupted", self._stop_signal
         self._receive(now)
         now = time.monotonic()
-        for site in self.registry.reap(now=now, timeout_s=self.cfg.heartbeat_timeout_s, busy=self.scheduler.busy()):
+        for site in self.registry.reap(now=now, timeout_s=self.settings.heartbeat_timeout_s, busy=self.scheduler.busy()):
             log.warning("site_dead", site=site, reason="heartbeat_timeout")
             self.scheduler.on_site_lost(site)
         if self.scheduler.current is not None and self.scheduler.round_done(now):
@@ -337,7 +339,7 @@ class Coordinator(Inbound, Upkeep):
                  grad_norm=round(result.stats.get("grad_norm", 0.0), 6))
         self.step_seconds.append(now - self._step_started)
         self._last_step_at = now
-        if self.scheduler.step % self.cfg.train.checkpoint_every == 0:
+        if self.scheduler.step % self.settings.train.checkpoint_every == 0:
             self._try_checkpoint()  # a failure is retried later in the loop
 
     def _next_round(self, now: float) -> tuple[str, str | None] | None:
@@ -351,7 +353,7 @@ class Coordinator(Inbound, Upkeep):
             self._step_started = now
         if self._first_round_at is None:
             self._first_round_at = now
-        if self.cfg.aggregation == "secure-sum" and not self._try_round_mark():
+        if self.settings.aggregation == "secure-sum" and not self._try_round_mark():
             return None  # never a round whose number could be reused; retried next pass
         unencodable = self._unencodable
         try:
@@ -367,7 +369,7 @@ class Coordinator(Inbound, Upkeep):
         if self._checkpoint_due and now >= self._checkpoint_retry_at:
             self._try_checkpoint()
         self._warn_waiting(now)
-        if now - self._last_json > self.cfg.run_json_every_s:
+        if now - self._last_json > self.settings.run_json_every_s:
             self._write_run_json("running", None)  # a failed write is counted and retried
             self._last_json = now
 
@@ -376,7 +378,7 @@ class Coordinator(Inbound, Upkeep):
         if status != "interrupted":
             for site, rec in self.registry.sites.items():
                 if rec.routing_id is not None and rec.state != DEAD:
-                    self._send(site, Stop(run_id=self.cfg.run_id, reason=stop_reason or status))
+                    self._send(site, Stop(run_id=self.settings.run_id, reason=stop_reason or status))
         for rec in self.registry.sites.values():  # why each site stopped, for run.json
             if rec.stop_reason is None:
                 rec.stop_reason = stop_reason or status

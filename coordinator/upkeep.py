@@ -66,12 +66,12 @@ class Upkeep:
             data = json.loads(path.read_text())
         except ValueError as exc:
             raise SecganError(f"{path}: unreadable secure-sum round mark") from exc
-        if not isinstance(data, dict) or data.get("run_id") != self.cfg.run_id or not isinstance(data.get("round"), int):
+        if not isinstance(data, dict) or data.get("run_id") != self.settings.run_id or not isinstance(data.get("round"), int):
             raise SecganError(f"{path}: the secure-sum round mark belongs to another run or is malformed")
         return int(data["round"])
 
     def _write_round_mark(self, round_number: int) -> None:
-        atomic_write_json(self.state_dir / ROUND_MARK, {"run_id": self.cfg.run_id, "round": round_number})
+        atomic_write_json(self.state_dir / ROUND_MARK, {"run_id": self.settings.run_id, "round": round_number})
 
     def _try_round_mark(self) -> bool:
         try:
@@ -104,7 +104,7 @@ class Upkeep:
     def _warn_waiting(self, now: float) -> None:
         if self._next_waiting_warn is None or now < self._next_waiting_warn:
             return
-        self._next_waiting_warn = now + self.cfg.waiting_warn_every_s
+        self._next_waiting_warn = now + self.settings.waiting_warn_every_s
         missing = self._no_hello()
         if missing:
             log.warning("waiting_for_sites", sites=", ".join(missing),
@@ -129,9 +129,9 @@ class Upkeep:
                                                  "denied": denied0 + self.policy.denied - self._self_check_denials},
                                         "internal_errors": dict(self.internal_errors),
                                         "log_lines_suppressed": self.log_limiter.suppressed_total,
-                                        "min_sites": self.cfg.quorum.min_sites,
-                                        "aggregation": self.cfg.aggregation,
-                                        "condition_source": self.cfg.condition_source,
+                                        "min_sites": self.settings.quorum.min_sites,
+                                        "aggregation": self.settings.aggregation,
+                                        "condition_source": self.settings.condition_source,
                                         "step_time_s": self._step_time(),
                                         **({"secure_sum": self.scheduler.summary()}
-                                           if self.cfg.aggregation == "secure-sum" else {})})
+                                           if self.settings.aggregation == "secure-sum" else {})})

@@ -84,25 +84,8 @@ def run(args: argparse.Namespace) -> int:
     learner = build_learner(cfg, dataset)
     get_logger(__name__).info("site_ready", site=cfg.site_id, patient_count=dataset.n_patients, mode=cfg.policy.mode)
     node = SiteNode(
-        NodeConfig(
-            site_id=cfg.site_id,
-            endpoint=cfg.coordinator_endpoint,
-            client_public=public,
-            client_secret=secret,
-            server_public=manifest.coordinator.curve_public,
-            state_dir=Path(cfg.state_dir),
-            image=cfg.image,
-            policy_summary=cfg.policy.summary(),
-            accept_sources=tuple(cfg.policy.accept_sources),
-            limits=cfg.wire,
-            tuning=cfg.tuning,
-            heartbeat_s=cfg.heartbeat_interval_s,
-            hello_retry_s=cfg.hello_retry_s,
-            status_every_s=cfg.status_every_s,
-            dead_link_heartbeats=cfg.dead_link_heartbeats,
-            no_answer_warn_s=cfg.no_answer_warn_s,
-            on_steps_mismatch=cfg.policy.on_steps_mismatch,
-        ),
+        NodeConfig(settings=cfg, client_public=public, client_secret=secret,
+                   server_public=manifest.coordinator.curve_public),
         learner,
         secure_sum=build_secure_sum(cfg, manifest),
     )

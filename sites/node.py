@@ -82,6 +82,7 @@ class SiteNode(SecureSumSide):
         it keeps its own durable state. ``secure_sum``: run id -> ``secgan.secagg.SecureSumClient`` built from the
         verified manifest's roster (None: this site cannot join secure-sum runs)."""
         self.cfg = cfg
+        self.settings = cfg.settings
         self.learner = learner
         self.secure_sum_factory = secure_sum
         self.secagg: Any = None  # SecureSumClient of the current run (kept across sessions: masks never repeat)
@@ -121,8 +122,8 @@ class SiteNode(SecureSumSide):
         self.seq += 1
         run = getattr(msg, "run_id", self.run_id)
         frames = codec.encode(msg, run_id=run, round=getattr(msg, "round", self.last_round),
-                             step=getattr(msg, "step", self.last_step), site=self.cfg.site_id, seq=self.seq,
-                             limits=self.cfg.limits)
+                             step=getattr(msg, "step", self.last_step), site=self.settings.site_id, seq=self.seq,
+                             limits=self.settings.wire)
         try:
             self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -142,9 +143,9 @@ class SiteNode(SecureSumSide):
         self.last_round = 0
         self.last_step = 0
         self._last_hello = time.monotonic()
-        if self._send(Hello(versions=SUPPORTED_VERSIONS, policy=self.cfg.policy_summary,
+        if self._send(Hello(versions=SUPPORTED_VERSIONS, policy=self.settings.policy.summary(),
                             resume_step=self._releases())):
-            log.info("hello_sent", site=self.cfg.site_id)
+            log.info("hello_sent", site=self.settings.site_id)
 
     def _releases(self) -> int:
         """How many steps this site has served so far (its learner's durable count)."""
@@ -157,7 +158,7 @@ class SiteNode(SecureSumSide):
         logged (rate-limited) and answered; any other exception is counted and logged by type."""
         self.log_limiter.summarize(log)
         try:
-            env, msg = codec.decode(frames, limits=self.cfg.limits)
+            env, msg = codec.decode(frames, limits=self.settings.wire)
             # "you have no session": the coordinator lost ours (e.g. it restarted), so its numbering
             # may start afresh; checked as the first message of a new session
             fresh = isinstance(msg, ErrorReply) and msg.code in REHELLO_CODES
@@ -205,12 +206,12 @@ class SiteNode(SecureSumSide):
         if msg.version not in SUPPORTED_VERSIONS:
             self._fatal("unsupported_version", 2)
             return
-        if msg.image_size != self.cfg.image.size:
-            log.error("welcome_refused", reason="image_size", theirs=msg.image_size, ours=self.cfg.image.size)
+        if msg.image_size != self.settings.image.size:
+            log.error("welcome_refused", reason="image_size", theirs=msg.image_size, ours=self.settings.image.size)
             self._fatal("image_size_mismatch", 2)
             return
         refusal = self.learner.refuses_source(msg.condition_source)
-        if refusal or msg.condition_source not in self.cfg.accept_sources:
+        if refusal or msg.condition_source not in self.settings.policy.accept_sources:
             log.error("welcome_refused", reason="condition_source", source=msg.condition_source)
             self._fatal("source_refused", 3)
             return
@@ -231,7 +232,7 @@ class SiteNode(SecureSumSide):
         self.aggregation = msg.aggregation
         self.run_id = msg.run_id
         self.welcomed = True
-        log.info("welcomed", site=self.cfg.site_id, run_id=msg.run_id, source=msg.condition_source,
+        log.info("welcomed", site=self.settings.site_id, run_id=msg.run_id, source=msg.condition_source,
                  aggregation=msg.aggregation, planned_steps=msg.planned_steps)
         if self._plan_checked != msg.run_id:
             self._plan_checked = msg.run_id
@@ -248,7 +249,7 @@ class SiteNode(SecureSumSide):
         if not plan["mismatch"]:
             log.info("run_plan", **fields)
             return
-        if self.cfg.on_steps_mismatch == "refuse":
+        if self.settings.policy.on_steps_mismatch == "refuse":
             log.error("steps_mismatch", action="refuse", **fields)
             self._refuse_run = (f"the run plans {run_steps} steps but this site's noise is calibrated for "
                                 f"{plan['planned_steps']}; its policy refuses such a run (on_steps_mismatch)")
@@ -317,49 +318,49 @@ class SiteNode(SecureSumSide):
         # epsilon and releases are the learner's ledger's own (already durable) figures,
         # so site.json never disagrees with ledger.json; counts are this process's only
         eps, releases = self.learner.epsilon(), self.learner.releases
-        atomic_write_json(Path(self.cfg.state_dir) / "site.json", {
-            "site_id": self.cfg.site_id, "run_id": self.run_id, "welcomed": self.welcomed,
+        atomic_write_json(Path(self.settings.state_dir) / "site.json", {
+            "site_id": self.settings.site_id, "run_id": self.run_id, "welcomed": self.welcomed,
             "epsilon": eps, "releases": releases, "counts": dict(self.counts), "exit_reason": self.exit_reason,
         })
 
     def open(self) -> None:
-        cfg = self.cfg
+        cfg, settings = self.cfg, self.settings
         self.ctx = zmq.Context()
-        self.sock = make_dealer(self.ctx, endpoint=cfg.endpoint, client_public=cfg.client_public,
+        self.sock = make_dealer(self.ctx, endpoint=settings.coordinator_endpoint, client_public=cfg.client_public,
                                 client_secret=cfg.client_secret, server_public=cfg.server_public,
-                                limits=cfg.limits, tuning=cfg.tuning)
+                                limits=settings.wire, tuning=settings.tuning)
 
     def close(self) -> None:
         if self.sock is not None:
-            self.sock.close(linger=self.cfg.tuning.linger_ms)
+            self.sock.close(linger=self.settings.tuning.linger_ms)
         if self.ctx is not None:
             self.ctx.term()
 
     def _check_link(self, now: float) -> None:
         """Warn about, and recover from, a coordinator that has not been heard for a while."""
-        cfg = self.cfg
+        settings = self.settings
         silent = now - self._last_recv
-        if silent >= cfg.no_answer_warn_s and now - self._last_warned >= cfg.no_answer_warn_s:
+        if silent >= settings.no_answer_warn_s and now - self._last_warned >= settings.no_answer_warn_s:
             self._last_warned = now
-            log.warning("no_answer", endpoint=cfg.endpoint, seconds=round(silent, 1), welcomed=self.welcomed,
-                        hint=f"no answer from {cfg.endpoint} for {silent:.0f} s: is the coordinator running, "
+            log.warning("no_answer", endpoint=settings.coordinator_endpoint, seconds=round(silent, 1), welcomed=self.welcomed,
+                        hint=f"no answer from {settings.coordinator_endpoint} for {silent:.0f} s: is the coordinator running, "
                              "and is coordinator_endpoint its address and port?")
-        dead_after = cfg.dead_link_heartbeats * cfg.heartbeat_s
+        dead_after = settings.dead_link_heartbeats * settings.heartbeat_interval_s
         if silent >= dead_after and now - self._last_reconnect >= dead_after:
             self._last_reconnect = now
             self.counts["reconnects"] += 1
-            log.warning("dead_link", endpoint=cfg.endpoint, seconds=round(silent, 1), welcomed=self.welcomed,
+            log.warning("dead_link", endpoint=settings.coordinator_endpoint, seconds=round(silent, 1), welcomed=self.welcomed,
                         action="reconnect", reconnects=self.counts["reconnects"])
             self._reconnect()
 
     def _reconnect(self) -> None:
         """Close the DEALER (dropping whatever it still queues) and open a fresh one, then Hello."""
-        cfg = self.cfg
+        cfg, settings = self.cfg, self.settings
         if self.sock is not None:
             self.sock.close(linger=0)
-        self.sock = make_dealer(self.ctx, endpoint=cfg.endpoint, client_public=cfg.client_public,
+        self.sock = make_dealer(self.ctx, endpoint=settings.coordinator_endpoint, client_public=cfg.client_public,
                                 client_secret=cfg.client_secret, server_public=cfg.server_public,
-                                limits=cfg.limits, tuning=cfg.tuning)
+                                limits=settings.wire, tuning=settings.tuning)
         self._hello()
 
     def serve(self, *, install_signals: bool = True) -> int:
@@ -369,10 +370,10 @@ class SiteNode(SecureSumSide):
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, handler)
-        Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
+        Path(self.settings.state_dir).mkdir(parents=True, exist_ok=True)
         self.open()
         self._last_recv = self._last_reconnect = self._last_warned = time.monotonic()
-        log.info("site_started", site=self.cfg.site_id, endpoint=self.cfg.endpoint)
+        log.info("site_started", site=self.settings.site_id, endpoint=self.settings.coordinator_endpoint)
         last_status = 0.0
         try:
             while self.exit_reason is None:
@@ -380,9 +381,9 @@ class SiteNode(SecureSumSide):
                     self.exit_reason = f"signal:{self._signal}"
                     break
                 now = time.monotonic()
-                if not self.welcomed and now - self._last_hello > self.cfg.hello_retry_s:
+                if not self.welcomed and now - self._last_hello > self.settings.hello_retry_s:
                     self._hello()
-                elif self.welcomed and now - self._last_sent > self.cfg.heartbeat_s:
+                elif self.welcomed and now - self._last_sent > self.settings.heartbeat_interval_s:
                     self._send(Heartbeat())
                 if self.sock.poll(100):
                     for _ in range(64):
@@ -398,7 +399,7 @@ class SiteNode(SecureSumSide):
                             break
                 if self.exit_reason is None:
                     self._check_link(time.monotonic())
-                if now - last_status > self.cfg.status_every_s:
+                if now - last_status > self.settings.status_every_s:
                     self.write_status()
                     last_status = now
             log.info("site_exiting", reason=self.exit_reason, served=self.counts.get("served", 0))

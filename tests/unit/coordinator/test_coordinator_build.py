@@ -58,8 +58,12 @@ def test_the_resume_rule_allows_a_longer_run_and_refuses_another_recipe(tmp_path
 def test_the_coordinator_service_resumes_under_the_same_rule(tmp_path) -> None:
     first = make_coordinator(tmp_path)
     first.checkpoint()
-    cfg = first.cfg
-    assert Coordinator(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=2000)), resume=True)
-    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_g=cfg.train.lr_g * 2))
+    cfg, conf = first.cfg, first.settings
+
+    def with_train(**changes):
+        return dataclasses.replace(cfg, settings=dataclasses.replace(conf, train=dataclasses.replace(conf.train, **changes)))
+
+    assert Coordinator(with_train(steps=2000), resume=True)
+    changed = with_train(lr_g=conf.train.lr_g * 2)
     with pytest.raises(ConfigError, match="train.lr_g differ"):
         Coordinator(changed, resume=True)

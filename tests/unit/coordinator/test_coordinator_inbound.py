@@ -18,7 +18,8 @@ from secgan.gan.config import ModelConfig, TrainConfig
 from secgan.core.spec import ImageSpec
 
 from coordinator.registry import EXCLUDED, REMOVED, WELCOMED
-from coordinator.scheduler import START, QuorumPolicy
+from coordinator.config import CoordinatorConfig
+from coordinator.scheduler import START
 from coordinator.service import Coordinator, ServiceConfig
 
 SITES = ("site-1", "site-2")
@@ -88,11 +89,11 @@ class Site:
 def make_coordinator(state_dir) -> Coordinator:
     keys = {s: zmq.curve_keypair()[0] for s in SITES}
     spub, ssec = zmq.curve_keypair()
-    cfg = ServiceConfig(bind="tcp://127.0.0.1:0", server_public=spub, server_secret=ssec, site_keys=keys,
-                        state_dir=state_dir, run_id="r", image=ImageSpec(size=16),
-                        model=ModelConfig(g_width=8, g_depth=2, d_width=8, d_layers=2, noise_dim=4),
-                        train=TrainConfig(steps=1000, batch_size=2, checkpoint_every=1000),
-                        quorum=QuorumPolicy(min_sites=1, round_deadline_s=60.0), self_check=False)
+    conf = CoordinatorConfig(port=1, state_dir=str(state_dir), run_id="r", image=ImageSpec(size=16),
+                             model=ModelConfig(g_width=8, g_depth=2, d_width=8, d_layers=2, noise_dim=4),
+                             train=TrainConfig(steps=1000, batch_size=2, checkpoint_every=1000),
+                             round_deadline_s=60.0, startup_grace_s=0.0, self_check=False)
+    cfg = ServiceConfig(settings=conf, server_public=spub, server_secret=ssec, site_keys=keys)
     c = Coordinator(cfg)
     c.router = Router()
     return c

@@ -59,7 +59,8 @@ def test_a_signal_ends_the_run_at_the_next_pass_without_stopping_the_sites(coord
 
 def test_a_run_of_its_planned_steps_completes_and_stops_every_site(tmp_path) -> None:
     c = make_coordinator(tmp_path)
-    c = Coordinator(dataclasses.replace(c.cfg, train=dataclasses.replace(c.cfg.train, steps=2)))
+    conf = c.settings
+    c = Coordinator(dataclasses.replace(c.cfg, settings=dataclasses.replace(conf, train=dataclasses.replace(conf.train, steps=2))))
     c.router = type(make_coordinator(tmp_path / "x").router)()
     _loop_ready(c)
     site = _site(c)

@@ -340,6 +340,7 @@ def test_ledger_never_under_counts_the_log_whatever_the_order_of_crashes_and_res
 
 def test_site_json_epsilon_and_releases_are_the_ledgers(tmp_path):
     from secgan.core.spec import ImageSpec
+    from secgan.settings import SiteConfig
     from sites.config import NodeConfig
     from sites.node import SiteNode
 
@@ -349,9 +350,9 @@ def test_site_json_epsilon_and_releases_are_the_ledgers(tmp_path):
     (state / LEDGER_FILE).unlink()  # a restart that rebuilds the ledger: this process served none of them
     site = make(state)
     serve(site, 1, start=2)
-    node = SiteNode(NodeConfig(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
-                               server_public=b"", state_dir=state, image=ImageSpec(size=16),
-                               policy_summary={"mode": "dpsgd"}, accept_sources=("procedural",)), site)
+    settings = SiteConfig(site_id="site-1", data_dir=str(tmp_path), state_dir=str(state), image=ImageSpec(size=16),
+                          policy=site.policy)
+    node = SiteNode(NodeConfig(settings=settings, client_public=b"", client_secret=b"", server_public=b""), site)
     node.write_status()
     status = json.loads((state / "site.json").read_text())
     ledger = json.loads((state / LEDGER_FILE).read_text())

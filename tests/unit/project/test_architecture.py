@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -180,6 +181,27 @@ def test_role_logic_lives_in_its_role_folder_once() -> None:
         if len(files) != 1 or not files[0].startswith(role + "/"):
             problems.append(f"{name} must be defined once, in {role}/, found in: {', '.join(files) or 'nowhere'}")
     assert not problems, "role logic out of place:\n" + "\n".join(problems)
+
+
+def test_one_config_type_per_role_the_process_configs_copy_no_setting() -> None:
+    """What each role's process runs from is its settings plus what the CLI edge read from files (keys,
+    the verified roster), never a field-by-field copy of the settings."""
+    from coordinator.config import CoordinatorConfig, ServiceConfig
+    from secgan.settings import SiteConfig
+    from sites.config import NodeConfig
+
+    problems = []
+    for process, settings in ((ServiceConfig, CoordinatorConfig), (NodeConfig, SiteConfig)):
+        names = {f.name: f.type for f in dataclasses.fields(process)}
+        if names.get("settings") not in (settings, settings.__name__):
+            problems.append(f"{process.__name__} must hold its {settings.__name__} as `settings`")
+        copied = sorted(set(names) & {f.name for f in dataclasses.fields(settings)})
+        # the coordinator's and site's settings names too, under other names: limits/wire, endpoint, quorum...
+        renamed = sorted(set(names) & {"limits", "endpoint", "quorum", "policy_summary", "accept_sources",
+                                       "heartbeat_s", "bind", "image", "model", "train", "run_id"})
+        if copied or renamed:
+            problems.append(f"{process.__name__} copies settings of {settings.__name__}: {', '.join(copied + renamed)}")
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize(

@@ -54,15 +54,17 @@ class FakeSocket:
         self.sent.append(codec.decode(frames)[1])
 
 
-def fake_node(tmp_path, learner, *, size: int = 16, secure_sum=None, **config):
-    """A SiteNode on a fake socket (no network): site-1, loopback endpoint, no keys, ``procedural``."""
+def fake_node(tmp_path, learner, *, size: int = 16, secure_sum=None, policy=None, **settings):
+    """A SiteNode on a fake socket (no network): site-1, loopback endpoint, no keys, the learner's
+    policy (``procedural``); ``settings`` changes other keys of its SiteConfig."""
     from secgan.core.spec import ImageSpec
+    from secgan.settings import SiteConfig
     from sites.config import NodeConfig
     from sites.node import SiteNode
 
-    fields = dict(site_id="site-1", endpoint="tcp://127.0.0.1:9", client_public=b"", client_secret=b"",
-                  server_public=b"", state_dir=tmp_path, image=ImageSpec(size=size),
-                  policy_summary={"mode": "off", "accept_sources": ["procedural"]}, accept_sources=("procedural",))
-    node = SiteNode(NodeConfig(**{**fields, **config}), learner, secure_sum=secure_sum)
+    site = SiteConfig(site_id="site-1", data_dir=str(tmp_path), coordinator_endpoint="tcp://127.0.0.1:9",
+                      state_dir=str(tmp_path), image=ImageSpec(size=size), policy=policy or learner.policy, **settings)
+    node = SiteNode(NodeConfig(settings=site, client_public=b"", client_secret=b"", server_public=b""), learner,
+                    secure_sum=secure_sum)
     node.sock = FakeSocket()
     return node

@@ -4,6 +4,8 @@ warns or refuses by its policy; ``secgan provision`` writes matching values ever
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import tomllib
 
@@ -28,8 +30,8 @@ def _site(tmp_path, **pol):
 
 
 def _node(tmp_path, learner, on_mismatch):
-    return fake_node(tmp_path, learner, size=IMAGE.size, policy_summary=learner.policy.summary(),
-                     on_steps_mismatch=on_mismatch)
+    return fake_node(tmp_path, learner, size=IMAGE.size,
+                     policy=dataclasses.replace(learner.policy, on_steps_mismatch=on_mismatch))
 
 
 def _frames(msg, seq, *, round=0):
