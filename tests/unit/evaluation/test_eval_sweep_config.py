@@ -44,3 +44,19 @@ def test_bad_sweep_config(tmp_path):
     p.write_text("[gan]\nstepz = 3\n")
     with pytest.raises(ConfigError, match="gan.stepz"):
         load_sweep_config(p)
+
+
+def test_the_main_sweeps_dp_runs_follow_the_private_fine_tuning_recipe():
+    """examples/sweep.toml's DP rows are the recipe the demo and provisioned kits use (one owner:
+    secgan.gan.config.recommended_settings "fine_tune"); a recipe change that the sweep misses fails here."""
+    from secgan.gan.config import recommended_settings
+
+    cfg, data = load_sweep_config(EXAMPLES / "sweep.toml")
+    dirs = [data / f"site-{k}" for k in range(1, cfg.phantom.sites + 1)]
+    dp = gan_run_config(cfg, dirs, epsilon=10.0)
+    recipe = recommended_settings(cfg.image_size)["fine_tune"]
+    assert recipe["policy"]["d_steps"] == 2
+    assert {k: getattr(dp.train, k) for k in recipe["train"]} == recipe["train"]
+    assert {k: getattr(dp.privacy, k) for k in recipe["policy"]} == recipe["policy"]
+    # 150 generator steps x 2 private D steps: the 300 charged D steps of the previous recipe
+    assert dp.train.steps == 150 and dp.privacy.charged_steps(dp.train.steps) == 300
