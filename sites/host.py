@@ -73,6 +73,39 @@ class SiteHost:
                 lock.release()
         self.codes[self._site(node)] = code
 
+    def _poll(self, active: list[tuple[Any, Any]], timeout_ms: int) -> set[int]:
+        """Wait up to ``timeout_ms`` on every running node's socket; the ids of the readable ones.
+        A node replaces its DEALER on a dead link, and an ended node's is closed: the poller's set
+        follows the nodes'."""
+        import zmq
+
+        socks = {id(node.sock): node.sock for node, _ in active if node.exit_reason is None and node.sock is not None}
+        if socks.keys() != self._polled.keys():
+            for sid in self._polled.keys() - socks.keys():
+                self._poller.unregister(self._polled[sid])
+            for sid in socks.keys() - self._polled.keys():
+                self._poller.register(socks[sid], zmq.POLLIN)
+            self._polled = socks
+        return {id(s) for s, _ in self._poller.poll(timeout_ms)} if socks else set()
+
+    def _step(self, nodes: list[tuple[Any, Any]], ready: set[int], now: float, *, every: bool) -> list[tuple[Any, Any]]:
+        """``step_once`` on each node (``every``) or on the readable ones only; the nodes that stopped."""
+        ended = []
+        for node, lock in nodes:
+            readable = id(node.sock) in ready
+            if not (every or readable or node.exit_reason is not None):
+                continue
+            running = node.exit_reason is None
+            if running:
+                try:
+                    running = node.step_once(now, readable=readable)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(node, "step", exc)
+                    running = False
+            if not running:
+                ended.append((node, lock))
+        return ended
+
     def serve(self, *, install_signals: bool = True) -> int:
         import zmq
 
@@ -93,7 +126,7 @@ class SiteHost:
                     self._fail(node, "open", exc)
                     self._end(node, lock)
             self.log.info("host_started", nodes=len(active), refused=len(self.codes))
-            poller, polled = zmq.Poller(), {}
+            self._poller, self._polled = zmq.Poller(), {}
             while active:
                 now = time.monotonic()
                 for node, _lock in active:
@@ -103,31 +136,18 @@ class SiteHost:
                         node.before_poll(now)
                     except Exception as exc:  # noqa: BLE001
                         self._fail(node, "before_poll", exc)
-                # a node replaces its DEALER on a dead link: keep the poller's set in step
-                socks = {id(node.sock): node.sock for node, _ in active if node.exit_reason is None and node.sock}
-                if socks.keys() != polled.keys():
-                    for sid in polled.keys() - socks.keys():
-                        poller.unregister(polled[sid])
-                    for sid in socks.keys() - polled.keys():
-                        poller.register(socks[sid], zmq.POLLIN)
-                    polled = socks
-                ready = {id(s) for s, _ in poller.poll(POLL_MS)} if polled else set()
-                still: list[tuple[Any, Any]] = []
-                for node, lock in active:
-                    running = node.exit_reason is None
-                    if running:
-                        try:
-                            running = node.step_once(now, readable=id(node.sock) in ready)
-                        except Exception as exc:  # noqa: BLE001
-                            self._fail(node, "step", exc)
-                            running = False
-                    if running:
-                        still.append((node, lock))
-                    else:
-                        if id(node.sock) in polled:
-                            poller.unregister(polled.pop(id(node.sock)))
-                        self._end(node, lock)
-                active = still
+                ready = self._poll(active, POLL_MS)
+                ended = self._step(active, ready, now, every=True)
+                # Finishing a node takes tens of ms (D saved, status fsynced) while the others' input
+                # waits: read it between finishes. A DEALER drops what it has not read when the
+                # coordinator goes away (IMMEDIATE), so the Stop it sends everyone at the end of a run
+                # must be read by each node before the previous ones finish.
+                while ended:
+                    pair = ended.pop(0)
+                    active.remove(pair)
+                    self._end(*pair)
+                    rest = [p for p in active if p not in ended]
+                    ended += self._step(rest, self._poll(rest, 0), time.monotonic(), every=False)
         finally:
             for node, lock in active:  # only on an exception of the loop itself
                 self._end(node, lock)
