@@ -19,22 +19,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_SITES = 71  # FeTS 2022
 STEPS = 3
 HOSTS = 2  # one per core
-PHANTOM_MAX_SITES = 64  # write_phantom's own bound: the rest come from a second phantom
+DISTINCT = 16  # phantom sites written; the rest link to them
 IMAGE = 32
 
 
 def _federation_data(root: Path) -> Path:
-    """71 site folders at 32 px, 4 training patients each (a second phantom, another seed,
-    supplies the sites past 64). At 16 px the phantom's tumours are too small for most slices to
-    qualify (10 tumour pixels), so sites would load fewer patients."""
+    """71 site folders at 32 px, 4 training patients each: ``DISTINCT`` phantom sites, the others
+    links to them (a site's data is only read; each site keeps its own state folder, keys and
+    ledger, which is what this test is about, and writing 71 phantoms would take a third of its
+    time). At 16 px the phantom's tumours are too small for most slices to qualify (10 tumour
+    pixels), so sites would load fewer patients."""
     from secgan.data.phantom import write_phantom
 
     data = root / "data"
-    write_phantom(data, sites=PHANTOM_MAX_SITES, patients=5, seed=11, size=IMAGE, slices=8)
-    rest = N_SITES - PHANTOM_MAX_SITES
-    write_phantom(root / "more", sites=rest, patients=5, seed=12, size=IMAGE, slices=8)
-    for k in range(1, rest + 1):
-        os.symlink(root / "more" / f"site-{k}", data / f"site-{PHANTOM_MAX_SITES + k}")
+    write_phantom(data, sites=DISTINCT, patients=5, seed=11, size=IMAGE, slices=8)
+    for k in range(DISTINCT + 1, N_SITES + 1):
+        os.symlink(data / f"site-{(k - 1) % DISTINCT + 1}", data / f"site-{k}")
     return data
 
 
