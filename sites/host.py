@@ -192,8 +192,3 @@ def run(args: argparse.Namespace) -> int:
         return max(refused.values(), default=REFUSED)
     return SiteHost(opened, refused=refused).serve()
 
-
-if __name__ == "__main__":
-    from secgan.cli import run_command
-
-    raise SystemExit(run_command("site-host", prog="python -m sites.host"))

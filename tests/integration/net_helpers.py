@@ -232,7 +232,7 @@ def site_proc(kit: dict[str, Path], site: str, log: Path, *extra: str) -> Proc:
 
 def site_host_proc(kit: dict[str, Path], sites: list[str], log: Path, *extra: str) -> Proc:
     """One ``secgan site-host`` process serving the kit's ``sites`` (names like "site-3")."""
-    return Proc(["-m", "sites.host", *extra, *(str(kit[s]) for s in sites)], log)
+    return Proc(["-m", "secgan", "site-host", *extra, *(str(kit[s]) for s in sites)], log)
 
 
 @contextmanager
