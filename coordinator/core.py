@@ -125,7 +125,8 @@ class GeneratorCore:
         key = (run_id, round, step, site)
         if key in self._pending:
             raise ProtocolError("duplicate_batch", f"a batch for round {round} step {step} is already in flight")
-        self.G.train()
+        if not self.G.training:  # (train() walks every module: once, not once per site and step)
+            self.G.train()
         cond = self.conditions.draw(self.batch_size, generator=self.generator).to(torch.float32)
         z = torch.randn(self.batch_size, self.noise_dim, generator=self.generator, dtype=torch.float32)
         fake = self.G(cond.to(self.device), z.to(self.device))

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "keys": "secgan.commands.keys",
     "coordinator": "coordinator.cli",
     "site": "sites.cli",
+    "site-host": "sites.host",
     "ledger": "sites.ledger_cli",
     "audit": "audits.cli",
     "evaluate": "secgan.commands.evaluate",

@@ -62,33 +62,49 @@ def build_secure_sum(cfg: Any, manifest: Any) -> Callable[[str], Any] | None:
     return factory
 
 
-def run(args: argparse.Namespace) -> int:
+def open_site(cfg: Any) -> tuple[Any, Any]:
+    """Everything ``secgan site`` does before serving, for one loaded SiteConfig: verify the signed
+    manifest, load the CURVE keys, take the state lock (released again if anything after it
+    fails), load the training split, build the learner and the node. -> (SiteNode, StateLock);
+    the caller serves the node and releases the lock. Shared with ``sites.host``."""
     from secgan.data.dataset import load_site
     from secgan.keys.curve import load_curve_keypair
     from secgan.core.logs import get_logger
     from secgan.privacy.statelock import StateLock
-    from secgan.settings import load_site_config, verify_site_federation
 
     from sites.config import NodeConfig
     from sites.node import SiteNode
+    from secgan.settings import verify_site_federation
 
-    cfg = load_site_config(args.config)
-    if args.data is not None:
-        cfg = dataclasses.replace(cfg, data_dir=str(args.data.expanduser().resolve()))
     manifest = verify_site_federation(cfg)  # also checks the pinned coordinator key against the manifest
     public, secret = load_curve_keypair(cfg.keys_dir, cfg.curve_key_name)
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit
-    dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad,
-                        **cfg.read.load_kwargs())
-    learner = build_learner(cfg, dataset)
-    get_logger(__name__).info("site_ready", site=cfg.site_id, patient_count=dataset.n_patients, mode=cfg.policy.mode)
-    node = SiteNode(
-        NodeConfig(settings=cfg, client_public=public, client_secret=secret,
-                   server_public=manifest.coordinator.curve_public),
-        learner,
-        secure_sum=build_secure_sum(cfg, manifest),
-    )
+    try:
+        dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad,
+                            **cfg.read.load_kwargs())
+        learner = build_learner(cfg, dataset)
+        get_logger(__name__).info("site_ready", site=cfg.site_id, patient_count=dataset.n_patients,
+                                  mode=cfg.policy.mode)
+        node = SiteNode(
+            NodeConfig(settings=cfg, client_public=public, client_secret=secret,
+                       server_public=manifest.coordinator.curve_public),
+            learner,
+            secure_sum=build_secure_sum(cfg, manifest),
+        )
+    except BaseException:
+        state_lock.release()
+        raise
+    return node, state_lock
+
+
+def run(args: argparse.Namespace) -> int:
+    from secgan.settings import load_site_config
+
+    cfg = load_site_config(args.config)
+    if args.data is not None:
+        cfg = dataclasses.replace(cfg, data_dir=str(args.data.expanduser().resolve()))
+    node, state_lock = open_site(cfg)
     try:
         return node.serve()
     finally:

@@ -113,7 +113,9 @@ class SiteNode(SecureSumSide):
         self._last_warned = self._last_recv
         self._refuse_run: str | None = None  # a run this site's policy refuses (steps_mismatch)
         self._plan_checked: str | None = None  # run id whose plan was checked
+        self._last_status = 0.0
         self.ctx: zmq.Context | None = None
+        self._own_ctx = True  # False when a host lent the context
         self.sock: zmq.Socket | None = None
 
     # -- sending -----------------------------------------------------------------------------------
@@ -323,18 +325,27 @@ class SiteNode(SecureSumSide):
             "epsilon": eps, "releases": releases, "counts": dict(self.counts), "exit_reason": self.exit_reason,
         })
 
-    def open(self) -> None:
+    def open(self, ctx: zmq.Context | None = None) -> None:
+        """Open the DEALER and start the clocks. ``ctx``: a context shared with other nodes (a
+        host); it stays its owner's, ``close`` terminates only a context this node made."""
         cfg, settings = self.cfg, self.settings
-        self.ctx = zmq.Context()
+        Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+        self._own_ctx = ctx is None
+        self.ctx = zmq.Context() if ctx is None else ctx
         self.sock = make_dealer(self.ctx, endpoint=settings.coordinator_endpoint, client_public=cfg.client_public,
                                 client_secret=cfg.client_secret, server_public=cfg.server_public,
                                 limits=settings.wire, tuning=settings.tuning)
+        self._last_recv = self._last_reconnect = self._last_warned = time.monotonic()
+        self._last_status = 0.0
+        log.info("site_started", site=settings.site_id, endpoint=settings.coordinator_endpoint)
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(linger=self.settings.tuning.linger_ms)
-        if self.ctx is not None:
+            self.sock = None
+        if self.ctx is not None and self._own_ctx:
             self.ctx.term()
+        self.ctx = None
 
     def _check_link(self, now: float) -> None:
         """Warn about, and recover from, a coordinator that has not been heard for a while."""
@@ -363,6 +374,56 @@ class SiteNode(SecureSumSide):
                                 limits=settings.wire, tuning=settings.tuning)
         self._hello()
 
+    def before_poll(self, now: float) -> None:
+        """The timers that run before each wait for input: Hello until welcomed, then Heartbeats;
+        a pending signal becomes the exit reason."""
+        if self._signal and self.exit_reason is None:
+            self.exit_reason = f"signal:{self._signal}"
+            return
+        if not self.welcomed and now - self._last_hello > self.settings.hello_retry_s:
+            self._hello()
+        elif self.welcomed and now - self._last_sent > self.settings.heartbeat_interval_s:
+            self._send(Heartbeat())
+
+    def step_once(self, now: float, *, readable: bool) -> bool:
+        """One pass of the loop after the wait: handle what the socket holds (``readable``: the wait
+        saw input), check the link, write the status on its cadence. False once the node should stop
+        (``finish`` then ends it)."""
+        if self.exit_reason is not None:
+            return False
+        if readable:
+            for _ in range(64):
+                try:
+                    frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self.handle(frames)
+                # any message, even a rejected one, shows the link works; the clock starts
+                # after handling, so a long local step is not counted as silence
+                self._last_recv = time.monotonic()
+                if self.exit_reason is not None:
+                    break
+        if self.exit_reason is None:
+            self._check_link(time.monotonic())
+        if now - self._last_status > self.settings.status_every_s:
+            self.write_status()
+            self._last_status = now
+        return self.exit_reason is None
+
+    def finish(self) -> int:
+        """Log the exit, save the learner, write the final status; the exit code. The caller closes."""
+        log.info("site_exiting", reason=self.exit_reason, served=self.counts.get("served", 0))
+        try:
+            self.learner.save()
+        except SecganError as exc:
+            log.error("final_save_failed", error=type(exc).__name__)
+        self.write_status()
+        return self.exit_code
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to end (a signal to a host): the next ``before_poll`` makes it the exit reason."""
+        self._signal = reason
+
     def serve(self, *, install_signals: bool = True) -> int:
         if install_signals:
             def handler(signum: int, _frame: Any) -> None:
@@ -370,44 +431,15 @@ class SiteNode(SecureSumSide):
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, handler)
-        Path(self.settings.state_dir).mkdir(parents=True, exist_ok=True)
         self.open()
-        self._last_recv = self._last_reconnect = self._last_warned = time.monotonic()
-        log.info("site_started", site=self.settings.site_id, endpoint=self.settings.coordinator_endpoint)
-        last_status = 0.0
         try:
-            while self.exit_reason is None:
-                if self._signal:
-                    self.exit_reason = f"signal:{self._signal}"
-                    break
+            while True:
                 now = time.monotonic()
-                if not self.welcomed and now - self._last_hello > self.settings.hello_retry_s:
-                    self._hello()
-                elif self.welcomed and now - self._last_sent > self.settings.heartbeat_interval_s:
-                    self._send(Heartbeat())
-                if self.sock.poll(100):
-                    for _ in range(64):
-                        try:
-                            frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self.handle(frames)
-                        # any message, even a rejected one, shows the link works; the clock starts
-                        # after handling, so a long local step is not counted as silence
-                        self._last_recv = time.monotonic()
-                        if self.exit_reason is not None:
-                            break
-                if self.exit_reason is None:
-                    self._check_link(time.monotonic())
-                if now - last_status > self.settings.status_every_s:
-                    self.write_status()
-                    last_status = now
-            log.info("site_exiting", reason=self.exit_reason, served=self.counts.get("served", 0))
-            try:
-                self.learner.save()
-            except SecganError as exc:
-                log.error("final_save_failed", error=type(exc).__name__)
-            self.write_status()
-            return self.exit_code
+                self.before_poll(now)
+                if self.exit_reason is not None:
+                    break
+                if not self.step_once(now, readable=bool(self.sock.poll(100))):
+                    break
+            return self.finish()
         finally:
             self.close()

@@ -197,11 +197,11 @@ def update_toml(path: Path, updates: dict[str, Any]) -> None:
 
 
 def make_kit(out: Path, *, data_root: Path, sites: int, port: int, coordinator: dict[str, Any] | None = None,
-             site: dict[str, Any] | None = None) -> dict[str, Path]:
+             site: dict[str, Any] | None = None, image_size: int = TINY_IMAGE["size"]) -> dict[str, Path]:
     """``secgan provision`` in a child process, then tiny settings merged into every config."""
     res = subprocess.run(
         [sys.executable, "-m", "secgan", "provision", "--sites", str(sites), "--out", str(out), "--port", str(port),
-         "--data-root", str(data_root), "--image-size", str(TINY_IMAGE["size"])],
+         "--data-root", str(data_root), "--image-size", str(image_size)],
         cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stderr
@@ -228,6 +228,11 @@ def coordinator_proc(kit: dict[str, Path], log: Path, *extra: str) -> Proc:
 
 def site_proc(kit: dict[str, Path], site: str, log: Path, *extra: str) -> Proc:
     return Proc(["-m", "sites", "--config", str(kit[site]), *extra], log)
+
+
+def site_host_proc(kit: dict[str, Path], sites: list[str], log: Path, *extra: str) -> Proc:
+    """One ``secgan site-host`` process serving the kit's ``sites`` (names like "site-3")."""
+    return Proc(["-m", "secgan", "site-host", *extra, *(str(kit[s]) for s in sites)], log)
 
 
 @contextmanager

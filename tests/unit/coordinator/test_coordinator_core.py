@@ -148,3 +148,17 @@ def test_generator_average_decay_is_checked(bad: float) -> None:
     with pytest.raises(ConfigError, match="g_average"):
         GeneratorCore(G, torch.optim.Adam(G.parameters()), RandomConditions(16), batch_size=2, noise_dim=M.noise_dim,
                       generator=torch.Generator(), average=bad)
+
+
+def test_make_batch_sets_training_mode_once_not_per_site_and_step():
+    """At 71 sites the coordinator makes 71 batches a step: G's mode walk (every module) runs only
+    when G is not already training, yet a G left in eval (a preview) trains again."""
+    core = _core()
+    core.G.eval()
+    calls = []
+    train = core.G.train
+    core.G.train = lambda mode=True: (calls.append(mode), train(mode))[1]
+    for site in ("a", "b", "c"):
+        core.make_batch(run_id="r", round=1, step=0, site=site)
+    assert core.G.training and all(m.training for m in core.G.modules())
+    assert calls == [True]
