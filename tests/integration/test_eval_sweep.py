@@ -25,6 +25,7 @@ def _config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.timeout(600)  # --jobs 2 starts one process per job (about 30): the interpreter start-ups add up
 def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     cfg = _config(tmp_path)
     out = tmp_path / "out"
