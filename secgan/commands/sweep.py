@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads of every job, whichever engine runs it (the table depends on it; the "
                              "same value gives the same table)")
     parser.add_argument("--train-gans", default=None, metavar="NAME:RUN,...",
-                        help="train only these GAN runs (e.g. asyndgan:0,syn-all:1) and exit; what --jobs workers run")
+                        help="train only these GAN runs (e.g. asyndgan:0,syn-all:1) and exit, without job records")
 
 
 def run(args: argparse.Namespace) -> int:
