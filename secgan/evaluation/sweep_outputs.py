@@ -29,7 +29,7 @@ CSV_COLUMNS = (
     "setting", "epsilon", "epsilon_spent", "dice_mean", "dice_std", "hd95_mean", "hd95_std",
     "dice_wt_mean", "dice_wt_std", "dice_tc_mean", "dice_tc_std", "dice_et_mean", "dice_et_std",
     "hd95_wt_mean", "hd95_tc_mean", "hd95_et_mean", "train_slices", "test_patients", "seeds",
-    "w1_t1", "w1_t1ce", "w1_t2", "w1_flair", "w1_mean", "precision", "recall", "gan_steps", "gan_runs", "wall_seconds",
+    "w1_t1", "w1_t1ce", "w1_t2", "w1_flair", "w1_mean", "precision", "recall", "gan_steps", "gan_runs",
 )
 
 

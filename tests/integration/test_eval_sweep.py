@@ -25,15 +25,18 @@ def _config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.timeout(600)  # --jobs 2 starts one process per job (about 30): the interpreter start-ups add up
 def test_tiny_sweep_runs_and_resumes(tmp_path: Path, capsys):
     cfg = _config(tmp_path)
     out = tmp_path / "out"
-    # --jobs 2: the eight GAN runs are trained by two `secgan sweep --train-gans` worker processes first
+    # --jobs 2: every job (the eight GAN runs, then the U-Nets) runs in a `secgan sweep --job ID`
+    # process, at most two at a time, each after the jobs it needs
     assert main(["sweep", "--config", str(cfg), "--out", str(out), "--jobs", "2"]) == 0
     assert (tmp_path / "phantom" / "site-2" / "split.json").is_file()  # generated from [phantom]
-    workers = sorted((out / "gans" / "workers").glob("worker-*.log"))
-    assert [w.name for w in workers] == ["worker-0.log", "worker-1.log"]
-    assert all("trained 4 GAN run(s)" in w.read_text() for w in workers)
+    logs = {w.stem: w.read_text() for w in (out / "jobs" / "logs").glob("*.log")}
+    gan_logs = sorted(n for n in logs if n.startswith("gan."))
+    assert len(gan_logs) == 8 and "gan.asyndgan-dp-eps3-run1" in gan_logs
+    assert all(f"{n}: done" in text for n, text in logs.items())
 
     rows = json.loads((out / "results.json").read_text())
     settings = [r["setting"] for r in rows]
