@@ -41,13 +41,13 @@ def build_classifier(config: ClassifierConfig, *, in_channels: int, classes: int
     import torch
     from torch import nn
 
-    layers: list[nn.Module] = []
-    width = in_channels
-    for c in config.channels:
-        layers += [nn.Conv2d(width, c, 3, padding=1), nn.GroupNorm(min(8, c), c), nn.ReLU(), nn.MaxPool2d(2)]
-        width = c
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # hygiene-ok: inside fork_rng, restored on exit (torch inits from the global RNG)
+        layers: list[nn.Module] = []
+        width = in_channels
+        for c in config.channels:
+            layers += [nn.Conv2d(width, c, 3, padding=1), nn.GroupNorm(min(8, c), c), nn.ReLU(), nn.MaxPool2d(2)]
+            width = c
         return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, classes))
 
 
