@@ -40,11 +40,11 @@ import numpy as np
 from secgan.core.errors import DataError
 from secgan.data.derm import DERM_CLASSES
 from secgan.data.imagefile import IMAGE_SUFFIXES, ImageLimits, read_rgb, to_chw_unit
+from secgan.data.splits import IMAGE_SPLITS
 
 ID_COLUMNS = ("image_name", "image")
 PATIENT_COLUMN = "patient_id"
 DIAGNOSIS_COLUMN = "diagnosis"
-ISIC_SPLITS = ("train", "test", "all")
 MAX_CSV_BYTES = 64 << 20
 
 
@@ -200,8 +200,8 @@ def read_isic(site_dir: Path, *, split: str = "train", image_size: int = 64, cla
     """The images of the patients of ``split`` ("train" | "test" | "all"), checked (module docstring)."""
     from secgan.data.dataset import read_split
 
-    if split not in ISIC_SPLITS:
-        raise ValueError(f"split must be one of {ISIC_SPLITS}, got {split!r}")
+    if split not in IMAGE_SPLITS:
+        raise ValueError(f"split must be one of {IMAGE_SPLITS}, got {split!r}")
     if not 16 <= image_size <= 1024:
         raise ValueError(f"image_size must be in 16..1024, got {image_size}")
     classes = tuple(classes)

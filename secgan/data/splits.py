@@ -13,6 +13,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+# the parts a reader of the 2-D domains (tiles, ISIC folders) can load: split.json's two, or both
+IMAGE_SPLITS = ("train", "test", "all")
+
 
 def random_split(g: np.random.Generator, ids: Sequence[str], test_fraction: float) -> dict[str, list[str]]:
     """Patient-level train/test split of ``ids`` drawn from ``g``; both sides non-empty, each sorted."""

@@ -29,9 +29,9 @@ import numpy as np
 
 from secgan.core.errors import DataError
 from secgan.data.imagefile import IMAGE_SUFFIXES, ImageLimits, read_labels, read_rgb, to_chw_unit
+from secgan.data.splits import IMAGE_SPLITS
 
 TILE_STEM = re.compile(r"^(?P<case>[A-Za-z0-9][A-Za-z0-9._-]*?)(?:_t(?P<tile>\d{1,4}))?$")
-TILE_SPLITS = ("train", "test", "all")
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,8 @@ def read_tiles(site_dir: Path, *, split: str = "train", limits: ImageLimits = Im
     """The tiles of the cases of ``split`` ("train" | "test" | "all"), checked (see the module docstring)."""
     from secgan.data.dataset import read_split
 
-    if split not in TILE_SPLITS:
-        raise ValueError(f"split must be one of {TILE_SPLITS}, got {split!r}")
+    if split not in IMAGE_SPLITS:
+        raise ValueError(f"split must be one of {IMAGE_SPLITS}, got {split!r}")
     site_dir = Path(site_dir)
     cases = list_tiles(site_dir)
     parts = read_split(site_dir, known=set(cases))

@@ -46,7 +46,8 @@ def train_nuclei_unet(images: np.ndarray, instances: np.ndarray, *, config: Segm
                       steps: int | None = None):
     """Train the segmenter on tiles ``images [N,3,H,W]`` in [0, 1] with instance maps ``[N,H,W]``."""
     classes = np.stack([instances_to_classes(m) for m in np.asarray(instances)])
-    return train_segmenter(_unit_to_signed(images), classes, config=config, seed=seed, steps=steps, masks=nuclei_masks)
+    return train_segmenter(_unit_to_signed(images), classes, config=config, seed=seed, steps=steps, masks=nuclei_masks,
+                           in_channels=3)
 
 
 def predict_instances(model, images: np.ndarray, *, device: str = "cpu") -> np.ndarray:

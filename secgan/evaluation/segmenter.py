@@ -86,11 +86,12 @@ def train_segmenter(
     steps: int | None = None,
     progress: Callable[[int, float], None] | None = None,
     masks: Callable[[np.ndarray], np.ndarray] = region_masks,
+    in_channels: int = 4,
 ):
     """Train a U-Net on slices ``images [N,4,H,W]`` (in [-1, 1]) with BraTS label maps ``segs [N,H,W]``.
 
     ``masks`` turns label maps ``[N,H,W]`` into the target masks ``[R,N,H,W]`` of the R sigmoid outputs
-    (default: the tumour regions); the U-Net gets as many input channels as ``images`` has.
+    (default: the tumour regions); ``images`` must have ``in_channels`` channels (default: the 4 modalities).
 
     ``config.epochs`` passes over the data, or exactly ``steps`` optimiser steps when given (passes
     in fresh random orders until done). Slices with no tissue at all are dropped (they teach nothing
@@ -101,8 +102,8 @@ def train_segmenter(
 
     images = np.asarray(images, dtype=np.float32)
     segs = np.asarray(segs)
-    if images.ndim != 4 or segs.shape != (images.shape[0],) + images.shape[2:]:
-        raise ValueError(f"images must be [N,C,H,W] and segs [N,H,W]; got {images.shape} and {segs.shape}")
+    if images.ndim != 4 or images.shape[1] != in_channels or segs.shape != (images.shape[0],) + images.shape[2:]:
+        raise ValueError(f"images must be [N,{in_channels},H,W] and segs [N,H,W]; got {images.shape} and {segs.shape}")
     config.check_fits(images.shape[-1])
     keep = _brain_slices(images)
     x_all = torch.from_numpy(np.ascontiguousarray(images[keep]))
