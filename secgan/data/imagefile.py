@@ -135,6 +135,22 @@ def read_labels(path: Path, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     return arr
 
 
+def files_by_stem(folder: Path, what: str) -> dict[str, Path]:
+    """The image files of ``folder`` (suffixes of :data:`IMAGE_SUFFIXES`, hidden files skipped) by stem;
+    two files with one stem are an error. ``what`` names a stem in messages ("tile", "image id")."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder is missing")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:
+            raise DataError(f"{path}: a second file for {what} {path.stem!r} (also {found[path.stem].name})")
+        found[path.stem] = path
+    return found
+
+
 def to_chw_unit(rgb: np.ndarray) -> np.ndarray:
     """``uint8 [H, W, 3]`` -> ``float32 [3, H, W]`` in [0, 1] (value / 255)."""
     return np.ascontiguousarray(np.moveaxis(np.asarray(rgb, dtype=np.float32) / np.float32(255.0), -1, 0))

@@ -39,7 +39,7 @@ import numpy as np
 
 from secgan.core.errors import DataError
 from secgan.data.derm import DERM_CLASSES
-from secgan.data.imagefile import IMAGE_SUFFIXES, ImageLimits, read_rgb, to_chw_unit
+from secgan.data.imagefile import ImageLimits, files_by_stem, read_rgb, to_chw_unit
 from secgan.data.splits import IMAGE_SPLITS
 
 ID_COLUMNS = ("image_name", "image")
@@ -170,19 +170,6 @@ def _one_hot_label(path: Path, line: int, raw: list[str], col: dict[str, int], c
     return hot[0]
 
 
-def _image_files(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"{folder}: image folder is missing")
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
-            continue
-        if p.stem in found:
-            raise DataError(f"{p}: a second file for image id {p.stem!r} (also {found[p.stem].name})")
-        found[p.stem] = p
-    return found
-
-
 def _square(rgb: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
@@ -210,7 +197,7 @@ def read_isic(site_dir: Path, *, split: str = "train", image_size: int = 64, cla
     site_dir = Path(site_dir)
     csv_path = _csv_path(site_dir, csv_name)
     rows = read_labels_csv(csv_path, classes)
-    files = _image_files(site_dir / "images")
+    files = files_by_stem(site_dir / "images", "image id")
     for r in rows:
         if r.image_id not in files:
             raise DataError(f"{csv_path}: line {r.line}: image listed but missing from {site_dir / 'images'}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from secgan.core.errors import DataError
-from secgan.data.imagefile import IMAGE_SUFFIXES, ImageLimits, read_labels, read_rgb, to_chw_unit
+from secgan.data.imagefile import ImageLimits, files_by_stem, read_labels, read_rgb, to_chw_unit
 from secgan.data.splits import IMAGE_SPLITS
 
 TILE_STEM = re.compile(r"^(?P<case>[A-Za-z0-9][A-Za-z0-9._-]*?)(?:_t(?P<tile>\d{1,4}))?$")
@@ -49,17 +49,10 @@ class TileSet:
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"{folder}: folder is missing (a tile site holds images/ and masks/)")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if path.stem in found:
-            raise DataError(f"{path}: a second file for tile {path.stem!r} (also {found[path.stem].name})")
+    found = files_by_stem(folder, "tile")
+    for path in found.values():
         if not TILE_STEM.match(path.stem):
             raise DataError(f"{path}: file name is not <case>_t<NN> or <case> (letters, digits, '.', '_', '-')")
-        found[path.stem] = path
     return found
 
 
