@@ -343,14 +343,11 @@ def phantom_slices(patients, *, seed: int, site: int, size: int, slices: int,
 def patient_split(seed: int, site: int, ids: list[str], test_fraction: float,
                   style: PhantomStyle = SITE_STYLE) -> dict[str, list[str]]:
     """Patient-level train/test split, deterministic in (seed, site, style); both sides non-empty."""
+    from secgan.data.splits import random_split
+
     if len(ids) < 2:
         raise ValueError("a split needs at least 2 patients")
-    g = np.random.default_rng(_seed(style, seed, site, _SPLIT_TAG))
-    order = g.permutation(len(ids))
-    n_test = min(max(1, int(round(test_fraction * len(ids)))), len(ids) - 1)
-    test = sorted(ids[i] for i in order[:n_test])
-    train = sorted(ids[i] for i in order[n_test:])
-    return {"train": train, "test": test}
+    return random_split(np.random.default_rng(_seed(style, seed, site, _SPLIT_TAG)), ids, test_fraction)
 
 
 def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -379,8 +376,7 @@ def write_phantom(
     Returns the site directories (K = 1..sites). Raises ValueError for impossible arguments.
     ``style``: the distribution drawn from (``SITE_STYLE``, or ``PUBLIC_STYLE`` for a public cohort).
     """
-    from secgan.core.fsio import atomic_write_json
-    from secgan.data.dataset import PHANTOM_MARKER
+    from secgan.data.splits import write_site_files
 
     if not 1 <= sites <= 64:
         raise ValueError(f"sites must be in 1..64, got {sites}")
@@ -407,9 +403,8 @@ def write_phantom(
             for name, vol in volumes.items():
                 _save_nifti(case_dir / f"{cid}_{name}.nii.gz", vol, affine)
             _save_nifti(case_dir / f"{cid}_seg.nii.gz", seg, affine)
-        atomic_write_json(site_dir / "split.json", patient_split(seed, site, ids, test_fraction, style))
-        # Marks the folder as the built-in phantom: data crop = "auto" leaves its slices uncropped.
-        atomic_write_json(site_dir / PHANTOM_MARKER, {"generator": "secgan phantom", "style": style.name,
-                                                      "seed": seed, "size": size, "slices": slices})
+        # The marker tells the folder is the built-in phantom: data crop = "auto" leaves its slices uncropped.
+        write_site_files(site_dir, patient_split(seed, site, ids, test_fraction, style),
+                         {"generator": "secgan phantom", "style": style.name, "seed": seed, "size": size, "slices": slices})
         site_dirs.append(site_dir)
     return site_dirs

@@ -51,8 +51,11 @@ class SegmenterConfig:
             raise ValueError(f"image size {image_size} is not divisible by {down} (U-Net depth {len(self.channels)})")
 
 
-def build_unet(config: SegmenterConfig, *, seed: int):
-    """A fresh U-Net, initialised deterministically from ``seed`` without touching the global RNG."""
+def build_unet(config: SegmenterConfig, *, seed: int, in_channels: int = 4, out_channels: int = len(REGIONS)):
+    """A fresh U-Net, initialised deterministically from ``seed`` without touching the global RNG.
+
+    ``in_channels`` / ``out_channels``: 4 modalities and 3 tumour regions unless a caller says
+    otherwise (the nuclei U-Net: RGB in, foreground / interior / boundary out)."""
     import torch
     from monai.networks.nets import UNet
 
@@ -60,8 +63,8 @@ def build_unet(config: SegmenterConfig, *, seed: int):
         torch.manual_seed(seed)  # hygiene-ok: inside fork_rng, restored on exit (MONAI inits from the global RNG)
         return UNet(
             spatial_dims=2,
-            in_channels=4,
-            out_channels=len(REGIONS),
+            in_channels=in_channels,
+            out_channels=out_channels,
             channels=tuple(config.channels),
             strides=config.strides,
             num_res_units=config.num_res_units,
@@ -82,8 +85,13 @@ def train_segmenter(
     seed: int,
     steps: int | None = None,
     progress: Callable[[int, float], None] | None = None,
+    masks: Callable[[np.ndarray], np.ndarray] = region_masks,
+    in_channels: int = 4,
 ):
     """Train a U-Net on slices ``images [N,4,H,W]`` (in [-1, 1]) with BraTS label maps ``segs [N,H,W]``.
+
+    ``masks`` turns label maps ``[N,H,W]`` into the target masks ``[R,N,H,W]`` of the R sigmoid outputs
+    (default: the tumour regions); ``images`` must have ``in_channels`` channels (default: the 4 modalities).
 
     ``config.epochs`` passes over the data, or exactly ``steps`` optimiser steps when given (passes
     in fresh random orders until done). Slices with no tissue at all are dropped (they teach nothing
@@ -94,13 +102,13 @@ def train_segmenter(
 
     images = np.asarray(images, dtype=np.float32)
     segs = np.asarray(segs)
-    if images.ndim != 4 or images.shape[1] != 4 or segs.shape != (images.shape[0],) + images.shape[2:]:
-        raise ValueError(f"images must be [N,4,H,W] and segs [N,H,W]; got {images.shape} and {segs.shape}")
+    if images.ndim != 4 or images.shape[1] != in_channels or segs.shape != (images.shape[0],) + images.shape[2:]:
+        raise ValueError(f"images must be [N,{in_channels},H,W] and segs [N,H,W]; got {images.shape} and {segs.shape}")
     config.check_fits(images.shape[-1])
     keep = _brain_slices(images)
     x_all = torch.from_numpy(np.ascontiguousarray(images[keep]))
-    y_all = torch.from_numpy(np.ascontiguousarray(np.moveaxis(region_masks(segs[keep]), 0, 1)).astype(np.float32))
-    model = build_unet(config, seed=seed).to(config.device)
+    y_all = torch.from_numpy(np.ascontiguousarray(np.moveaxis(masks(segs[keep]), 0, 1)).astype(np.float32))
+    model = build_unet(config, seed=seed, in_channels=images.shape[1], out_channels=y_all.shape[1]).to(config.device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     dice = DiceLoss(sigmoid=True, batch=True)
@@ -146,16 +154,16 @@ def step_budget(config: SegmenterConfig, reference_slices: int) -> int:
 
 
 def predict_regions(model, images: np.ndarray, *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Region masks ``[N, 3, H, W]`` (bool) predicted for slices ``images [N, 4, H, W]``."""
+    """Region masks ``[N, R, H, W]`` (bool, R outputs: 3 regions) predicted for slices ``images [N, C, H, W]``."""
     import torch
 
     images = np.asarray(images, dtype=np.float32)
-    out = np.zeros((len(images), len(REGIONS)) + images.shape[2:], dtype=bool)
+    parts = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(np.array(images[start : start + batch_size], dtype=np.float32)).to(device)
-            out[start : start + batch_size] = (model(x) > 0).cpu().numpy()
-    return out
+            parts.append((model(x) > 0).cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, len(REGIONS)) + images.shape[2:], dtype=bool)
 
 
 @dataclass(frozen=True)
