@@ -47,7 +47,27 @@ caller, per authenticated peer; the guard remembers a message only when the call
 after all of its own checks. :func:`check_tensors` runs stages 14, 17 and 18 on a message object,
 for a receiver handed one without the codec (the in-process runner).
 
-Decoded tensors are fresh copies owned by torch (writable; they never alias ZeroMQ buffers).
+What is shared and what is copied (zero-copy on both ends, one rule each):
+
+- :func:`encode` returns the header as ``bytes`` and each tensor frame as a read-only
+  ``memoryview`` over the tensor's own CPU buffer: no copy for a C-contiguous CPU tensor on a
+  little-endian host (a tensor that is not contiguous, not on the CPU, or on a big-endian host is
+  copied once into a contiguous little-endian buffer first). Sent with
+  ``send_multipart(copy=False)``, libzmq reads that memory when it writes the frame out, so a sender
+  never mutates a tensor it has put in a message (messages are frozen; the coordinator's fakes and
+  the sites' gradients are fresh tensors each step).
+- :func:`decode` views a received ``zmq.Frame`` (``recv_multipart(copy=False)``): the tensor is
+  ``torch.frombuffer`` over the frame's own memory, which the tensor keeps alive and which no other
+  party holds (over tcp and ipc libzmq owns the bytes it read from the socket). The view is taken only
+  after stages 1-16 passed, and stages 17-18 run on it before the message is built, so nothing uses an
+  unchecked buffer. A frame whose start is not aligned to the dtype's item size is copied.
+- Every other buffer (``bytes``, ``bytearray``, ``memoryview``, e.g. an in-process
+  ``decode(encode(msg))``) is copied into memory the decoded tensor owns: a decoded tensor never
+  aliases a buffer its sender can still mutate in-process. (An ``inproc://`` zmq socket with
+  ``copy=False`` hands the sender's buffer through to the receiver; the federation's sockets are tcp.)
+
+Decoded tensors are writable and contiguous; writing one changes only that message's memory.
+Byte order on the wire is little-endian, whatever the host.
 """
 
 from __future__ import annotations
@@ -59,6 +79,7 @@ import sys
 from typing import Any, Sequence
 
 import torch
+import zmq
 
 from secgan.core.errors import ProtocolError
 from secgan.core.strictjson import parse_strict_json
@@ -225,16 +246,22 @@ def check_tensors(msg: Message) -> None:
 
 
 def all_finite(t: torch.Tensor) -> bool:
-    # min and max propagate NaN and expose +-inf, so both finite <=> every element finite;
-    # an order of magnitude faster than isfinite().all() on CPU builds
+    """Every element finite. First the sum: +-inf and NaN are sticky under IEEE addition, so a
+    finite sum proves every element finite (one pass, cheaper than a copy). A non-finite sum may
+    also be an overflow of huge finite values, so it is settled exactly: min and max propagate NaN
+    and expose +-inf, so both finite <=> every element finite. Both are an order of magnitude
+    faster than isfinite().all() on CPU builds."""
     if t.numel() == 0:
         return True
-    lo, hi = torch.aminmax(t.detach().reshape(-1))
+    flat = t.detach().reshape(-1)
+    if math.isfinite(float(flat.sum())):
+        return True
+    lo, hi = torch.aminmax(flat)
     return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
 # ---------------------------------------------------------------------------------------------
-# tensor <-> bytes
+# tensor <-> frames (what is shared and what is copied: module docstring)
 
 _LITTLE = sys.byteorder == "little"
 
@@ -248,19 +275,36 @@ def _swap(t: torch.Tensor) -> torch.Tensor:
     return raw.view(t.dtype).reshape(t.shape)
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
+def _tensor_frame(t: torch.Tensor) -> memoryview:
+    """A read-only byte view of ``t``'s C-contiguous little-endian buffer (copied only when ``t``
+    is not contiguous, not on the CPU, or the host is big-endian). The view keeps the buffer alive."""
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
     t = t.contiguous()
     if not _LITTLE:
         t = _swap(t)
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()).toreadonly()
 
 
-def _tensor_from(buf: memoryview, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
-    # bytearray(...) copies: the tensor owns writable memory and never aliases a ZeroMQ frame
-    t = torch.frombuffer(bytearray(buf), dtype=DTYPES[dtype][0]).reshape(shape)
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    """The tensor's wire bytes as one ``bytes`` object (a copy of :func:`_tensor_frame`)."""
+    return bytes(_tensor_frame(t))
+
+
+def _tensor_from(buf: memoryview, dtype: str, shape: tuple[int, ...], *, frame: Any = None) -> torch.Tensor:
+    """A tensor over ``buf``: a view when ``frame`` is the received ``zmq.Frame`` it came from,
+    else a copy (module docstring)."""
+    torch_dtype, itemsize, _ = DTYPES[dtype]
+    t = None
+    if isinstance(frame, zmq.Frame) and not buf.readonly and len(buf):
+        t = torch.frombuffer(buf, dtype=torch_dtype)  # a view: the received frame's own memory
+        if t.data_ptr() % itemsize:
+            t = t.clone()  # a misaligned start: an aligned copy the tensor owns
+    if t is None:
+        # bytearray(...) copies: the tensor owns writable memory and never aliases the caller's buffer
+        t = torch.frombuffer(bytearray(buf), dtype=torch_dtype)
+    t = t.reshape(shape)
     return t if _LITTLE else _swap(t)
 
 
@@ -277,9 +321,11 @@ def encode(
     site: str,
     seq: int,
     limits: WireLimits | None = None,
-) -> list[bytes]:
-    """Frames for ``msg``. Checks the same rules as :func:`decode` (sizes only when ``limits``
-    is given), so a peer never receives what it would refuse. ProtocolError on failure."""
+) -> list[bytes | memoryview]:
+    """Frames for ``msg``: the header (``bytes``) and one read-only ``memoryview`` over each tensor's
+    own buffer (module docstring: what is shared). Checks the same rules as :func:`decode` (sizes
+    only when ``limits`` is given), so a peer never receives what it would refuse. ProtocolError on
+    failure."""
     mtype = getattr(type(msg), "TYPE", None)
     if mtype not in MESSAGE_TYPES or MESSAGE_TYPES[mtype] is not type(msg):
         raise fail("unknown_type", type(msg).__name__)
@@ -295,7 +341,7 @@ def encode(
             body[f.name] = list(value) if isinstance(value, tuple) else value
     tensors: dict[str, torch.Tensor] = {}
     table = []
-    frames: list[bytes] = []
+    frames: list[memoryview] = []
     for name, _ in TENSOR_SPECS.get(mtype, ()):
         t = getattr(msg, name)
         if not isinstance(t, torch.Tensor):
@@ -303,7 +349,7 @@ def encode(
         dtype = _DTYPE_NAMES.get(t.dtype)
         if dtype is None:
             raise fail("bad_dtype", f"{name}: {t.dtype}")
-        raw = _tensor_bytes(t)
+        raw = _tensor_frame(t)
         tensors[name] = t
         table.append({"name": name, "dtype": dtype, "shape": list(t.shape), "nbytes": len(raw)})
         frames.append(raw)
@@ -385,7 +431,8 @@ def _decode(frames: Sequence[Any], limits: WireLimits) -> tuple[Envelope, Messag
     env, body = _check_header(header, len(views))
     table = _check_table(env.type, header["tensors"])
     _check_tensor_meta(env.type, table, [len(v) for v in views[1:]], limits)
-    tensors = {name: _tensor_from(v, dtype, shape) for (name, dtype, shape, _), v in zip(table, views[1:])}
+    tensors = {name: _tensor_from(v, dtype, shape, frame=f)
+               for (name, dtype, shape, _), f, v in zip(table, frames[1:], views[1:])}
     _check_tensor_semantics(env.type, tensors)
     cls = MESSAGE_TYPES[env.type]
     names = {f.name for f in dataclasses.fields(cls)}

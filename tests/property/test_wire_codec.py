@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import torch
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -92,17 +94,61 @@ def same(a, b) -> bool:
 def test_round_trip(case):
     msg, env = case
     frames = codec.encode(msg, **env, limits=LIMITS)
-    assert all(isinstance(f, bytes) for f in frames)
-    envelope, out = codec.decode(frames, limits=LIMITS)
-    assert (envelope.run_id, envelope.round, envelope.step, envelope.site, envelope.seq) == (
-        env["run_id"], env["round"], env["step"], env["site"], env["seq"])
-    assert envelope.type == type(msg).TYPE and type(out) is type(msg)
-    for f in dataclasses.fields(msg):
-        a, b = getattr(msg, f.name), getattr(out, f.name)
-        if f.name == "epsilon" and a is not None:
-            assert b == float(a)
-        else:
-            assert same(a, b), f.name
+    assert isinstance(frames[0], bytes)
+    assert all(isinstance(f, memoryview) and f.readonly for f in frames[1:])  # views of the tensors
+    # in-process (copied) and as a receiver holds them (zmq.Frames, viewed): the same message
+    for given_frames in (frames, [zmq.Frame(bytes(f)) for f in frames]):
+        envelope, out = codec.decode(given_frames, limits=LIMITS)
+        assert (envelope.run_id, envelope.round, envelope.step, envelope.site, envelope.seq) == (
+            env["run_id"], env["round"], env["step"], env["site"], env["seq"])
+        assert envelope.type == type(msg).TYPE and type(out) is type(msg)
+        for f in dataclasses.fields(msg):
+            a, b = getattr(msg, f.name), getattr(out, f.name)
+            if f.name == "epsilon" and a is not None:
+                assert b == float(a)
+            else:
+                assert same(a, b), f.name
+
+
+def _random_tensor(dtype: str, shape: list[int], seed: int, layout: str) -> torch.Tensor:
+    tdtype = codec.DTYPES[dtype][0]
+    g = torch.Generator().manual_seed(seed)
+    if tdtype.is_floating_point:
+        t = torch.randn(shape, generator=g).to(tdtype)
+    elif tdtype == torch.int64:
+        t = torch.randint(-(2**62), 2**62, shape, generator=g, dtype=torch.int64)
+    else:
+        t = torch.randint(0, 256, shape, generator=g).to(tdtype)
+    if layout == "transposed" and t.dim() >= 2:
+        t = t.transpose(0, -1).contiguous().transpose(0, -1)  # same values, not C-contiguous
+    elif layout == "offset" and t.numel():
+        t = torch.cat([t.reshape(-1)[:1], t.reshape(-1)])[1:].reshape(t.shape)  # storage offset of one item
+    return t
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(codec.DTYPES)), st.lists(st.integers(1, 9), min_size=0, max_size=4),
+       st.integers(0, 2**32), st.sampled_from(["contiguous", "transposed", "offset"]))
+def test_zero_copy_path_round_trips_any_dtype_and_shape(dtype, shape, seed, layout):
+    """Tensor frames: out as a view (a copy only when not contiguous), in as a view of a received
+    frame (a copy of any other buffer); both exact, little-endian, C order."""
+    t = _random_tensor(dtype, shape, seed, layout)
+    frame = codec._tensor_frame(t)
+    assert frame.readonly and len(frame) == t.numel() * codec.DTYPES[dtype][1]
+    if t.is_contiguous():
+        assert np.frombuffer(frame, dtype=np.uint8).ctypes.data == t.data_ptr() or t.numel() == 0
+    assert bytes(frame) == t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()  # host is little-endian
+    received = zmq.Frame(bytes(frame))
+    view = codec._tensor_from(memoryview(received), dtype, tuple(shape), frame=received)
+    copy = codec._tensor_from(frame, dtype, tuple(shape))
+    for back in (view, copy):
+        assert back.dtype == t.dtype and tuple(back.shape) == tuple(shape) and torch.equal(back, t)
+        assert back.is_contiguous()
+    if t.numel():
+        at = np.frombuffer(received.buffer, dtype=np.uint8).ctypes.data
+        # a view of the frame, unless its start is misaligned for the dtype (then a copy)
+        assert (view.data_ptr() == at) == (at % codec.DTYPES[dtype][1] == 0)
+        assert copy.data_ptr() != t.data_ptr()
 
 
 frame = st.binary(max_size=300) | st.builds(bytearray, st.binary(max_size=64)) | st.sampled_from([b"{}", b"[]", b"null", b'{"v":1}'])
