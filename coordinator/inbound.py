@@ -160,7 +160,8 @@ class Inbound:
                  resume_step=msg.resume_step, state=rec.state)
         self._send(site, Welcome(version=PROTOCOL_VERSION, run_id=self.cfg.run_id, image_size=self.cfg.image.size,
                                  model=to_dict(self.cfg.model), condition_source=self.cfg.condition_source,
-                                 planned_steps=self.cfg.train.steps, aggregation=self.cfg.aggregation))
+                                 planned_steps=self.cfg.train.steps, aggregation=self.cfg.aggregation,
+                                 image=self.cfg.image.wire_form()))
 
     def _handle_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message

@@ -40,3 +40,18 @@ def check_fake_batch(msg: Batch, image: ImageSpec, *, max_batch: int = 4096) -> 
         t = getattr(msg, name)
         if bool((t < lo).any()) or bool((t > hi).any()):
             raise ProtocolError("out_of_range", f"{name} has values outside [{lo:g}, {hi:g}]")
+
+
+def image_spec_differs(size: int, wire: object, ours: ImageSpec) -> str:
+    """"" when the Welcome's image spec (``size`` + ``ImageSpec.wire_form``) is this site's own,
+    else the names of the fields that differ (or why it cannot be read): the site then refuses the run."""
+    from secgan.core.config import to_dict
+    from secgan.core.errors import ConfigError
+    from secgan.core.spec import spec_from_wire
+
+    try:
+        theirs = spec_from_wire(size, wire)
+    except ConfigError as exc:
+        return f"unreadable image spec ({str(exc)[:120]})"
+    a, b = to_dict(theirs), to_dict(ours)
+    return ", ".join(f"image.{k}" for k in a if a[k] != b[k])
