@@ -103,7 +103,7 @@ def _preview(core: GeneratorCore, cfg: RunConfig, path: Path, n: int = 6) -> Non
         z = torch.randn(n, cfg.model.noise_dim, generator=gen)
         fake = core.G(cond.to(core.device), z.to(core.device)).cpu()
     core.G.train()
-    save_grid(path, None, fake.numpy(), cond.numpy())
+    save_grid(path, None, fake.numpy(), cond.numpy(), image=cfg.image)
 
 
 def run_inprocess(
