@@ -16,8 +16,8 @@ from secgan.core.errors import DataError
 @dataclass(frozen=True)
 class Cohort:
     name: str
-    images: np.ndarray  # [N, 4, H, W] float32
-    conds: np.ndarray  # [N, 4, H, W] float32
+    images: np.ndarray  # [N, C, H, W] float32 (C from the run's image spec: 4 brain MRI, 3 RGB, ...)
+    conds: np.ndarray  # [N, *cond_shape] float32 (a map [K, H, W], a one-hot class [K, 1, 1], none [0, 1, 1])
     groups: np.ndarray  # [N] int64 patient index (within this cohort)
 
     @property
@@ -33,20 +33,21 @@ def make_cohort(name: str, images, conds=None, groups=None, *, min_patients: int
     if images is None:
         raise DataError(f"{name}: no images given")
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise DataError(f"{name}: images must be a non-empty [N, 4, H, W] array, got shape {images.shape}")
-    if images.shape[1] != 4:
-        raise DataError(f"{name}: images must have 4 channels (t1, t1ce, t2, flair), got {images.shape[1]}")
+    if images.ndim != 4 or images.shape[0] == 0 or images.shape[1] == 0:
+        raise DataError(f"{name}: images must be a non-empty [N, C, H, W] array, got shape {images.shape}")
     if not np.issubdtype(images.dtype, np.floating):
         raise DataError(f"{name}: images must be floating point, got {images.dtype}")
     images = images.astype(np.float32, copy=False)
     if not np.all(np.isfinite(images)):
         raise DataError(f"{name}: images contain NaN or infinity")
     if conds is None:
-        conds = np.zeros_like(images)
+        conds = np.zeros((images.shape[0], 0, 1, 1), dtype=np.float32)  # no condition
     conds = np.asarray(conds, dtype=np.float32)
-    if conds.shape != images.shape:
-        raise DataError(f"{name}: conditions {conds.shape} do not match images {images.shape}")
+    spatial = conds.ndim == 4 and conds.shape[2:] == images.shape[2:]
+    pooled = conds.ndim == 4 and conds.shape[2:] == (1, 1)
+    if conds.shape[:1] != images.shape[:1] or not (spatial or pooled):
+        raise DataError(f"{name}: conditions {conds.shape} do not match images {images.shape} "
+                        f"(a map [N, K, H, W] or a class/none condition [N, K, 1, 1])")
     if groups is None:
         groups = np.arange(images.shape[0], dtype=np.int64)
     groups = np.asarray(groups)

@@ -37,6 +37,9 @@ class EmbeddingConfig:
     temperature: float = 0.2
     max_shift: int = 3
     noise: float = 0.05
+    # value of the pixels a shift brings in: the images' background (-1 for normalised MRI; e.g. 1.0
+    # for white RGB histology in [0, 1]); the encoder itself takes any channel count
+    pad_value: float = -1.0
 
 
 class _Encoder(nn.Module):
@@ -69,7 +72,7 @@ def _augment(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> torch
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     s = cfg.max_shift
     if s > 0:
-        padded = F.pad(x, (s, s, s, s), value=-1.0)  # background is -1
+        padded = F.pad(x, (s, s, s, s), value=cfg.pad_value)  # the images' background
         offs = torch.randint(0, 2 * s + 1, (n, 2), generator=g)
         x = torch.stack([padded[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(offs.tolist())])
     scale = 1.0 + 0.1 * (torch.rand(n, 1, 1, 1, generator=g) - 0.5)

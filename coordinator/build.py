@@ -44,8 +44,20 @@ def generator_recipe(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a stored run config (``to_dict(RunConfig)``) that G's state depends on."""
     train = {k: v for k, v in dict(config.get("train") or {}).items() if k not in RESUMABLE_TRAIN_FIELDS}
     data = dict(config.get("data") or {})
-    return {"run_id": config.get("run_id"), "image": config.get("image"), "model": config.get("model"),
+    return {"run_id": config.get("run_id"), "image": _image_as_spec(config.get("image")), "model": config.get("model"),
             "train": train, "data.condition_source": data.get("condition_source"), "data.bank_dir": data.get("bank_dir")}
+
+
+def _image_as_spec(image: Any) -> Any:
+    """A stored image table with every field of the spec (a checkpoint written before a field existed
+    holds its default), so an old brain checkpoint and a new brain config agree."""
+    from secgan.core.config import load_dataclass
+    from secgan.core.spec import ImageSpec
+
+    try:
+        return to_dict(load_dataclass(ImageSpec, image or {}, prefix="image."))
+    except ConfigError:
+        return image
 
 
 def check_resumable(config: RunConfig, checkpoint: Checkpoint) -> None:
@@ -83,10 +95,11 @@ def build_generator_core(
     optimizer = torch.optim.Adam(G.parameters(), lr=train.lr_g, betas=(train.beta1, train.beta2))
     rng = torch.Generator().manual_seed(train.seed)
     conditions = build_condition_source(config.data.condition_source, size=config.image.size,
-                                        bank_dir=Path(config.data.bank_dir) if config.data.bank_dir else None)
+                                        bank_dir=Path(config.data.bank_dir) if config.data.bank_dir else None,
+                                        image=config.image)
     core = GeneratorCore(G, optimizer, conditions, batch_size=train.batch_size, noise_dim=config.model.noise_dim,
                          generator=rng, device=device, average=train.g_average, moments=moments,
-                         moment_weight=train.stats_weight)
+                         moment_weight=train.stats_weight, image=config.image)
     if checkpoint is None:
         if train.init_from:  # a fresh run starts from the pretrained G; a resumed one never
             from secgan.gan.pretrained import init_generator

@@ -18,7 +18,8 @@ from torch import nn
 
 from secgan.core.errors import ConfigError, ProtocolError
 from secgan.net.codec import all_finite
-from secgan.net.schema import FakeBatch, GradientReply
+from secgan.core.spec import ImageSpec
+from secgan.net.schema import Batch, GradientReply, batch_message
 
 
 class StepCore(Protocol):
@@ -26,7 +27,7 @@ class StepCore(Protocol):
     ``coordinator.scheduler.Scheduler`` and ``coordinator.secure_sum.SecureSumScheduler`` ask of
     it. ``GeneratorCore`` is the implementation."""
 
-    def make_batch(self, *, run_id: str, round: int, step: int, site: str = "") -> FakeBatch: ...
+    def make_batch(self, *, run_id: str, round: int, step: int, site: str = "") -> Batch: ...
 
     def drop(self, *, run_id: str, round: int, step: int, site: str = "") -> bool: ...
 
@@ -89,12 +90,15 @@ class GeneratorCore:
         average: float = 0.0,
         moments: dict[str, Any] | None = None,
         moment_weight: float = 0.0,
+        image: ImageSpec | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= average < 1.0:
             raise ConfigError(f"g_average must be in [0, 1), got {average}")
         self.G = G
+        # what the batches carry (the message type of its condition kind); None: the brain spec
+        self.image = image if image is not None else ImageSpec(size=int(getattr(G, "image_size", 64)))
         # exponential moving average of G's weights (None when off); updated after every G step
         self.average_decay = float(average)
         self.G_average = _frozen_copy(G) if average > 0 else None
@@ -120,7 +124,7 @@ class GeneratorCore:
         if self.G_average is not None:
             self.G_average.load_state_dict(state if state is not None else self.G.state_dict())
 
-    def make_batch(self, *, run_id: str, round: int, step: int, site: str = "") -> FakeBatch:
+    def make_batch(self, *, run_id: str, round: int, step: int, site: str = "") -> Batch:
         """Fresh conditions and noise, fake = G(c, z) with its graph kept until the reply arrives."""
         key = (run_id, round, step, site)
         if key in self._pending:
@@ -133,7 +137,7 @@ class GeneratorCore:
         if self.moments is not None:  # accumulates into G's grads; stepped with the replies in finish_step
             (self.moment_weight * moment_loss(fake, cond.to(self.device), self.moments)).backward(retain_graph=True)
         self._pending[key] = fake
-        return FakeBatch(run_id=run_id, round=round, step=step, cond=cond.cpu(), fake=fake.detach().cpu())
+        return batch_message(self.image, run_id=run_id, round=round, step=step, cond=cond.cpu(), fake=fake.detach().cpu())
 
     def drop(self, *, run_id: str, round: int, step: int, site: str = "") -> bool:
         """Forget a batch whose site refused or timed out (frees its graph)."""

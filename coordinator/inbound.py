@@ -160,7 +160,8 @@ class Inbound:
                  resume_step=msg.resume_step, state=rec.state)
         self._send(site, Welcome(version=PROTOCOL_VERSION, run_id=self.settings.run_id, image_size=self.settings.image.size,
                                  model=to_dict(self.settings.model), condition_source=self.settings.condition_source,
-                                 planned_steps=self.settings.train.steps, aggregation=self.settings.aggregation))
+                                 planned_steps=self.settings.train.steps, aggregation=self.settings.aggregation,
+                                 image=self.settings.image.wire_form()))
 
     def _handle_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message

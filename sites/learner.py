@@ -46,7 +46,7 @@ import torch
 
 from secgan.core.errors import BudgetExhausted, PrivacyError
 from secgan.core.logs import get_logger
-from secgan.net.schema import FakeBatch, GradientReply, Refusal
+from secgan.net.schema import Batch, GradientReply, Refusal, batch_conditions
 from secgan.privacy.disclosure import EXHAUSTED_REASON, budget_left
 from secgan.privacy.guards import check_policy, source_refusal
 from secgan.privacy.policy import PrivacyPolicy
@@ -211,7 +211,7 @@ class SiteLearner:
                             rng=self._rng)
         self._since_save = 0
 
-    def serve(self, msg: FakeBatch, *, distributed_noise: bool = False) -> GradientReply | Refusal:
+    def serve(self, msg: Batch, *, distributed_noise: bool = False) -> GradientReply | Refusal:
         """One release (accounted and logged before it is returned).
 
         ``distributed_noise`` (secure-sum rounds): in sanitize mode the returned gradient is clipped
@@ -308,17 +308,18 @@ class SiteLearner:
 
     def _real_rows(self, idx: np.ndarray, *, per_patient: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(conds, images) of ``policy.slices_per_patient`` slices of each sampled patient:
-        ``[patients, k, 4, H, W]`` with ``per_patient`` (dpsgd: one clipped row per patient), else
-        ``[patients * k, 4, H, W]`` plain rows (off, sanitize: D is not the private mechanism there)."""
+        ``[patients, k, *shape]`` with ``per_patient`` (dpsgd: one clipped row per patient), else
+        ``[patients * k, *shape]`` plain rows (off, sanitize: D is not the private mechanism there);
+        shapes from the image spec (``image_shape``, ``cond_shape``)."""
         from secgan.privacy.multislice import patient_rows
 
         img, cond = patient_rows(self.dataset, [int(i) for i in idx], k=self.policy.slices_per_patient,
-                                 size=self.image.size, augmented=self.policy.slice_augment, generator=self._rng)
-        s = self.image.size
-        shape = (len(idx), self.policy.slices_per_patient, 4, s, s) if per_patient else (-1, 4, s, s)
+                                 size=self.image.size, augmented=self.policy.slice_augment, generator=self._rng,
+                                 image=self.image)
+        lead = (len(idx), self.policy.slices_per_patient) if per_patient else (-1,)
         return (
-            torch.as_tensor(np.ascontiguousarray(cond.reshape(shape)), device=self.device),
-            torch.as_tensor(np.ascontiguousarray(img.reshape(shape)), device=self.device),
+            torch.as_tensor(np.ascontiguousarray(cond.reshape(lead + self.image.cond_shape)), device=self.device),
+            torch.as_tensor(np.ascontiguousarray(img.reshape(lead + self.image.image_shape)), device=self.device),
         )
 
     def secure_sum_noise(self, *, threshold: int) -> tuple[float, torch.Generator | None]:
@@ -340,7 +341,7 @@ class SiteLearner:
         return record_distributed_noise(self.ledger, sigma_total=self.noise_multiplier * self.policy.clip_norm,
                                         threshold=threshold, participants=participants, first_attempt=first_attempt)
 
-    def _update_and_release(self, msg: FakeBatch, *, distributed_noise: bool = False, update: bool = True) -> torch.Tensor | None:
+    def _update_and_release(self, msg: Batch, *, distributed_noise: bool = False, update: bool = True) -> torch.Tensor | None:
         """D update (mode-specific) and the gradient to send; returns a CPU float32 tensor, or None
         when the update (or the gradient through it) was not finite and D was rolled back.
 
@@ -349,7 +350,7 @@ class SiteLearner:
         against the batch's fakes, before the gradient."""
         from secgan.gan.step import discriminator_step, generator_gradient
 
-        cond = msg.cond.to(self.device)
+        cond = batch_conditions(msg, self.image).to(self.device)
         fake = msg.fake.to(self.device)
         loss = self.train.loss
         mode = self.policy.mode

@@ -50,7 +50,8 @@ from secgan.net.schema import (
     AGGREGATIONS,
     SUPPORTED_VERSIONS,
     ErrorReply,
-    FakeBatch,
+    BATCH_TYPES,
+    Batch,
     GradientReply,
     Heartbeat,
     Hello,
@@ -62,6 +63,7 @@ from secgan.net.schema import (
 )
 from secgan.net.transport import make_dealer
 
+from sites.checks import image_spec_differs
 from sites.config import NodeConfig
 from sites.interfaces import Learner
 from sites.secure_round import Held, SecureSumSide
@@ -183,7 +185,7 @@ class SiteNode(SecureSumSide):
     def _dispatch(self, msg: Message) -> None:
         if isinstance(msg, Welcome):
             self._on_welcome(msg)
-        elif isinstance(msg, FakeBatch):
+        elif isinstance(msg, BATCH_TYPES):
             self._on_batch(msg)
         elif isinstance(msg, SecAggAnnounce):
             self._on_announce(msg)
@@ -211,6 +213,11 @@ class SiteNode(SecureSumSide):
         if msg.image_size != self.settings.image.size:
             log.error("welcome_refused", reason="image_size", theirs=msg.image_size, ours=self.settings.image.size)
             self._fatal("image_size_mismatch", 2)
+            return
+        differ = image_spec_differs(msg.image_size, msg.image, self.settings.image)
+        if differ:
+            log.error("welcome_refused", reason="image_spec", differ=differ)
+            self._fatal("image_spec_mismatch", 2)
             return
         refusal = self.learner.refuses_source(msg.condition_source)
         if refusal or msg.condition_source not in self.settings.policy.accept_sources:
@@ -258,7 +265,7 @@ class SiteNode(SecureSumSide):
         else:
             log.warning("steps_mismatch", action="continue", **fields)
 
-    def _on_batch(self, msg: FakeBatch) -> None:
+    def _on_batch(self, msg: Batch) -> None:
         if not self.welcomed:
             raise ProtocolError("not_welcomed", "batch before Welcome")
         if msg.run_id != self.run_id:

@@ -38,7 +38,7 @@ from secgan.data.orientation import CANONICAL
 from secgan.data.slicing import case_to_slices
 from secgan.core.errors import DataError
 from secgan.core.logs import get_logger
-from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS
+from secgan.core.spec import IMAGE_CHANNELS, ImageSpec
 
 log = get_logger(__name__)
 
@@ -51,7 +51,9 @@ MAX_SPLIT_BYTES = 16 << 20
 
 
 class PatientSlices:
-    """Per-patient stacks of slices: images ``[S,4,H,W]``, conds ``[S,4,H,W]``, segs ``[S,H,W]``.
+    """Per-patient stacks of slices: images ``[S,4,H,W]``, conds ``[S,4,H,W]``, segs ``[S,H,W]``
+    (brain); for another ``image`` spec images ``[S, *image.image_shape]`` and conds
+    ``[S, *image.cond_shape]`` (``secgan.core.spec``).
 
     Arrays are read-only; sampling returns fresh copies.
     """
@@ -67,7 +69,11 @@ class PatientSlices:
         modalities: tuple[str, ...] = IMAGE_CHANNELS,
         missing: tuple[str, ...] = (),
         geometry: str = "",
+        image: ImageSpec | None = None,
     ) -> None:
+        self.spec = image if image is not None else ImageSpec(size=int(image_size))
+        if self.spec.size != image_size:
+            raise ValueError(f"image_size {image_size} differs from the image spec's size {self.spec.size}")
         if not (len(case_ids) == len(images) == len(conds) == len(segs)):
             raise ValueError("case_ids, images, conds and segs must have one entry per patient")
         if len(set(case_ids)) != len(case_ids):
@@ -75,7 +81,7 @@ class PatientSlices:
         h = w = image_size
         for im, co, sg in zip(images, conds, segs):
             s = im.shape[0]
-            if s < 1 or im.shape != (s, len(IMAGE_CHANNELS), h, w) or co.shape != (s, len(COND_CHANNELS), h, w) or sg.shape != (s, h, w):
+            if s < 1 or im.shape != (s, *self.spec.image_shape) or co.shape != (s, *self.spec.cond_shape) or sg.shape != (s, h, w):
                 raise ValueError(f"inconsistent patient arrays {im.shape}, {co.shape}, {sg.shape} for size {image_size}")
         self._case_ids = tuple(case_ids)
         self._images = tuple(_frozen(a, np.float32) for a in images)
@@ -120,9 +126,9 @@ class PatientSlices:
         if not isinstance(generator, np.random.Generator):
             raise TypeError("generator must be a numpy.random.Generator")
         idx = [self._index(i) for i in patient_indices]
-        n, s = len(idx), self.image_size
-        imgs = np.empty((n, len(IMAGE_CHANNELS), s, s), dtype=np.float32)
-        conds = np.empty((n, len(COND_CHANNELS), s, s), dtype=np.float32)
+        n = len(idx)
+        imgs = np.empty((n, *self.spec.image_shape), dtype=np.float32)
+        conds = np.empty((n, *self.spec.cond_shape), dtype=np.float32)
         for row, p in enumerate(idx):
             k = int(generator.integers(self._images[p].shape[0]))
             imgs[row] = self._images[p][k]
@@ -134,7 +140,8 @@ class PatientSlices:
         pidx = np.concatenate([np.full(a.shape[0], i, dtype=np.int64) for i, a in enumerate(self._images)]) if self._images else np.zeros(0, np.int64)
         s = self.image_size
         if not self._images:
-            return (np.zeros((0, 4, s, s), np.float32), np.zeros((0, 4, s, s), np.float32), np.zeros((0, s, s), np.int16), pidx)
+            return (np.zeros((0, *self.spec.image_shape), np.float32), np.zeros((0, *self.spec.cond_shape), np.float32),
+                    np.zeros((0, s, s), np.int16), pidx)
         return (np.concatenate(self._images), np.concatenate(self._conds), np.concatenate(self._segs), pidx)
 
     def subset(self, patient_indices: Sequence[int]) -> "PatientSlices":
@@ -151,6 +158,7 @@ class PatientSlices:
             modalities=self.modalities,
             missing=self.missing,
             geometry=self.geometry,
+            image=self.spec,
         )
 
     def fingerprint(self, *, salt: bytes = b"") -> str:

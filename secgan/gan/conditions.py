@@ -1,11 +1,21 @@
-"""Condition sources: where the coordinator's label maps come from.
+"""Condition sources: where the coordinator's conditions come from.
 
-A condition is float32 ``[4, H, W]`` with channels ``brain, ncr, ed, et`` (see ``secgan.core.spec``):
-tumour channels disjoint, tumour inside the brain, values in {0, 1}.
+The condition's form is the run's :class:`~secgan.core.spec.ImageSpec` (``condition``). The brain
+default is float32 ``[4, H, W]`` with channels ``brain, ncr, ed, et``: tumour channels disjoint,
+tumour inside the brain, values in {0, 1}.
 
-- ``procedural``: label maps drawn from shape priors alone (an elliptical brain outline and a
-  tumour made of nested irregular blobs, oedema > enhancing > necrosis). No patient data is
-  involved, which is why it is the default.
+- ``procedural``: conditions drawn from priors alone, no patient data involved, which is why it
+  is the default. By kind (:func:`build_condition_source`):
+
+  - brain label maps (the brain spec): shape priors (an elliptical brain outline and a tumour
+    made of nested irregular blobs, oedema > enhancing > necrosis), ``ProceduralConditions``;
+  - instance/boundary maps (``background, nucleus, boundary``): random non-overlapping discs,
+    ``ProceduralInstances``;
+  - class labels: drawn from the spec's ``class_prior`` (uniform when empty) as one-hot
+    ``[n, K, 1, 1]``, ``ClassConditions``;
+  - none: the empty ``[n, 0, 1, 1]``, ``NoConditions``.
+
+  A label map with other channels than the brain's has no procedural prior: use a bank.
 - ``bank``: label maps from a folder the coordinator may legitimately hold (a public atlas or a
   consented set), validated on load.
 - ``site``: the sites' own label maps; that source is provided by the sites over the protocol, so
@@ -23,7 +33,7 @@ import numpy as np
 import torch
 
 from secgan.core.errors import ConfigError, DataError
-from secgan.core.spec import COND_CHANNELS, encode_condition
+from secgan.core.spec import COND_CHANNELS, INSTANCE_CHANNELS, ImageSpec, encode_condition
 from secgan.gan.config import CONDITION_SOURCES
 
 _HARMONICS = 4
@@ -115,6 +125,89 @@ class ProceduralConditions:
         out[:, 1] = ncr.float()
         out[:, 2] = (ed & ~et).float()
         out[:, 3] = (et & ~ncr).float()
+        return out
+
+
+def _check_draw(n: int, generator: torch.Generator) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError("generator must be a torch.Generator")
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+
+
+class ClassConditions:
+    """Class labels drawn from a prior (the spec's ``prior``), as one-hot ``[n, K, 1, 1]``."""
+
+    name = "procedural"
+
+    def __init__(self, prior: tuple[float, ...]) -> None:
+        if len(prior) < 2 or not all(p > 0 for p in prior):
+            raise ConfigError(f"a class prior needs at least 2 positive frequencies, got {prior!r}")
+        self.prior = torch.tensor(prior, dtype=torch.float64)
+
+    def draw(self, n: int, *, generator: torch.Generator) -> torch.Tensor:
+        _check_draw(n, generator)
+        k = self.prior.numel()
+        out = torch.zeros((n, k, 1, 1), dtype=torch.float32)
+        if n:
+            labels = torch.multinomial(self.prior, n, replacement=True, generator=generator)
+            out[torch.arange(n), labels, 0, 0] = 1.0
+        return out
+
+
+class NoConditions:
+    """Unconditional runs: the empty condition ``[n, 0, 1, 1]`` (nothing is drawn)."""
+
+    name = "procedural"
+
+    def draw(self, n: int, *, generator: torch.Generator) -> torch.Tensor:
+        _check_draw(n, generator)
+        return torch.zeros((n, 0, 1, 1), dtype=torch.float32)
+
+
+# nuclei per tile (uniform) and their radius in pixels (uniform), for the procedural instance maps
+NUCLEI_PER_TILE = (4, 24)
+NUCLEUS_RADIUS = (1.5, 4.0)
+
+
+class ProceduralInstances:
+    """Instance/boundary maps ``[n, 3, H, W]`` (``INSTANCE_CHANNELS``: background, nucleus interior,
+    boundary; one-hot per pixel) from random discs that do not overlap (a disc overlapping an
+    earlier one is dropped). The boundary is the disc's pixels with a 4-neighbour outside it."""
+
+    name = "procedural"
+
+    def __init__(self, size: int) -> None:
+        if not isinstance(size, int) or not 8 <= size <= 1024:
+            raise ConfigError(f"condition size must be an int in 8..1024, got {size!r}")
+        self.size = size
+        c = torch.arange(size, dtype=torch.float32) + 0.5
+        self._yy, self._xx = torch.meshgrid(c, c, indexing="ij")
+
+    def draw(self, n: int, *, generator: torch.Generator) -> torch.Tensor:
+        _check_draw(n, generator)
+        s = self.size
+        out = torch.zeros((n, len(INSTANCE_CHANNELS), s, s), dtype=torch.float32)
+        lo, hi = NUCLEI_PER_TILE
+        for i in range(n):
+            count = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+            r = _uniform(count, *NUCLEUS_RADIUS, generator)
+            cy, cx = _uniform(count, 0.0, float(s), generator), _uniform(count, 0.0, float(s), generator)
+            taken = torch.zeros((s, s), dtype=torch.bool)
+            nucleus = torch.zeros((s, s), dtype=torch.bool)
+            boundary = torch.zeros((s, s), dtype=torch.bool)
+            for j in range(count):
+                disc = (self._yy - cy[j]) ** 2 + (self._xx - cx[j]) ** 2 < r[j] ** 2
+                if not bool(disc.any()) or bool((disc & taken).any()):
+                    continue
+                taken |= disc
+                pad = torch.nn.functional.pad(disc[None, None].float(), (1, 1, 1, 1))[0, 0] > 0
+                inner = disc & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+                nucleus |= inner
+                boundary |= disc & ~inner
+            out[i, 1] = nucleus.float()
+            out[i, 2] = boundary.float()
+            out[i, 0] = (~(nucleus | boundary)).float()
         return out
 
 
@@ -216,6 +309,23 @@ def _load_nifti_bank(folder: Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)) if out else torch.zeros((0, 4, 8, 8))
 
 
+def procedural_source(image: ImageSpec):
+    """The procedural source of ``image``'s condition kind (module doc); ConfigError when none fits."""
+    if image.condition == "class":
+        return ClassConditions(image.prior)
+    if image.condition == "none":
+        return NoConditions()
+    if image.condition == "instances":
+        if image.cond_channels != len(INSTANCE_CHANNELS):
+            raise ConfigError(f"procedural instance maps have {len(INSTANCE_CHANNELS)} channels "
+                              f"({', '.join(INSTANCE_CHANNELS)}); image.cond_channels is {image.cond_channels}")
+        return ProceduralInstances(image.size)
+    if image.cond_names != COND_CHANNELS:
+        raise ConfigError(f"procedural label maps are brain label maps ({', '.join(COND_CHANNELS)}); "
+                          f"image.cond_names is {', '.join(image.cond_names)}: use a bank of label maps")
+    return ProceduralConditions(image.size)
+
+
 def _inscribed_ellipse(h: int, w: int) -> np.ndarray:
     y = (np.arange(h) + 0.5) / h * 2 - 1
     x = (np.arange(w) + 0.5) / w * 2 - 1
@@ -236,10 +346,17 @@ def _resize_conds(conds: torch.Tensor, size: int) -> torch.Tensor:
     return r.contiguous()
 
 
-def build_condition_source(name: str, *, size: int, bank_dir: Path | None = None):
-    """The condition source called ``name`` ("procedural" or "bank"); "site" is refused here."""
+def build_condition_source(name: str, *, size: int, bank_dir: Path | None = None, image: ImageSpec | None = None):
+    """The condition source called ``name`` ("procedural" or "bank") for ``image``'s condition kind
+    (the brain spec when None); "site" is refused here."""
+    image = image if image is not None else ImageSpec(size=size)
+    if image.size != size:
+        raise ConfigError(f"condition size {size} differs from image.size = {image.size}")
     if name == "procedural":
-        return ProceduralConditions(size)
+        return procedural_source(image)
+    if name == "bank" and image.cond_names != COND_CHANNELS:
+        raise ConfigError(f"condition source 'bank' holds brain label maps ({', '.join(COND_CHANNELS)}); "
+                          f"image.condition is {image.condition!r} with {image.cond_channels} channels: use 'procedural'")
     if name == "bank":
         if bank_dir is None:
             raise ConfigError("condition source 'bank' needs bank_dir (a folder of label maps)")

@@ -15,7 +15,7 @@ from secgan.core.errors import ConfigError
 from secgan.core.spec import ImageSpec
 
 LOSSES = ("bce", "hinge", "minimax", "semantic")
-D_ARCHS = ("patch", "semantic")
+D_ARCHS = ("patch", "semantic", "projection")
 NOISE_MODES = ("bottleneck", "input", "both")
 G_NORMS = ("group", "spade")
 # where label maps come from (secgan.gan.conditions builds the first two; "site" is the paper's)
@@ -66,17 +66,27 @@ class ModelConfig:
     # are predicted per pixel from the label map, Park et al. 2019, so the layout reaches every stage)
     g_norm: str = field(default="group", metadata=choices(*G_NORMS))
     # "patch": PatchGAN over cat(condition, image), one real/fake logit per patch (losses bce, hinge,
-    # minimax); "semantic": a per-pixel segmenter with an extra "fake" class (loss semantic)
+    # minimax); "semantic": a per-pixel segmenter with an extra "fake" class (loss semantic);
+    # "projection": a class-conditional D, logit = linear(h) + <embed(class), h> (image.condition = "class")
     d_arch: str = field(default="patch", metadata=choices(*D_ARCHS))
     # upper bound on GroupNorm groups (the largest divisor of the channel count <= this is used)
     norm_groups: int = field(default=8, metadata=rng(min=1, max=64))
 
     def check_fits(self, image: ImageSpec) -> None:
-        """Refuse a model whose strided stages would shrink the image below one pixel."""
+        """Refuse a model whose strided stages would shrink the image below one pixel, or that cannot
+        read the image's condition kind."""
         if image.size >> self.g_depth < 1 or image.size % (1 << self.g_depth):
             raise ConfigError(f"model.g_depth = {self.g_depth} is too deep for image size {image.size}")
         if image.size >> self.d_layers < 1 or image.size % (1 << self.d_layers):
             raise ConfigError(f"model.d_layers = {self.d_layers} is too deep for image size {image.size}")
+        if self.d_arch == "semantic" and not image.spatial:
+            raise ConfigError(f"model.d_arch = 'semantic' needs a spatial condition (labelmap or instances); "
+                              f"image.condition is {image.condition!r}: use 'patch' or 'projection'")
+        if self.d_arch == "projection" and image.condition != "class":
+            raise ConfigError(f"model.d_arch = 'projection' needs image.condition = 'class', got {image.condition!r}")
+        if self.g_norm == "spade" and not image.spatial:
+            raise ConfigError(f"model.g_norm = 'spade' modulates by a condition map; image.condition is "
+                              f"{image.condition!r}: use 'group'")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 
 from secgan.core.errors import DataError
 from secgan.core.fsio import atomic_write_bytes, atomic_write_json
-from secgan.core.spec import IMAGE_CHANNELS, decode_condition
+from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS, ImageSpec, decode_condition
 
 SYNTHETIC_FILE = "synthetic.safetensors"
 MIN_CASE_SLICES = 8
@@ -42,8 +42,8 @@ def _as_array(x, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype != np.float32:
         a = a.astype(np.float32)
-    if a.ndim != 4 or a.shape[1] != 4:
-        raise DataError(f"{name}: expected [N, 4, H, W], got shape {a.shape}")
+    if a.ndim != 4:
+        raise DataError(f"{name}: expected [N, C, H, W], got shape {a.shape}")
     return np.ascontiguousarray(a)
 
 
@@ -66,8 +66,11 @@ def write_synthetic(
     out_dir = Path(out_dir)
     images = _as_array(images, "images")
     conds = _as_array(conds, "conds")
-    if images.shape != conds.shape:
-        raise DataError(f"images {images.shape} and conds {conds.shape} must have the same shape")
+    if images.ndim != 4 or conds.ndim != 4 or conds.shape[0] != images.shape[0] or conds.shape[2:] not in (
+            images.shape[2:], (1, 1)):
+        raise DataError(f"images {images.shape} and conds {conds.shape} must be [N, C, H, W] and [N, K, H, W] "
+                        f"(or [N, K, 1, 1] for a class or no condition)")
+    brain = images.shape[1] == len(IMAGE_CHANNELS) and conds.shape[1:] == (len(COND_CHANNELS),) + images.shape[2:]
     if images.shape[0] < 1:
         raise DataError("no samples to write")
     if not np.isfinite(images).all() or not np.isfinite(conds).all():
@@ -83,7 +86,7 @@ def write_synthetic(
 
         header[GENERATOR_SHA256] = file_sha256(checkpoint_file(generator_checkpoint))
     atomic_write_bytes(out_dir / SYNTHETIC_FILE, safetensors_bytes({"images": images, "conds": conds}, header))
-    if nifti:
+    if nifti and brain:  # the NIfTI copies are BraTS cases (4 modalities + seg): brain layout only
         _write_nifti_cases(out_dir / "nifti", images, conds, slices_per_case, pixel_mm)
     if previews:
         k = min(8, images.shape[0])
@@ -203,11 +206,12 @@ def read_synthetic(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
             if keys != {"images", "conds"}:
                 raise DataError(f"{path}: expected tensors 'images' and 'conds', found {sorted(keys)}")
             shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in keys}
-            for k, s in shapes.items():
-                if len(s) != 4 or s[1] != 4 or s[2] != s[3] or not 16 <= s[2] <= 1024 or not 1 <= s[0] <= MAX_SAMPLES:
-                    raise DataError(f"{path}: '{k}' has shape {s}, expected [N, 4, H, H] with 16 <= H <= 1024")
-            if shapes["images"] != shapes["conds"]:
-                raise DataError(f"{path}: images {shapes['images']} and conds {shapes['conds']} differ in shape")
+            s = shapes["images"]
+            if len(s) != 4 or not 1 <= s[1] <= 64 or s[2] != s[3] or not 16 <= s[2] <= 1024 or not 1 <= s[0] <= MAX_SAMPLES:
+                raise DataError(f"{path}: 'images' has shape {s}, expected [N, C, H, H] with 16 <= H <= 1024")
+            c = shapes["conds"]
+            if len(c) != 4 or c[0] != s[0] or c[2:] not in (s[2:], (1, 1)):
+                raise DataError(f"{path}: conds {c} differ from images {s} (need [N, K, H, W] or [N, K, 1, 1])")
             images = fh.get_tensor("images")
             conds = fh.get_tensor("conds")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -217,9 +221,9 @@ def read_synthetic(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(f"{path}: '{name}' has dtype {t.dtype}, expected float32")
         if not bool(torch.isfinite(t).all()):
             raise DataError(f"{path}: '{name}' contains NaN or infinite values")
-    if float(images.min()) < -1.001 or float(images.max()) > 1.001:
-        raise DataError(f"{path}: 'images' values outside [-1, 1]")
-    if float(conds.min()) < 0.0 or float(conds.max()) > 1.0:
+    if images.numel() and (float(images.min()) < -1.001 or float(images.max()) > 1.001):
+        raise DataError(f"{path}: 'images' values outside [-1, 1] (no image spec has a wider range)")
+    if conds.numel() and (float(conds.min()) < 0.0 or float(conds.max()) > 1.0):
         raise DataError(f"{path}: 'conds' values outside [0, 1]")
     return images.numpy(), conds.numpy()
 
@@ -243,7 +247,9 @@ def sample_generator(
     image, model = ck.generator_config()
     G = ck.build_generator()
     G.eval()
-    conditions = build_condition_source(source, size=image.size, bank_dir=Path(bank_dir) if bank_dir else None)
+    conditions = build_condition_source(source, size=image.size, bank_dir=Path(bank_dir) if bank_dir else None,
+                                        image=image)
+    lo, hi = (float(v) for v in image.value_range)
     gen = torch.Generator().manual_seed(seed)
     imgs, cnds = [], []
     with torch.no_grad():
@@ -251,7 +257,7 @@ def sample_generator(
             b = min(batch_size, n - start)
             c = conditions.draw(b, generator=gen).to(torch.float32)
             z = torch.randn(b, model.noise_dim, generator=gen)
-            imgs.append(G(c, z).clamp(-1.0, 1.0).numpy())
+            imgs.append(G(c, z).clamp(lo, hi).numpy())
             cnds.append(c.numpy())
     return np.concatenate(imgs), np.concatenate(cnds)
 
@@ -268,7 +274,16 @@ GRID_LEGEND = (
 )
 
 
-def _cond_rgb(cond: np.ndarray) -> np.ndarray:
+def _cond_rgb(cond: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A condition as an RGB tile: the brain colours for a brain label map, else each channel's
+    (or class's) index as a grey level (the background black)."""
+    if cond.shape[0] != len(COND_CHANNELS) or cond.shape[1:] != size:
+        k = cond.shape[0]
+        rgb = np.zeros(size + (3,), np.float32)
+        if k:
+            lab = np.broadcast_to(np.argmax(cond, axis=0) * (cond.max(axis=0) > 0.5), size)
+            rgb[:] = (lab / max(k - 1, 1))[..., None]
+        return rgb
     seg, brain = decode_condition(cond)
     rgb = np.zeros(seg.shape + (3,), np.float32)
     rgb[brain] = _BRAIN_GREY
@@ -278,8 +293,10 @@ def _cond_rgb(cond: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def save_grid(path: str | Path, real_images, fake_images, conds, *, max_cols: int = 6) -> Path:
-    """PNG grid: row 0 the label maps, then per modality a synthetic row (and a real row if given).
+def save_grid(path: str | Path, real_images, fake_images, conds, *, max_cols: int = 6,
+              image: ImageSpec | None = None) -> Path:
+    """PNG grid: row 0 the conditions, then per channel a synthetic row (and a real row if given);
+    an RGB spec (3 channels) is one colour row instead. ``image``: the spec (None: the brain's).
 
     Drawn as one montage image (one axes), which is much faster than a grid of subplots.
     """
@@ -294,8 +311,15 @@ def save_grid(path: str | Path, real_images, fake_images, conds, *, max_cols: in
     cond = _as_array(conds, "conds")
     real = _as_array(real_images, "real_images") if real_images is not None else None
     cols = min(max_cols, fake.shape[0])
+    if image is not None:
+        names, (lo, hi) = image.channel_names, (float(v) for v in image.value_range)
+    else:  # brain names for 4 channels; a range that holds the samples ([0, 1] when none is negative)
+        c = fake.shape[1]
+        names = IMAGE_CHANNELS if c == len(IMAGE_CHANNELS) else tuple(f"channel {k}" for k in range(c))
+        lo, hi = (-1.0, 1.0) if float(fake.min(initial=0.0)) < 0 else (0.0, 1.0)
+    rgb = len(names) == 3
     rows: list[tuple[str, np.ndarray | None, int]] = [("labels", None, -1)]
-    for c, name in enumerate(IMAGE_CHANNELS):
+    for c, name in ((-2, "rgb"),) if rgb else enumerate(names):
         if real is not None:
             rows.append((f"real {name}", real, c))
         rows.append((f"synthetic {name}", fake, c))
@@ -305,9 +329,11 @@ def save_grid(path: str | Path, real_images, fake_images, conds, *, max_cols: in
     for r, (_, arr, c) in enumerate(rows):
         for j in range(cols):
             if arr is None:
-                tile = _cond_rgb(cond[j])
+                tile = _cond_rgb(cond[j], (h, w))
+            elif j < arr.shape[0] and c == -2:
+                tile = np.moveaxis((np.clip(arr[j], lo, hi) - lo) / (hi - lo), 0, 2)
             elif j < arr.shape[0]:
-                tile = np.repeat(((np.clip(arr[j, c], -1, 1) + 1) / 2)[..., None], 3, axis=2)
+                tile = np.repeat(((np.clip(arr[j, c], lo, hi) - lo) / (hi - lo))[..., None], 3, axis=2)
             else:
                 continue
             y, x = r * (h + gap), j * (w + gap)

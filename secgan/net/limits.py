@@ -5,7 +5,8 @@ is checked when a configuration is loaded, so a batch too large for ``wire.max_t
 refused at start, never in the middle of a round.
 
 The frames of a round (see :mod:`secgan.net.schema`): the coordinator's FakeBatch carries ``cond``
-``[B, cond_channels, H, W]`` and ``fake`` ``[B, image_channels, H, W]`` float32; a routed site answers
+``[B, cond_channels, H, W]`` and ``fake`` ``[B, image_channels, H, W]`` float32 (a ClassBatch
+``labels`` ``[B]`` int64 instead of ``cond``, a FreeBatch ``fake`` alone); a routed site answers
 a float32 gradient of ``fake``'s shape, a secure-sum site the same shape as int64 ring elements.
 """
 
@@ -58,12 +59,19 @@ HEADER_ALLOWANCE = 4096  # what a round's JSON header frame takes, generously
 
 
 def batch_frames(*, image: Any, batch_size: int, aggregation: str = "routed") -> dict[str, list[int]]:
-    """Message type -> the sizes in bytes of its tensor frames for one batch."""
+    """Message type -> the sizes in bytes of its tensor frames for one batch (the batch message of
+    the spec's condition kind: a spatial map, one int64 label per row, or no condition)."""
     plane = image.size * image.size
     fake = batch_size * image.image_channels * plane * FLOAT32_BYTES
-    cond = batch_size * image.cond_channels * plane * FLOAT32_BYTES
+    kind = getattr(image, "condition", "labelmap")
+    if kind == "class":
+        batch = {"class_batch": [batch_size * INT64_BYTES, fake]}
+    elif kind == "none":
+        batch = {"free_batch": [fake]}
+    else:
+        batch = {"fake_batch": [batch_size * image.cond_channels * plane * FLOAT32_BYTES, fake]}
     reply = batch_size * image.image_channels * plane * (INT64_BYTES if aggregation == "secure-sum" else FLOAT32_BYTES)
-    return {"fake_batch": [cond, fake], "gradient" if aggregation != "secure-sum" else "secagg_masked": [reply]}
+    return {**batch, "gradient" if aggregation != "secure-sum" else "secagg_masked": [reply]}
 
 
 def batch_wire_problem(*, image: Any, batch_size: int, limits: Any, aggregation: str = "routed") -> str | None:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from secgan.core.spec import ImageSpec
 from secgan.net.fields import (
     ENVELOPE,
     MAX_INT,
@@ -72,7 +73,12 @@ def envelope() -> Any:
 
 
 ATTEMPT = Int(0, 2**16)
-BATCH_SHAPE = ("B", 4, "H", "W")
+# Shape patterns (see fields.Tensor): every image tensor of a batch is [B, C, H, W] and a spatial
+# condition [B, K, H, W], the same B, H, W; C and K are the run's (secgan.core.spec.ImageSpec), so
+# the codec checks the agreement and the site checks C, K and H = W = image.size
+# (``batch_tensor_shapes``) before anything is charged.
+BATCH_SHAPE = ("B", "C", "H", "W")
+COND_SHAPE = ("B", "K", "H", "W")
 
 
 @dataclass(frozen=True)
@@ -114,17 +120,46 @@ class Welcome:
     # steps its noise was calibrated for (policy.planned_steps)
     planned_steps: int = body(Int(1, MAX_INT))
     aggregation: str = body(Id(1, 32), default="routed")
+    # the run's image spec without its size (``ImageSpec.wire_form``): channels, value range,
+    # condition kind, names; a site whose own spec differs refuses the run (image_spec_mismatch)
+    image: dict[str, Any] = body(JsonObject(), default_factory=ImageSpec().wire_form)
 
 
 @dataclass(frozen=True)
 class FakeBatch:
-    """coordinator -> site: step s of round r, conditions and G(conditions)."""
+    """coordinator -> site: step s of round r, spatial conditions (labelmap, instances) and G(conditions)."""
 
     TYPE: ClassVar[str] = "fake_batch"
     run_id: str = envelope()
     round: int = envelope()
     step: int = envelope()
-    cond: torch.Tensor = tensor("float32", shape=BATCH_SHAPE)
+    cond: torch.Tensor = tensor("float32", shape=COND_SHAPE)
+    fake: torch.Tensor = tensor("float32", shape=BATCH_SHAPE)
+    attempt: int = body(ATTEMPT, default=0)
+
+
+@dataclass(frozen=True)
+class ClassBatch:
+    """coordinator -> site: a FakeBatch of a class-conditional run: one int64 class label per row."""
+
+    TYPE: ClassVar[str] = "class_batch"
+    run_id: str = envelope()
+    round: int = envelope()
+    step: int = envelope()
+    labels: torch.Tensor = tensor("int64", shape=("B",))
+    fake: torch.Tensor = tensor("float32", shape=BATCH_SHAPE)
+    attempt: int = body(ATTEMPT, default=0)
+
+
+@dataclass(frozen=True)
+class FreeBatch:
+    """coordinator -> site: a FakeBatch of an unconditional run (condition "none"): no condition
+    tensor at all (the codec refuses zero-size dimensions, and nothing is the honest encoding)."""
+
+    TYPE: ClassVar[str] = "free_batch"
+    run_id: str = envelope()
+    round: int = envelope()
+    step: int = envelope()
     fake: torch.Tensor = tensor("float32", shape=BATCH_SHAPE)
     attempt: int = body(ATTEMPT, default=0)
 
@@ -221,14 +256,74 @@ class SecAggMasked:
 
 
 Message = (
-    Hello | Welcome | FakeBatch | GradientReply | Refusal | Heartbeat | Stop | ErrorReply | SecAggAnnounce | SecAggMasked
+    Hello | Welcome | FakeBatch | ClassBatch | FreeBatch | GradientReply | Refusal | Heartbeat | Stop | ErrorReply
+    | SecAggAnnounce | SecAggMasked
 )
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (Hello, Welcome, FakeBatch, GradientReply, Refusal, Heartbeat, Stop, ErrorReply, SecAggAnnounce,
-                SecAggMasked)
+                SecAggMasked, ClassBatch, FreeBatch)
 }
+
+# the batch a coordinator sends for each condition kind (one per step and site, or per round in secure-sum)
+Batch = FakeBatch | ClassBatch | FreeBatch
+BATCH_TYPES: tuple[type, ...] = (FakeBatch, ClassBatch, FreeBatch)
+BATCH_OF_KIND: dict[str, type] = {"labelmap": FakeBatch, "instances": FakeBatch, "class": ClassBatch, "none": FreeBatch}
+
+
+def batch_message(image: ImageSpec, *, run_id: str, round: int, step: int, cond: torch.Tensor, fake: torch.Tensor,
+                  attempt: int = 0) -> Batch:
+    """The batch message of ``image``'s condition kind from conditions in their internal form
+    (``secgan.core.spec``): a class one-hot becomes its int64 label, "none" sends no condition."""
+    kind = image.condition
+    if kind == "class":
+        return ClassBatch(run_id=run_id, round=round, step=step, labels=cond.flatten(1).argmax(dim=1).to(torch.int64),
+                          fake=fake, attempt=attempt)
+    if kind == "none":
+        return FreeBatch(run_id=run_id, round=round, step=step, fake=fake, attempt=attempt)
+    return FakeBatch(run_id=run_id, round=round, step=step, cond=cond, fake=fake, attempt=attempt)
+
+
+def batch_tensor_shapes(image: ImageSpec, batch: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Field -> (dtype, exact shape) of every tensor of a ``batch``-row batch message for ``image``."""
+    s = image.size
+    fake = ("float32", (batch, image.image_channels, s, s))
+    if image.condition == "class":
+        return {"labels": ("int64", (batch,)), "fake": fake}
+    if image.condition == "none":
+        return {"fake": fake}
+    return {"cond": ("float32", (batch, image.cond_channels, s, s)), "fake": fake}
+
+
+def batch_problem(msg: Batch, image: ImageSpec) -> str | None:
+    """None when ``msg`` is the batch message of ``image`` (type, dtypes, exact shapes, labels in
+    range), else a sentence saying what differs (the caller raises ProtocolError bad_shape)."""
+    want = BATCH_OF_KIND[image.condition]
+    if type(msg) is not want:
+        return f"a {msg.TYPE} message for a run whose condition is {image.condition!r} ({want.TYPE} expected)"
+    rows = msg.fake.shape[0] if isinstance(msg.fake, torch.Tensor) and msg.fake.dim() else 0
+    for name, (dtype, shape) in batch_tensor_shapes(image, rows).items():
+        t = getattr(msg, name)
+        if not isinstance(t, torch.Tensor) or str(t.dtype) != f"torch.{dtype}" or tuple(t.shape) != shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            return f"{name} {got} is not {dtype} {list(shape)}"
+    if isinstance(msg, ClassBatch) and msg.labels.numel() and (
+            int(msg.labels.min()) < 0 or int(msg.labels.max()) >= image.cond_channels):
+        return f"class labels must lie in 0..{image.cond_channels - 1}"
+    return None
+
+
+def batch_conditions(msg: Batch, image: ImageSpec) -> torch.Tensor:
+    """The conditions of a checked batch message (``batch_problem`` is None) in their internal form."""
+    rows = msg.fake.shape[0]
+    if isinstance(msg, ClassBatch):
+        out = torch.zeros((rows, image.cond_channels, 1, 1), dtype=torch.float32)
+        out[torch.arange(rows), msg.labels, 0, 0] = 1.0
+        return out
+    if isinstance(msg, FreeBatch):
+        return torch.zeros((rows, 0, 1, 1), dtype=torch.float32)
+    return msg.cond
 
 # message field -> Envelope attribute, for the fields declared envelope()
 MIRRORED = {"run_id": "run_id", "round": "round", "step": "step"}

@@ -7,7 +7,8 @@ sensitivity, and the accounting (q = E / patients, sigma) is unchanged. Plain du
 be clipped one by one and silently give a patient k * C of sensitivity (Opacus counts every row as
 a sample); ``group_patient_rows`` is the one place where k rows become one.
 
-Layout: real rows are patient-major, ``[patients, k, 4, H, W]`` (``patient_rows``); the learner
+Layout: real rows are patient-major, ``[patients, k, C, H, W]`` (``patient_rows``; shapes from the
+run's ``ImageSpec``: a class condition is ``[K, 1, 1]``, none ``[0, 1, 1]``); the learner
 flattens them to ``[patients * k, ...]`` for the forward pass, real rows first, fake rows after.
 
 Augmentation (``slice_augment``): a random horizontal and vertical flip and an integer shift of up
@@ -62,8 +63,10 @@ def patient_rows(
     size: int,
     augmented: bool,
     generator: np.random.Generator,
+    image: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(images, conds), each ``[len(patients), k, 4, H, W]`` float32: k slices of each patient.
+    """(images, conds), ``[len(patients), k, *image_shape]`` and ``[len(patients), k, *cond_shape]``
+    float32: k slices of each patient. ``image``: the run's ``ImageSpec`` (None: the brain spec at ``size``).
 
     k = 1 without augmentation is exactly ``dataset.sample_slices`` (same draws from ``generator``).
     """
@@ -71,20 +74,24 @@ def patient_rows(
         raise PrivacyError(f"slices_per_patient must be >= 1, got {k}")
     if not isinstance(generator, np.random.Generator):
         raise TypeError("generator must be a numpy.random.Generator")
-    s = int(size)
+    if image is None:
+        from secgan.core.spec import ImageSpec
+
+        image = ImageSpec(size=int(size))
     n = len(patients)
     if k == 1 and not augmented:
         img, cond = dataset.sample_slices([int(i) for i in patients], generator=generator)
-        return (np.asarray(img, np.float32).reshape(n, 1, 4, s, s), np.asarray(cond, np.float32).reshape(n, 1, 4, s, s))
-    imgs = np.empty((n, k, 4, s, s), dtype=np.float32)
-    conds = np.empty((n, k, 4, s, s), dtype=np.float32)
+        return (np.asarray(img, np.float32).reshape((n, 1) + image.image_shape),
+                np.asarray(cond, np.float32).reshape((n, 1) + image.cond_shape))
+    imgs = np.empty((n, k) + image.image_shape, dtype=np.float32)
+    conds = np.empty((n, k) + image.cond_shape, dtype=np.float32)
     for row, p in enumerate(patients):
         p = int(p)
         pimg, pcond = dataset.images(p), dataset.conds(p)
         for j, sl in enumerate(_pick(int(pimg.shape[0]), k, generator)):
             a, c = pimg[int(sl)], pcond[int(sl)]
             if augmented:
-                a, c = augment(a, c, generator)
+                a, c = augment(a, c, generator) if image.spatial else (augment(a, a, generator)[0], c)
             imgs[row, j], conds[row, j] = a, c
     return imgs, conds
 

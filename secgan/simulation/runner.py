@@ -103,7 +103,7 @@ def _preview(core: GeneratorCore, cfg: RunConfig, path: Path, n: int = 6) -> Non
         z = torch.randn(n, cfg.model.noise_dim, generator=gen)
         fake = core.G(cond.to(core.device), z.to(core.device)).cpu()
     core.G.train()
-    save_grid(path, None, fake.numpy(), cond.numpy())
+    save_grid(path, None, fake.numpy(), cond.numpy(), image=cfg.image)
 
 
 def run_inprocess(
@@ -113,11 +113,14 @@ def run_inprocess(
     resume: bool = False,
     progress: bool = True,
     stop_at: int | None = None,
+    datasets: list | None = None,
 ) -> dict:
     """Train for ``cfg.train.steps`` steps (or until every site refused for good). Returns run.json's content.
 
     ``stop_at``: leave after that many steps in total (checkpointed; ``--resume`` continues), e.g. to
-    split a long run into sessions.
+    split a long run into sessions. ``datasets``: the sites' datasets already in memory, one per
+    site (e.g. another domain's reader), instead of loading ``data.site_dirs``; each must hold
+    ``cfg.image``'s shapes (its ``spec``).
     """
     from tqdm import tqdm
 
@@ -136,10 +139,15 @@ def run_inprocess(
         raise ConfigError(f"{out_dir}: nothing to resume (no checkpoint)")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    datasets = [
-        load_site(Path(d), split=cfg.data.split, image_size=cfg.image.size, **cfg.data.load_options())
-        for d in cfg.data.site_dirs
-    ]
+    if datasets is None:
+        datasets = [
+            load_site(Path(d), split=cfg.data.split, image_size=cfg.image.size, **cfg.data.load_options())
+            for d in cfg.data.site_dirs
+        ]
+    for k, ds in enumerate(datasets):
+        spec = getattr(ds, "spec", None)
+        if spec is not None and spec != cfg.image:
+            raise ConfigError(f"site-{k + 1}'s dataset holds images of another spec than image.* ({spec})")
     learners = _build_learners(cfg, datasets, out_dir)
     core, start_at = build_generator_core(cfg, load_checkpoint(ck_dir) if resume else None,
                                           moments=_site_moments(cfg, learners))

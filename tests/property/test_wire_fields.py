@@ -72,7 +72,10 @@ def valid_frames(mtype: str) -> tuple[dict, list[bytes]]:
     table, frames = [], []
     for name, spec in schema.TENSOR_SPECS.get(mtype, ()):
         dtypes = spec.dtypes
-        t = torch.zeros((1, 4, 2, 2), dtype=codec.DTYPES[dtypes[0]][0])
+        # the declared shape pattern (named lengths 1 for "B", else 4 or 2), or [1, 4, 2, 2] when free
+        shape = (1, 4, 2, 2) if spec.shape is None else tuple(
+            d if isinstance(d, int) else {"B": 1, "C": 4, "K": 4}.get(d, 2) for d in spec.shape)
+        t = torch.zeros(shape, dtype=codec.DTYPES[dtypes[0]][0])
         raw = codec._tensor_bytes(t)
         table.append({"name": name, "dtype": dtypes[0], "shape": list(t.shape), "nbytes": len(raw)})
         frames.append(raw)

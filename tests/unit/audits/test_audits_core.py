@@ -139,8 +139,10 @@ def test_too_few_patients_mismatched_shapes_and_bad_arrays_are_named(site) -> No
         audit_arrays(m, site["nonmembers"], make_cohort("synthetic", np.zeros((5, 4, 8, 8), np.float32)), config=CONFIG)
     with pytest.raises(DataError, match="synthetic: images must be a non-empty"):
         make_cohort("synthetic", np.zeros((0, 4, 16, 16), np.float32))
-    with pytest.raises(DataError, match="4 channels"):
-        make_cohort("synthetic", np.zeros((3, 3, 16, 16), np.float32))
+    # any channel count is a cohort (RGB, grey); what an audit refuses is a mix of image shapes
+    rgb = make_cohort("synthetic", np.zeros((5, 3, 16, 16), np.float32))
+    with pytest.raises(DataError, match=r"image shapes differ: .*synthetic \[3, 16, 16\]"):
+        audit_arrays(m, site["nonmembers"], rgb, config=CONFIG)
     bad = np.zeros((3, 4, 16, 16), np.float32)
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match="NaN"):

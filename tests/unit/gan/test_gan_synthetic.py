@@ -65,7 +65,9 @@ def _write_raw(path: Path, tensors: dict) -> Path:
         ({"images": torch.zeros(2, 4, 16, 16)}, "expected tensors"),
         ({"images": torch.zeros(2, 4, 16, 16), "conds": torch.zeros(2, 4, 16, 16), "x": torch.zeros(1)}, "expected tensors"),
         ({"images": torch.zeros(2, 4, 16, 16, dtype=torch.float64), "conds": torch.zeros(2, 4, 16, 16)}, "dtype"),
-        ({"images": torch.zeros(2, 3, 16, 16), "conds": torch.zeros(2, 3, 16, 16)}, "shape"),
+        # (3 channels are a valid image spec now, e.g. RGB with an instance map; a non-square image is not)
+        ({"images": torch.zeros(2, 3, 16, 8), "conds": torch.zeros(2, 3, 16, 8)}, "shape"),
+        ({"images": torch.zeros(2, 3, 16, 16), "conds": torch.zeros(2, 3, 8, 8)}, "differ"),
         ({"images": torch.zeros(2, 4, 16, 16), "conds": torch.zeros(3, 4, 16, 16)}, "differ"),
         ({"images": torch.full((2, 4, 16, 16), float("nan")), "conds": torch.zeros(2, 4, 16, 16)}, "NaN"),
         ({"images": torch.full((2, 4, 16, 16), 3.0), "conds": torch.zeros(2, 4, 16, 16)}, "outside"),
@@ -93,7 +95,7 @@ def test_truncated_or_missing_file_is_a_data_error(tmp_path: Path) -> None:
 def test_write_refuses_bad_arrays(tmp_path: Path) -> None:
     images, conds = _samples(2)
     with pytest.raises(DataError):
-        write_synthetic(tmp_path, images[:, :3], conds[:, :3])
+        write_synthetic(tmp_path, images[:, :, :, :5], conds)  # (3 channels alone are a valid RGB spec now)
     with pytest.raises(DataError):
         write_synthetic(tmp_path, images, conds[:1])
     bad = images.copy()

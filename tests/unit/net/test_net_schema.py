@@ -96,11 +96,10 @@ def _code(fn, *a, **kw) -> str:
         (FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 4, 8, 8, dtype=torch.float64),
                    fake=torch.zeros(2, 4, 8, 8)), "bad_dtype"),
         (FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 4, 8, 8), fake=torch.zeros(2, 4, 8, 4)), "bad_shape"),
-        (FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 3, 8, 8), fake=torch.zeros(2, 3, 8, 8)), "bad_shape"),
         (FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 4, 8), fake=torch.zeros(2, 4, 8)), "bad_shape"),
         (FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 4, 8, 8),
                    fake=torch.full((2, 4, 8, 8), float("nan"))), "non_finite"),
-        (GradientReply(run_id="r", round=1, step=0, grad=torch.zeros(2, 1, 8, 8)), "bad_shape"),
+        (GradientReply(run_id="r", round=1, step=0, grad=torch.zeros(2, 1, 8)), "bad_shape"),
         (GradientReply(run_id="r", round=1, step=0, grad=torch.zeros(2, 4, 8, 8, dtype=torch.float16)), "bad_dtype"),
         (GradientReply(run_id="r", round=1, step=0, grad=torch.full((1, 4, 2, 2), float("inf"))), "non_finite"),
         (SecAggMasked(run_id="r", round=1, step=0, attempt=0, set_digest="0" * 64,
@@ -111,6 +110,20 @@ def test_check_tensors_is_the_codecs_own_check(msg, code):
     # the in-process path (check_tensors on a message) and the codec refuse the same tensors the same way
     assert _code(codec.check_tensors, msg) == code
     assert _code(codec.encode, msg, **ENV) == code
+
+
+def test_channel_counts_are_the_specs_and_the_site_checks_them():
+    # the codec carries any C and K (they are the run's, secgan.core.spec.ImageSpec) but still the
+    # agreement of B, H, W; the site's check refuses what is not its own spec (before any charge)
+    from secgan.core.spec import ImageSpec
+    from sites.checks import check_fake_batch
+
+    three = FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 3, 16, 16), fake=torch.zeros(2, 3, 16, 16))
+    codec.check_tensors(three)
+    codec.decode(codec.encode(three, **ENV))
+    assert _code(check_fake_batch, three, ImageSpec(size=16)) == "bad_shape"
+    one = FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 4, 16, 16), fake=torch.zeros(2, 1, 16, 16))
+    assert _code(check_fake_batch, one, ImageSpec(size=16)) == "bad_shape"
 
 
 def test_check_tensors_accepts_what_the_codec_carries():
