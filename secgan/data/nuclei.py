@@ -231,18 +231,10 @@ def write_nuclei_phantom(out: Path, *, sites: int, cases: int, tiles: int, seed:
     """
     from PIL import Image
 
-    from secgan.data.splits import random_split, write_site_files
+    from secgan.data.splits import check_writer_counts, random_split, write_site_files
 
-    if not 1 <= sites <= 64:
-        raise ValueError(f"sites must be in 1..64, got {sites}")
-    if not 2 <= cases <= 999:
-        raise ValueError(f"cases must be in 2..999 (a split needs train and test), got {cases}")
-    if not 1 <= tiles <= 99:
-        raise ValueError(f"tiles must be in 1..99, got {tiles}")
-    if not 16 <= size <= 1024:
-        raise ValueError(f"size must be in 16..1024, got {size}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    check_writer_counts(sites=sites, size=size, test_fraction=test_fraction, cases=(cases, 2, 999),
+                        tiles=(tiles, 1, 99))
     site_dirs = []
     for site in range(1, sites + 1):
         site_dir = Path(out) / f"site-{site}"

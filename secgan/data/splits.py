@@ -36,3 +36,19 @@ def write_site_files(site_dir: Path, split: Mapping[str, list[str]], marker: Map
 
     atomic_write_json(Path(site_dir) / "split.json", {"train": list(split["train"]), "test": list(split["test"])})
     atomic_write_json(Path(site_dir) / PHANTOM_MARKER, dict(marker))
+
+
+def check_writer_counts(*, sites: int, size: int, test_fraction: float, **counts: tuple[int, int, int]) -> None:
+    """The argument checks every phantom writer shares: ``sites`` in 1..64, ``size`` in 16..1024,
+    ``test_fraction`` in (0, 1), and each of ``counts`` (name -> (value, low, high)) in low..high.
+    Raises ValueError naming the first argument out of range."""
+    if not 1 <= sites <= 64:
+        raise ValueError(f"sites must be in 1..64, got {sites}")
+    for name, (value, low, high) in counts.items():
+        if not low <= value <= high:
+            hint = " (a split needs train and test)" if low == 2 else ""
+            raise ValueError(f"{name} must be in {low}..{high}{hint}, got {value}")
+    if not 16 <= size <= 1024:
+        raise ValueError(f"size must be in 16..1024, got {size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")

@@ -91,5 +91,5 @@ def test_deterministic_per_image() -> None:
 
 @pytest.mark.parametrize("kwargs", [dict(sites=0), dict(patients=1), dict(size=8), dict(test_fraction=0.0)])
 def test_impossible_arguments(tmp_path: Path, kwargs) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):  # the error names the argument
         dm.write_derm_phantom(tmp_path, **(dict(sites=1, patients=2, seed=0, size=32) | kwargs))

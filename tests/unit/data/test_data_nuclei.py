@@ -115,5 +115,5 @@ def test_classes_to_instances_keeps_nuclei_without_interior() -> None:
 @pytest.mark.parametrize("kwargs", [dict(sites=0), dict(cases=1), dict(tiles=0), dict(size=8), dict(test_fraction=1.0)])
 def test_impossible_arguments(tmp_path: Path, kwargs) -> None:
     args = dict(sites=1, cases=2, tiles=1, seed=0, size=32) | kwargs
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):  # the error names the argument
         nu.write_nuclei_phantom(tmp_path, **args)
