@@ -20,7 +20,6 @@ at start).
 from __future__ import annotations
 
 import argparse
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -110,11 +109,9 @@ class SiteHost:
         import zmq
 
         if install_signals:
-            def handler(signum: int, _frame: Any) -> None:
-                self._signal = signal.Signals(signum).name
+            from sites.node import install_stop_signals
 
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, handler)
+            install_stop_signals(lambda reason: setattr(self, "_signal", reason))
         ctx = zmq.Context()
         active: list[tuple[Any, Any]] = []
         try:

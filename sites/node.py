@@ -78,6 +78,15 @@ MAX_ROUND_AHEAD = 2**16
 FATAL_CODES = frozenset({"unsupported_version", "source_refused"})
 
 
+def install_stop_signals(stop: Callable[[str], None]) -> None:
+    """SIGTERM and SIGINT call ``stop`` with the signal's name (the loop then ends cleanly)."""
+    def handler(signum: int, _frame: Any) -> None:
+        stop(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 class SiteNode(SecureSumSide):
     def __init__(self, cfg: NodeConfig, learner: Learner, *, secure_sum: Callable[[str], Any] | None = None) -> None:
         """``learner``: the seam of :class:`sites.interfaces.Learner` (``sites.learner.SiteLearner``);
@@ -433,11 +442,7 @@ class SiteNode(SecureSumSide):
 
     def serve(self, *, install_signals: bool = True) -> int:
         if install_signals:
-            def handler(signum: int, _frame: Any) -> None:
-                self._signal = signal.Signals(signum).name
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, handler)
+            install_stop_signals(self.request_stop)
         self.open()
         try:
             while True:
