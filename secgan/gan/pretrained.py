@@ -66,11 +66,20 @@ def read_info(folder: str | Path) -> dict[str, Any]:
 
 def check_compatible(info: dict[str, Any], model, image, *, part: str, where: str | Path) -> None:
     """Refuse (ConfigError) weights pretrained for another shape of ``part`` ("generator" or
-    "discriminator"), naming every setting that differs."""
-    keys = GENERATOR_KEYS if part == "generator" else DISCRIMINATOR_KEYS
-    from secgan.core.config import to_dict
+    "discriminator"), naming every setting that differs.
 
-    saved_model, saved_image = info.get("model") or {}, info.get("image") or {}
+    The record's settings are read the way a checkpoint's are (``load_dataclass``): a key the record
+    lacks, because it was written before the key existed, takes its default, which is what the
+    record's weights were trained with (a brain pretraining from before ``image.condition`` existed
+    fits a brain run)."""
+    keys = GENERATOR_KEYS if part == "generator" else DISCRIMINATOR_KEYS
+    from secgan.core.config import load_dataclass, to_dict
+
+    try:
+        saved_model = to_dict(load_dataclass(type(model), info.get("model") or {}, prefix="model."))
+        saved_image = to_dict(load_dataclass(type(image), info.get("image") or {}, prefix="image."))
+    except ConfigError as exc:
+        raise ConfigError(f"train.init_from: {where}: the pretrain record's settings are invalid ({exc})") from None
     ours_model, ours_image = to_dict(model), to_dict(image)
     diffs = [f"model.{k} {saved_model.get(k)!r} (pretrained) vs {ours_model[k]!r} (this run)"
              for k in keys if saved_model.get(k) != ours_model[k]]

@@ -278,3 +278,32 @@ def test_init_from_resolves_against_the_config_file(tmp_path: Path):
     path = _write_config(tmp_path / "r.toml", [tmp_path], init=Path("pre"))
     assert load_run_config(path).train.init_from == str((tmp_path / "pre").resolve())
     assert load_run_config(_write_config(tmp_path / "n.toml", [tmp_path])).train.init_from is None
+
+
+def test_a_record_written_before_the_image_kinds_fits_a_brain_run_and_another_kind_is_refused(world, tmp_path: Path):
+    """A pretrain record lists the image settings that existed when it was written. A record from
+    before channel names, value range and condition kinds existed was trained with their brain
+    defaults, so it fits a brain run, as an old checkpoint resumes; a record of another kind, or with
+    a key no version wrote, is refused naming it."""
+    from sites.learner import SiteLearner
+    from tests.unit.privacy.privacy_helpers import dataset, policy
+
+    base = load_run_config(_write_config(tmp_path / "r.toml", world["sites"], init=world["pre"]))
+
+    def learner(record: dict, name: str) -> SiteLearner:
+        folder = tmp_path / name
+        shutil.copytree(world["pre"], folder)
+        (folder / "pretrain.json").write_text(json.dumps(record))
+        return SiteLearner(dataset=dataset(4), policy=policy("off"), model=base.model, image=base.image,
+                           train=dataclasses.replace(base.train, init_from=str(folder)), state_dir=tmp_path / f"s-{name}",
+                           generator_seed=0)
+
+    record = json.loads((world["pre"] / "pretrain.json").read_text())
+    old = dict(record, image={k: record["image"][k] for k in ("size", "image_channels", "cond_channels")})
+    learner(old, "old")  # loads
+    rgb = dict(record, image=dict(old["image"], image_channels=3, channel_names=["r", "g", "b"]))
+    with pytest.raises(ConfigError, match=r"discriminator does not fit.*image\.image_channels 3 \(pretrained\) vs 4"):
+        learner(rgb, "rgb")
+    odd = dict(record, image=dict(old["image"], colour_space="lab"))
+    with pytest.raises(ConfigError, match=r"pretrain record's settings are invalid.*image\.colour_space"):
+        learner(odd, "odd")
