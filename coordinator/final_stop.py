@@ -26,21 +26,24 @@ OWED_STATES = frozenset({WELCOMED, DEAD, REMOVED})
 class FinalStop:
     """The linger after the run's end (see the module doc)."""
 
-    def __init__(self, *, reason: str, owed: Iterable[str], now: float, linger_s: float) -> None:
+    def __init__(self, *, reason: str, owed: Iterable[str], now: float, linger_s: float,
+                 acked: Iterable[str] = ()) -> None:
         self.reason = reason
         self.owed = frozenset(owed)
         self.started = now
         self.deadline = now + max(0.0, linger_s)
         self.linger_s = max(0.0, linger_s)
         self.told: set[str] = set()  # sites a Stop was handed to (at the end, or answering a message)
-        self.acked: set[str] = set()
+        # acknowledged: at the end, or before it (a removed site told Stop when it said Hello again)
+        self.acked: set[str] = set(acked)
         self.answered = 0  # messages answered with Stop while lingering
         self.closed_at: float | None = None
 
     @classmethod
-    def for_registry(cls, registry: Any, *, reason: str, now: float, linger_s: float) -> "FinalStop":
+    def for_registry(cls, registry: Any, *, reason: str, now: float, linger_s: float,
+                     acked: Iterable[str] = ()) -> "FinalStop":
         owed = [s for s, rec in registry.sites.items() if rec.state in OWED_STATES]
-        return cls(reason=reason, owed=owed, now=now, linger_s=linger_s)
+        return cls(reason=reason, owed=owed, now=now, linger_s=linger_s, acked=acked)
 
     def sent(self, site: str) -> None:
         """A Stop was handed to ``site``'s connection."""

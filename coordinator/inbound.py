@@ -131,7 +131,8 @@ class Inbound:
         elif isinstance(msg, Heartbeat):
             self._send(site, Heartbeat())  # the site's dead-link check needs to hear from us (sites.node)
         elif isinstance(msg, StopAck):  # a removed site acknowledging the Stop it was told again
-            log.debug("stop_acknowledged", site=site)
+            self._acked_before_end.add(site)  # not waited for after the run (it has ended)
+            log.info("stop_acknowledged", site=site)
 
     def _after_end(self, site: str, routing_id: bytes, msg: Message) -> None:
         """The run has ended (:mod:`coordinator.final_stop`): a StopAck is recorded, an ErrorReply

@@ -144,6 +144,7 @@ class Coordinator(Inbound, Upkeep):
         self._checkpoint_retry_at = 0.0
         self._unencodable = 0  # messages this process could not encode (a batch above the wire limits)
         self._final: FinalStop | None = None  # set when the run has ended with a Stop to the sites
+        self._acked_before_end: set[str] = set()  # removed sites that acknowledged the Stop they were told
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -389,7 +390,7 @@ class Coordinator(Inbound, Upkeep):
         """Stop to every site (not after a signal: they wait for a --resume), final checkpoint and run.json."""
         if status != "interrupted":
             self._final = FinalStop.for_registry(self.registry, reason=stop_reason or status, now=time.monotonic(),
-                                                 linger_s=self.settings.stop_linger_s)
+                                                 linger_s=self.settings.stop_linger_s, acked=self._acked_before_end)
             for site, rec in self.registry.sites.items():
                 if rec.routing_id is not None and rec.state != DEAD:
                     if self._send(site, Stop(run_id=self.settings.run_id, reason=self._final.reason)) is not None:

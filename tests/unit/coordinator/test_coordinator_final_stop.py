@@ -135,6 +135,21 @@ def test_a_site_that_missed_the_stop_gets_it_on_whatever_it_sends_next(tmp_path)
     assert final["acknowledged"] == 2 and final["told"] == 2 and final["answered_with_stop"] == 3
 
 
+def test_a_removed_site_that_acknowledged_its_stop_during_the_run_is_not_waited_for(tmp_path):
+    c = make_coordinator(tmp_path)
+    one, two = Site(c, "site-1"), Site(c, "site-2")
+    one.hello()
+    two.hello()
+    c.registry.remove("site-2", reason="budget_exhausted")
+    two.rid = b"site-2-restarted"
+    two.hello()  # told Stop again (it stays removed), acknowledges, exits
+    assert c.router.last(two.rid, Stop).reason == "budget_exhausted"
+    two.send(StopAck(run_id="r"))
+    assert c.router.last(two.rid, ErrorReply) is None  # in stage: a removed site was told Stop
+    c._finish("completed", "completed")
+    assert c._final.owed == {"site-1", "site-2"} and c._final.pending() == ["site-1"]
+
+
 def test_strangers_get_nothing_new_after_the_end(tmp_path):
     c, _one, _two = _ended(tmp_path)
     n = len(c.router.sent)
