@@ -63,6 +63,8 @@ class CoordinatorConfig:
     heartbeat_interval_s: float = field(default=1.0, metadata=POSITIVE)
     # an idle site silent this long is marked dead (readmitted when it says Hello again)
     heartbeat_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    # after the run ends, answer sites with the final Stop until each that joined acknowledged it, at most this long (0: close at once)
+    stop_linger_s: float = field(default=30.0, metadata=rng(min=0.0, max=86400.0))
     # before the first round, wait this long for every manifest site to say Hello; default heartbeat_timeout_s
     startup_grace_s: float | None = field(default=None, metadata=rng(min=0.0))
     # how often state_dir/run.json is rewritten during the run

@@ -32,6 +32,7 @@ from secgan.net.schema import (
     Refusal,
     SecAggMasked,
     Stop,
+    StopAck,
     Welcome,
 )
 from secgan.net.transport import peer_user_id
@@ -92,10 +93,14 @@ class Inbound:
             fresh = isinstance(msg, Hello)
             self.guard.check(env, peer=site, new_session=fresh,
                              max_round=self.scheduler.round_number, max_step=self.scheduler.step)
+            ended = self._final is not None
             check_stage(state=rec.state, msg=msg, run_id=self.settings.run_id,
                         current_round=self.scheduler.round_number or None,
-                        in_flight=self.scheduler.in_flight_for(site))
-            self._dispatch(site, routing_id, msg, nbytes, now)
+                        in_flight=None if ended else self.scheduler.in_flight_for(site), ended=ended)
+            if ended:
+                self._after_end(site, routing_id, msg)
+            else:
+                self._dispatch(site, routing_id, msg, nbytes, now)
             self.guard.commit(env, peer=site, new_session=fresh)  # only what was accepted moves the guard
         except ProtocolError as exc:
             rec.drops[exc.code] += 1
@@ -125,6 +130,29 @@ class Inbound:
             log.warning("peer_error", site=site, code=msg.code)
         elif isinstance(msg, Heartbeat):
             self._send(site, Heartbeat())  # the site's dead-link check needs to hear from us (sites.node)
+        elif isinstance(msg, StopAck):  # a removed site acknowledging the Stop it was told again
+            self._acked_before_end.add(site)  # not waited for after the run (it has ended)
+            log.info("stop_acknowledged", site=site)
+
+    def _after_end(self, site: str, routing_id: bytes, msg: Message) -> None:
+        """The run has ended (:mod:`coordinator.final_stop`): a StopAck is recorded, an ErrorReply
+        only logged (never answered, so no exchange of errors), anything else is answered with the
+        final Stop on the connection it came from (a Hello after a reconnect, a heartbeat, a late
+        reply: none reaches the scheduler, nothing is applied)."""
+        final = self._final
+        if isinstance(msg, StopAck):
+            first = site not in final.acked
+            final.on_ack(site)
+            if first:
+                log.info("stop_acknowledged", site=site, pending=len(final.pending()))
+            return
+        if isinstance(msg, ErrorReply):
+            log.warning("peer_error", site=site, code=msg.code)
+            return
+        final.on_message(site)
+        if self._send(site, Stop(run_id=self.settings.run_id, reason=final.reason), routing_id=routing_id) is not None:
+            final.sent(site)
+            log.info("final_stop_repeated", site=site, answering=msg.TYPE)
 
     def _on_hello(self, site: str, routing_id: bytes, msg: Hello, now: float) -> None:
         if PROTOCOL_VERSION not in msg.versions:

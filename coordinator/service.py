@@ -16,6 +16,12 @@ Lifecycle:
 4. End: ``completed`` / ``quorum_lost`` / ``quorum_impossible`` -> Stop to every site, final
    checkpoint and run.json. SIGTERM/SIGINT -> checkpoint and run.json (status ``interrupted``) but
    NO Stop, so the sites keep waiting and rejoin a ``--resume``.
+5. Linger (:mod:`coordinator.final_stop`): after a Stop to every site the coordinator stays up,
+   answering every valid message of a known site with the final Stop, until every site that joined
+   the run has acknowledged it (StopAck) or ``stop_linger_s`` has passed; a site that missed the
+   Stop (paused, partitioned, reconnecting) still learns that the run ended. No batch is sent and no
+   reply is applied meanwhile; run.json is written again with a ``final_stop`` block. A signal ends
+   the linger at once.
 
 Staying up: the soft limit on open files is raised at start (idle TCP connections each hold one
 until the CURVE handshake timeout drops them); a run.json or periodic checkpoint write that fails is
@@ -51,6 +57,7 @@ from secgan.net.schema import AGGREGATIONS, Message, Stop
 from secgan.net.transport import AllowListPolicy, ZapAuthenticator, make_router, self_check_rejects_unknown
 
 from coordinator.config import ServiceConfig, generator_run_config
+from coordinator.final_stop import FinalStop
 from coordinator.inbound import Inbound, frame_bytes
 from coordinator.registry import DEAD, Registry
 from coordinator.runlog import RunLog
@@ -136,6 +143,8 @@ class Coordinator(Inbound, Upkeep):
         self._checkpoint_due = False
         self._checkpoint_retry_at = 0.0
         self._unencodable = 0  # messages this process could not encode (a batch above the wire limits)
+        self._final: FinalStop | None = None  # set when the run has ended with a Stop to the sites
+        self._acked_before_end: set[str] = set()  # removed sites that acknowledged the Stop they were told
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -290,7 +299,10 @@ class Coordinator(Inbound, Upkeep):
             ended = None
             while ended is None:
                 ended = self.step_once(time.monotonic())
-            return self._finish(*ended)
+            final = self._finish(*ended)
+            if self._final is not None and not self._final.may_close(time.monotonic()):
+                final = self._linger(*ended)
+            return final
         finally:
             self._bar.close()
             self.close()
@@ -321,7 +333,8 @@ class Coordinator(Inbound, Upkeep):
     def _receive(self, now: float) -> None:
         """Wait for messages (until the round's deadline at most) and handle what came."""
         rnd = self.scheduler.current
-        wait_ms = POLL_MS if rnd is None else max(0, min(POLL_MS, int((rnd.deadline - now) * 1000) + 1))
+        wait_ms = POLL_MS if rnd is None or self._final is not None else max(
+            0, min(POLL_MS, int((rnd.deadline - now) * 1000) + 1))
         events = dict(self._poller.poll(wait_ms))
         if self.router in events:
             for _ in range(DRAIN_MAX):
@@ -376,9 +389,12 @@ class Coordinator(Inbound, Upkeep):
     def _finish(self, status: str, stop_reason: str | None) -> dict[str, Any]:
         """Stop to every site (not after a signal: they wait for a --resume), final checkpoint and run.json."""
         if status != "interrupted":
+            self._final = FinalStop.for_registry(self.registry, reason=stop_reason or status, now=time.monotonic(),
+                                                 linger_s=self.settings.stop_linger_s, acked=self._acked_before_end)
             for site, rec in self.registry.sites.items():
                 if rec.routing_id is not None and rec.state != DEAD:
-                    self._send(site, Stop(run_id=self.settings.run_id, reason=stop_reason or status))
+                    if self._send(site, Stop(run_id=self.settings.run_id, reason=self._final.reason)) is not None:
+                        self._final.sent(site)
         for rec in self.registry.sites.values():  # why each site stopped, for run.json
             if rec.stop_reason is None:
                 rec.stop_reason = stop_reason or status
@@ -388,3 +404,21 @@ class Coordinator(Inbound, Upkeep):
         log.info("run_finished", status=status, reason=stop_reason, steps=self.scheduler.step,
                  rounds=self.scheduler.round_number)
         return final
+
+    def _linger(self, status: str, stop_reason: str | None) -> dict[str, Any]:
+        """Answer the sites with the final Stop until every one that joined has acknowledged it or
+        ``stop_linger_s`` has passed (a signal ends it at once); then run.json once more."""
+        final = self._final
+        log.info("final_stop_linger", owed=len(final.owed), pending=len(final.pending()), linger_s=final.linger_s)
+        while not final.may_close(time.monotonic()):
+            if self._stop_signal:
+                log.info("final_stop_linger_ended", reason=self._stop_signal)
+                break
+            self._receive(time.monotonic())
+        final.close(time.monotonic())
+        unacked = final.pending()
+        (log.warning if unacked else log.info)(
+            "final_stop_done", acknowledged=len(final.acked & final.owed), owed=len(final.owed),
+            seconds=round(final.closed_at - final.started, 3),
+            **({"unacknowledged": ", ".join(unacked[:20]), "note": "they may not know the run ended"} if unacked else {}))
+        return self._write_run_json(status, stop_reason)

@@ -8,13 +8,13 @@ be counted as ``stale`` rather than as protocol violations.
 from __future__ import annotations
 
 from secgan.core.errors import ProtocolError
-from secgan.net.schema import ErrorReply, GradientReply, Heartbeat, Hello, Message, Refusal, SecAggMasked
+from secgan.net.schema import ErrorReply, GradientReply, Heartbeat, Hello, Message, Refusal, SecAggMasked, StopAck
 
 from coordinator.registry import REMOVED, WELCOMED
 
 # What a site may send at all; everything else (Welcome, FakeBatch, SecAggAnnounce, Stop) is
 # coordinator -> site.
-SITE_MESSAGES = (Hello, GradientReply, SecAggMasked, Refusal, Heartbeat, ErrorReply)
+SITE_MESSAGES = (Hello, GradientReply, SecAggMasked, Refusal, Heartbeat, ErrorReply, StopAck)
 
 
 def check_stage(
@@ -24,6 +24,7 @@ def check_stage(
     run_id: str,
     current_round: int | None,
     in_flight: tuple[int, int] | None,
+    ended: bool = False,
 ) -> None:
     """Raise unless ``msg`` fits the site's stage.
 
@@ -32,10 +33,21 @@ def check_stage(
     problem with something we sent). A Heartbeat from a site without a session (never welcomed,
     declared dead, or welcomed by an earlier incarnation) is answered ``not_welcomed``, which tells
     the site to say Hello again; a reply before Welcome is ``unexpected_message``.
+
+    A StopAck acknowledges a Stop of this run: accepted once the run has ``ended`` (every site is
+    told Stop then) or from a removed site (told Stop when it says Hello again), refused otherwise.
+    Once the run has ended every other site message is accepted, whatever the site's state: each is
+    answered with the final Stop (:mod:`coordinator.final_stop`), none reaches the scheduler.
     """
     if not isinstance(msg, SITE_MESSAGES):
         raise ProtocolError("unexpected_message", f"{type(msg).__name__} is never sent by a site")
-    if isinstance(msg, (Hello, ErrorReply)):
+    if isinstance(msg, StopAck):
+        if not (ended or state == REMOVED):
+            raise ProtocolError("unexpected_message", "no Stop was sent to this site")
+        if msg.run_id != run_id:
+            raise ProtocolError("wrong_run", "acknowledges the Stop of another run")
+        return
+    if isinstance(msg, (Hello, ErrorReply)) or ended:
         return
     if state not in (WELCOMED, REMOVED):
         if isinstance(msg, Heartbeat):  # a live session the coordinator does not know: re-Hello

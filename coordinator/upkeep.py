@@ -134,4 +134,5 @@ class Upkeep:
                                         "condition_source": self.settings.condition_source,
                                         "step_time_s": self._step_time(),
                                         **({"secure_sum": self.scheduler.summary()}
-                                           if self.settings.aggregation == "secure-sum" else {})})
+                                           if self.settings.aggregation == "secure-sum" else {}),
+                                        **({"final_stop": self._final.summary()} if self._final is not None else {})})

@@ -28,7 +28,10 @@ learner as usual but the gradient is held, never sent; only masked contributions
 Every release goes through the learner (which accounts and writes its ledger before returning
 and saves D on its own cadence), so a kill -9 + restart resumes from the site's state. Malformed
 inbound frames are logged by code, answered with an ErrorReply and never end the loop. Stop,
-SIGTERM and SIGINT end it cleanly (exit code 0).
+SIGTERM and SIGINT end it cleanly (exit code 0). A Stop is terminal and acknowledged (StopAck): a
+site that missed the final Stop (paused, partitioned, reconnecting) gets it again from the
+lingering coordinator when it next talks (a heartbeat, a Hello after a reconnect), and exits. A
+coordinator gone for good is retried for ever: it may come back with ``--resume``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from secgan.net.schema import (
     Refusal,
     SecAggAnnounce,
     Stop,
+    StopAck,
     Welcome,
 )
 from secgan.net.transport import make_dealer
@@ -199,16 +203,24 @@ class SiteNode(SecureSumSide):
         elif isinstance(msg, SecAggAnnounce):
             self._on_announce(msg)
         elif isinstance(msg, Stop):
-            if self.run_id and msg.run_id != self.run_id:
-                raise ProtocolError("wrong_run", "stop for another run")
-            log.info("stop_received", reason=msg.reason[:64])
-            self.exit_reason = f"stop:{msg.reason[:64]}"
+            self._on_stop(msg)
         elif isinstance(msg, ErrorReply):
             self._on_error(msg)
         elif isinstance(msg, Heartbeat):
             pass
         else:
             raise ProtocolError("unexpected_message", f"{msg.TYPE} is never sent by a coordinator")
+
+    def _on_stop(self, msg: Stop) -> None:
+        """The run is over: terminal and idempotent. The first Stop sets the exit reason (a later one,
+        or one after a fatal refusal, changes nothing); each is acknowledged, so a coordinator that
+        lingers after its run (it repeats the Stop to a site that missed it) may close."""
+        if self.run_id and msg.run_id != self.run_id:
+            raise ProtocolError("wrong_run", "stop for another run")
+        if self.exit_reason is None:
+            log.info("stop_received", reason=msg.reason[:64], sessions=self.sessions)
+            self.exit_reason = f"stop:{msg.reason[:64]}"
+        self._send(StopAck(run_id=msg.run_id))
 
     def _on_welcome(self, msg: Welcome) -> None:
         if self.welcomed:

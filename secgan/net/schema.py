@@ -209,6 +209,17 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class StopAck:
+    """site -> coordinator: the final Stop of ``run_id`` was received; the site is ending. A
+    coordinator that lingers after its run (``stop_linger_s``) closes once every site that joined
+    has acknowledged (added within protocol 2: a coordinator without it answers ``unknown_type``
+    to a site that is exiting anyway, and one with it waits at most its linger for a site without)."""
+
+    TYPE: ClassVar[str] = "stop_ack"
+    run_id: str = envelope()
+
+
+@dataclass(frozen=True)
 class ErrorReply:
     """Either direction: the last message was rejected. ``code`` is a ProtocolError code."""
 
@@ -257,13 +268,13 @@ class SecAggMasked:
 
 Message = (
     Hello | Welcome | FakeBatch | ClassBatch | FreeBatch | GradientReply | Refusal | Heartbeat | Stop | ErrorReply
-    | SecAggAnnounce | SecAggMasked
+    | SecAggAnnounce | SecAggMasked | StopAck
 )
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (Hello, Welcome, FakeBatch, GradientReply, Refusal, Heartbeat, Stop, ErrorReply, SecAggAnnounce,
-                SecAggMasked, ClassBatch, FreeBatch)
+                SecAggMasked, ClassBatch, FreeBatch, StopAck)
 }
 
 # the batch a coordinator sends for each condition kind (one per step and site, or per round in secure-sum)

@@ -208,7 +208,8 @@ def make_kit(out: Path, *, data_root: Path, sites: int, port: int, coordinator: 
     paths = {"coordinator": out / "coordinator" / "coordinator.toml"}
     update_toml(paths["coordinator"], {
         "min_sites": min(2, sites), "round_deadline_s": 20.0, "heartbeat_timeout_s": 4.0, "heartbeat_interval_s": 0.5,
-        "run_json_every_s": 1.0, "model": TINY_MODEL, "train": TINY_TRAIN, **(coordinator or {}),
+        "run_json_every_s": 1.0, "stop_linger_s": 10.0, "model": TINY_MODEL, "train": TINY_TRAIN,
+        **(coordinator or {}),
     })
     for k in range(1, sites + 1):
         p = out / f"site-{k}" / "site.toml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from secgan.net import codec, replay
-from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, Welcome
+from secgan.net.schema import PROTOCOL_VERSION, ErrorReply, FakeBatch, GradientReply, Hello, Stop, StopAck, Welcome
 
 from sites.node import SiteNode
 from tests.unit.sites.fakes import FakeLearner, FakeSocket, fake_node
@@ -69,6 +69,36 @@ def test_session_rules(tmp_path):
     assert learner.releases == 2
     node.handle(fresh.frames(Stop(run_id="r1", reason="completed"), round=2))
     assert node.exit_reason == "stop:completed" and node.exit_code == 0
+
+
+def test_a_stop_is_terminal_idempotent_and_acknowledged_each_time(tmp_path):
+    node, sock, learner = _node(tmp_path)
+    c = _Coordinator()
+    node._hello()
+    node.handle(c.frames(_welcome()))
+    node.handle(c.frames(_batch(1)))
+    node.handle(c.frames(Stop(run_id="other", reason="completed")))  # another run's Stop: refused
+    assert sock.sent[-1].code == "wrong_run" and node.exit_reason is None
+    node.handle(c.frames(Stop(run_id="r1", reason="completed"), round=1))
+    assert node.exit_reason == "stop:completed" and node.exit_code == 0 and sock.sent[-1] == StopAck(run_id="r1")
+    node.handle(c.frames(Stop(run_id="r1", reason="quorum_lost"), round=1))  # repeated by a lingering coordinator
+    assert node.exit_reason == "stop:completed" and sock.sent[-1] == StopAck(run_id="r1")
+    assert learner.releases == 1  # nothing charged by the end of the run
+
+
+def test_a_stop_after_a_reconnect_ends_the_site_that_missed_it(tmp_path):
+    node, sock, learner = _node(tmp_path)
+    c = _Coordinator()
+    node._hello()
+    node.handle(c.frames(_welcome()))
+    node.handle(c.frames(_batch(1)))
+    node._hello()  # a new session: the coordinator's replay state is forgotten, the run id kept
+    node.handle(c.frames(Stop(run_id="r1", reason="completed"), round=1))
+    assert node.exit_reason == "stop:completed" and node.exit_code == 0 and sock.sent[-1] == StopAck(run_id="r1")
+    fresh, fresh_sock, _ = _node(tmp_path / "late")  # a site started after the run: never welcomed
+    fresh._hello()
+    fresh.handle(_Coordinator().frames(Stop(run_id="r1", reason="completed")))
+    assert fresh.exit_reason == "stop:completed" and fresh_sock.sent[-1] == StopAck(run_id="r1")
 
 
 def test_fatal_codes_and_image_mismatch(tmp_path):

@@ -1,13 +1,11 @@
-"""OUT OF THE DEFAULT SUITE (the file name does not match test_*.py) until a race is fixed: after the
-coordinator completes, a hosted site can miss the final Stop and reconnect instead of exiting, so a
-host sometimes does not exit (seen in 1 of 3 full-suite runs). Run it explicitly:
-``pytest tests/integration/scale_71_sites.py``.
-
-A FeTS-size federation on one machine: 71 DP-SGD sites in two ``secgan site-host`` processes
+"""A FeTS-size federation on one machine: 71 DP-SGD sites in two ``secgan site-host`` processes
 against a real coordinator process, CURVE on 127.0.0.1, for a few steps; afterwards every one of
 the 71 ledgers is exact: it verifies against its release log, counts every step the coordinator
 says the site served, and its epsilon equals Opacus's RDP accountant stepped independently over
-the same (sigma, q) for that many steps (none under-counted)."""
+the same (sigma, q) for that many steps (none under-counted). Every site acknowledged the final
+Stop: the coordinator lingers after the run until all 71 have (a hosted node that missed the Stop
+while its host finished others gets it again when it next talks; see test_net_final_stop.py).
+Marked slow; it runs in the default suite (``make test``)."""
 
 from __future__ import annotations
 
@@ -99,6 +97,8 @@ def test_71_dp_sites_in_two_host_processes_keep_exact_ledgers(tmp_path):
           f"({N_SITES} DP learners in {HOSTS} processes)")
     run = json.loads((tmp_path / "kit" / "coordinator" / "state" / "run.json").read_text())
     assert run["steps_done"] == STEPS
+    final = run["final_stop"]
+    assert final["owed"] == N_SITES and final["acknowledged"] == N_SITES and final["unacknowledged"] == [], final
     assert sorted(run["sites"]) == sorted(names)
     for name in names:
         state = tmp_path / "kit" / name / "state"
