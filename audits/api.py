@@ -152,7 +152,7 @@ def _other_patients(site, size: int):
     from secgan.data.dataset import load_site
 
     try:
-        ps = load_site(Path(site.data_dir), split="unlisted", image_size=size, skip_bad=True,
+        ps = load_site(Path(site.data_dir), split="unlisted", image_size=size, image=site.image, skip_bad=True,
                        **site.read.load_kwargs())
     except DataError:  # nobody unlisted (or nobody usable)
         return None
@@ -304,9 +304,9 @@ def run_audit(
             f"{synthetic_dir}: synthetic images are {size}x{size} but site {site.site_id} works at "
             f"{site.image.size}x{site.image.size} (image.size in {site_config_path.name})"
         )
-    members_ps = load_site(Path(site.data_dir), split="train", image_size=size, skip_bad=site.skip_bad,
+    members_ps = load_site(Path(site.data_dir), split="train", image_size=size, image=site.image, skip_bad=site.skip_bad,
                            **site.read.load_kwargs())
-    nonmembers_ps = load_site(Path(site.data_dir), split="test", image_size=size, skip_bad=site.skip_bad,
+    nonmembers_ps = load_site(Path(site.data_dir), split="test", image_size=size, image=site.image, skip_bad=site.skip_bad,
                               **site.read.load_kwargs())
     mi, mc, _, mg = members_ps.all_slices()
     ni, nc, _, ng = nonmembers_ps.all_slices()

@@ -81,7 +81,7 @@ def open_site(cfg: Any) -> tuple[Any, Any]:
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit
     try:
-        dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad,
+        dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, image=cfg.image, skip_bad=cfg.skip_bad,
                             **cfg.read.load_kwargs())
         learner = build_learner(cfg, dataset)
         get_logger(__name__).info("site_ready", site=cfg.site_id, patient_count=dataset.n_patients,

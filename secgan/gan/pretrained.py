@@ -172,7 +172,7 @@ def calibrate_clip_norm(D: nn.Module, G: nn.Module, dataset, cfg, *, draws: int 
     img = torch.as_tensor(np.concatenate(real_img))
     cond = torch.as_tensor(np.concatenate(real_cond))
     gen = torch.Generator().manual_seed(seed)
-    source = build_condition_source("procedural", size=cfg.image.size)
+    source = build_condition_source("procedural", size=cfg.image.size, image=cfg.image)
     with torch.no_grad():
         f_cond = source.draw(img.shape[0], generator=gen).to(torch.float32)
         f_img = G.eval()(f_cond, torch.randn(img.shape[0], cfg.model.noise_dim, generator=gen))
