@@ -59,7 +59,7 @@ report has the rest):</p><ul>{% for s in why %}<li>{{ s.site }}, {{ s.verdict }}
 {% for r in table.rows %}<tr><td>{{ r.setting }}</td>{% for v in r.cells %}<td class="num">{% if loop.index0 == table.bold %}<b>{{ v }}</b>{% else %}{{ v }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
 
-<h2>Real and synthetic slices</h2>
+<h2>Real and synthetic {{ "slices" if domain == "brain" else "images" }}</h2>
 <p>{{ grid_caption }}</p>
 {% if grid %}<img alt="real vs synthetic slices" src="data:image/png;base64,{{ grid }}">
 {% if legend %}<p class="legend">{{ legend_what }} (top row): {% for name, css in legend %}<span style="display:inline-block;width:.9em;height:.9em;background:{{ css }};border:1px solid #888;vertical-align:middle"></span> {{ name }}{% if not loop.last %} &nbsp; {% endif %}{% endfor %}</p>{% endif %}
