@@ -118,7 +118,7 @@ def _load_generator(path: Path):
 
 
 def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8, *, real_cohorts=(), case_ids=(),
-           max_copies: int = 64) -> Path:
+           max_copies: int = 64, value_range: tuple[float, float] = (-1.0, 1.0)) -> Path:
     """The local annex (0600): the copies found, with the patients' case ids, and the closest pairs.
     ``real_cohorts`` / ``case_ids``: per set (training, held-out, other) the uncapped cohort and its ids."""
     memo = result["memorisation"]["pixels"]["_plot"]
@@ -126,7 +126,8 @@ def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8, *, real_cohort
     members, synthetic = result["_members"], result["_synthetic"]
     pairs = []
     for i in np.argsort(d)[:n]:
-        png = rep.image_pair_png(synthetic.images[i], members.images[idx[i]], f"distance {d[i]:.4f}")
+        png = rep.image_pair_png(synthetic.images[i], members.images[idx[i]], f"distance {d[i]:.4f}",
+                                 value_range=value_range)
         pairs.append({"png": png, "distance": float(d[i])})
     copies = []
     c = result.get("copies") or {}
@@ -137,12 +138,24 @@ def _annex(result: dict, out_dir: Path, site_id: str, n: int = 8, *, real_cohort
         case = ids[patient] if patient < len(ids) else f"patient #{patient}"
         png = None
         if cohort is not None:
-            png = rep.image_pair_png(synthetic.images[syn_i], cohort.images[slice_i], f"synthetic #{syn_i}: ratio {ratio:.3f}")
+            png = rep.image_pair_png(synthetic.images[syn_i], cohort.images[slice_i], f"synthetic #{syn_i}: ratio {ratio:.3f}",
+                                     value_range=value_range)
         copies.append({"synthetic": syn_i, "set": COPY_SETS[set_i], "case": case, "ratio": ratio, "png": png})
     path = out_dir / ANNEX_HTML
     html = rep.render_annex_html(pairs, site_id, copies=copies, copies_total=int(c.get("count") or 0))
     atomic_write_bytes(path, html.encode("utf-8"), mode=0o600)
     return path
+
+
+def fit_to_spec(cfg: AuditConfig, image: Any) -> AuditConfig:
+    """The audit settings that follow the run's image spec: the pixels the embedding's random shifts
+    bring in stay inside the images' value range (its default, -1, is normalised MRI's background;
+    an RGB spec in [0, 1] gets 0)."""
+    lo, hi = (float(v) for v in image.value_range)
+    pad = min(max(float(cfg.embedding.pad_value), lo), hi)
+    if pad == cfg.embedding.pad_value:
+        return cfg
+    return dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, pad_value=pad))
 
 
 def _other_patients(site, size: int):
@@ -152,7 +165,7 @@ def _other_patients(site, size: int):
     from secgan.data.dataset import load_site
 
     try:
-        ps = load_site(Path(site.data_dir), split="unlisted", image_size=size, skip_bad=True,
+        ps = load_site(Path(site.data_dir), split="unlisted", image_size=size, image=site.image, skip_bad=True,
                        **site.read.load_kwargs())
     except DataError:  # nobody unlisted (or nobody usable)
         return None
@@ -304,9 +317,9 @@ def run_audit(
             f"{synthetic_dir}: synthetic images are {size}x{size} but site {site.site_id} works at "
             f"{site.image.size}x{site.image.size} (image.size in {site_config_path.name})"
         )
-    members_ps = load_site(Path(site.data_dir), split="train", image_size=size, skip_bad=site.skip_bad,
+    members_ps = load_site(Path(site.data_dir), split="train", image_size=size, image=site.image, skip_bad=site.skip_bad,
                            **site.read.load_kwargs())
-    nonmembers_ps = load_site(Path(site.data_dir), split="test", image_size=size, skip_bad=site.skip_bad,
+    nonmembers_ps = load_site(Path(site.data_dir), split="test", image_size=size, image=site.image, skip_bad=site.skip_bad,
                               **site.read.load_kwargs())
     mi, mc, _, mg = members_ps.all_slices()
     ni, nc, _, ng = nonmembers_ps.all_slices()
@@ -326,7 +339,7 @@ def run_audit(
     claim["ledger_verification"] = verification
     if not verification["ok"] and verification["log_max_epsilon"] is not None and claim["claimed"] is not None:
         claim["claimed"] = max(claim["claimed"], float(verification["log_max_epsilon"]))
-    cfg = dataclasses.replace(cfg, delta=claim["delta"])
+    cfg = fit_to_spec(dataclasses.replace(cfg, delta=claim["delta"]), site.image)
 
     D, d_reason = _load_discriminators(site, Path(site.state_dir))
     G, noise_dim, g_reason = None, None, "no generator checkpoint given (--generator)"
@@ -376,6 +389,7 @@ def run_audit(
     annex_path = None
     if annex:
         annex_path = _annex(result, out_dir, site.site_id, real_cohorts=(members, nonmembers, others),
+                            value_range=site.image.value_range,
                             case_ids=(list(members_ps.case_ids), list(nonmembers_ps.case_ids),
                                       [] if extra is None else extra[0]))
     signed = write_report(report, out_dir, plots=_plots(result), signing_key=signing_key, annex_path=annex_path)

@@ -220,14 +220,17 @@ def render_annex_html(pairs: list[dict], site_id: str, *, copies: list[dict] = (
     return tpl.render(pairs=pairs, site_id=site_id, copies=list(copies), copies_total=copies_total)
 
 
-def image_pair_png(synthetic: np.ndarray, real: np.ndarray, title: str) -> str:
-    """Side-by-side modality strips of a synthetic slice and its nearest training slice (annex only)."""
+def image_pair_png(synthetic: np.ndarray, real: np.ndarray, title: str,
+                   value_range: tuple[float, float] = (-1.0, 1.0)) -> str:
+    """Side-by-side channel strips (any channel count) of a synthetic image and its nearest training
+    image (annex only), grey levels spanning the run's ``value_range`` (the image spec's)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, synthetic.shape[0], figsize=(1.4 * synthetic.shape[0], 3.0))
+    lo, hi = (float(v) for v in value_range)
+    fig, axes = plt.subplots(2, synthetic.shape[0], figsize=(1.4 * max(synthetic.shape[0], 2), 3.0), squeeze=False)
     for row, img in enumerate((synthetic, real)):
         for c in range(img.shape[0]):
             ax = axes[row, c]
-            ax.imshow(img[c], cmap="gray", vmin=-1, vmax=1)
+            ax.imshow(img[c], cmap="gray", vmin=lo, vmax=hi)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel("synthetic" if row == 0 else "nearest train", fontsize=7)

@@ -57,7 +57,7 @@ class SiteConfig:
 
     # this site's id in the manifest (its CURVE key, not this name, identifies it)
     site_id: str
-    data_dir: str  # BraTS-layout folder with split.json
+    data_dir: str  # the site's data with split.json: BraTS/MSD volumes, RGB tiles + masks, or ISIC-style
     # train on the train patients of split.json (held-out ones stay for audits) or on all
     split: str = field(default="train", metadata=choices("train", "all"))
     # skip a malformed case with a warning instead of refusing to start

@@ -2,8 +2,10 @@
 
 The edge: load site.toml, verify the signed manifest (which pins the coordinator's CURVE key),
 take the exclusive lock on its state folder (held for the life of the process: a second start on
-the same state is refused, naming the holder's pid), load this site's training split, build its
-learner and run the node. Exit codes: 0 after Stop, SIGTERM or SIGINT; 2 a refused start (state in
+the same state is refused, naming the holder's pid), load this site's training split (its folder's
+layout, read into images and conditions of the site's ``[image]`` spec: brain volumes, nuclei tiles
+or an ISIC-style lesion folder, ``secgan.data.dataset.load_site``), build its learner and run the
+node. Exit codes: 0 after Stop, SIGTERM or SIGINT; 2 a refused start (state in
 use, ledger or release log broken or behind) or a protocol/image mismatch; 3 the coordinator's
 condition source is refused.
 """
@@ -20,7 +22,8 @@ HELP = "run a site node: local data, discriminator, the site's own privacy polic
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="site.toml (from `secgan provision`)")
-    parser.add_argument("--data", type=Path, default=None, help="override data_dir (BraTS-layout folder with split.json)")
+    parser.add_argument("--data", type=Path, default=None, help="override data_dir (a BraTS/MSD folder, RGB tiles with masks or an ISIC-style folder; "
+                             "with split.json)")
 
 
 def build_learner(cfg: Any, dataset: Any) -> Any:
@@ -81,7 +84,7 @@ def open_site(cfg: Any) -> tuple[Any, Any]:
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     state_lock = StateLock.acquire(cfg.state_dir)  # before anything reads or writes the state; held until exit
     try:
-        dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, skip_bad=cfg.skip_bad,
+        dataset = load_site(Path(cfg.data_dir), split=cfg.split, image_size=cfg.image.size, image=cfg.image, skip_bad=cfg.skip_bad,
                             **cfg.read.load_kwargs())
         learner = build_learner(cfg, dataset)
         get_logger(__name__).info("site_ready", site=cfg.site_id, patient_count=dataset.n_patients,

@@ -1,4 +1,4 @@
-"""``secgan demo``: the whole product end to end on built-in phantom data.
+"""``secgan demo [--domain brain|nuclei|derm]``: the whole product end to end on built-in phantom data.
 
 phantom data for 3 hospitals -> a public cohort of another phantom distribution and a non-private
 pretraining on it (G and D) -> provisioning (keys, configs, signed manifest; every party starts from
@@ -7,7 +7,10 @@ DP-SGD on -> synthetic samples ->
 a signed privacy audit at each site -> downstream Dice of synthetic-trained vs real baselines ->
 one summary page, ``OUT/index.html``.
 
-Each stage is one function; the page is written by :mod:`secgan.commands.demo_page`.
+Each stage is one function, the same for every domain: what differs (the phantom, the image spec
+the run configs carry, the model's changes, the page's words) is one row of
+:data:`secgan.commands.demo_domains.DOMAINS`; the downstream score follows the spec's condition kind.
+The page is written by :mod:`secgan.commands.demo_page`.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HELP = "run the whole pipeline on phantom data (3 sites over CURVE, DP-SGD, audits, Dice) and write a summary page"
+HELP = ("run the whole pipeline on phantom data (3 sites over CURVE, DP-SGD, audits, downstream score) and write a "
+        "summary page")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     out: Path
+    # which phantom and task: brain (MRI, U-Net Dice), nuclei (H&E tiles, Dice/F1/AJI), derm (lesions, TSTR)
+    domain: str = "brain"
     sites: int = 3
     patients: int = 60
     test_fraction: float = 0.33
@@ -52,7 +58,11 @@ class DemoConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DemoConfig(out=Path("runs/demo"))
+    from secgan.commands.demo_domains import DEMO_DOMAINS
+
     parser.add_argument("--out", type=Path, default=d.out, help="output folder (default runs/demo; wiped first)")
+    parser.add_argument("--domain", choices=DEMO_DOMAINS, default=d.domain,
+                        help="brain MRI (default), H&E nuclei tiles (nuclei) or dermoscopy lesions (derm)")
     parser.add_argument("--sites", type=int, default=d.sites, help=f"hospitals (default {d.sites})")
     parser.add_argument("--patients", type=int, default=d.patients, help=f"patients per hospital (default {d.patients})")
     parser.add_argument("--size", type=int, default=d.size, help=f"in-plane image size (default {d.size})")
@@ -114,18 +124,29 @@ def _rewrite_toml(path: Path, updates: dict[str, Any]) -> None:
     path.write_text(to_toml(data, header=header))
 
 
+def _domain(cfg: DemoConfig):
+    from secgan.commands.demo_domains import DOMAINS
+
+    return DOMAINS[cfg.domain]
+
+
+def _spec(cfg: DemoConfig):
+    return _domain(cfg).spec(cfg.size)
+
+
 def _model_settings(cfg: DemoConfig) -> dict[str, Any]:
-    # The recommended G and semantic D (what makes a DP-SGD generator follow its label maps here).
+    # The recommended G and semantic D (what makes a DP-SGD generator follow its label maps here),
+    # with the domain's changes (a class condition takes the projection D).
     from secgan.gan.config import recommended_settings
 
-    return recommended_settings(cfg.size)["model"]
+    return {**recommended_settings(cfg.size)["model"], **_domain(cfg).model}
 
 
 def _train_settings(cfg: DemoConfig) -> dict[str, Any]:
     from secgan.gan.config import recommended_settings
 
-    return {**recommended_settings(cfg.size)["train"], "steps": cfg.steps, "batch_size": cfg.batch_size,
-            "checkpoint_every": max(10, cfg.steps // 4), "seed": cfg.seed}
+    return {**recommended_settings(cfg.size)["train"], **_domain(cfg).train, "steps": cfg.steps,
+            "batch_size": cfg.batch_size, "checkpoint_every": max(10, cfg.steps // 4), "seed": cfg.seed}
 
 
 def _expected_batch(cfg: DemoConfig) -> int:
@@ -135,26 +156,23 @@ def _expected_batch(cfg: DemoConfig) -> int:
 
 
 def stage_data(cfg: DemoConfig) -> list[Path]:
-    from secgan.data.phantom import write_phantom
-
-    return write_phantom(cfg.out / "data", sites=cfg.sites, patients=cfg.patients, seed=cfg.seed,
-                         size=cfg.size, slices=cfg.slices, test_fraction=cfg.test_fraction)
+    return _domain(cfg).write(cfg.out / "data", sites=cfg.sites, patients=cfg.patients, seed=cfg.seed,
+                              size=cfg.size, slices=cfg.slices, test_fraction=cfg.test_fraction)
 
 
 def stage_pretrain(cfg: DemoConfig) -> Path:
-    """The public cohort and G and D pretrained on it without privacy (public data costs nothing);
-    every party of the federation starts from it (``train.init_from``), as the sweep chose."""
-    from secgan.data.phantom import PUBLIC_STYLE, write_phantom
+    """The public cohort (the domain's, :mod:`secgan.commands.demo_domains`) and G and D pretrained on
+    it without privacy (public data costs nothing); every party of the federation starts from it
+    (``train.init_from``), as the sweep chose."""
     from secgan.simulation.pretrain import pretrain
     from secgan.privacy.policy import PrivacyPolicy
     from secgan.gan.config import ModelConfig, TrainConfig
     from secgan.run.config import DataConfig, RunConfig
-    from secgan.core.spec import ImageSpec
 
-    (site,) = write_phantom(cfg.out / "public", sites=1, patients=cfg.public_patients, seed=cfg.seed + 4242,
-                            size=cfg.size, slices=cfg.slices, test_fraction=0.05, style=PUBLIC_STYLE)
+    (site,) = _domain(cfg).write(cfg.out / "public", sites=1, patients=cfg.public_patients, seed=cfg.seed + 4242,
+                                 size=cfg.size, slices=cfg.slices, test_fraction=0.05, public=True)
     train = {**_train_settings(cfg), "steps": cfg.pretrain_steps, "checkpoint_every": cfg.pretrain_steps}
-    run = RunConfig(image=ImageSpec(size=cfg.size), model=ModelConfig(**_model_settings(cfg)),
+    run = RunConfig(image=_spec(cfg), model=ModelConfig(**_model_settings(cfg)),
                     train=TrainConfig(**train), data=DataConfig(site_dirs=(str(site),), split="all"),
                     privacy=PrivacyPolicy(mode="off", allow_off=True), run_id="pretrain", previews=False)
     out = cfg.out / "pretrained"
@@ -164,6 +182,7 @@ def stage_pretrain(cfg: DemoConfig) -> Path:
 
 def stage_provision(cfg: DemoConfig, pretrained: Path) -> dict[str, Path]:
     from secgan.commands.provision import provision
+    from secgan.core.config import to_dict
 
     port = _free_port()
     kits = provision(cfg.out / "kits", sites=cfg.sites, port=port, run_id=f"demo-{cfg.seed}",
@@ -172,13 +191,14 @@ def stage_provision(cfg: DemoConfig, pretrained: Path) -> dict[str, Path]:
 
     fine_tune = recommended_settings(cfg.size)["fine_tune"]  # the private run starts from the pretraining
     train = {**_train_settings(cfg), **fine_tune["train"], "init_from": str(pretrained.resolve())}
+    image = to_dict(_spec(cfg))  # every party's [image]: the Welcome carries it, a site with another stops
     _rewrite_toml(kits["coordinator"], {
         "min_sites": max(1, cfg.sites - 1), "round_deadline_s": 60.0, "run_json_every_s": 1.0,
-        "heartbeat_timeout_s": 30.0, "model": _model_settings(cfg), "train": train,
+        "heartbeat_timeout_s": 30.0, "image": image, "model": _model_settings(cfg), "train": train,
     })
     for k in range(1, cfg.sites + 1):
         _rewrite_toml(kits[f"site-{k}"], {
-            "seed": cfg.seed * 100 + k, "model": _model_settings(cfg), "train": train,
+            "seed": cfg.seed * 100 + k, "image": image, "model": _model_settings(cfg), "train": train,
             "policy": {"mode": "dpsgd", "target_epsilon": cfg.target_epsilon, "delta": 1e-5, "clip_norm": 1.0,
                        "planned_steps": cfg.steps, "expected_batch_size": _expected_batch(cfg),
                        **fine_tune["policy"]},
@@ -280,10 +300,12 @@ def stage_sample(cfg: DemoConfig, kits: dict[str, Path]) -> Path:
     images, conds = sample_generator(checkpoint, n=cfg.samples, seed=cfg.seed + 7, source="procedural")
     out = cfg.out / "synthetic"
     write_synthetic(out, images, conds, generator_checkpoint=checkpoint)
-    real = load_site(cfg.out / "data" / "site-1", split="train", image_size=cfg.size)
+    spec = _spec(cfg)
+    real = load_site(cfg.out / "data" / "site-1", split="train", image_size=cfg.size, image=spec)
     r_images, r_conds, _, _ = real.all_slices()
     pick = np.linspace(0, len(r_images) - 1, 6).astype(int)
-    save_grid(cfg.out / "real_vs_synthetic.png", r_images[pick], np.asarray(images[:6]), np.asarray(conds[:6]))
+    save_grid(cfg.out / "real_vs_synthetic.png", r_images[pick], np.asarray(images[:6]), np.asarray(conds[:6]),
+              image=spec)
     return checkpoint
 
 
@@ -313,10 +335,21 @@ def stage_audit(cfg: DemoConfig, kits: dict[str, Path], checkpoint: Path) -> dic
     return reports
 
 
+SOURCE_LABELS = {
+    "real-all": "real data, all sites pooled (Real-All)",
+    "real-subset-1": "real data of site 1 alone (Real-Subset-1)",
+    "synthetic": "synthetic data only (secgan generator, DP, epsilon {eps:g})",
+    "public-only": "synthetic data of the public pretraining alone (no site data)",
+}
+
+
 def stage_utility(cfg: DemoConfig, checkpoint: Path, pretrained: Path) -> list[dict]:
-    """U-Net on real data of all sites, on one site alone, on synthetic data only, and on the synthetic
-    data of the public pretraining alone (what the private training adds is the difference); Dice on
-    real test patients."""
+    """The downstream model trained on real data of all sites, on one site alone, on synthetic data
+    only, and on the synthetic data of the public pretraining alone (what the private training adds
+    is the difference), scored on real test patients: the brain U-Net's Dice, or for another
+    condition kind :func:`secgan.evaluation.image_utility.image_utility`."""
+    if cfg.domain != "brain":
+        return _image_utility(cfg, checkpoint, pretrained)
     from secgan.gan.checkpoint import checkpoint_file
     from secgan.evaluation.downstream import Workbench, evaluate_source
     from secgan.evaluation.segmenter import SegmenterConfig
@@ -345,11 +378,34 @@ def stage_utility(cfg: DemoConfig, checkpoint: Path, pretrained: Path) -> list[d
     return rows
 
 
+def _image_utility(cfg: DemoConfig, checkpoint: Path, pretrained: Path) -> list[dict]:
+    from secgan.core.fsio import atomic_write_json
+    from secgan.evaluation.image_utility import METRICS, image_utility
+    from secgan.gan.checkpoint import checkpoint_file
+    from secgan.gan.synthetic import read_synthetic, sample_generator
+
+    spec = _spec(cfg)
+    public = sample_generator(checkpoint_file(pretrained / "checkpoint"), n=cfg.samples, seed=cfg.seed + 7)
+    rows = image_utility(site_dirs=[cfg.out / "data" / f"site-{k}" for k in range(1, cfg.sites + 1)], image=spec,
+                         synthetic={"synthetic": read_synthetic(cfg.out / "synthetic"), "public-only": public},
+                         epochs=cfg.seg_epochs, seed=cfg.seed)
+    (key, label), *rest = METRICS[spec.condition]
+    for row in rows:
+        row["setting"] = SOURCE_LABELS[row["source"]].format(eps=cfg.target_epsilon)
+        more = ", ".join(f"{lab} {row[k]:.3f}" for k, lab in rest)
+        print(f"      {row['setting']}: {label} {row[key]:.3f}, {more}", flush=True)
+    atomic_write_json(cfg.out / "utility" / "results.json", rows)
+    by = {r["source"]: r[key] for r in rows}
+    print(f"      synthetic {label} at epsilon {cfg.target_epsilon:g}: {by['synthetic']:.3f} "
+          f"(public-only {by['public-only']:.3f}; Real-All {by['real-all']:.3f})", flush=True)
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from secgan.commands.demo_page import write_index
     from secgan.core.logs import setup_logging
 
-    cfg = DemoConfig(out=args.out, sites=args.sites, patients=args.patients, size=args.size, steps=args.steps,
+    cfg = DemoConfig(out=args.out, domain=args.domain, sites=args.sites, patients=args.patients, size=args.size, steps=args.steps,
                      target_epsilon=args.epsilon, samples=args.samples, seg_epochs=args.seg_epochs,
                      pretrain_steps=args.pretrain_steps, public_patients=args.public_patients,
                      seed=args.seed, timeout_s=args.timeout)
@@ -360,9 +416,11 @@ def run(args: argparse.Namespace) -> int:
     log_file = open(cfg.out / "logs" / "demo.log", "w", encoding="utf-8")
     setup_logging(args.log_level, as_json=True, stream=log_file)
     stages = _Stages(total=8)
-    stages.start("data", f"phantom data: {cfg.sites} hospitals x {cfg.patients} patients, {cfg.size}x{cfg.size}")
+    domain = _domain(cfg)
+    stages.start("data", f"phantom data: {cfg.sites} hospitals x {cfg.patients} {domain.patient}s, {cfg.size}x{cfg.size}, "
+                         f"{domain.data_what}")
     stage_data(cfg)
-    stages.start("pretrain", f"public pretraining: {cfg.public_patients} patients of another phantom distribution, "
+    stages.start("pretrain", f"public pretraining: {cfg.public_patients} {domain.patient}s of another phantom distribution, "
                              f"{cfg.pretrain_steps} steps, no privacy needed")
     pretrained = stage_pretrain(cfg)
     stages.start("provision", "provisioning: CURVE and Ed25519 keys, configs, signed manifest")
@@ -377,15 +435,15 @@ def run(args: argparse.Namespace) -> int:
         eps = info.get("epsilon")
         print(f"      {site}: epsilon spent {eps if eps is None else f'{eps:.2f}'}, "
               f"steps served {info.get('steps_served')}, stopped: {info.get('stop_reason') or '-'}", flush=True)
-    stages.start("sample", f"sampling {cfg.samples} synthetic slices from the generator")
+    stages.start("sample", f"sampling {cfg.samples} synthetic images from the generator")
     checkpoint = stage_sample(cfg, kits)
     stages.start("audit", "auditing at each site (membership inference, memorisation), signed reports")
     reports = stage_audit(cfg, kits, checkpoint)
-    stages.start("utility", "downstream segmentation: U-Net trained on synthetic vs real, Dice on real test patients")
+    stages.start("utility", domain.task)
     utility = stage_utility(cfg, checkpoint, pretrained)
     stages.start("page", "summary page")
     wall = stages.finish()
     index = write_index(cfg.out, run_summary=run_summary, reports=reports, utility=utility,
-                        timings=stages.timings, wall_s=wall, settings=cfg)
+                        timings=stages.timings, wall_s=wall, settings=cfg, domain=cfg.domain, image=_spec(cfg))
     print(f"\nDone in {wall:.0f} s. Open {index}", flush=True)
     return 0

@@ -38,7 +38,8 @@ from secgan.data.orientation import CANONICAL
 from secgan.data.slicing import case_to_slices
 from secgan.core.errors import DataError
 from secgan.core.logs import get_logger
-from secgan.core.spec import IMAGE_CHANNELS, ImageSpec
+from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS, ImageSpec
+from secgan.data.image_sites import default_spec, image_layout, load_image_site
 
 log = get_logger(__name__)
 
@@ -263,6 +264,7 @@ def load_site(
     layout: str = "auto",
     crop: str = "auto",
     voxel_mm: float = 1.0,
+    image: ImageSpec | None = None,
 ) -> PatientSlices:
     """Load one site's patients for ``split`` ("train" | "test" | "all" | "unlisted") as :class:`PatientSlices`.
 
@@ -270,7 +272,11 @@ def load_site(
     warning that names the problem, the file (with the case id replaced by ``<case>``) and the case's
     position in the split (never its id). Patients without a qualifying slice are skipped with a
     warning; if nobody is left, DataError. ``min_tumour_pixels=0`` keeps every slice that contains
-    brain. ``layout``: "auto" or a name of :data:`secgan.data.layouts.LAYOUTS`.
+    brain. ``layout``: "auto" or a name of :data:`secgan.data.layouts.LAYOUTS` or of
+    :data:`secgan.data.image_sites.IMAGE_LAYOUTS`: a folder of 2-D RGB images (nuclei tiles, ISIC-style
+    lesions) is read by :func:`secgan.data.image_sites.load_image_site` into slices of ``image`` (the
+    layout's built-in spec when None). ``image``: the run's spec; a volume folder refuses one it
+    cannot give (other than its MRI channels with brain label maps).
     """
     site_dir = Path(site_dir)
     if split not in SPLITS:
@@ -286,6 +292,20 @@ def load_site(
         raise ValueError(f"modalities must be distinct names from {IMAGE_CHANNELS}, got {modalities}")
     if not site_dir.is_dir():
         raise DataError(f"{site_dir}: site folder is missing")
+    found_image = image_layout(site_dir, layout)
+    if found_image is not None:
+        spec = image if image is not None else default_spec(found_image, image_size)
+        if spec.size != image_size:
+            raise ValueError(f"image_size {image_size} differs from the image spec's size {spec.size}")
+        out = load_image_site(site_dir, layout=found_image, split=split, image=spec)
+        log.info("site_loaded", split=split, layout=found_image, patient_count=out.n_patients, skipped_count=0)
+        return out
+    if image is not None and (image.image_channels != len(modalities) or image.condition != "labelmap"
+                              or image.cond_channels != len(COND_CHANNELS)):
+        raise DataError(f"{site_dir}: a volume (BraTS/MSD) folder gives {len(modalities)}-channel MRI slices with "
+                        f"{len(COND_CHANNELS)}-channel brain label maps; the image spec says {image.image_channels} "
+                        f"channels and a {image.condition!r} condition with {image.cond_channels} channels "
+                        "(image.* of the config, or the folder's layout)")
     margin = crop_margin_for(site_dir, crop, voxel_mm)
     if not (site_dir / "split.json").is_file():
         read_split(site_dir)  # raises: a missing split file is said before anything about the layout

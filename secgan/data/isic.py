@@ -40,7 +40,7 @@ import numpy as np
 from secgan.core.errors import DataError
 from secgan.data.derm import DERM_CLASSES
 from secgan.data.imagefile import ImageLimits, files_by_stem, read_rgb, to_chw_unit
-from secgan.data.splits import IMAGE_SPLITS
+from secgan.data.splits import IMAGE_SPLITS, split_ids
 
 ID_COLUMNS = ("image_name", "image")
 PATIENT_COLUMN = "patient_id"
@@ -184,7 +184,7 @@ def _square(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def read_isic(site_dir: Path, *, split: str = "train", image_size: int = 64, classes: Sequence[str] = DERM_CLASSES,
               csv_name: str | None = None, limits: ImageLimits = ImageLimits()) -> LesionSet:
-    """The images of the patients of ``split`` ("train" | "test" | "all"), checked (module docstring)."""
+    """The images of the patients of ``split`` (:data:`secgan.data.splits.IMAGE_SPLITS`), checked (module docstring)."""
     from secgan.data.dataset import read_split
 
     if split not in IMAGE_SPLITS:
@@ -208,7 +208,7 @@ def read_isic(site_dir: Path, *, split: str = "train", image_size: int = 64, cla
     for r in rows:
         by_patient.setdefault(r.patient_id, []).append(r)
     parts = read_split(site_dir, known=set(by_patient))
-    ids = parts["train"] + parts["test"] if split == "all" else parts[split]
+    ids = split_ids(parts, split, by_patient)
     images, labels, index, image_ids = [], [], [], []
     for k, pid in enumerate(ids):
         for r in sorted(by_patient[pid], key=lambda r: r.image_id):

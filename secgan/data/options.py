@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 from secgan.core.config import choices, rng
 from secgan.data.brats import DEFAULT_AFFINE_TOLERANCE_MM, ReaderLimits
 from secgan.data.dataset import CROP_MODES
+from secgan.data.image_sites import IMAGE_LAYOUTS
 from secgan.data.layouts import LAYOUT_CHOICES
 from secgan.data.orientation import DEFAULT_OBLIQUE_TOLERANCE_DEG
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    # folder layout: auto (detected and logged), brats2021 (2018-2021), brats2023 (GLI), brats2024-post, msd
-    layout: str = field(default="auto", metadata=choices(*LAYOUT_CHOICES))
+    # folder layout: auto (detected and logged), brats2021 (2018-2021), brats2023 (GLI), brats2024-post, msd;
+    # tiles (RGB tiles with instance masks) or isic (RGB images with a label CSV) for 2-D images
+    layout: str = field(default="auto", metadata=choices(*LAYOUT_CHOICES, *IMAGE_LAYOUTS))
     # largest difference (mm) between the affines of one case's files
     affine_tolerance: float = field(default=DEFAULT_AFFINE_TOLERANCE_MM, metadata=rng(min=0.0, max=10.0))
     # largest tilt (degrees) of a voxel axis from the scanner axes; more is refused as oblique

@@ -9,12 +9,22 @@ each site folder carries. The split file's format and its validation stay in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-# the parts a reader of the 2-D domains (tiles, ISIC folders) can load: split.json's two, or both
-IMAGE_SPLITS = ("train", "test", "all")
+# the parts a reader of the 2-D domains (tiles, ISIC folders) can load: split.json's two, both, or the
+# patients of the folder it lists in neither ("unlisted": an audit searches them for copies)
+IMAGE_SPLITS = ("train", "test", "all", "unlisted")
+
+
+def split_ids(parts: Mapping[str, list[str]], split: str, known: Iterable[str]) -> list[str]:
+    """The patient ids of ``split`` (:data:`IMAGE_SPLITS`) from split.json's ``parts``; ``known``: every
+    patient id the folder holds (the "unlisted" ones are those of it split.json names in neither part)."""
+    if split == "unlisted":
+        listed = set(parts["train"]) | set(parts["test"])
+        return sorted(k for k in known if k not in listed)
+    return list(parts["train"]) + list(parts["test"]) if split == "all" else list(parts[split])
 
 
 def random_split(g: np.random.Generator, ids: Sequence[str], test_fraction: float) -> dict[str, list[str]]:

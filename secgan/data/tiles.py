@@ -29,7 +29,7 @@ import numpy as np
 
 from secgan.core.errors import DataError
 from secgan.data.imagefile import ImageLimits, files_by_stem, read_labels, read_rgb, to_chw_unit
-from secgan.data.splits import IMAGE_SPLITS
+from secgan.data.splits import IMAGE_SPLITS, split_ids
 
 TILE_STEM = re.compile(r"^(?P<case>[A-Za-z0-9][A-Za-z0-9._-]*?)(?:_t(?P<tile>\d{1,4}))?$")
 
@@ -73,7 +73,7 @@ def list_tiles(site_dir: Path) -> dict[str, list[tuple[str, Path, Path]]]:
 
 
 def read_tiles(site_dir: Path, *, split: str = "train", limits: ImageLimits = ImageLimits()) -> TileSet:
-    """The tiles of the cases of ``split`` ("train" | "test" | "all"), checked (see the module docstring)."""
+    """The tiles of the cases of ``split`` (:data:`secgan.data.splits.IMAGE_SPLITS`), checked (see the module docstring)."""
     from secgan.data.dataset import read_split
 
     if split not in IMAGE_SPLITS:
@@ -81,7 +81,7 @@ def read_tiles(site_dir: Path, *, split: str = "train", limits: ImageLimits = Im
     site_dir = Path(site_dir)
     cases = list_tiles(site_dir)
     parts = read_split(site_dir, known=set(cases))
-    ids = parts["train"] + parts["test"] if split == "all" else parts[split]
+    ids = split_ids(parts, split, cases)
     stems, images, masks, index = [], [], [], []
     shape = None
     for k, cid in enumerate(ids):

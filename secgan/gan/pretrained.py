@@ -136,13 +136,13 @@ def per_row_gradient_norms(D: nn.Module, cond: torch.Tensor, img: torch.Tensor, 
     stages = discriminator_stages(D)
     owner = {id(p): i for i, st in enumerate(stages) for p in st.parameters()}
     params = list(D.parameters())
-    empty = cond[:0]
+    no_cond, no_img = cond[:0], img[:0]  # the other side's empty batch (the image and condition shapes differ)
     sq = np.zeros((cond.shape[0], len(stages)))
     D.train()
     for r in range(cond.shape[0]):
         c, x = cond[r:r + 1], img[r:r + 1]
-        rows = (discriminator_loss(D, empty, empty, c, x, loss=loss) if fake
-                else discriminator_loss(D, c, x, empty, empty, loss=loss))
+        rows = (discriminator_loss(D, no_cond, no_img, c, x, loss=loss) if fake
+                else discriminator_loss(D, c, x, no_cond, no_img, loss=loss))
         grads = torch.autograd.grad(rows.sum(), params, allow_unused=True)
         for p, g in zip(params, grads):
             if g is not None:
@@ -172,7 +172,7 @@ def calibrate_clip_norm(D: nn.Module, G: nn.Module, dataset, cfg, *, draws: int 
     img = torch.as_tensor(np.concatenate(real_img))
     cond = torch.as_tensor(np.concatenate(real_cond))
     gen = torch.Generator().manual_seed(seed)
-    source = build_condition_source("procedural", size=cfg.image.size)
+    source = build_condition_source("procedural", size=cfg.image.size, image=cfg.image)
     with torch.no_grad():
         f_cond = source.draw(img.shape[0], generator=gen).to(torch.float32)
         f_img = G.eval()(f_cond, torch.randn(img.shape[0], cfg.model.noise_dim, generator=gen))

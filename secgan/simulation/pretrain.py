@@ -80,7 +80,8 @@ def pretrain(cfg, public: str | Path, out: str | Path, *, progress: bool = False
     D = build_discriminator(run_cfg.model, run_cfg.image)
     load_module_state(out / "sites" / "site-1" / "discriminator.safetensors", D, None)
     save_module_state(out / DISCRIMINATOR_FILE, D, None, {"part": "discriminator"})
-    dataset = load_site(site, split="all", image_size=run_cfg.image.size, **run_cfg.data.load_options())
+    dataset = load_site(site, split="all", image_size=run_cfg.image.size, image=run_cfg.image,
+                        **run_cfg.data.load_options())
     clip = calibrate_clip_norm(D, ck.build_generator(average=True), dataset, run_cfg, seed=run_cfg.train.seed)
     info = {
         "format": FORMAT,

@@ -141,7 +141,8 @@ def run_inprocess(
 
     if datasets is None:
         datasets = [
-            load_site(Path(d), split=cfg.data.split, image_size=cfg.image.size, **cfg.data.load_options())
+            load_site(Path(d), split=cfg.data.split, image_size=cfg.image.size, image=cfg.image,
+                      **cfg.data.load_options())
             for d in cfg.data.site_dirs
         ]
     for k, ds in enumerate(datasets):
