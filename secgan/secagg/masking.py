@@ -18,7 +18,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from secgan.secagg.kdf import pair_key, shared_secret
-from secgan.secagg.prg import expand_mask
+from secgan.secagg.prg import signed_stream_sum
 
 
 def pairwise_mask(
@@ -31,9 +31,9 @@ def pairwise_mask(
     modulus_bits: int,
     secret_cache: MutableMapping[str, bytes] | None = None,
 ) -> np.ndarray:
-    """Site own_id's total mask M_i (uint64, reduced mod 2^k) for one attempt."""
-    mod_mask = np.uint64((1 << modulus_bits) - 1)
-    total = np.zeros(n_words, dtype=np.uint64)
+    """Site own_id's total mask M_i (uint64, reduced mod 2^k) for one attempt: one pair key per peer
+    (HKDF), then every pair's stream summed in vector operations (``prg.signed_stream_sum``)."""
+    streams = []
     for peer_id in sorted(peers):
         if peer_id == own_id:
             continue
@@ -42,10 +42,6 @@ def pairwise_mask(
             secret = shared_secret(own_key, peers[peer_id])
             if secret_cache is not None:
                 secret_cache[peer_id] = secret
-        stream = expand_mask(pair_key(secret, id_a=own_id, id_b=peer_id, context_digest=context_digest),
-                             n_words, modulus_bits)
-        if peer_id > own_id:
-            total += stream
-        else:
-            total -= stream
-    return total & mod_mask
+        key = pair_key(secret, id_a=own_id, id_b=peer_id, context_digest=context_digest)
+        streams.append((key, peer_id < own_id))  # + for j > i, - for j < i
+    return signed_stream_sum(streams, n_words, modulus_bits)

@@ -15,12 +15,14 @@ element, so nothing else can be wrong with a vector of the right length.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from secgan.core.errors import ProtocolError
 
 MIN_BITS, MAX_BITS = 2, 63  # the ring widths a FixedPointCodec allows
-_LANE = 8  # words per group: 8 words of k bits are exactly k bytes
 
 
 class PackingError(ProtocolError):
@@ -48,9 +50,32 @@ def packed_shape(shape: tuple[int, ...], k: int) -> tuple[int, ...]:
     return (*shape[:-1], packed_row_bytes(shape[-1], k))
 
 
-def _offsets(k: int) -> list[tuple[int, int]]:
-    """(byte, shift) where word j of a group of 8 starts."""
-    return [((j * k) // 8, (j * k) % 8) for j in range(_LANE)]
+@functools.lru_cache(maxsize=None)
+def _layout(k: int) -> tuple[int, int, tuple[tuple[int, int, bool], ...]]:
+    """The periodic layout of k-bit words in 64-bit words: P words of k bits fill exactly Q uint64
+    (P = 64 / gcd(k, 64), Q = k / gcd(k, 64)). Word j of a period starts in uint64 ``t`` at bit
+    ``s`` and spills its high bits into uint64 t + 1 when s + k > 64: one (t, s, spills) a word."""
+    g = math.gcd(k, 64)
+    return 64 // g, k // g, tuple(((j * k) // 64, (j * k) % 64, (j * k) % 64 + k > 64) for j in range(64 // g))
+
+
+# padding of a transposed array's rows: rows a power of two of bytes apart alias in the cache
+_SKEW = 8
+
+
+def _transposed(a: np.ndarray) -> np.ndarray:
+    """``a.T`` as native uint64 in C order, its rows _SKEW words longer than they need to be."""
+    out = np.empty((a.shape[1], a.shape[0] + _SKEW), dtype=np.uint64)[:, :a.shape[0]]
+    out[...] = a.T
+    return out
+
+
+def _runs(shape: tuple[int, ...], k: int) -> tuple[int, int]:
+    """(runs, words per run): rows whose bits end on a byte boundary are one continuous bitstream,
+    so they are packed as one run; otherwise each row is its own run."""
+    width = shape[-1]
+    n = math.prod(shape)
+    return (1, n) if (width * k) % 8 == 0 else (n // width, width)
 
 
 def pack_words(words: np.ndarray, k: int) -> np.ndarray:
@@ -64,19 +89,22 @@ def pack_words(words: np.ndarray, k: int) -> np.ndarray:
     out_shape = packed_shape(shape, k)
     if words.size and int(words.max()) >> k:
         raise PackingError(f"a word is not below 2^{k}")
-    rows = words.reshape(-1, shape[-1])
-    n_rows, width = rows.shape
-    groups = -(-width // _LANE)
-    lanes = np.zeros((n_rows, groups * _LANE), dtype=np.uint64)
-    lanes[:, :width] = rows
-    lanes = lanes.reshape(n_rows * groups, _LANE)
-    out = np.zeros((n_rows * groups, k + 8), dtype=np.uint8)  # k bytes a group, + room for the last word
-    for j, (byte, shift) in enumerate(_offsets(k)):
-        w = np.ascontiguousarray(lanes[:, j])
-        out[:, byte:byte + 8] |= (w << np.uint64(shift)).view(np.uint8).reshape(-1, 8)
-        if shift and k + shift > 64:  # bits that leave the 8-byte window
-            out[:, byte + 8] |= (w >> np.uint64(64 - shift)).astype(np.uint8)
-    packed = out[:, :k].reshape(n_rows, groups * k)[:, :out_shape[-1]]
+    p, q, layout = _layout(k)
+    runs, length = _runs(shape, k)
+    groups = -(-length // p)
+    flat = words.reshape(runs, length)
+    if groups * p != length:
+        flat = np.zeros((runs, groups * p), dtype=np.uint64)
+        flat[:, :length] = words.reshape(runs, length)
+    lanes = _transposed(flat.reshape(runs * groups, p))  # [P, G]: word j of every group
+    words_out = np.zeros((q, runs * groups + _SKEW), dtype=np.uint64)[:, :runs * groups]  # uint64 t of every group
+    for j, (t, shift, spills) in enumerate(layout):
+        words_out[t] |= lanes[j] << np.uint64(shift)
+        if spills:
+            words_out[t + 1] |= lanes[j] >> np.uint64(64 - shift)
+    out = np.ascontiguousarray(words_out.T)
+    run_bytes = (length * k + 7) // 8
+    packed = out.astype("<u8", copy=False).view(np.uint8).reshape(runs, groups * q * 8)[:, :run_bytes]
     return np.ascontiguousarray(packed).reshape(out_shape)
 
 
@@ -94,20 +122,25 @@ def unpack_words(packed: np.ndarray, shape: tuple[int, ...], k: int) -> np.ndarr
                            f"gives {list(want)}")
     width, row_bytes = shape[-1], want[-1]
     rows = packed.reshape(-1, row_bytes)
-    n_rows = rows.shape[0]
     spare = row_bytes * 8 - width * k
     if spare and np.any(rows[:, -1] >> np.uint8(8 - spare)):
         raise PackingError("unused bits after the last word of a row are set")
-    groups = -(-width // _LANE)
-    buf = np.zeros((n_rows, groups * k + 8), dtype=np.uint8)
-    buf[:, :row_bytes] = rows
-    grouped = np.zeros((n_rows * groups, k + 8), dtype=np.uint8)
-    grouped[:, :k] = buf[:, :groups * k].reshape(n_rows * groups, k)
+    p, q, layout = _layout(k)
+    runs, length = _runs(shape, k)
+    groups = -(-length // p)
+    run_bytes = (length * k + 7) // 8
+    if run_bytes == groups * q * 8:
+        buf = rows.reshape(runs, run_bytes)
+    else:
+        buf = np.zeros((runs, groups * q * 8), dtype=np.uint8)
+        buf[:, :run_bytes] = rows.reshape(runs, run_bytes)
+    u = _transposed(np.ascontiguousarray(buf).view("<u8").reshape(runs * groups, q))  # [Q, G]
     mask = np.uint64((1 << k) - 1)
-    lanes = np.empty((n_rows * groups, _LANE), dtype=np.uint64)
-    for j, (byte, shift) in enumerate(_offsets(k)):
-        w = np.ascontiguousarray(grouped[:, byte:byte + 8]).view(np.uint64).reshape(-1) >> np.uint64(shift)
-        if shift and k + shift > 64:
-            w |= grouped[:, byte + 8].astype(np.uint64) << np.uint64(64 - shift)
-        lanes[:, j] = w & mask
-    return lanes.reshape(n_rows, groups * _LANE)[:, :width].reshape(shape)
+    n = runs * groups
+    lanes = np.empty((p, n + _SKEW), dtype=np.uint64)[:, :n]
+    for j, (t, shift, spills) in enumerate(layout):
+        np.right_shift(u[t], np.uint64(shift), out=lanes[j])
+        if spills:
+            lanes[j] |= u[t + 1] << np.uint64(64 - shift)
+    lanes &= mask
+    return np.ascontiguousarray(lanes.T).reshape(runs, groups * p)[:, :length].reshape(shape)

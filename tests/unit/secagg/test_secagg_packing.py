@@ -89,3 +89,15 @@ def test_words_outside_the_ring_are_refused():
         pack_words(np.array([1 << 44], dtype=np.uint64), 44)
     with pytest.raises(PackingError, match="uint64"):
         pack_words(np.array([1], dtype=np.int64), 44)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 63), st.integers(1, 3), st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_wide_rows_round_trip_against_the_reference(k, rows, width, seed):
+    # several periods of the layout a row, rows that end on a byte boundary (packed as one run) or not
+    rng = np.random.default_rng(seed)
+    words = rng.integers(0, 1 << k, size=(rows, width), dtype=np.uint64, endpoint=False)
+    words[0, 0] = (1 << k) - 1  # every bit of a word set
+    packed = pack_words(words, k)
+    assert np.array_equal(packed, reference_pack(words, k))
+    assert np.array_equal(unpack_words(packed, (rows, width), k), words)
