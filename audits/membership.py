@@ -27,6 +27,7 @@ import torch
 from audits import stats
 from audits.neighbours import nearest, pairwise_sq_dists_blocks
 from secgan.core.errors import DataError
+from secgan.gan.inversion import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_RESTARTS, DEFAULT_STEPS, invert
 
 ATTACK_VERSIONS = {"gan_leaks": 1, "gan_leaks_cal": 1, "domias": 1, "discriminator": 1, "projection": 1}
 FPR_TARGETS = (0.01, 0.001)
@@ -144,32 +145,15 @@ def projection_scores(
     *,
     noise_dim: int,
     generator: torch.Generator,
-    restarts: int = 2,
-    steps: int = 30,
-    lr: float = 0.1,
-    batch: int = 128,
+    restarts: int = DEFAULT_RESTARTS,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    batch: int = DEFAULT_BATCH,
 ) -> np.ndarray:
-    """Minus the best per-image MSE of G(cond, z) to the image over z (restarts x Adam steps)."""
-    G.eval()
-    for p in G.parameters():
-        p.requires_grad_(False)
-    best = np.full(len(images), np.inf)
-    for i in range(0, len(images), batch):
-        x = torch.as_tensor(images[i : i + batch], dtype=torch.float32)
-        c = torch.as_tensor(conds[i : i + batch], dtype=torch.float32)
-        n = len(x)
-        xr, cr = x.repeat(restarts, 1, 1, 1), c.repeat(restarts, 1, 1, 1)
-        z = torch.randn((n * restarts, noise_dim), generator=generator).requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=lr)
-        err = None
-        for _ in range(steps):
-            err = ((G(cr, z) - xr) ** 2).flatten(1).mean(1)
-            opt.zero_grad(set_to_none=True)
-            err.sum().backward()
-            opt.step()
-        with torch.no_grad():
-            err = ((G(cr, z) - xr) ** 2).flatten(1).mean(1)
-        best[i : i + n] = err.reshape(restarts, n).min(0).values.double().numpy()
+    """Minus the best per-image MSE of G(cond, z) to the image over z (restarts x Adam steps;
+    :func:`secgan.gan.inversion.invert`, G frozen and left as it was)."""
+    best, _ = invert(G, images, conds, noise_dim=noise_dim, generator=generator, restarts=restarts, steps=steps,
+                     lr=lr, batch=batch)
     return -best
 
 
