@@ -1,6 +1,7 @@
-"""The sweep's jobs run three ways (in this process, as a Slurm array would run the job list, on a
-Dask local cluster of two worker processes) give byte-identical tables; a killed worker's claim is
-taken over after its lease; a job whose inputs changed runs again."""
+"""The sweep's jobs run four ways (in this process, as a Slurm array would run the job list, on a
+Dask local cluster of two worker processes, in up to two ``secgan sweep --job ID`` processes of the
+local pool) give byte-identical tables; a killed worker's claim is taken over after its lease; a job
+whose inputs changed runs again."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _page_without_wall_time(out: Path) -> str:
     return re.sub(r"Wall time (\d+\.\d min|unknown)\.", "", (out / "report.html").read_text())
 
 
-def test_a_sweep_run_three_ways_gives_the_same_table(tmp_path: Path, capsys):
+def test_a_sweep_run_four_ways_gives_the_same_table(tmp_path: Path, capsys):
     cfg = _config(tmp_path)
     base = ["sweep", "--config", str(cfg)]
 
@@ -91,13 +92,21 @@ def test_a_sweep_run_three_ways_gives_the_same_table(tmp_path: Path, capsys):
     assert main([*base, "--out", str(dask), "--engine", "dask", "--jobs", "2"]) == 0
     assert "local Dask cluster of 2 worker process(es)" in capsys.readouterr().out
 
+    # (d) the local pool (--jobs 2): each job in its own `secgan sweep --job ID` process, at most two
+    # at a time, each after the jobs it needs; each job's output in jobs/logs/<id>.log
+    pool = tmp_path / "pool"
+    assert main([*base, "--out", str(pool), "--jobs", "2"]) == 0
+    logs = {w.stem: w.read_text() for w in (pool / "jobs" / "logs").glob("*.log")}
+    assert sorted(logs) == jobs and all(f"{n}: done" in text for n, text in logs.items())
+
+    ways = (array, dask, pool)
     for name in TABLE:
         ref = (local / name).read_bytes()
-        assert (array / name).read_bytes() == ref, name
-        assert (dask / name).read_bytes() == ref, name
+        for way in ways:
+            assert (way / name).read_bytes() == ref, (way.name, name)
     for p in sorted((local / "settings").glob("*.json")):
-        assert (array / "settings" / p.name).read_bytes() == p.read_bytes() == (dask / "settings" / p.name).read_bytes()
-    assert _page_without_wall_time(local) == _page_without_wall_time(array) == _page_without_wall_time(dask)
+        assert all((way / "settings" / p.name).read_bytes() == p.read_bytes() for way in ways), p.name
+    assert all(_page_without_wall_time(way) == _page_without_wall_time(local) for way in ways)
     rows = json.loads((local / "results.json").read_text())
     assert [r["setting"] for r in rows] == ["real-all", "real-subset-1", "real-subset-2", "asyndgan", "public-only",
                                             "asyndgan-dp-eps3"]
