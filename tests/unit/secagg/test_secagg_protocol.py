@@ -212,11 +212,12 @@ def test_aggregator_validation_and_quorum_loss():
     m = clients["site-1"].contribute(ann, torch.zeros(SHAPE))
     with pytest.raises(ProtocolError, match="secagg_not_a_participant"):
         agg.accept("site-9", m)
-    for bad in (m.masked.to(torch.float32), m.masked[:-1], m.masked.reshape(2, -1)):
+    for bad in (m.masked.to(torch.float32), m.masked.to(torch.int64), m.masked[:-1], m.masked.reshape(2, -1),
+                m.masked[..., :-1]):
         with pytest.raises(ProtocolError, match="secagg_bad_vector"):
             agg.accept("site-1", dataclasses.replace(m, masked=bad))
-    with pytest.raises(ProtocolError, match="secagg_bad_vector"):
-        agg.accept("site-1", dataclasses.replace(m, masked=torch.full_like(m.masked, -1)))
+    with pytest.raises(ProtocolError, match="secagg_bad_vector"):  # 4 words of 43 bits: the high 4 bits of a row unused
+        agg.accept("site-1", dataclasses.replace(m, masked=torch.full_like(m.masked, 255)))
     with pytest.raises(ProtocolError, match="secagg_bad_attempt"):
         agg.accept("site-1", dataclasses.replace(m, attempt=1))
     agg.accept("site-1", m)
