@@ -84,8 +84,8 @@ def test_a_vector_of_the_wrong_length_is_refused():
 
 
 def test_a_set_unused_bit_is_refused():
-    agg, ann, m = _one_contribution()  # 5 words of 46 bits: 230 bits in 29 bytes, the top 2 bits unused
-    assert ann.modulus_bits == 46 and m.masked.shape[-1] == 29
+    agg, ann, m = _one_contribution()  # 5 words of 44 bits: 220 bits in 28 bytes, the top 4 bits unused
+    assert ann.modulus_bits == 44 and m.masked.shape[-1] == 28
     for row in range(3):
         bad = m.masked.clone()
         bad[row, -1] |= 0x80

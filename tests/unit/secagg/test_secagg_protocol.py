@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secgan.core.errors import ConfigError, ProtocolError, SecganError
 from secgan.keys.agreement import generate_agreement_key, public_hex
+from secgan.secagg.packing import packed_shape
 from secgan.secagg import (
     SecAggRefusal,
     SecAggRoundFailed,
@@ -80,7 +81,9 @@ def test_full_round_then_retry_without_a_dropped_site():
     assert np.abs(total - plain).max() <= agg.quantisation_bound()
     st = agg.stats
     assert (st.attempts, st.participants, st.dropped) == (2, 3, ["site-3"])
-    assert st.bytes_up >= 6 * 8 * int(np.prod(SHAPE)) and st.bytes_down > 0
+    # six vectors (three of each attempt) of words packed to k bits, less than int64 words would take
+    packed = 6 * int(np.prod(packed_shape(SHAPE, st.modulus_bits)))
+    assert packed < st.bytes_up < 6 * 8 * int(np.prod(SHAPE)) and st.bytes_down > 0
     summary = summarize_rounds([st])
     assert summary["rounds"] == 1 and summary["retried_rounds"] == 1
     assert summary["bytes_per_round"] == st.bytes_up + st.bytes_down
