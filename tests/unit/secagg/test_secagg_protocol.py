@@ -219,8 +219,6 @@ def test_aggregator_validation_and_quorum_loss():
                 m.masked[..., :-1]):
         with pytest.raises(ProtocolError, match="secagg_bad_vector"):
             agg.accept("site-1", dataclasses.replace(m, masked=bad))
-    with pytest.raises(ProtocolError, match="secagg_bad_vector"):  # 4 words of 43 bits: the high 4 bits of a row unused
-        agg.accept("site-1", dataclasses.replace(m, masked=torch.full_like(m.masked, 255)))
     with pytest.raises(ProtocolError, match="secagg_bad_attempt"):
         agg.accept("site-1", dataclasses.replace(m, attempt=1))
     agg.accept("site-1", m)
