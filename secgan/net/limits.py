@@ -70,6 +70,7 @@ def batch_frames(*, image: Any, batch_size: int, aggregation: str = "routed") ->
         batch = {"free_batch": [fake]}
     else:
         batch = {"fake_batch": [batch_size * image.cond_channels * plane * FLOAT32_BYTES, fake]}
+    # secure-sum: words packed to the ring's k <= 63 bits (protocol 3), so 8 bytes a word bound them
     reply = batch_size * image.image_channels * plane * (INT64_BYTES if aggregation == "secure-sum" else FLOAT32_BYTES)
     return {**batch, "gradient" if aggregation != "secure-sum" else "secagg_masked": [reply]}
 

@@ -14,7 +14,8 @@ them between processes; the in-process runner passes them directly. Tensors are 
 Secure-sum round flow (attempt a of step s of round r):
   coordinator -> every participant: FakeBatch (same cond/fake to all, sent once per round) and
                                     SecAggAnnounce (participant set, keys as relayed, codec, digest)
-  site -> coordinator:              SecAggMasked (masked fixed-point vector, same digest) or Refusal
+  site -> coordinator:              SecAggMasked (masked fixed-point words packed to k bits, same digest)
+                                    or Refusal
 On a missed deadline the coordinator sends a new SecAggAnnounce (attempt a + 1, smaller set);
 sites re-mask the gradient they already computed for (r, s) with fresh masks.
 """
@@ -48,7 +49,11 @@ from secgan.net.fields import (
 # 2: Welcome carries planned_steps; GradientReply and SecAggMasked carry a coarse budget_left
 # instead of the exact epsilon (which gave away the cohort size); the coordinator answers
 # heartbeats. Version 1 peers are refused (unsupported_version), never half understood.
-PROTOCOL_VERSION = 2
+# 3: SecAggMasked carries its ring words packed to the attempt's modulus_bits (uint8, the layout of
+# secgan.secagg.packing) instead of one int64 a word. Version 2 peers are refused the same way: a
+# version 2 vector is never read as packed bytes (nor the reverse), so a mixed federation gets
+# unsupported_version, not a garbled sum.
+PROTOCOL_VERSION = 3
 # the versions this code speaks (a site offers them in Hello; the codec accepts no other)
 SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
 # how a round combines the sites' gradients: routed one by one, or a masked secure sum
@@ -252,8 +257,14 @@ class SecAggAnnounce:
 
 @dataclass(frozen=True)
 class SecAggMasked:
-    """site -> coordinator (secure-sum mode): one masked contribution. ``masked`` is int64 holding
-    ring elements (uint64 reinterpreted), in the announced shape."""
+    """site -> coordinator (secure-sum mode): one masked contribution, its ring elements packed to
+    the attempt's ``modulus_bits`` k (protocol 3).
+
+    ``masked`` is uint8 of shape ``[..., ceil(W * k / 8)]`` for the announced shape ``[..., W]``:
+    each row of W ring words mod 2^k packed into ceil(W * k / 8) bytes, word i in bits
+    [i*k, (i+1)*k) of the row read as one little-endian integer, the row's unused high bits zero
+    (``secgan.secagg.packing``: ``pack_words`` at the site, ``unpack_words`` at the coordinator,
+    which refuses another shape or a set unused bit with ``secagg_bad_vector``)."""
 
     TYPE: ClassVar[str] = "secagg_masked"
     run_id: str = envelope()
@@ -261,8 +272,8 @@ class SecAggMasked:
     step: int = envelope()
     attempt: int = body(ATTEMPT)
     set_digest: str = body(Hex(64))
-    # ring elements mod 2^k (k <= 63) reinterpreted as int64, in the announced (gradient) shape
-    masked: torch.Tensor = tensor("int64")
+    # ring words packed to k bits a word, the last axis of the announced (gradient) shape packed
+    masked: torch.Tensor = tensor("uint8")
     budget_left: float | None = body(OptFloat(0.0, 1.0), default=None)  # as GradientReply.budget_left
 
 

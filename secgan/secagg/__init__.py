@@ -18,7 +18,7 @@ Provisioning: the agreement key and its file are ``secgan.keys.agreement``: publ
 
 The services use these recipes: ``coordinator.secure_sum.SecureSumScheduler`` and the secure-sum
 path of ``sites.node.SiteNode`` (``aggregation = "secure-sum"`` in coordinator.toml; the messages
-live in ``secgan.net.schema``; ``masked`` travels in the announced gradient shape).
+live in ``secgan.net.schema``; ``masked`` travels packed to the ring's k bits, ``secgan.secagg.packing``).
 """
 
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec, modulus_bits_for

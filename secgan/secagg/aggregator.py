@@ -24,6 +24,7 @@ from secgan.secagg.context import (
     resolve_threshold,
 )
 from secgan.secagg.fixedpoint import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointCodec
+from secgan.secagg.packing import PackingError, unpack_words
 
 
 @dataclass
@@ -150,13 +151,12 @@ class SecureSumAggregator:
         if msg.set_digest != ctx.digest().hex():
             raise ProtocolError("secagg_set_mismatch", "contribution bound to another participant set")
         t = msg.masked
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or tuple(t.shape) != ctx.shape:
-            raise ProtocolError("secagg_bad_vector", "masked vector must be int64 of the announced shape")
-        vec = t.detach().cpu().contiguous().numpy().view(np.uint64).reshape(-1)
-        if np.any(vec > ctx.codec.mask):
-            raise ProtocolError("secagg_bad_vector", "masked vector has elements outside the ring")
-        self._received[site_id] = vec.copy()
-        self._stats.bytes_up += int(t.numel()) * 8 + header_bytes(msg)
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8:
+            raise PackingError("masked vector must be uint8: ring words packed to the attempt's modulus_bits")
+        # PackingError (secagg_bad_vector): not the packed shape of the announced one, or a set unused bit
+        words = unpack_words(t.detach().cpu().numpy(), ctx.shape, ctx.codec.modulus_bits)
+        self._received[site_id] = words.reshape(-1)  # every unpacked k-bit field is a ring element
+        self._stats.bytes_up += int(t.numel()) + header_bytes(msg)
         return self.complete
 
     def refused(self, site_id: str, code: str) -> None:
@@ -181,7 +181,8 @@ class SecureSumAggregator:
             raise ProtocolError("secagg_incomplete", "not every participant delivered")
         total = np.zeros(ctx.length, dtype=np.uint64)
         for vec in self._received.values():
-            total = ctx.codec.add(total, vec)
+            total += vec  # mod 2^64, a multiple of 2^k: reduced once below
+        total &= ctx.codec.mask
         self._done = True
         self._stats.participants = len(ctx.ids)
         self._stats.seconds = self._clock() - self._t0

@@ -28,6 +28,7 @@ from secgan.secagg.context import (
 from secgan.secagg.fixedpoint import FixedPointCodec
 from secgan.secagg.masking import pairwise_mask
 from secgan.secagg.noise import draw_noise_share
+from secgan.secagg.packing import pack_words
 
 
 @dataclass
@@ -162,18 +163,18 @@ class SecureSumClient:
         value = self._value
         if value is None:  # unreachable: needs_gradient() was False or the value was just set
             raise SecganError("secure-sum: no value fixed for this step")
-        encoded = ctx.codec.encode(value.clipped, noise=value.noise)
+        encoded = ctx.codec.encode_clipped(value.clipped, noise=value.noise)
         peers = {i: self._roster[i] for i in ctx.ids}
-        mask = pairwise_mask(own_id=self.site_id, own_key=self._key, peers=peers, context_digest=ctx.digest(),
-                             n_words=ctx.length, modulus_bits=ctx.codec.modulus_bits, secret_cache=self._secrets)
-        masked = ctx.codec.add(encoded, mask)
+        masked = pairwise_mask(own_id=self.site_id, own_key=self._key, peers=peers, context_digest=ctx.digest(),
+                               n_words=ctx.length, modulus_bits=ctx.codec.modulus_bits, secret_cache=self._secrets)
+        masked += encoded  # in place: mod 2^64, a multiple of 2^k
+        masked &= ctx.codec.mask
         self._position = key
         self._last_attempt = ann.attempt
         self._last_set = frozenset(ctx.ids)
+        packed = pack_words(masked.reshape(ctx.shape), ctx.codec.modulus_bits)
         return SecAggMasked(run_id=self.run_id, round=ann.round, step=ann.step, attempt=ann.attempt,
-                            set_digest=ann.set_digest,
-                            masked=torch.from_numpy(masked.view(np.int64).reshape(ctx.shape).copy()),
-                            budget_left=budget_left)
+                            set_digest=ann.set_digest, masked=torch.from_numpy(packed), budget_left=budget_left)
 
     @property
     def clipped_count(self) -> int:

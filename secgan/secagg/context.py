@@ -136,7 +136,13 @@ class RoundContext:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     def digest(self) -> bytes:
-        return hashlib.sha256(b"secgan/secagg/v1/context\x00" + self.canonical()).digest()
+        """SHA-256 of the canonical form; computed once per context (both sides ask for it with every
+        message, and the canonical form grows with the participant set)."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            cached = hashlib.sha256(b"secgan/secagg/v1/context\x00" + self.canonical()).digest()
+            object.__setattr__(self, "_digest", cached)  # not a field: equality and hashing ignore it
+        return cached
 
     def announce(self) -> SecAggAnnounce:
         return SecAggAnnounce(
@@ -162,6 +168,9 @@ def header_bytes(msg: object) -> int:
 
 
 def to_float64(gradient: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(gradient, torch.Tensor):
-        return gradient.detach().to("cpu", torch.float64).numpy()
+    if isinstance(gradient, torch.Tensor):  # widened by numpy: exact, and no torch thread pool for one copy
+        t = gradient.detach().cpu()
+        if t.dtype in (torch.float32, torch.float64):
+            return t.numpy().astype(np.float64)
+        return t.to(torch.float64).numpy()
     return np.asarray(gradient, dtype=np.float64)

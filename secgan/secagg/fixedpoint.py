@@ -118,15 +118,22 @@ class FixedPointCodec:
     def encode(self, x: np.ndarray, *, noise: np.ndarray | None = None) -> np.ndarray:
         """Clip x, add the (unclipped) noise share, scale, round, reduce mod 2^k -> flat uint64."""
         clipped, _ = self.clip_values(np.ravel(x))
+        return self.encode_clipped(clipped, noise=noise)
+
+    def encode_clipped(self, clipped: np.ndarray, *, noise: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`encode` of values :meth:`clip_values` already returned (not clipped again)."""
+        clipped = np.ravel(clipped)
         if noise is not None:
             noise = np.ravel(np.asarray(noise, dtype=np.float64))
             if noise.shape != clipped.shape or not np.all(np.isfinite(noise)):
                 raise SecganError("secure-sum: noise share has the wrong shape or non-finite values")
-            clipped = clipped + noise
-        scaled = np.rint(clipped * 2.0**self.frac_bits)
-        if np.any(np.abs(scaled) >= 2.0**62):
+        scaled = np.multiply(clipped, 2.0**self.frac_bits) if noise is None else (clipped + noise) * 2.0**self.frac_bits
+        np.rint(scaled, out=scaled)
+        if scaled.size and max(-float(scaled.min()), float(scaled.max())) >= 2.0**62:
             raise SecganError("secure-sum: value out of the fixed-point range (noise too large?)")
-        return scaled.astype(np.int64).view(np.uint64) & self.mask
+        out = scaled.astype(np.int64).view(np.uint64)
+        out &= self.mask
+        return out
 
     def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a + b) & self.mask  # uint64 overflow wraps mod 2^64, a multiple of 2^k

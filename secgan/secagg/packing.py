@@ -11,6 +11,11 @@ unused high bits of a row's last byte are zero. So the packed array is uint8 of 
 ``secagg_bad_vector``), in this order: k out of range, a dtype other than uint8, a shape other than
 the one the announced shape and k give, and any unused bit set. Every k-bit field is a valid ring
 element, so nothing else can be wrong with a vector of the right length.
+
+Both directions take a fixed number of whole-array operations whatever k: the layout repeats every
+P = 64 / gcd(k, 64) words (exactly Q = k / gcd(k, 64) little-endian uint64), so the words are
+handled as lanes [P, groups] (word j of every period in one contiguous row) whose rows are shifted
+and gathered to, or from, the rows of [Q, groups] uint64 with precomputed index arrays.
 """
 
 from __future__ import annotations
@@ -51,23 +56,32 @@ def packed_shape(shape: tuple[int, ...], k: int) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _layout(k: int) -> tuple[int, int, tuple[tuple[int, int, bool], ...]]:
-    """The periodic layout of k-bit words in 64-bit words: P words of k bits fill exactly Q uint64
-    (P = 64 / gcd(k, 64), Q = k / gcd(k, 64)). Word j of a period starts in uint64 ``t`` at bit
-    ``s`` and spills its high bits into uint64 t + 1 when s + k > 64: one (t, s, spills) a word."""
+def _layout(k: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """The periodic layout of k-bit words in 64-bit words: P words of k bits fill exactly Q uint64.
+    Word j of a period starts in uint64 t[j] at bit s[j] and spills its high bits into uint64
+    t[j] + 1 when s[j] + k > 64.
+
+    Returns (P, Q, t, t_next, s, starting, spilling): ``t_next`` = min(t + 1, Q - 1), s as a column (one more 0 for the zero lane);
+    ``starting[r][q]`` is the r-th word starting in uint64 q and ``spilling[q]`` the word that may
+    spill into it (the last one starting before it); P (a zero lane) where there is none."""
     g = math.gcd(k, 64)
-    return 64 // g, k // g, tuple(((j * k) // 64, (j * k) % 64, (j * k) % 64 + k > 64) for j in range(64 // g))
+    p, q = 64 // g, k // g
+    bits = np.arange(p, dtype=np.int64) * k
+    t = bits // 64
+    first = np.searchsorted(t, np.arange(q))  # every uint64 has a word starting in it (k < 64)
+    counts = np.bincount(t, minlength=q)
+    starting = tuple(np.where(counts > r, first + r, p) for r in range(int(counts.max())))
+    spilling = np.where(np.arange(q) > 0, first - 1, p)
+    shift = np.append(bits % 64, 0).astype(np.uint64)[:, None]  # and 0 for the zero lane
+    return p, q, t, np.minimum(t + 1, q - 1), shift, starting, spilling
 
 
-# padding of a transposed array's rows: rows a power of two of bytes apart alias in the cache
-_SKEW = 8
+_CHUNK_WORDS = 1 << 14  # words handled at a time: every temporary stays small and in cache
 
 
-def _transposed(a: np.ndarray) -> np.ndarray:
-    """``a.T`` as native uint64 in C order, its rows _SKEW words longer than they need to be."""
-    out = np.empty((a.shape[1], a.shape[0] + _SKEW), dtype=np.uint64)[:, :a.shape[0]]
-    out[...] = a.T
-    return out
+def _chunk(p: int) -> int:
+    """Periods of P words a chunk holds."""
+    return max(1, _CHUNK_WORDS // p)
 
 
 def _runs(shape: tuple[int, ...], k: int) -> tuple[int, int]:
@@ -89,22 +103,27 @@ def pack_words(words: np.ndarray, k: int) -> np.ndarray:
     out_shape = packed_shape(shape, k)
     if words.size and int(words.max()) >> k:
         raise PackingError(f"a word is not below 2^{k}")
-    p, q, layout = _layout(k)
+    p, q, _, _, shift, starting, spilling = _layout(k)
     runs, length = _runs(shape, k)
     groups = -(-length // p)
     flat = words.reshape(runs, length)
-    if groups * p != length:
+    if groups * p != length:  # padding words are zero
         flat = np.zeros((runs, groups * p), dtype=np.uint64)
         flat[:, :length] = words.reshape(runs, length)
-    lanes = _transposed(flat.reshape(runs * groups, p))  # [P, G]: word j of every group
-    words_out = np.zeros((q, runs * groups + _SKEW), dtype=np.uint64)[:, :runs * groups]  # uint64 t of every group
-    for j, (t, shift, spills) in enumerate(layout):
-        words_out[t] |= lanes[j] << np.uint64(shift)
-        if spills:
-            words_out[t + 1] |= lanes[j] >> np.uint64(64 - shift)
-    out = np.ascontiguousarray(words_out.T)
+    flat = flat.reshape(runs * groups, p)
+    words64 = np.empty((runs * groups, q), dtype="<u8")
+    for c in range(0, runs * groups, _chunk(p)):
+        part = flat[c:c + _chunk(p)]
+        lanes = np.zeros((p + 1, len(part)), dtype=np.uint64)  # row P stays zero: "no word"
+        lanes[:p] = part.T
+        low = lanes << shift  # the part of each word in the uint64 it starts in
+        high = (lanes >> (np.uint64(63) - shift)) >> np.uint64(1)  # the part it spills: w >> (64 - s), 0 if none
+        out = high[spilling]  # disjoint bit fields: their sum is their OR
+        for idx in starting:
+            out += low[idx]
+        words64[c:c + _chunk(p)] = out.T
     run_bytes = (length * k + 7) // 8
-    packed = out.astype("<u8", copy=False).view(np.uint8).reshape(runs, groups * q * 8)[:, :run_bytes]
+    packed = words64.view(np.uint8).reshape(runs, groups * q * 8)[:, :run_bytes]
     return np.ascontiguousarray(packed).reshape(out_shape)
 
 
@@ -125,22 +144,24 @@ def unpack_words(packed: np.ndarray, shape: tuple[int, ...], k: int) -> np.ndarr
     spare = row_bytes * 8 - width * k
     if spare and np.any(rows[:, -1] >> np.uint8(8 - spare)):
         raise PackingError("unused bits after the last word of a row are set")
-    p, q, layout = _layout(k)
+    p, q, t, t_next, shift, _, _ = _layout(k)
     runs, length = _runs(shape, k)
     groups = -(-length // p)
     run_bytes = (length * k + 7) // 8
     if run_bytes == groups * q * 8:
-        buf = rows.reshape(runs, run_bytes)
+        buf = np.ascontiguousarray(rows.reshape(runs, run_bytes))
     else:
         buf = np.zeros((runs, groups * q * 8), dtype=np.uint8)
         buf[:, :run_bytes] = rows.reshape(runs, run_bytes)
-    u = _transposed(np.ascontiguousarray(buf).view("<u8").reshape(runs * groups, q))  # [Q, G]
+    u = buf.view("<u8").reshape(runs * groups, q)
+    out = np.empty((runs * groups, p), dtype=np.uint64)
     mask = np.uint64((1 << k) - 1)
-    n = runs * groups
-    lanes = np.empty((p, n + _SKEW), dtype=np.uint64)[:, :n]
-    for j, (t, shift, spills) in enumerate(layout):
-        np.right_shift(u[t], np.uint64(shift), out=lanes[j])
-        if spills:
-            lanes[j] |= u[t + 1] << np.uint64(64 - shift)
-    lanes &= mask
-    return np.ascontiguousarray(lanes.T).reshape(runs, groups * p)[:, :length].reshape(shape)
+    for c in range(0, runs * groups, _chunk(p)):
+        part = np.ascontiguousarray(u[c:c + _chunk(p)].T, dtype=np.uint64)  # [Q, groups of the chunk]
+        # word j: its low part from uint64 t[j] shifted down, its spilled part from t[j] + 1 shifted up
+        # ((x << (63 - s)) << 1 is x << (64 - s) without a 64-bit shift; what it adds above k bits is masked off)
+        lanes = part[t] >> shift[:p]
+        lanes |= (part[t_next] << (np.uint64(63) - shift[:p])) << np.uint64(1)
+        lanes &= mask
+        out[c:c + _chunk(p)] = lanes.T
+    return out.reshape(runs, groups * p)[:, :length].reshape(shape)

@@ -98,7 +98,7 @@ def site_main(config_path: str) -> int:
                 _send(sock, {"type": "refusal", "round": ann.round, "attempt": ann.attempt, "code": exc.code})
                 continue
             meta = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "masked"}
-            _send(sock, {"type": "secagg_masked", **meta}, m.masked.numpy().astype("<i8").tobytes())
+            _send(sock, {"type": "secagg_masked", **meta}, m.masked.numpy().tobytes())  # words packed to k bits
     finally:
         sock.close()
         ctx.term()
@@ -130,6 +130,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
     from secgan.keys.agreement import generate_agreement_key, public_hex, write_agreement_key
     from secgan.net.schema import SecAggMasked
     from secgan.secagg import SecAggRoundFailed, SecureSumAggregator, summarize_rounds
+    from secgan.secagg.packing import packed_shape
     from tests.integration.net_helpers import wait_until
 
     ids = [f"site-{i}" for i in range(1, 5)]
@@ -189,6 +190,11 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
             assert got is not None, "sites did not say hello in time"
             assert got[1]["type"] == "hello"
 
+        def packed(payload: bytes):
+            """A masked vector as sent: the announced shape's words packed to the attempt's k bits."""
+            shape = packed_shape(SHAPE, agg.context.codec.modulus_bits)
+            return torch.from_numpy(np.frombuffer(payload, dtype=np.uint8).copy()).reshape(shape)
+
         def broadcast(ann, to, tamper=None):
             for i in to:
                 a = tamper(ann) if tamper and i == "site-1" else ann
@@ -215,7 +221,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
                 site, header, payload = got
                 if header["type"] == "secagg_masked":
                     fields = {k: v for k, v in header.items() if k != "type"}
-                    masked = torch.from_numpy(np.frombuffer(payload, dtype="<i8").copy()).reshape(SHAPE)
+                    masked = packed(payload)
                     try:
                         agg.accept(site, SecAggMasked(masked=masked, **fields))
                     except ProtocolError as exc:
@@ -227,7 +233,11 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
         assert [s.attempts for s in all_stats] == [1, 2, 1]
         assert all_stats[1].dropped == ["site-4"] and all_stats[1].participants == 3
         summary = summarize_rounds(all_stats)
-        assert summary["rounds"] == 3 and summary["bytes_up_per_round"] > 3 * 8 * int(np.prod(SHAPE))
+        # 13 vectors in all (4, then 3 + 3 in the retried round, then 3) of words packed to k bits
+        # plus their headers: far less than int64 words would take
+        vector = int(np.prod(packed_shape(SHAPE, all_stats[0].modulus_bits)))
+        up = sum(s.bytes_up for s in all_stats)
+        assert 13 * vector < up < 13 * (vector + 400) < 13 * 8 * int(np.prod(SHAPE))
 
         # a substituted key relayed to site-1 is refused by site-1, and the round cannot complete
         evil = public_hex(generate_agreement_key())
@@ -247,8 +257,7 @@ def test_four_sites_one_killed_mid_round(tmp_path: Path) -> None:
                 codes[site] = header["code"]
                 agg.refused(site, header["code"])
             else:
-                agg.accept(site, SecAggMasked(masked=torch.from_numpy(np.frombuffer(payload, dtype="<i8").copy()).reshape(SHAPE),
-                                              **{k: v for k, v in header.items() if k != "type"}))
+                agg.accept(site, SecAggMasked(masked=packed(payload), **{k: v for k, v in header.items() if k != "type"}))
         assert codes == {"site-1": "secagg_key_mismatch"}
         with pytest.raises(SecAggRoundFailed):
             agg.retry()

@@ -19,6 +19,7 @@ from scipy import stats
 
 from secgan.keys.agreement import public_hex
 from secgan.secagg import SecureSumAggregator, SecureSumClient
+from secgan.secagg.packing import unpack_words
 
 N = 1 << 15
 P_MIN = 1e-4
@@ -48,7 +49,7 @@ def _attempt(values, *, ids=IDS, round_=0, drop=()):
         if i not in drop:
             m = clients[i].contribute(ann, torch.from_numpy(values[i]))
             agg.accept(i, m)
-            masked[i] = m.masked.numpy().view(np.uint64)
+            masked[i] = unpack_words(m.masked.numpy(), (N,), ann.modulus_bits)  # the ring words it carries
     return agg, clients, masked, ann.modulus_bits
 
 
@@ -125,7 +126,7 @@ def test_failed_attempt_partials_and_retry_reveal_nothing():
     for i in partial:
         m = clients[i].contribute(ann)
         agg.accept(i, m)
-        retry[i] = m.masked.numpy().view(np.uint64)
+        retry[i] = unpack_words(m.masked.numpy(), (N,), ann.modulus_bits)
     k1 = ann.modulus_bits
     for i in partial:
         # same value under two attempts: the two masked vectors are still unrelated

@@ -130,7 +130,7 @@ def test_check_tensors_accepts_what_the_codec_carries():
     ok = [
         FakeBatch(run_id="r", round=1, step=0, cond=torch.zeros(2, 4, 8, 8), fake=torch.zeros(2, 4, 8, 8)),
         GradientReply(run_id="r", round=1, step=0, grad=torch.zeros(2, 4, 8, 8, dtype=torch.int64)),
-        SecAggMasked(run_id="r", round=1, step=0, attempt=0, set_digest="0" * 64, masked=torch.zeros(5, dtype=torch.int64)),
+        SecAggMasked(run_id="r", round=1, step=0, attempt=0, set_digest="0" * 64, masked=torch.zeros(5, dtype=torch.uint8)),
     ]
     for msg in ok:
         codec.check_tensors(msg)

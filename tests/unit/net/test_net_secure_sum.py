@@ -40,7 +40,7 @@ def test_messages_round_trip():
     env, got = codec.decode(_enc(_ann()))
     assert env.type == "secagg_announce" and got.participants == _ann().participants
     assert list(got.shape) == [2, 4, 8, 8] and got.clip == 64.0 and got.set_digest == "0f" * 32
-    masked = torch.tensor([-1, 0, 2**62, -(2**63)], dtype=torch.int64).reshape(2, 2)
+    masked = torch.tensor([[0, 255, 7], [128, 1, 0]], dtype=torch.uint8)  # ring words packed to k bits
     m = SecAggMasked(run_id="r", round=3, step=2, attempt=0, set_digest="aa" * 32, masked=masked, budget_left=None)
     _, back = codec.decode(_enc(m))
     assert torch.equal(back.masked, masked) and back.budget_left is None and back.attempt == 0
@@ -64,8 +64,10 @@ def test_bad_announcements_are_refused(field, value, code):
     assert exc.value.code == code
 
 
-def test_masked_vector_must_be_int64():
-    m = SecAggMasked(run_id="r", round=1, step=0, attempt=0, set_digest="aa" * 32, masked=torch.zeros(4))
+@pytest.mark.parametrize("masked", [torch.zeros(4), torch.zeros(4, dtype=torch.int64)])
+def test_masked_vector_must_be_packed_bytes(masked):
+    # protocol 3 carries packed k-bit words (uint8); int64 words were protocol 2's form
+    m = SecAggMasked(run_id="r", round=1, step=0, attempt=0, set_digest="aa" * 32, masked=masked)
     with pytest.raises(ProtocolError) as exc:
         _enc(m)
     assert exc.value.code == "bad_dtype"
