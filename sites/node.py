@@ -174,6 +174,7 @@ class SiteNode(SecureSumSide):
         """Validate and act on one inbound message; nothing escapes. A ProtocolError is counted,
         logged (rate-limited) and answered; any other exception is counted and logged by type."""
         self.log_limiter.summarize(log)
+        msg = None
         try:
             env, msg = codec.decode(frames, limits=self.settings.wire)
             # "you have no session": the coordinator lost ours (e.g. it restarted), so its numbering
@@ -188,7 +189,8 @@ class SiteNode(SecureSumSide):
         except ProtocolError as exc:
             self.counts[f"rejected_{exc.code}"] += 1
             self.log_limiter.warning(log, "inbound_rejected", code=exc.code)
-            if exc.code not in ("stale",):
+            # an error is never answered with an error (ProtocolError.about_an_error)
+            if exc.code not in ("stale",) and not (exc.about_an_error or isinstance(msg, ErrorReply)):
                 self._send(ErrorReply(code=exc.code, detail=PROTOCOL_ERRORS.get(exc.code, "")[:200]))
         except Exception as exc:  # noqa: BLE001 - defence in depth: one message never stops the site
             self.counts["internal_error"] += 1

@@ -28,6 +28,10 @@ class ProtocolError(SecganError):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
+        # the refused message was itself an error report (its header says ErrorReply): a receiver
+        # never answers it with another error, or two peers that cannot read each other (another
+        # protocol version, say) would trade error replies for ever
+        self.about_an_error = False
 
 
 class CryptoError(SecganError):

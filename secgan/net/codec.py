@@ -87,7 +87,7 @@ from secgan.net.errors import fail
 from secgan.net.fields import MAX_INT, Id, Int, Spec
 from secgan.net.limits import WireLimits
 from secgan.net.schema import (
-    BODY_SPECS, MESSAGE_TYPES, MIRRORED, PROTOCOL_VERSION, SUPPORTED_VERSIONS, TENSOR_SPECS, Envelope, Message,
+    BODY_SPECS, MESSAGE_TYPES, MIRRORED, PROTOCOL_VERSION, SUPPORTED_VERSIONS, TENSOR_SPECS, Envelope, ErrorReply, Message,
 )
 ENVELOPE_KEYS = frozenset({"v", "type", "run", "round", "step", "site", "seq", "body", "tensors"})
 
@@ -428,6 +428,14 @@ def _decode(frames: Sequence[Any], limits: WireLimits) -> tuple[Envelope, Messag
         raise fail("bad_json", str(exc)) from None
     if not isinstance(header, dict):
         raise fail("bad_json", "header is not an object")
+    try:
+        return _decode_body(header, frames, views, limits)
+    except ProtocolError as exc:
+        exc.about_an_error = header.get("type") == ErrorReply.TYPE
+        raise
+
+
+def _decode_body(header: dict, frames: Sequence[Any], views: list[memoryview], limits: WireLimits) -> tuple[Envelope, Message]:
     env, body = _check_header(header, len(views))
     table = _check_table(env.type, header["tensors"])
     _check_tensor_meta(env.type, table, [len(v) for v in views[1:]], limits)
