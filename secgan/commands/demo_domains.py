@@ -23,7 +23,6 @@ from typing import Any
 
 from secgan.core.spec import ImageSpec
 
-DEMO_DOMAINS = ("brain", "nuclei", "derm")
 # tiles per slide case of the nuclei demo (a case, the patient, is several tiles of one slide)
 NUCLEI_TILES = 3
 
@@ -86,3 +85,4 @@ DOMAINS: dict[str, DemoDomain] = {
                        "macro AUC and per-class recall on real test patients",
                        model={"d_arch": "projection"}, train={"loss": "hinge"}),
 }
+DEMO_DOMAINS = tuple(DOMAINS)

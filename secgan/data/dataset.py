@@ -40,11 +40,13 @@ from secgan.core.errors import DataError
 from secgan.core.logs import get_logger
 from secgan.core.spec import COND_CHANNELS, IMAGE_CHANNELS, ImageSpec
 from secgan.data.image_sites import default_spec, image_layout, load_image_site
+from secgan.data.splits import IMAGE_SPLITS
 
 log = get_logger(__name__)
 
-# "unlisted": the cases of the folder that split.json lists in neither part (an audit searches them for copies)
-SPLITS = ("train", "test", "all", "unlisted")
+# "unlisted": the cases of the folder that split.json lists in neither part (an audit searches them for copies);
+# the same parts as the 2-D image readers'
+SPLITS = IMAGE_SPLITS
 CROP_MODES = ("auto", "brain", "none")
 # A site folder holding this file was written by the phantom generator (``crop = "auto"`` leaves it uncropped).
 PHANTOM_MARKER = "phantom.json"
