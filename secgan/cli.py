@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "ledger": "sites.ledger_cli",
     "audit": "audits.cli",
     "evaluate": "secgan.commands.evaluate",
+    "projection": "secgan.commands.projection",
     "sweep": "secgan.commands.sweep",
     "demo": "secgan.commands.demo",
 }

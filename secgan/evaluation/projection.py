@@ -104,6 +104,8 @@ def _floats(name: str, data: object) -> np.ndarray:
 def check_inputs(images, conds, image: ImageSpec, *, name: str = "images") -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, *image.image_shape]`` in the spec's value range and conditions
     ``[N, *image.cond_shape]`` as the spec has them, as float32; DataError naming what is wrong."""
+    if not isinstance(image, ImageSpec):
+        raise ValueError(f"image must be an ImageSpec, got {type(image).__name__}")
     x = _floats(name, images)
     c = _floats(f"{name} conditions", conds)
     if x.ndim != 4 or x.shape[1:] != image.image_shape:

@@ -185,6 +185,7 @@ def _good() -> dict:
     ({"conds": np.zeros((2, 3, 16, 16), np.float32)}, DataError, "conditions: shape"),
     ({"conds": np.full((2, 3, 1, 1), 0.5, np.float32)}, DataError, "one-hot"),
     ({"conds": np.full((2, 3, 1, 1), 2.0, np.float32)}, DataError, "in \\[0, 1\\]"),
+    ({"image": {"size": 16}}, ValueError, "must be an ImageSpec"),
     ({"steps": 0}, ValueError, "steps"),
     ({"restarts": 0}, ValueError, "restarts"),
     ({"batch": 1.5}, ValueError, "batch"),
