@@ -20,6 +20,7 @@ from audits.stats import max_resolvable_epsilon
 from secgan.core.config import rng
 from secgan.core.errors import DataError
 from secgan.core.logs import get_logger
+from secgan.gan.inversion import DEFAULT_RESTARTS, DEFAULT_STEPS
 
 log = get_logger(__name__)
 
@@ -36,8 +37,8 @@ class AuditConfig:
     max_synthetic: int = field(default=5000, metadata=rng(min=1))
     min_patients: int = field(default=4, metadata=rng(min=2))  # per side (members, non-members)
     domias_dims: int = field(default=8, metadata=rng(min=1))
-    projection_restarts: int = field(default=2, metadata=rng(min=1))
-    projection_steps: int = field(default=30, metadata=rng(min=1))
+    projection_restarts: int = field(default=DEFAULT_RESTARTS, metadata=rng(min=1))
+    projection_steps: int = field(default=DEFAULT_STEPS, metadata=rng(min=1))
     projection_slices_per_patient: int = field(default=2, metadata=rng(min=1))
     device: str = "cpu"
     embedding: EmbeddingConfig = EmbeddingConfig()

@@ -31,8 +31,8 @@ class FinalStop:
         self.reason = reason
         self.owed = frozenset(owed)
         self.started = now
-        self.deadline = now + max(0.0, linger_s)
         self.linger_s = max(0.0, linger_s)
+        self.deadline = now + self.linger_s
         self.told: set[str] = set()  # sites a Stop was handed to (at the end, or answering a message)
         # acknowledged: at the end, or before it (a removed site told Stop when it said Hello again)
         self.acked: set[str] = set(acked)

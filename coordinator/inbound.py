@@ -109,8 +109,7 @@ class Inbound:
             if exc.code == "stale":
                 self.scheduler.stale += 1
             self.log_limiter.warning(log, "inbound_rejected", site=site, code=exc.code, bytes=nbytes)
-            # an error is never answered with an error (ProtocolError.about_an_error)
-            if exc.code not in SILENT_CODES and not (exc.about_an_error or isinstance(msg, ErrorReply)):
+            if exc.code not in SILENT_CODES and codec.answerable(exc, msg):
                 self._send(site, ErrorReply(code=exc.code, detail=PROTOCOL_ERRORS.get(exc.code, "")[:200]),
                            routing_id=routing_id)
         except SecganError as exc:  # e.g. a condition bank that cannot be read: this peer only

@@ -189,8 +189,7 @@ class SiteNode(SecureSumSide):
         except ProtocolError as exc:
             self.counts[f"rejected_{exc.code}"] += 1
             self.log_limiter.warning(log, "inbound_rejected", code=exc.code)
-            # an error is never answered with an error (ProtocolError.about_an_error)
-            if exc.code not in ("stale",) and not (exc.about_an_error or isinstance(msg, ErrorReply)):
+            if exc.code not in ("stale",) and codec.answerable(exc, msg):
                 self._send(ErrorReply(code=exc.code, detail=PROTOCOL_ERRORS.get(exc.code, "")[:200]))
         except Exception as exc:  # noqa: BLE001 - defence in depth: one message never stops the site
             self.counts["internal_error"] += 1

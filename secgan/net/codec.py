@@ -399,6 +399,13 @@ def _as_view(frame: Any) -> memoryview:
     return view if view.format in ("B", "b", "c") and view.ndim == 1 else view.cast("B")
 
 
+def answerable(exc: ProtocolError, msg: Message | None) -> bool:
+    """Whether a refused message may be answered with an ErrorReply: never when it was itself an
+    error report (``msg`` decoded as one, or ``exc.about_an_error``), so two peers that cannot read
+    each other never trade error replies for ever."""
+    return not (exc.about_an_error or isinstance(msg, ErrorReply))
+
+
 def decode(frames: Sequence[Any], *, limits: WireLimits = WireLimits()) -> tuple[Envelope, Message]:
     """Validate ``frames`` (bytes, bytearray, memoryview or zmq.Frame) and build the message.
 
